@@ -1,0 +1,355 @@
+//! io_uring backend: one dedicated thread owns the ring; tokio tasks talk to it over a channel.
+//!
+//! Why a thread and not `tokio-uring`: see `io/DESIGN.md`. In short, the tool runs on tokio's
+//! multi-thread runtime, and a single ring thread serves every task on it without a second
+//! runtime.
+//!
+//! Flow of a request:
+//! 1. A task moves its `Chunk` and an `IoFile` clone into an [`Op`], sends it with a tokio
+//!    oneshot sender over an unbounded crossbeam channel, pokes the eventfd, and awaits the
+//!    oneshot.
+//! 2. The ring thread drains the channel, pushes SQEs (`READ_FIXED` / `WRITE_FIXED` / `FSYNC`)
+//!    and blocks in `io_uring_enter` until at least one CQE arrives.
+//! 3. Short reads/writes are continued by the thread itself; when an operation is finished, the
+//!    chunk comes back through the oneshot. If the task was cancelled meanwhile, the send fails
+//!    and the chunk is dropped (returned to the pool) right there, after the kernel is done.
+//!
+//! Wake-ups: the thread always keeps a read of an eventfd pending in the ring while it runs. A
+//! sender writes to the eventfd after queueing its request, so that read completes and the
+//! blocked `io_uring_enter` returns. Because an eventfd is a counter, a poke that lands while
+//! the read is not armed is not lost: the next armed read completes immediately. This needs no
+//! timeouts and no polling: the thread sleeps in the kernel while idle and reacts immediately.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use tokio::sync::oneshot;
+
+use super::uring_sys::{self, Event, Op, Ring};
+use crate::{Chunk, ChunkPool, IoFile};
+
+/// Submission queue size: up to 255 operations in flight plus the wake-up read. More requests
+/// wait in the thread's backlog (every read/write already holds a chunk, so the pool bounds it).
+const RING_ENTRIES: u32 = 256;
+
+/// Where the ring thread sends an operation's outcome.
+enum Reply {
+    Chunk(oneshot::Sender<io::Result<Chunk>>),
+    Unit(oneshot::Sender<io::Result<()>>),
+}
+
+impl Reply {
+    /// Sends the result. If the receiver is gone (task cancelled), the chunk in `result` is
+    /// dropped here and returns to the pool.
+    fn chunk(self, result: io::Result<Chunk>) {
+        match self {
+            Reply::Chunk(tx) => drop(tx.send(result)),
+            Reply::Unit(tx) => drop(tx.send(result.map(drop))),
+        }
+    }
+
+    fn unit(self, result: io::Result<()>) {
+        match self {
+            Reply::Unit(tx) => drop(tx.send(result)),
+            Reply::Chunk(tx) => drop(tx.send(Err(io::Error::other(
+                "io_uring: internal error (reply type mismatch)",
+            )))),
+        }
+    }
+
+    fn fail(self, error: io::Error) {
+        match self {
+            Reply::Chunk(tx) => drop(tx.send(Err(error))),
+            Reply::Unit(tx) => drop(tx.send(Err(error))),
+        }
+    }
+}
+
+struct Request {
+    op: Op,
+    reply: Reply,
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("io_uring thread has stopped")
+}
+
+/// Adds 1 to the eventfd counter, waking the ring thread.
+fn poke(waker: &File) {
+    if let Err(e) = (&*waker).write_all(&1u64.to_ne_bytes()) {
+        tracing::error!("io_uring: failed to wake the ring thread: {e}");
+    }
+}
+
+/// Handle to the ring thread. Dropping the last handle lets the thread finish the operations in
+/// flight and exit.
+pub(crate) struct UringBackend {
+    tx: Option<Sender<Request>>,
+    waker: Arc<File>,
+    fixed: bool,
+}
+
+impl UringBackend {
+    /// Builds the ring (the runtime probe), registers the pool's chunks and starts the thread.
+    ///
+    /// If the ring works but the chunks cannot be registered (typically `RLIMIT_MEMLOCK` for an
+    /// unprivileged user), logs one warning and continues with plain READ/WRITE on the ring.
+    pub(crate) fn start(pool: &ChunkPool) -> io::Result<UringBackend> {
+        let waker = Arc::new(uring_sys::eventfd()?);
+        let (ring, registration) = Ring::<Reply>::new(RING_ENTRIES, pool, waker.try_clone()?)?;
+        if let Some(e) = registration {
+            tracing::warn!(
+                "io_uring: could not register the chunk pool ({} chunks of {} bytes) as fixed \
+                 buffers: {e}; using io_uring without fixed buffers (raising RLIMIT_MEMLOCK \
+                 enables them)",
+                pool.capacity(),
+                pool.chunk_size()
+            );
+        }
+        let fixed = ring.fixed_buffers();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread_waker = Arc::clone(&waker);
+        std::thread::Builder::new()
+            .name("s3sync-io-uring".into())
+            .spawn(move || run(ring, rx, thread_waker))?;
+        tracing::debug!(fixed_buffers = fixed, "io backend: io_uring");
+        Ok(UringBackend {
+            tx: Some(tx),
+            waker,
+            fixed,
+        })
+    }
+
+    pub(crate) fn fixed_buffers(&self) -> bool {
+        self.fixed
+    }
+
+    fn send(&self, op: Op, reply: Reply) -> io::Result<()> {
+        let tx = self.tx.as_ref().ok_or_else(stopped)?;
+        // On failure the request (and its chunk) is dropped here: it never reached the kernel.
+        tx.send(Request { op, reply }).map_err(|_| stopped())?;
+        poke(&self.waker);
+        Ok(())
+    }
+
+    pub(crate) async fn read_at(
+        &self,
+        file: IoFile,
+        chunk: Chunk,
+        offset: u64,
+        want: usize,
+    ) -> io::Result<Chunk> {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Read {
+            file,
+            chunk,
+            offset,
+            want,
+        };
+        self.send(op, Reply::Chunk(tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) async fn write_at(
+        &self,
+        file: IoFile,
+        chunk: Chunk,
+        offset: u64,
+    ) -> io::Result<Chunk> {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Write {
+            file,
+            chunk,
+            offset,
+            done: 0,
+        };
+        self.send(op, Reply::Chunk(tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) async fn fsync(&self, file: IoFile) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Fsync { file }, Reply::Unit(tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+impl Drop for UringBackend {
+    fn drop(&mut self) {
+        // Disconnect first, then wake the thread so it notices.
+        drop(self.tx.take());
+        poke(&self.waker);
+    }
+}
+
+/// Whether a failed operation should simply be resubmitted.
+fn transient(errno: i32) -> bool {
+    errno == libc::EINTR || errno == libc::EAGAIN
+}
+
+/// Handles a completion: returns the operation if it must be resubmitted (short transfer or
+/// transient error), otherwise sends the outcome.
+fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
+    match op {
+        Op::Read {
+            file,
+            mut chunk,
+            offset,
+            want,
+        } => {
+            if result > 0 {
+                chunk.set_filled_len(chunk.len() + result as usize);
+                if chunk.len() < want.min(chunk.capacity()) {
+                    let op = Op::Read {
+                        file,
+                        chunk,
+                        offset,
+                        want,
+                    };
+                    return Some((op, reply));
+                }
+                reply.chunk(Ok(chunk));
+            } else if result == 0 {
+                // EOF.
+                reply.chunk(Ok(chunk));
+            } else if transient(-result) {
+                let op = Op::Read {
+                    file,
+                    chunk,
+                    offset,
+                    want,
+                };
+                return Some((op, reply));
+            } else {
+                reply.chunk(Err(io::Error::from_raw_os_error(-result)));
+            }
+        }
+        Op::Write {
+            file,
+            chunk,
+            offset,
+            done,
+        } => {
+            if result > 0 {
+                let done = done + result as usize;
+                if done < chunk.len() {
+                    let op = Op::Write {
+                        file,
+                        chunk,
+                        offset,
+                        done,
+                    };
+                    return Some((op, reply));
+                }
+                reply.chunk(Ok(chunk));
+            } else if result == 0 {
+                reply.chunk(Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "failed to write the whole chunk",
+                )));
+            } else if transient(-result) {
+                let op = Op::Write {
+                    file,
+                    chunk,
+                    offset,
+                    done,
+                };
+                return Some((op, reply));
+            } else {
+                reply.chunk(Err(io::Error::from_raw_os_error(-result)));
+            }
+        }
+        Op::Fsync { file } => {
+            if result < 0 && transient(-result) {
+                return Some((Op::Fsync { file }, reply));
+            }
+            if result < 0 {
+                reply.unit(Err(io::Error::from_raw_os_error(-result)));
+            } else {
+                reply.unit(Ok(()));
+            }
+        }
+    }
+    None
+}
+
+/// The ring thread.
+fn run(mut ring: Ring<Reply>, rx: Receiver<Request>, waker: Arc<File>) {
+    let mut backlog: VecDeque<(Op, Reply)> = VecDeque::new();
+    let mut events = Vec::new();
+    let mut closing = false;
+    let mut poked_self = false;
+    loop {
+        if !closing {
+            loop {
+                match rx.try_recv() {
+                    Ok(req) => backlog.push_back((req.op, req.reply)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closing = true;
+                        break;
+                    }
+                }
+            }
+        }
+
+        while ring.has_room() {
+            let Some((op, reply)) = backlog.pop_front() else {
+                break;
+            };
+            if let Err(back) = ring.push(op, reply) {
+                backlog.push_front(back);
+                break;
+            }
+        }
+
+        if closing {
+            // All handles are gone. The wake-up read owns a buffer, so complete it (by poking
+            // ourselves) rather than leave it pending; then finish what is in flight.
+            if ring.wake_armed() && !poked_self {
+                poke(&waker);
+                poked_self = true;
+            }
+            if backlog.is_empty() && ring.in_flight() == 0 && !ring.wake_armed() {
+                break;
+            }
+        } else if !ring.arm_wake() {
+            // Cannot happen (one SQE is reserved for it); flush the SQ and retry rather than
+            // risk sleeping without a way to be woken.
+            tracing::error!("io_uring: submission queue full, cannot arm the wake-up read");
+            if let Err(e) = ring.submit_and_wait(0) {
+                tracing::error!("io_uring: submit failed: {e}");
+            }
+            continue;
+        }
+
+        if let Err(e) = ring.submit_and_wait(1) {
+            let errno = e.raw_os_error().unwrap_or(0);
+            if errno == libc::EAGAIN || errno == libc::ENOMEM {
+                // Kernel short of resources for the moment: reap what we can and retry.
+                std::thread::sleep(Duration::from_millis(1));
+            } else {
+                tracing::error!("io_uring: io_uring_enter failed, stopping the ring thread: {e}");
+                for (_, reply) in backlog.drain(..) {
+                    reply.fail(io::Error::other(format!("io_uring failed: {e}")));
+                }
+                // Dropping `ring` leaks whatever is still in flight (see uring_sys).
+                break;
+            }
+        }
+
+        ring.reap(&mut events);
+        for event in events.drain(..) {
+            if let Event::Done { op, tag, result } = event {
+                if let Some(again) = complete(op, tag, result) {
+                    backlog.push_front(again);
+                }
+            }
+        }
+    }
+    tracing::debug!("io_uring thread exiting");
+}

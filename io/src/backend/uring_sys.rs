@@ -1,0 +1,332 @@
+//! The unsafe boundary of the io_uring backend: a ring that owns whatever the kernel may touch.
+//!
+//! This is one of the two modules allowed to contain `unsafe` code (the other is `pool::mem`).
+//! [`Ring`] exposes a safe API: an [`Op`] (which owns its `Chunk` and an `IoFile` clone) is moved
+//! in by [`Ring::push`] and handed back, with the kernel's result, by [`Ring::reap`]. Callers
+//! never see a raw pointer, so they cannot free or reuse memory the kernel still writes to.
+//!
+//! # Invariants
+//!
+//! 1. Every SQE that references memory or a file descriptor is pushed only by `Ring::push` (for
+//!    an `Op`) or `Ring::arm_wake` (for the wake-up read). The memory range of an SQE lies
+//!    inside the `Chunk` of its `Op` (bounds are computed here from the chunk's capacity and
+//!    filled length), or inside `Ring::wake_buf` (8 bytes).
+//! 2. From push until its CQE is reaped, the `Op` (and so its `Chunk` and `IoFile`) lives in
+//!    `Ring::slots[user_data]` and is not accessed; the wake buffer is not accessed while
+//!    `wake_armed` is true. The kernel is therefore the only party touching that memory.
+//! 3. Fixed-buffer opcodes are used only when buffers were registered and the chunk belongs to
+//!    the registered pool; buffer index == chunk index, and registered buffer `i` is exactly the
+//!    memory range of chunk `i` (`PoolInner::chunk_region`). `Ring::pool` keeps the pool memory
+//!    alive for as long as the ring (and so the registration) exists: it is declared after
+//!    `ring`, so the ring is closed first.
+//! 4. If the `Ring` is dropped while operations are still in flight (only possible if the ring
+//!    thread panics or hits an unrecoverable error), their `Op`s and the wake buffer are leaked
+//!    with `mem::forget`, never freed: a leaked `Chunk` keeps its pool memory allocated, so the
+//!    kernel can never write into memory that was freed or handed to someone else.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+
+use crate::{Chunk, ChunkPool, IoFile};
+
+/// user_data of the wake-up read; slots use their index, which is always smaller.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// Largest length put in one SQE (Linux caps a single read/write at `MAX_RW_COUNT`, just below
+/// 2 GiB, anyway); longer requests are continued like short reads/writes.
+const MAX_RW: usize = 1 << 30;
+
+/// One operation the ring thread asks the kernel to perform. Owns everything the kernel uses.
+pub(crate) enum Op {
+    /// Read into `chunk[chunk.len() .. want]` from file offset `offset + chunk.len()`.
+    Read {
+        file: IoFile,
+        chunk: Chunk,
+        offset: u64,
+        want: usize,
+    },
+    /// Write `chunk[done .. chunk.len()]` at file offset `offset + done`.
+    Write {
+        file: IoFile,
+        chunk: Chunk,
+        offset: u64,
+        done: usize,
+    },
+    /// `fsync(2)` the file.
+    Fsync { file: IoFile },
+}
+
+/// Something reaped from the completion queue.
+pub(crate) enum Event<T> {
+    /// The wake-up read completed (someone poked the eventfd); it must be re-armed.
+    Woken,
+    /// An operation completed; `result` is the raw CQE result (`-errno` on failure).
+    Done { op: Op, tag: T, result: i32 },
+}
+
+/// Creates the eventfd senders poke to wake the ring thread (a counter, initially 0).
+pub(crate) fn eventfd() -> io::Result<File> {
+    // SAFETY: plain FFI call with valid flags; returns a new fd or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a freshly created, valid descriptor that nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// An io_uring instance plus the operations in flight on it. Only the ring thread uses it.
+pub(crate) struct Ring<T> {
+    // Field order matters: `ring` must drop before `pool` (invariant 3).
+    ring: IoUring,
+    slots: Vec<Option<(Op, T)>>,
+    free_slots: Vec<usize>,
+    in_flight: usize,
+    wake: File,
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    fixed: bool,
+    pool: ChunkPool,
+}
+
+impl<T> Ring<T> {
+    /// Builds a ring with `entries` SQ entries (at most `entries - 1` operations in flight, plus
+    /// the wake-up read) and checks that the kernel supports every opcode used.
+    ///
+    /// Then tries to register the pool's chunks as fixed buffers. The ring is usable either way;
+    /// the second value is the registration error, if any (then plain READ/WRITE are used).
+    pub(crate) fn new(
+        entries: u32,
+        pool: &ChunkPool,
+        wake: File,
+    ) -> io::Result<(Ring<T>, Option<io::Error>)> {
+        let ring = IoUring::builder().setup_clamp().build(entries)?;
+
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for (code, name) in [
+            (opcode::ReadFixed::CODE, "READ_FIXED"),
+            (opcode::WriteFixed::CODE, "WRITE_FIXED"),
+            (opcode::Read::CODE, "READ"),
+            (opcode::Write::CODE, "WRITE"),
+            (opcode::Fsync::CODE, "FSYNC"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("kernel io_uring lacks IORING_OP_{name}"),
+                ));
+            }
+        }
+
+        let max_ops = (ring.params().sq_entries() as usize).saturating_sub(1).max(1);
+        let mut this = Ring {
+            ring,
+            slots: (0..max_ops).map(|_| None).collect(),
+            free_slots: (0..max_ops).rev().collect(),
+            in_flight: 0,
+            wake,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            fixed: false,
+            pool: pool.clone(),
+        };
+        let registration = this.register_pool();
+        this.fixed = registration.is_ok();
+        Ok((this, registration.err()))
+    }
+
+    fn register_pool(&self) -> io::Result<()> {
+        let count = self.pool.capacity();
+        if count > usize::from(u16::MAX) + 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{count} chunks exceed the 65536 fixed-buffer indices"),
+            ));
+        }
+        let inner = self.pool.inner();
+        let iovecs = (0..count)
+            .map(|i| {
+                let (base, len) = inner.chunk_region(i).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "chunk index out of range")
+                })?;
+                Ok(libc::iovec {
+                    iov_base: base.cast(),
+                    iov_len: len,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        // SAFETY: each iovec is exactly one chunk's range inside the pool allocation, which
+        // `self.pool` keeps alive until after the ring (and with it the registration) is gone
+        // (invariant 3). The kernel only accesses a registered buffer for a fixed-buffer
+        // operation, and those are issued only under invariants 1 and 2.
+        unsafe { self.ring.submitter().register_buffers(&iovecs) }
+    }
+
+    /// Whether the pool's chunks are registered as fixed buffers.
+    pub(crate) fn fixed_buffers(&self) -> bool {
+        self.fixed
+    }
+
+    /// Operations in flight (not counting the wake-up read).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Whether another operation can be pushed now.
+    pub(crate) fn has_room(&self) -> bool {
+        !self.free_slots.is_empty()
+    }
+
+    /// Whether the wake-up read is pending in the kernel.
+    pub(crate) fn wake_armed(&self) -> bool {
+        self.wake_armed
+    }
+
+    /// Queues `op`; it is handed back by [`reap`](Self::reap) once complete. When no slot or SQE
+    /// is free, gives `op` and `tag` back unchanged.
+    pub(crate) fn push(&mut self, mut op: Op, tag: T) -> Result<(), (Op, T)> {
+        let Some(slot) = self.free_slots.pop() else {
+            return Err((op, tag));
+        };
+        let entry = self.build_entry(&mut op).user_data(slot as u64);
+        // SAFETY: the entry's buffer lies inside `op`'s chunk (`build_entry`), its fd is kept
+        // open by `op`'s `IoFile`, and `op` is stored in `slots[slot]` right below and not
+        // touched until its CQE is reaped (invariants 1, 2); the fixed-buffer index is valid
+        // (invariant 3).
+        let pushed = unsafe { self.ring.submission().push(&entry) };
+        if pushed.is_err() {
+            self.free_slots.push(slot);
+            return Err((op, tag));
+        }
+        self.slots[slot] = Some((op, tag));
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Builds the SQE for `op` (without user_data). All pointer arithmetic is bounded by the
+    /// chunk's capacity / filled length.
+    fn build_entry(&self, op: &mut Op) -> squeue::Entry {
+        match op {
+            Op::Read {
+                file,
+                chunk,
+                offset,
+                want,
+            } => {
+                let done = chunk.len();
+                let end = (*want).min(chunk.capacity()).max(done);
+                let len = (end - done).min(MAX_RW) as u32;
+                let buf = chunk.as_mut_ptr().wrapping_add(done);
+                let fd = types::Fd(file.std().as_raw_fd());
+                let at = offset.saturating_add(done as u64);
+                if self.fixed && self.pool.owns(chunk) {
+                    opcode::ReadFixed::new(fd, buf, len, chunk.index() as u16)
+                        .offset(at)
+                        .build()
+                } else {
+                    opcode::Read::new(fd, buf, len).offset(at).build()
+                }
+            }
+            Op::Write {
+                file,
+                chunk,
+                offset,
+                done,
+            } => {
+                let done = (*done).min(chunk.len());
+                let len = (chunk.len() - done).min(MAX_RW) as u32;
+                let buf = chunk.as_ptr().wrapping_add(done);
+                let fd = types::Fd(file.std().as_raw_fd());
+                let at = offset.saturating_add(done as u64);
+                if self.fixed && self.pool.owns(chunk) {
+                    opcode::WriteFixed::new(fd, buf, len, chunk.index() as u16)
+                        .offset(at)
+                        .build()
+                } else {
+                    opcode::Write::new(fd, buf, len).offset(at).build()
+                }
+            }
+            Op::Fsync { file } => opcode::Fsync::new(types::Fd(file.std().as_raw_fd())).build(),
+        }
+    }
+
+    /// Arms the wake-up read on the eventfd, unless already armed. Returns false if the SQ was
+    /// full (cannot happen: one SQE is reserved for it).
+    pub(crate) fn arm_wake(&mut self) -> bool {
+        if self.wake_armed {
+            return true;
+        }
+        let buf: *mut u64 = &mut *self.wake_buf;
+        let entry = opcode::Read::new(types::Fd(self.wake.as_raw_fd()), buf.cast(), 8)
+            .build()
+            .user_data(WAKE_TOKEN);
+        // SAFETY: the 8-byte buffer is `wake_buf`, a heap allocation owned by the ring and not
+        // accessed while armed (invariant 2); it is leaked if the ring drops while armed
+        // (invariant 4). The eventfd is kept open by `self.wake`.
+        let pushed = unsafe { self.ring.submission().push(&entry) };
+        self.wake_armed = pushed.is_ok();
+        self.wake_armed
+    }
+
+    /// Submits queued SQEs and waits for at least `want` completions. `EINTR` and `EBUSY`
+    /// (completions must be reaped first) return `Ok` so the caller reaps and loops.
+    pub(crate) fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        match self.ring.submit_and_wait(want) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every available completion into `out`, handing each operation back.
+    pub(crate) fn reap(&mut self, out: &mut Vec<Event<T>>) {
+        for cqe in self.ring.completion() {
+            let user_data = cqe.user_data();
+            if user_data == WAKE_TOKEN {
+                self.wake_armed = false;
+                out.push(Event::Woken);
+                continue;
+            }
+            let slot = user_data as usize;
+            if let Some((op, tag)) = self.slots.get_mut(slot).and_then(Option::take) {
+                self.free_slots.push(slot);
+                self.in_flight -= 1;
+                out.push(Event::Done {
+                    op,
+                    tag,
+                    result: cqe.result(),
+                });
+            } else {
+                tracing::error!(user_data, "io_uring: completion for an unknown request");
+            }
+        }
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        if self.in_flight > 0 || self.wake_armed {
+            tracing::error!(
+                in_flight = self.in_flight,
+                "io_uring ring dropped with operations in flight; leaking their buffers"
+            );
+            // Invariant 4: never free memory the kernel may still write to.
+            // The tag (the reply channel) is dropped normally so the waiting task gets an error
+            // instead of hanging; only the operation (chunk + file) is leaked.
+            for (op, tag) in self.slots.drain(..).flatten() {
+                mem::forget(op);
+                drop(tag);
+            }
+            if self.wake_armed {
+                mem::forget(mem::replace(&mut self.wake_buf, Box::new(0)));
+            }
+        }
+    }
+}

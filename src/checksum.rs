@@ -1,0 +1,200 @@
+//! The ETag arithmetic: MD5 per part while bytes stream, and the S3 ETag forms built from part digests
+//! (plain MD5 for one part, `md5-of-md5s-N` for multipart).
+//!
+//! Every digest is computed in the same pass that moves the bytes; nothing here reads a file.
+
+use md5::{Digest, Md5};
+
+/// A 16-byte MD5 digest.
+pub type Md5Digest = [u8; 16];
+
+/// Incremental MD5 of one part (or of a whole single-part object).
+#[derive(Clone, Default)]
+pub struct PartHasher {
+    md5: Md5,
+    len: u64,
+}
+
+impl PartHasher {
+    /// A hasher with nothing fed yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next bytes of the part.
+    pub fn update(&mut self, data: &[u8]) {
+        self.md5.update(data);
+        self.len += data.len() as u64;
+    }
+
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was fed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The MD5 of everything fed.
+    pub fn finish(self) -> Md5Digest {
+        self.md5.finalize().into()
+    }
+}
+
+/// MD5 of a byte slice.
+pub fn md5_of(data: &[u8]) -> Md5Digest {
+    Md5::digest(data).into()
+}
+
+/// The S3 ETag (without quotes) of an object whose parts have these MD5s.
+///
+/// `multipart` says whether the object was (or will be) written with a multipart upload: one part then
+/// still yields the `-1` form, as S3 does.
+pub fn etag_from_parts(parts: &[Md5Digest], multipart: bool) -> String {
+    if !multipart && parts.len() <= 1 {
+        let digest = parts.first().copied().unwrap_or_else(|| md5_of(b""));
+        return hex::encode(digest);
+    }
+    let mut outer = Md5::new();
+    for p in parts {
+        outer.update(p);
+    }
+    format!("{}-{}", hex::encode(outer.finalize()), parts.len())
+}
+
+/// Strips the quotes S3 puts around ETags and lower-cases the hex.
+pub fn normalize_etag(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_ascii_lowercase()
+}
+
+/// The number of parts in a multipart ETag (`…-N`), or `None` for a plain one.
+pub fn etag_part_count(etag: &str) -> Option<u64> {
+    let e = normalize_etag(etag);
+    let (_, n) = e.rsplit_once('-')?;
+    n.parse().ok()
+}
+
+/// Whether the ETag has the form of an MD5 (plain or multipart), so that it can be verified from bytes.
+/// SSE-KMS/SSE-C objects and some S3-compatible servers give ETags of other forms.
+pub fn etag_is_md5_form(etag: &str) -> bool {
+    let e = normalize_etag(etag);
+    let hex_part = match e.rsplit_once('-') {
+        Some((h, n)) if n.parse::<u64>().is_ok() => h,
+        Some(_) => return false,
+        None => &e,
+    };
+    hex_part.len() == 32 && hex_part.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// How an object of `size` bytes is split into parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartLayout {
+    /// Object size in bytes.
+    pub size: u64,
+    /// Size of every part but the last (the whole object when not multipart).
+    pub part_size: u64,
+    /// Whether the object is written with a multipart upload (`-N` ETag).
+    pub multipart: bool,
+}
+
+impl PartLayout {
+    /// The layout s3sync uses to write an object: multipart when `size >= threshold`.
+    pub fn for_upload(size: u64, threshold: u64, chunksize: u64) -> Self {
+        if size >= threshold && size > 0 {
+            PartLayout { size, part_size: chunksize.max(1), multipart: true }
+        } else {
+            PartLayout::single(size)
+        }
+    }
+
+    /// One part holding the whole object.
+    pub fn single(size: u64) -> Self {
+        PartLayout { size, part_size: size.max(1), multipart: false }
+    }
+
+    /// A multipart layout with the given part size.
+    pub fn multipart(size: u64, part_size: u64) -> Self {
+        PartLayout { size, part_size: part_size.max(1), multipart: true }
+    }
+
+    /// Number of parts (at least one, also for an empty object).
+    pub fn part_count(&self) -> u64 {
+        if self.size == 0 {
+            1
+        } else {
+            self.size.div_ceil(self.part_size)
+        }
+    }
+
+    /// Offset and length of part `index` (0-based).
+    pub fn part(&self, index: u64) -> (u64, u64) {
+        let offset = index * self.part_size;
+        let len = self.part_size.min(self.size.saturating_sub(offset));
+        (offset, len)
+    }
+
+    /// All parts as `(index, offset, len)`.
+    pub fn parts(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        (0..self.part_count()).map(move |i| {
+            let (o, l) = self.part(i);
+            (i, o, l)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_part_etag_is_md5_hex() {
+        assert_eq!(etag_from_parts(&[], false), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(etag_from_parts(&[md5_of(b"hello")], false), "5d41402abc4b2a76b9719d911017c592");
+    }
+
+    #[test]
+    fn multipart_etag_is_md5_of_md5s() {
+        // Two parts "a" and "b": md5(md5("a") || md5("b")) with suffix -2.
+        let parts = [md5_of(b"a"), md5_of(b"b")];
+        let mut concat = Vec::new();
+        concat.extend_from_slice(&parts[0]);
+        concat.extend_from_slice(&parts[1]);
+        let expected = format!("{}-2", hex::encode(md5_of(&concat)));
+        assert_eq!(etag_from_parts(&parts, true), expected);
+        assert!(etag_from_parts(&[md5_of(b"a")], true).ends_with("-1"));
+    }
+
+    #[test]
+    fn etag_forms() {
+        assert!(etag_is_md5_form("\"d41d8cd98f00b204e9800998ecf8427e\""));
+        assert!(etag_is_md5_form("d41d8cd98f00b204e9800998ecf8427e-12"));
+        assert!(!etag_is_md5_form("abc"));
+        assert!(!etag_is_md5_form("d41d8cd98f00b204e9800998ecf8427e-x"));
+        assert_eq!(etag_part_count("\"abc-3\""), Some(3));
+        assert_eq!(etag_part_count("abc"), None);
+        assert_eq!(normalize_etag(" \"ABC\" "), "abc");
+    }
+
+    #[test]
+    fn layouts() {
+        let mib = 1024 * 1024;
+        let l = PartLayout::for_upload(8 * mib, 8 * mib, 8 * mib);
+        assert!(l.multipart);
+        assert_eq!(l.part_count(), 1);
+        let l = PartLayout::for_upload(8 * mib + 1, 8 * mib, 8 * mib);
+        assert_eq!(l.part_count(), 2);
+        assert_eq!(l.part(1), (8 * mib, 1));
+        let l = PartLayout::for_upload(8 * mib - 1, 8 * mib, 8 * mib);
+        assert!(!l.multipart);
+        assert_eq!(l.part_count(), 1);
+        assert_eq!(l.part(0), (0, 8 * mib - 1));
+        let l = PartLayout::for_upload(0, 8 * mib, 8 * mib);
+        assert!(!l.multipart);
+        assert_eq!(l.part_count(), 1);
+        assert_eq!(l.part(0), (0, 0));
+        let parts: Vec<_> = PartLayout::multipart(10, 4).parts().collect();
+        assert_eq!(parts, vec![(0, 0, 4), (1, 4, 4), (2, 8, 2)]);
+    }
+}

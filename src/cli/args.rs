@@ -1,0 +1,1869 @@
+//! Command line definition of `s3sync`.
+//!
+//! The flags, value names, environment variables, defaults and help headings
+//! mirror the original s3sync 1.62.4 command line, plus `--io-pool-size`.
+//! Options that are accepted but not yet implemented by this release are
+//! reported by [`CliArgs::unsupported_options`].
+
+use crate::cli::size::{self, MIB};
+use chrono::{DateTime, Utc};
+use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser};
+use clap::{CommandFactory, Parser};
+use clap_complete::Shell;
+use regex::Regex;
+
+/// Default `--worker-size`.
+pub const DEFAULT_WORKER_SIZE: u16 = 16;
+/// Default `--max-parallel-uploads`.
+pub const DEFAULT_MAX_PARALLEL_UPLOADS: u16 = 16;
+/// Default `--max-keys`.
+pub const DEFAULT_MAX_KEYS: i32 = 1000;
+/// Default `--aws-max-attempts`.
+pub const DEFAULT_AWS_MAX_ATTEMPTS: u32 = 10;
+/// Default `--initial-backoff-milliseconds`.
+pub const DEFAULT_INITIAL_BACKOFF_MILLISECONDS: u64 = 100;
+/// Default `--force-retry-count`.
+pub const DEFAULT_FORCE_RETRY_COUNT: u32 = 5;
+/// Default `--force-retry-interval-milliseconds`.
+pub const DEFAULT_FORCE_RETRY_INTERVAL_MILLISECONDS: u64 = 1000;
+/// Default `--multipart-threshold` (as written on the command line).
+pub const DEFAULT_MULTIPART_THRESHOLD: &str = "8MiB";
+/// Default `--multipart-chunksize` (as written on the command line).
+pub const DEFAULT_MULTIPART_CHUNKSIZE: &str = "8MiB";
+/// Default `--lua-vm-memory-limit` (as written on the command line).
+pub const DEFAULT_LUA_VM_MEMORY_LIMIT_STR: &str = "64MiB";
+/// Default `--lua-vm-memory-limit` in bytes.
+pub const DEFAULT_LUA_VM_MEMORY_LIMIT: u64 = 64 * MIB;
+
+/// Values accepted by `--storage-class`.
+pub const STORAGE_CLASSES: [&str; 9] = [
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "EXPRESS_ONEZONE",
+];
+/// Values accepted by `--sse`.
+pub const SSE_ALGORITHMS: [&str; 3] = ["AES256", "aws:kms", "aws:kms:dsse"];
+/// Values accepted by `--source-sse-c` / `--target-sse-c`.
+pub const SSE_C_ALGORITHMS: [&str; 1] = ["AES256"];
+/// Values accepted by `--acl`.
+pub const CANNED_ACLS: [&str; 7] = [
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+];
+/// Values accepted by the additional checksum options.
+pub const CHECKSUM_ALGORITHMS: [&str; 5] = ["SHA256", "SHA1", "CRC32", "CRC32C", "CRC64NVME"];
+
+/// Parses an RFC3339 datetime (e.g. `2023-02-19T12:00:00Z`) into UTC.
+pub fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|dt| dt.with_timezone(&Utc))
+        .map_err(|e| format!("invalid RFC3339 datetime '{s}': {e} (example: 2023-02-19T12:00:00Z)"))
+}
+
+/// Compiles a regular expression given on the command line.
+pub fn parse_regex(s: &str) -> Result<Regex, String> {
+    Regex::new(s).map_err(|e| format!("invalid regular expression: {e}"))
+}
+
+/// Command line arguments of `s3sync`.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "s3sync",
+    version,
+    about = "Reliable, very fast synchronization tool for Amazon S3 and S3-compatible storage"
+)]
+pub struct CliArgs {
+    /// s3://<BUCKET_NAME>[/prefix] or local path
+    #[arg(env = "SOURCE")]
+    pub source: Option<String>,
+
+    /// s3://<BUCKET_NAME>[/prefix] or local path
+    #[arg(env = "TARGET")]
+    pub target: Option<String>,
+
+    /// Increase logging verbosity
+    #[arg(short = 'v', long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Decrease logging verbosity
+    #[arg(short = 'q', long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    // ----------------------------------------------------------------- General
+    /// A simulation mode. No actions will be performed
+    #[arg(long, env = "DRY_RUN", help_heading = "General")]
+    pub dry_run: bool,
+
+    /// Use server-side copy (both source and target must be S3).
+    #[arg(
+        long,
+        env = "SERVER_SIDE_COPY",
+        help_heading = "General",
+        help = "Use server-side copy. This option is only available both source and target are S3 storage.\n\
+                It cannot work with between different object storages or regions."
+    )]
+    pub server_side_copy: bool,
+
+    // ------------------------------------------------------- AWS Configuration
+    /// Location of the file that the AWS CLI uses to store configuration profiles
+    #[arg(
+        long,
+        env = "AWS_CONFIG_FILE",
+        value_name = "FILE",
+        help_heading = "AWS Configuration"
+    )]
+    pub aws_config_file: Option<String>,
+
+    /// Location of the file that the AWS CLI uses to store access keys
+    #[arg(
+        long,
+        env = "AWS_SHARED_CREDENTIALS_FILE",
+        value_name = "FILE",
+        help_heading = "AWS Configuration"
+    )]
+    pub aws_shared_credentials_file: Option<String>,
+
+    /// Source AWS CLI profile
+    #[arg(
+        long,
+        env = "SOURCE_PROFILE",
+        conflicts_with_all = ["source_access_key", "source_secret_access_key", "source_session_token"],
+        help_heading = "AWS Configuration"
+    )]
+    pub source_profile: Option<String>,
+
+    /// Source access key
+    #[arg(
+        long,
+        env = "SOURCE_ACCESS_KEY",
+        requires = "source_secret_access_key",
+        help_heading = "AWS Configuration"
+    )]
+    pub source_access_key: Option<String>,
+
+    /// Source secret access key
+    #[arg(
+        long,
+        env = "SOURCE_SECRET_ACCESS_KEY",
+        requires = "source_access_key",
+        help_heading = "AWS Configuration"
+    )]
+    pub source_secret_access_key: Option<String>,
+
+    /// Source session token
+    #[arg(
+        long,
+        env = "SOURCE_SESSION_TOKEN",
+        requires = "source_access_key",
+        help_heading = "AWS Configuration"
+    )]
+    pub source_session_token: Option<String>,
+
+    /// Target AWS CLI profile
+    #[arg(
+        long,
+        env = "TARGET_PROFILE",
+        conflicts_with_all = ["target_access_key", "target_secret_access_key", "target_session_token"],
+        help_heading = "AWS Configuration"
+    )]
+    pub target_profile: Option<String>,
+
+    /// Target access key
+    #[arg(
+        long,
+        env = "TARGET_ACCESS_KEY",
+        requires = "target_secret_access_key",
+        help_heading = "AWS Configuration"
+    )]
+    pub target_access_key: Option<String>,
+
+    /// Target secret access key
+    #[arg(
+        long,
+        env = "TARGET_SECRET_ACCESS_KEY",
+        requires = "target_access_key",
+        help_heading = "AWS Configuration"
+    )]
+    pub target_secret_access_key: Option<String>,
+
+    /// Target session token
+    #[arg(
+        long,
+        env = "TARGET_SESSION_TOKEN",
+        requires = "target_access_key",
+        help_heading = "AWS Configuration"
+    )]
+    pub target_session_token: Option<String>,
+
+    // ---------------------------------------------------------- Source Options
+    /// Source region
+    #[arg(long, env = "SOURCE_REGION", value_parser = NonEmptyStringValueParser::new(), help_heading = "Source Options")]
+    pub source_region: Option<String>,
+
+    /// Source endpoint url
+    #[arg(long, env = "SOURCE_ENDPOINT_URL", help_heading = "Source Options")]
+    pub source_endpoint_url: Option<String>,
+
+    /// Use Amazon S3 Transfer Acceleration for the source bucket
+    #[arg(long, env = "SOURCE_ACCELERATE", help_heading = "Source Options")]
+    pub source_accelerate: bool,
+
+    /// Use request payer for the source bucket
+    #[arg(long, env = "SOURCE_REQUEST_PAYER", help_heading = "Source Options")]
+    pub source_request_payer: bool,
+
+    /// Force path-style addressing for source endpoint
+    #[arg(long, env = "SOURCE_FORCE_PATH_STYLE", help_heading = "Source Options")]
+    pub source_force_path_style: bool,
+
+    // ---------------------------------------------------------- Target Options
+    /// Target region
+    #[arg(long, env = "TARGET_REGION", value_parser = NonEmptyStringValueParser::new(), help_heading = "Target Options")]
+    pub target_region: Option<String>,
+
+    /// Target endpoint url
+    #[arg(long, env = "TARGET_ENDPOINT_URL", help_heading = "Target Options")]
+    pub target_endpoint_url: Option<String>,
+
+    /// Use Amazon S3 Transfer Acceleration for the target bucket
+    #[arg(long, env = "TARGET_ACCELERATE", help_heading = "Target Options")]
+    pub target_accelerate: bool,
+
+    /// Use request payer for the target bucket
+    #[arg(long, env = "TARGET_REQUEST_PAYER", help_heading = "Target Options")]
+    pub target_request_payer: bool,
+
+    /// Force path-style addressing for target endpoint
+    #[arg(long, env = "TARGET_FORCE_PATH_STYLE", help_heading = "Target Options")]
+    pub target_force_path_style: bool,
+
+    /// Type of storage to use for the target object.
+    #[arg(
+        long,
+        env = "STORAGE_CLASS",
+        value_parser = PossibleValuesParser::new(STORAGE_CLASSES),
+        hide_possible_values = true,
+        help_heading = "Target Options",
+        help = "Type of storage to use for the target object.\n\
+                Valid choices: STANDARD | REDUCED_REDUNDANCY | STANDARD_IA | ONEZONE_IA | INTELLIGENT_TIERING | GLACIER |\n               \
+                DEEP_ARCHIVE | GLACIER_IR | EXPRESS_ONEZONE"
+    )]
+    pub storage_class: Option<String>,
+
+    // --------------------------------------------------------------- Filtering
+    /// Sync only objects older than given time (RFC3339 datetime).
+    #[arg(
+        long,
+        env = "FILTER_MTIME_BEFORE",
+        value_parser = parse_rfc3339,
+        help_heading = "Filtering",
+        help = "Sync only objects older than given time (RFC3339 datetime).\n\
+                Example: 2023-02-19T12:00:00Z"
+    )]
+    pub filter_mtime_before: Option<DateTime<Utc>>,
+
+    /// Sync only objects newer than OR EQUAL TO given time (RFC3339 datetime).
+    #[arg(
+        long,
+        env = "FILTER_MTIME_AFTER",
+        value_parser = parse_rfc3339,
+        help_heading = "Filtering",
+        help = "Sync only objects newer than OR EQUAL TO given time (RFC3339 datetime).\n\
+                Example: 2023-02-19T12:00:00Z"
+    )]
+    pub filter_mtime_after: Option<DateTime<Utc>>,
+
+    /// Sync only objects smaller than given size (bytes).
+    #[arg(
+        long,
+        env = "FILTER_SMALLER_SIZE",
+        value_parser = size::parse_size,
+        help_heading = "Filtering",
+        help = "Sync only objects smaller than given size.\n\
+                Allow suffixes: KB, KiB, MB, MiB, GB, GiB, TB, TiB"
+    )]
+    pub filter_smaller_size: Option<u64>,
+
+    /// Sync only objects larger than OR EQUAL TO given size (bytes).
+    #[arg(
+        long,
+        env = "FILTER_LARGER_SIZE",
+        value_parser = size::parse_size,
+        help_heading = "Filtering",
+        help = "Sync only objects larger than OR EQUAL TO given size.\n\
+                Allow suffixes: KB, KiB, MB, MiB, GB, GiB, TB, TiB"
+    )]
+    pub filter_larger_size: Option<u64>,
+
+    /// Sync only objects that match a given regular expression
+    #[arg(long, env = "FILTER_INCLUDE_REGEX", value_parser = parse_regex, help_heading = "Filtering")]
+    pub filter_include_regex: Option<Regex>,
+
+    /// Do not sync objects that match a given regular expression
+    #[arg(long, env = "FILTER_EXCLUDE_REGEX", value_parser = parse_regex, help_heading = "Filtering")]
+    pub filter_exclude_regex: Option<Regex>,
+
+    /// Sync only objects that have Content-Type matching a given regular expression.
+    #[arg(
+        long,
+        env = "FILTER_INCLUDE_CONTENT_TYPE_REGEX",
+        value_parser = parse_regex,
+        help_heading = "Filtering",
+        help = "Sync only objects that have Content-Type matching a given regular expression.\n\
+                If the source is local storage, Content-Type is guessed by the file extension,\n\
+                Unless --no-guess-mime-type is specified.\n\
+                It may take an extra API call to get Content-Type of the object.\n"
+    )]
+    pub filter_include_content_type_regex: Option<Regex>,
+
+    /// Do not sync objects that have Content-Type matching a given regular expression.
+    #[arg(
+        long,
+        env = "FILTER_EXCLUDE_CONTENT_TYPE_REGEX",
+        value_parser = parse_regex,
+        help_heading = "Filtering",
+        help = "Do not sync objects that have Content-Type matching a given regular expression.\n\
+                If the source is local storage, Content-Type is guessed by the file extension,\n\
+                Unless --no-guess-mime-type is specified.\n\
+                It may take an extra API call to get Content-Type of the object.\n"
+    )]
+    pub filter_exclude_content_type_regex: Option<Regex>,
+
+    /// Sync only objects that have metadata matching a given regular expression.
+    #[arg(
+        long,
+        env = "FILTER_INCLUDE_METADATA_REGEX",
+        value_parser = parse_regex,
+        help_heading = "Filtering",
+        help = "Sync only objects that have metadata matching a given regular expression.\n\
+                Keys(lowercase) must be sorted in alphabetical order, and comma separated.\n\
+                This filter is applied after all other filters(except tag filters).\n\
+                It may take an extra API call to get metadata of the object.\n\
+                \n\
+                Example: \"key1=(value1|value2),key2=value2\""
+    )]
+    pub filter_include_metadata_regex: Option<Regex>,
+
+    /// Do not sync objects that have metadata matching a given regular expression.
+    #[arg(
+        long,
+        env = "FILTER_EXCLUDE_METADATA_REGEX",
+        value_parser = parse_regex,
+        help_heading = "Filtering",
+        help = "Do not sync objects that have metadata matching a given regular expression.\n\
+                Keys(lowercase) must be sorted in alphabetical order, and comma separated.\n\
+                This filter is applied after all other filters(except tag filters).\n\
+                It may take an extra API call to get metadata of the object.\n\
+                \n\
+                Example: \"key1=(value1|value2),key2=value2\""
+    )]
+    pub filter_exclude_metadata_regex: Option<Regex>,
+
+    /// Sync only objects that have tag matching a given regular expression.
+    #[arg(
+        long,
+        env = "FILTER_INCLUDE_TAG_REGEX",
+        value_parser = parse_regex,
+        help_heading = "Filtering",
+        help = "Sync only objects that have tag matching a given regular expression.\n\
+                Keys must be sorted in alphabetical order, and '&' separated.\n\
+                This filter is applied after all other filters.\n\
+                It takes an extra API call to get tags of the object.\n\
+                \n\
+                Example: \"key1=(value1|value2)&key2=value2\""
+    )]
+    pub filter_include_tag_regex: Option<Regex>,
+
+    /// Do not sync objects that have tag matching a given regular expression.
+    #[arg(
+        long,
+        env = "FILTER_EXCLUDE_TAG_REGEX",
+        value_parser = parse_regex,
+        help_heading = "Filtering",
+        help = "Do not sync objects that have tag matching a given regular expression.\n\
+                Keys must be sorted in alphabetical order, and '&' separated.\n\
+                This filter is applied after all other filters.\n\
+                It takes an extra API call to get tags of the object.\n\
+                \n\
+                Example: \"key1=(value1|value2)&key2=value2\""
+    )]
+    pub filter_exclude_tag_regex: Option<Regex>,
+
+    // --------------------------------------------------------- Update Checking
+    /// Do not update checking(ListObjectsV2) for modification in the target storage
+    #[arg(
+        long,
+        env = "REMOVE_MODIFIED_FILTER",
+        conflicts_with_all = ["enable_versioning"],
+        help_heading = "Update Checking"
+    )]
+    pub remove_modified_filter: bool,
+
+    /// Use object size for update checking
+    #[arg(
+        long,
+        env = "CHECK_SIZE",
+        conflicts_with_all = ["enable_versioning", "check_etag", "check_mtime_and_etag", "check_mtime_and_additional_checksum"],
+        help_heading = "Update Checking"
+    )]
+    pub check_size: bool,
+
+    /// Use etag for update checking
+    #[arg(
+        long,
+        env = "CHECK_ETAG",
+        conflicts_with_all = ["enable_versioning", "check_size", "check_mtime_and_etag", "check_mtime_and_additional_checksum", "source_sse_c_key", "target_sse_c_key"],
+        help_heading = "Update Checking"
+    )]
+    pub check_etag: bool,
+
+    /// Use the modification time and ETag for update checking.
+    #[arg(
+        long,
+        env = "CHECK_MTIME_AND_ETAG",
+        conflicts_with_all = ["enable_versioning", "remove_modified_filter", "check_size", "check_etag", "source_sse_c_key", "target_sse_c_key"],
+        help_heading = "Update Checking",
+        help = "Use the modification time and ETag for update checking.\n\
+                If the source modification date is newer, check the ETag.\n"
+    )]
+    pub check_mtime_and_etag: bool,
+
+    /// Use additional checksum for update checking
+    #[arg(
+        long,
+        env = "CHECK_ADDITIONAL_CHECKSUM",
+        value_parser = PossibleValuesParser::new(CHECKSUM_ALGORITHMS),
+        hide_possible_values = true,
+        conflicts_with_all = ["enable_versioning", "check_size", "check_etag", "check_mtime_and_etag", "check_mtime_and_additional_checksum"],
+        help_heading = "Update Checking"
+    )]
+    pub check_additional_checksum: Option<String>,
+
+    /// Use the modification time and additional checksum for update checking.
+    #[arg(
+        long,
+        env = "CHECK_MTIME_AND_ADDITIONAL_CHECKSUM",
+        value_parser = PossibleValuesParser::new(CHECKSUM_ALGORITHMS),
+        hide_possible_values = true,
+        conflicts_with_all = ["enable_versioning", "remove_modified_filter", "check_size", "check_etag", "check_mtime_and_etag", "check_additional_checksum"],
+        help_heading = "Update Checking",
+        help = "Use the modification time and additional checksum for update checking.\n\
+                If the source modification date is newer, check the additional checksum.\n"
+    )]
+    pub check_mtime_and_additional_checksum: Option<String>,
+
+    // ------------------------------------------------------------ Verification
+    /// Additional checksum algorithm for upload
+    #[arg(
+        long,
+        env = "ADDITIONAL_CHECKSUM_ALGORITHM",
+        value_parser = PossibleValuesParser::new(CHECKSUM_ALGORITHMS),
+        hide_possible_values = true,
+        help_heading = "Verification"
+    )]
+    pub additional_checksum_algorithm: Option<String>,
+
+    /// Use full object checksum for verification.
+    #[arg(
+        long,
+        env = "FULL_OBJECT_CHECKSUM",
+        help_heading = "Verification",
+        help = "Use full object checksum for verification. CRC64NVME automatically use full object checksum.\n\
+                This option cannot be used with SHA1/SHA256 additional checksum."
+    )]
+    pub full_object_checksum: bool,
+
+    /// Enable additional checksum for download
+    #[arg(
+        long,
+        env = "ENABLE_ADDITIONAL_CHECKSUM",
+        help_heading = "Verification"
+    )]
+    pub enable_additional_checksum: bool,
+
+    /// Disable multipart upload verification with ETag/additional checksum
+    #[arg(long, env = "DISABLE_MULTIPART_VERIFY", help_heading = "Verification")]
+    pub disable_multipart_verify: bool,
+
+    /// Disable etag verification
+    #[arg(long, env = "DISABLE_ETAG_VERIFY", help_heading = "Verification")]
+    pub disable_etag_verify: bool,
+
+    // ------------------------------------------------------------- Performance
+    /// Number of workers for synchronization
+    #[arg(
+        long,
+        env = "WORKER_SIZE",
+        default_value_t = DEFAULT_WORKER_SIZE,
+        value_parser = clap::value_parser!(u16).range(1..),
+        help_heading = "Performance"
+    )]
+    pub worker_size: u16,
+
+    /// Maximum number of parallel multipart uploads/downloads
+    #[arg(
+        long,
+        env = "MAX_PARALLEL_UPLOADS",
+        default_value_t = DEFAULT_MAX_PARALLEL_UPLOADS,
+        value_parser = clap::value_parser!(u16).range(1..),
+        help_heading = "Performance"
+    )]
+    pub max_parallel_uploads: u16,
+
+    /// Rate limit objects per second
+    #[arg(
+        long,
+        env = "RATE_LIMIT_OBJECTS",
+        value_parser = clap::value_parser!(u32).range(10..),
+        help_heading = "Performance"
+    )]
+    pub rate_limit_objects: Option<u32>,
+
+    /// Rate limit bandwidth(bytes per sec). Allow suffixes: MB, MiB, GB, GiB
+    #[arg(
+        long,
+        env = "RATE_LIMIT_BANDWIDTH",
+        value_parser = size::parse_bandwidth,
+        help_heading = "Performance"
+    )]
+    pub rate_limit_bandwidth: Option<u64>,
+
+    /// Memory budget for all transfer buffers (the chunk pool), in bytes.
+    #[arg(
+        long,
+        env = "IO_POOL_SIZE",
+        value_name = "SIZE",
+        value_parser = size::parse_size,
+        help_heading = "Performance",
+        help = "Memory budget for all transfer buffers (the chunk pool). Allow suffixes: KB, KiB, MB, MiB, GB, GiB, TB, TiB.\n\
+                Default: derived from --max-parallel-uploads and --multipart-chunksize, at most 64MiB"
+    )]
+    pub io_pool_size: Option<u64>,
+
+    // ------------------------------------------------------ Multipart Settings
+    /// Object size threshold (bytes) that s3sync uses for multipart upload.
+    #[arg(
+        long,
+        env = "MULTIPART_THRESHOLD",
+        default_value = DEFAULT_MULTIPART_THRESHOLD,
+        value_parser = size::parse_part_size,
+        conflicts_with_all = ["auto_chunksize"],
+        help_heading = "Multipart Settings",
+        help = "Object size threshold that s3sync uses for multipart upload\n\
+                Allow suffixes: MB, MiB, GB, GiB.\n\
+                The larger the size, the larger the memory usage."
+    )]
+    pub multipart_threshold: u64,
+
+    /// Chunk size (bytes) that s3sync uses for multipart upload of individual files.
+    #[arg(
+        long,
+        env = "MULTIPART_CHUNKSIZE",
+        default_value = DEFAULT_MULTIPART_CHUNKSIZE,
+        value_parser = size::parse_part_size,
+        conflicts_with_all = ["auto_chunksize"],
+        help_heading = "Multipart Settings",
+        help = "Chunk size that s3sync uses for multipart upload of individual files\n\
+                Allow suffixes: MB, MiB, GB, GiB.\n\
+                The larger the size, the larger the memory usage."
+    )]
+    pub multipart_chunksize: u64,
+
+    /// Automatically adjusts a chunk size to match the source or target.
+    #[arg(
+        long,
+        env = "AUTO_CHUNKSIZE",
+        conflicts_with_all = ["multipart_threshold", "multipart_chunksize"],
+        help_heading = "Multipart Settings",
+        help = "Automatically adjusts a chunk size to match the source or target.\n\
+                It takes extra HEAD requests(1 API call per part)."
+    )]
+    pub auto_chunksize: bool,
+
+    // -------------------------------------------------------- Metadata/Headers
+    /// Cache-Control HTTP header to set on the target object
+    #[arg(long, env = "CACHE_CONTROL", help_heading = "Metadata/Headers")]
+    pub cache_control: Option<String>,
+
+    /// Content-Disposition HTTP header to set on the target object
+    #[arg(long, env = "CONTENT_DISPOSITION", help_heading = "Metadata/Headers")]
+    pub content_disposition: Option<String>,
+
+    /// Content-Encoding HTTP header to set on the target object
+    #[arg(long, env = "CONTENT_ENCODING", help_heading = "Metadata/Headers")]
+    pub content_encoding: Option<String>,
+
+    /// Content-Language HTTP header to set on the target object
+    #[arg(long, env = "CONTENT_LANGUAGE", help_heading = "Metadata/Headers")]
+    pub content_language: Option<String>,
+
+    /// Content-Type HTTP header to set on the target object
+    #[arg(long, env = "CONTENT_TYPE", help_heading = "Metadata/Headers")]
+    pub content_type: Option<String>,
+
+    /// Expires HTTP header to set on the target object (RFC3339 datetime).
+    #[arg(
+        long,
+        env = "EXPIRES",
+        value_parser = parse_rfc3339,
+        help_heading = "Metadata/Headers",
+        help = "Expires HTTP header to set on the target object(RFC3339 datetime)\n\
+                Example: 2023-02-19T12:00:00Z"
+    )]
+    pub expires: Option<DateTime<Utc>>,
+
+    /// Metadata to set on the target object (`key1=value1,key2=value2`).
+    #[arg(
+        long,
+        env = "METADATA",
+        help_heading = "Metadata/Headers",
+        help = "Metadata to set on the target object\n\
+                Example: key1=value1,key2=value2"
+    )]
+    pub metadata: Option<String>,
+
+    /// x-amz-website-redirect-location header to set on the target object
+    #[arg(long, env = "WEBSITE_REDIRECT", help_heading = "Metadata/Headers")]
+    pub website_redirect: Option<String>,
+
+    /// Do not sync system metadata.
+    #[arg(
+        long,
+        env = "NO_SYNC_SYSTEM_METADATA",
+        help_heading = "Metadata/Headers",
+        help = "Do not sync system metadata\n\
+                System metadata: content-disposition, content-encoding, content-language, content-type,\n                 \
+                cache-control, expires, website-redirect"
+    )]
+    pub no_sync_system_metadata: bool,
+
+    /// Do not sync user-defined metadata
+    #[arg(
+        long,
+        env = "NO_SYNC_USER_DEFINED_METADATA",
+        help_heading = "Metadata/Headers"
+    )]
+    pub no_sync_user_defined_metadata: bool,
+
+    // ----------------------------------------------------------------- Tagging
+    /// Tagging to set on the target object (`key1=value1&key2=value2`).
+    #[arg(
+        long,
+        env = "TAGGING",
+        conflicts_with_all = ["disable_tagging", "sync_latest_tagging"],
+        help_heading = "Tagging",
+        help = "Tagging to set on the target object.\n\
+                Key/value must be encoded as UTF-8 then URLEncoded URL query parameters without tag name duplicates.\n\
+                \n\
+                Example: key1=value1&key2=value2"
+    )]
+    pub tagging: Option<String>,
+
+    /// Do not copy tagging
+    #[arg(long, env = "DISABLE_TAGGING", help_heading = "Tagging")]
+    pub disable_tagging: bool,
+
+    /// Copy the latest tagging from the source if necessary.
+    #[arg(
+        long,
+        env = "SYNC_LATEST_TAGGING",
+        conflicts_with_all = ["enable_versioning", "disable_tagging"],
+        help_heading = "Tagging",
+        help = "Copy the latest tagging from the source if necessary.\n\
+                If this option is enabled, the --remove-modified-filter and\n\
+                --head-each-target options are automatically enabled."
+    )]
+    pub sync_latest_tagging: bool,
+
+    // -------------------------------------------------------------- Versioning
+    /// Sync all version objects in the source storage to the target versioning storage.
+    #[arg(
+        long,
+        env = "ENABLE_VERSIONING",
+        conflicts_with_all = ["delete", "head_each_target", "remove_modified_filter"],
+        help_heading = "Versioning"
+    )]
+    pub enable_versioning: bool,
+
+    /// Sync only objects at a specific point in time (RFC3339 datetime).
+    #[arg(
+        long,
+        env = "POINT_IN_TIME",
+        value_parser = parse_rfc3339,
+        conflicts_with_all = ["delete", "head_each_target", "enable_versioning", "check_etag", "check_mtime_and_etag", "check_size", "check_mtime_and_additional_checksum"],
+        help_heading = "Versioning",
+        help = "Sync only objects at a specific point in time (RFC3339 datetime).\n\
+                The source storage must be a versioning enabled S3 bucket.\n\
+                By default, the target storage's objects will always be overwritten with the source's objects.\n\
+                \n\
+                Example: 2025-07-16T12:00:00Z"
+    )]
+    pub point_in_time: Option<DateTime<Utc>>,
+
+    // -------------------------------------------------------------- Encryption
+    /// Server-side encryption. Valid choices: AES256 | aws:kms | aws:kms:dsse
+    #[arg(
+        long,
+        env = "SSE",
+        value_parser = PossibleValuesParser::new(SSE_ALGORITHMS),
+        hide_possible_values = true,
+        help_heading = "Encryption"
+    )]
+    pub sse: Option<String>,
+
+    /// SSE KMS ID key
+    #[arg(long, env = "SSE_KMS_KEY_ID", help_heading = "Encryption")]
+    pub sse_kms_key_id: Option<String>,
+
+    /// Source SSE-C algorithm. Valid choices: AES256
+    #[arg(
+        long,
+        env = "SOURCE_SSE_C",
+        value_parser = PossibleValuesParser::new(SSE_C_ALGORITHMS),
+        hide_possible_values = true,
+        conflicts_with_all = ["sse", "sse_kms_key_id"],
+        requires = "source_sse_c_key",
+        help_heading = "Encryption"
+    )]
+    pub source_sse_c: Option<String>,
+
+    /// Source SSE-C customer-provided encryption key(256bit key. must be base64 encoded)
+    #[arg(
+        long,
+        env = "SOURCE_SSE_C_KEY",
+        requires = "source_sse_c_key_md5",
+        help_heading = "Encryption"
+    )]
+    pub source_sse_c_key: Option<String>,
+
+    /// Source base64 encoded MD5 digest of source_sse_c_key
+    #[arg(
+        long,
+        env = "SOURCE_SSE_C_KEY_MD5",
+        requires = "source_sse_c",
+        help_heading = "Encryption"
+    )]
+    pub source_sse_c_key_md5: Option<String>,
+
+    /// Target SSE-C algorithm. Valid choices: AES256
+    #[arg(
+        long,
+        env = "TARGET_SSE_C",
+        value_parser = PossibleValuesParser::new(SSE_C_ALGORITHMS),
+        hide_possible_values = true,
+        conflicts_with_all = ["sse", "sse_kms_key_id"],
+        requires = "target_sse_c_key",
+        help_heading = "Encryption"
+    )]
+    pub target_sse_c: Option<String>,
+
+    /// Target SSE-C customer-provided encryption key(256bit key. must be base64 encoded)
+    #[arg(
+        long,
+        env = "TARGET_SSE_C_KEY",
+        requires = "target_sse_c_key_md5",
+        help_heading = "Encryption"
+    )]
+    pub target_sse_c_key: Option<String>,
+
+    /// Target base64 encoded MD5 digest of target-sse-c-key
+    #[arg(
+        long,
+        env = "TARGET_SSE_C_KEY_MD5",
+        requires = "target_sse_c",
+        help_heading = "Encryption"
+    )]
+    pub target_sse_c_key_md5: Option<String>,
+
+    // --------------------------------------------------------------- Reporting
+    /// Report sync status to the target storage.
+    #[arg(
+        long,
+        env = "REPORT_SYNC_STATUS",
+        conflicts_with_all = ["dry_run", "delete", "enable_versioning", "head_each_target"],
+        help_heading = "Reporting",
+        help = "Report sync status to the target storage.\n\
+                Default verification is for etag. For additional checksum, use --check-additional-checksum.\n\
+                For more precise control, use with --auto-chunksize."
+    )]
+    pub report_sync_status: bool,
+
+    /// Report metadata sync status to the target storage.
+    #[arg(
+        long,
+        env = "REPORT_METADATA_SYNC_STATUS",
+        requires = "report_sync_status",
+        help_heading = "Reporting",
+        help = "Report metadata sync status to the target storage.\n\
+                It must be used with --report-sync-status.\n\
+                Note: s3sync generated user-defined metadata(s3sync_origin_version_id/s3sync_origin_last_modified) were ignored.\n      \
+                Because they are usually different from the source storage."
+    )]
+    pub report_metadata_sync_status: bool,
+
+    /// Report tagging sync status to the target storage.
+    #[arg(
+        long,
+        env = "REPORT_TAGGING_SYNC_STATUS",
+        requires = "report_sync_status",
+        help_heading = "Reporting",
+        help = "Report tagging sync status to the target storage.\n\
+                It must be used with --report-sync-status."
+    )]
+    pub report_tagging_sync_status: bool,
+
+    // --------------------------------------------------------- Tracing/Logging
+    /// Show trace as json format
+    #[arg(long, env = "JSON_TRACING", help_heading = "Tracing/Logging")]
+    pub json_tracing: bool,
+
+    /// Enable aws sdk tracing
+    #[arg(long, env = "AWS_SDK_TRACING", help_heading = "Tracing/Logging")]
+    pub aws_sdk_tracing: bool,
+
+    /// Show span event tracing
+    #[arg(long, env = "SPAN_EVENTS_TRACING", help_heading = "Tracing/Logging")]
+    pub span_events_tracing: bool,
+
+    /// Disable ANSI terminal colors
+    #[arg(long, env = "DISABLE_COLOR_TRACING", help_heading = "Tracing/Logging")]
+    pub disable_color_tracing: bool,
+
+    // ----------------------------------------------------------- Retry Options
+    /// Maximum retry attempts that s3sync retry handler use
+    #[arg(
+        long,
+        env = "AWS_MAX_ATTEMPTS",
+        value_name = "max_attempts",
+        default_value_t = DEFAULT_AWS_MAX_ATTEMPTS,
+        help_heading = "Retry Options"
+    )]
+    pub aws_max_attempts: u32,
+
+    /// Initial backoff (milliseconds) of the exponential backoff with jitter retry strategy.
+    #[arg(
+        long,
+        env = "INITIAL_BACKOFF_MILLISECONDS",
+        value_name = "initial_backoff",
+        default_value_t = DEFAULT_INITIAL_BACKOFF_MILLISECONDS,
+        help_heading = "Retry Options",
+        help = "A multiplier value used when calculating backoff times as part of an exponential backoff with jitter strategy.\n"
+    )]
+    pub initial_backoff_milliseconds: u64,
+
+    /// Maximum force retry attempts that s3sync retry handler use
+    #[arg(
+        long,
+        env = "FORCE_RETRY_COUNT",
+        default_value_t = DEFAULT_FORCE_RETRY_COUNT,
+        help_heading = "Retry Options"
+    )]
+    pub force_retry_count: u32,
+
+    /// Sleep interval (milliseconds) between s3sync force retries on error.
+    #[arg(
+        long,
+        env = "FORCE_RETRY_INTERVAL_MILLISECONDS",
+        value_name = "force_retry_interval",
+        default_value_t = DEFAULT_FORCE_RETRY_INTERVAL_MILLISECONDS,
+        help_heading = "Retry Options",
+        help = "Sleep interval (milliseconds) between s3sync force retries on error.\n"
+    )]
+    pub force_retry_interval_milliseconds: u64,
+
+    // --------------------------------------------------------- Timeout Options
+    /// Operation timeout (milliseconds). No timeout by default.
+    #[arg(
+        long,
+        env = "OPERATION_TIMEOUT_MILLISECONDS",
+        value_name = "operation_timeout",
+        help_heading = "Timeout Options",
+        help = "Operation timeout (milliseconds). For details, see the AWS SDK for Rust TimeoutConfig documentation.\n\
+                The default has no timeout."
+    )]
+    pub operation_timeout_milliseconds: Option<u64>,
+
+    /// Operation attempt timeout (milliseconds). No timeout by default.
+    #[arg(
+        long,
+        env = "OPERATION_ATTEMPT_TIMEOUT_MILLISECONDS",
+        value_name = "operation_attempt_timeout",
+        help_heading = "Timeout Options",
+        help = "Operation attempt timeout (milliseconds). For details, see the AWS SDK for Rust TimeoutConfig documentation.\n\
+                The default has no timeout."
+    )]
+    pub operation_attempt_timeout_milliseconds: Option<u64>,
+
+    /// Connect timeout (milliseconds). AWS SDK default (3100 milliseconds) when unset.
+    #[arg(
+        long,
+        env = "CONNECT_TIMEOUT_MILLISECONDS",
+        value_name = "connect_timeout",
+        help_heading = "Timeout Options",
+        help = "Connect timeout (milliseconds).The default has AWS SDK default timeout (Currently 3100 milliseconds).\n"
+    )]
+    pub connect_timeout_milliseconds: Option<u64>,
+
+    /// Read timeout (milliseconds). The default has no timeout.
+    #[arg(
+        long,
+        env = "READ_TIMEOUT_MILLISECONDS",
+        value_name = "read_timeout",
+        help_heading = "Timeout Options"
+    )]
+    pub read_timeout_milliseconds: Option<u64>,
+
+    // ---------------------------------------------------------------- Advanced
+    /// Treat warnings as errors(except for the case of etag/checksum mismatch, etc.)
+    #[arg(long, env = "WARN_AS_ERROR", help_heading = "Advanced")]
+    pub warn_as_error: bool,
+
+    /// Ignore symbolic links
+    #[arg(long, env = "IGNORE_SYMLINKS", help_heading = "Advanced")]
+    pub ignore_symlinks: bool,
+
+    /// HeadObject is used to check whether an object has been modified in the target storage.
+    #[arg(
+        long,
+        env = "HEAD_EACH_TARGET",
+        conflicts_with_all = ["enable_versioning"],
+        help_heading = "Advanced",
+        help = "HeadObject is used to check whether an object has been modified in the target storage.\n\
+                It reduces the possibility of race condition issue"
+    )]
+    pub head_each_target: bool,
+
+    /// ACL for the objects.
+    #[arg(
+        long,
+        env = "ACL",
+        value_parser = PossibleValuesParser::new(CANNED_ACLS),
+        hide_possible_values = true,
+        help_heading = "Advanced",
+        help = "ACL for the objects\n\
+                Valid choices: private | public-read | public-read-write | authenticated-read | aws-exec-read |\n               \
+                bucket-owner-read | bucket-owner-full-control"
+    )]
+    pub acl: Option<String>,
+
+    /// Do not try to guess the mime type of local file
+    #[arg(long, env = "NO_GUESS_MIME_TYPE", help_heading = "Advanced")]
+    pub no_guess_mime_type: bool,
+
+    /// Maximum number of objects returned in a single list object request
+    #[arg(
+        long,
+        env = "MAX_KEYS",
+        default_value_t = DEFAULT_MAX_KEYS,
+        value_parser = clap::value_parser!(i32).range(1..=32767),
+        help_heading = "Advanced"
+    )]
+    pub max_keys: i32,
+
+    /// Put last modified of the source to metadata
+    #[arg(long, env = "PUT_LAST_MODIFIED_METADATA", help_heading = "Advanced")]
+    pub put_last_modified_metadata: bool,
+
+    /// Generate a auto completions script.
+    #[arg(
+        long,
+        env = "AUTO_COMPLETE_SHELL",
+        value_name = "SHELL",
+        value_parser = clap::value_parser!(Shell),
+        hide_possible_values = true,
+        help_heading = "Advanced",
+        help = "Generate a auto completions script.\n\
+                Valid choices: bash, fish, zsh, powershell, elvish."
+    )]
+    pub auto_complete_shell: Option<Shell>,
+
+    /// Disable stalled stream protection
+    #[arg(
+        long,
+        env = "DISABLE_STALLED_STREAM_PROTECTION",
+        help_heading = "Advanced"
+    )]
+    pub disable_stalled_stream_protection: bool,
+
+    /// Disable payload signing for object uploads
+    #[arg(long, env = "DISABLE_PAYLOAD_SIGNING", help_heading = "Advanced")]
+    pub disable_payload_signing: bool,
+
+    /// Disable Content-MD5 header for object uploads.
+    #[arg(
+        long,
+        env = "DISABLE_CONTENT_MD5_HEADER",
+        help_heading = "Advanced",
+        help = "Disable Content-MD5 header for object uploads. It disables the ETag verification for the uploaded object.\n"
+    )]
+    pub disable_content_md5_header: bool,
+
+    /// Disable default additional checksum verification in Express One Zone storage class.
+    #[arg(
+        long,
+        env = "DISABLE_EXPRESS_ONE_ZONE_ADDITIONAL_CHECKSUM",
+        help_heading = "Advanced"
+    )]
+    pub disable_express_one_zone_additional_checksum: bool,
+
+    // --------------------------------------------------- Lua scripting support
+    /// Path to the Lua script that is executed as preprocess callback
+    #[arg(
+        long,
+        env = "PREPROCESS_CALLBACK_LUA_SCRIPT",
+        help_heading = "Lua scripting support"
+    )]
+    pub preprocess_callback_lua_script: Option<String>,
+
+    /// Path to the Lua script that is executed as event callback
+    #[arg(
+        long,
+        env = "EVENT_CALLBACK_LUA_SCRIPT",
+        help_heading = "Lua scripting support"
+    )]
+    pub event_callback_lua_script: Option<String>,
+
+    /// Path to the Lua script that is executed as filter callback
+    #[arg(
+        long,
+        env = "FILTER_CALLBACK_LUA_SCRIPT",
+        help_heading = "Lua scripting support"
+    )]
+    pub filter_callback_lua_script: Option<String>,
+
+    /// Allow Lua OS library functions in the Lua script.
+    #[arg(
+        long,
+        env = "ALLOW_LUA_OS_LIBRARY",
+        conflicts_with_all = ["allow_lua_unsafe_vm"],
+        help_heading = "Lua scripting support"
+    )]
+    pub allow_lua_os_library: bool,
+
+    /// Memory limit (bytes) for the Lua VM. Zero means no limit.
+    #[arg(
+        long,
+        env = "LUA_VM_MEMORY_LIMIT",
+        default_value = DEFAULT_LUA_VM_MEMORY_LIMIT_STR,
+        value_parser = size::parse_size,
+        help_heading = "Lua scripting support",
+        help = "Memory limit for the Lua VM. Allow suffixes: KB, KiB, MB, MiB, GB, GiB.\n\
+                Zero means no limit.\n\
+                If the memory limit is exceeded, the whole process will be terminated."
+    )]
+    pub lua_vm_memory_limit: u64,
+
+    // --------------------------------------------------------------- Dangerous
+    /// Allow unsafe Lua VM functions in the Lua script.
+    #[arg(
+        long,
+        env = "ALLOW_LUA_UNSAFE_VM",
+        conflicts_with_all = ["allow_lua_os_library"],
+        help_heading = "Dangerous",
+        help = "Allow unsafe Lua VM functions in the Lua script.\n\
+                It allows the Lua script to load unsafe standard libraries or C modules."
+    )]
+    pub allow_lua_unsafe_vm: bool,
+
+    /// Delete objects that exist in the target but not in the source.
+    #[arg(
+        long,
+        env = "DELETE",
+        conflicts_with_all = ["enable_versioning"],
+        help_heading = "Dangerous",
+        help = "Delete objects that exist in the target but not in the source.\n \
+                [Warning] Since this can cause data loss, test first with the --dry-run option\n "
+    )]
+    pub delete: bool,
+}
+
+impl CliArgs {
+    /// Returns the flag names (e.g. `"--sse"`) of options that were set to a
+    /// non-default value but are not implemented by this release yet.
+    ///
+    /// Remove an entry once the corresponding option is implemented.
+    pub fn unsupported_options(&self) -> Vec<&'static str> {
+        let checks = [
+            (self.source_accelerate, "--source-accelerate"),
+            (self.source_request_payer, "--source-request-payer"),
+            (self.target_accelerate, "--target-accelerate"),
+            (self.target_request_payer, "--target-request-payer"),
+            (self.storage_class.is_some(), "--storage-class"),
+            (
+                self.filter_include_content_type_regex.is_some(),
+                "--filter-include-content-type-regex",
+            ),
+            (
+                self.filter_exclude_content_type_regex.is_some(),
+                "--filter-exclude-content-type-regex",
+            ),
+            (
+                self.filter_include_metadata_regex.is_some(),
+                "--filter-include-metadata-regex",
+            ),
+            (
+                self.filter_exclude_metadata_regex.is_some(),
+                "--filter-exclude-metadata-regex",
+            ),
+            (
+                self.filter_include_tag_regex.is_some(),
+                "--filter-include-tag-regex",
+            ),
+            (
+                self.filter_exclude_tag_regex.is_some(),
+                "--filter-exclude-tag-regex",
+            ),
+            (
+                self.check_additional_checksum.is_some(),
+                "--check-additional-checksum",
+            ),
+            (
+                self.check_mtime_and_additional_checksum.is_some(),
+                "--check-mtime-and-additional-checksum",
+            ),
+            (
+                self.additional_checksum_algorithm.is_some(),
+                "--additional-checksum-algorithm",
+            ),
+            (self.full_object_checksum, "--full-object-checksum"),
+            (
+                self.enable_additional_checksum,
+                "--enable-additional-checksum",
+            ),
+            (self.rate_limit_objects.is_some(), "--rate-limit-objects"),
+            (
+                self.rate_limit_bandwidth.is_some(),
+                "--rate-limit-bandwidth",
+            ),
+            (self.auto_chunksize, "--auto-chunksize"),
+            (self.cache_control.is_some(), "--cache-control"),
+            (self.content_disposition.is_some(), "--content-disposition"),
+            (self.content_encoding.is_some(), "--content-encoding"),
+            (self.content_language.is_some(), "--content-language"),
+            (self.content_type.is_some(), "--content-type"),
+            (self.expires.is_some(), "--expires"),
+            (self.metadata.is_some(), "--metadata"),
+            (self.website_redirect.is_some(), "--website-redirect"),
+            (self.no_sync_system_metadata, "--no-sync-system-metadata"),
+            (
+                self.no_sync_user_defined_metadata,
+                "--no-sync-user-defined-metadata",
+            ),
+            (self.tagging.is_some(), "--tagging"),
+            (self.disable_tagging, "--disable-tagging"),
+            (self.sync_latest_tagging, "--sync-latest-tagging"),
+            (self.enable_versioning, "--enable-versioning"),
+            (self.point_in_time.is_some(), "--point-in-time"),
+            (self.sse.is_some(), "--sse"),
+            (self.sse_kms_key_id.is_some(), "--sse-kms-key-id"),
+            (self.source_sse_c.is_some(), "--source-sse-c"),
+            (self.source_sse_c_key.is_some(), "--source-sse-c-key"),
+            (
+                self.source_sse_c_key_md5.is_some(),
+                "--source-sse-c-key-md5",
+            ),
+            (self.target_sse_c.is_some(), "--target-sse-c"),
+            (self.target_sse_c_key.is_some(), "--target-sse-c-key"),
+            (
+                self.target_sse_c_key_md5.is_some(),
+                "--target-sse-c-key-md5",
+            ),
+            (self.report_sync_status, "--report-sync-status"),
+            (
+                self.report_metadata_sync_status,
+                "--report-metadata-sync-status",
+            ),
+            (
+                self.report_tagging_sync_status,
+                "--report-tagging-sync-status",
+            ),
+            (self.acl.is_some(), "--acl"),
+            (self.no_guess_mime_type, "--no-guess-mime-type"),
+            (
+                self.put_last_modified_metadata,
+                "--put-last-modified-metadata",
+            ),
+            (
+                self.disable_express_one_zone_additional_checksum,
+                "--disable-express-one-zone-additional-checksum",
+            ),
+            (
+                self.preprocess_callback_lua_script.is_some(),
+                "--preprocess-callback-lua-script",
+            ),
+            (
+                self.event_callback_lua_script.is_some(),
+                "--event-callback-lua-script",
+            ),
+            (
+                self.filter_callback_lua_script.is_some(),
+                "--filter-callback-lua-script",
+            ),
+            (self.allow_lua_os_library, "--allow-lua-os-library"),
+            (
+                self.lua_vm_memory_limit != DEFAULT_LUA_VM_MEMORY_LIMIT,
+                "--lua-vm-memory-limit",
+            ),
+            (self.allow_lua_unsafe_vm, "--allow-lua-unsafe-vm"),
+        ];
+        checks
+            .into_iter()
+            .filter_map(|(set, name)| set.then_some(name))
+            .collect()
+    }
+
+    /// Returns `(SOURCE, TARGET)`, or an error message naming the missing
+    /// positional argument(s).
+    ///
+    /// Both are optional for clap so that `--auto-complete-shell` works alone;
+    /// every other mode must call this during validation.
+    pub fn source_and_target(&self) -> Result<(&str, &str), String> {
+        match (self.source.as_deref(), self.target.as_deref()) {
+            (Some(source), Some(target)) => Ok((source, target)),
+            (None, Some(_)) => {
+                Err("the following required arguments were not provided: <SOURCE>".into())
+            }
+            (Some(_), None) => {
+                Err("the following required arguments were not provided: <TARGET>".into())
+            }
+            (None, None) => {
+                Err("the following required arguments were not provided: <SOURCE> <TARGET>".into())
+            }
+        }
+    }
+
+    /// Writes a shell completion script for `s3sync` to `out`.
+    pub fn completions(shell: Shell, out: &mut dyn std::io::Write) {
+        let mut cmd = Self::command();
+        clap_complete::generate(shell, &mut cmd, "s3sync", out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use std::sync::{Mutex, MutexGuard};
+
+    /// Serialises every test that parses arguments, because clap reads the
+    /// process environment and one test mutates it.
+    static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+    fn lock() -> MutexGuard<'static, ()> {
+        ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn parse(args: &[&str]) -> Result<CliArgs, clap::Error> {
+        let _guard = lock();
+        CliArgs::try_parse_from(std::iter::once("s3sync").chain(args.iter().copied()))
+    }
+
+    fn parse_ok(args: &[&str]) -> CliArgs {
+        parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn command_is_consistent() {
+        CliArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_of_bare_parse() {
+        let a = parse_ok(&[]);
+        assert_eq!(a.source, None);
+        assert_eq!(a.target, None);
+        assert_eq!(a.verbose, 0);
+        assert_eq!(a.quiet, 0);
+        assert!(!a.dry_run && !a.server_side_copy && !a.delete && !a.check_etag);
+        assert_eq!(a.worker_size, 16);
+        assert_eq!(a.max_parallel_uploads, 16);
+        assert_eq!(a.max_keys, 1000);
+        assert_eq!(a.aws_max_attempts, 10);
+        assert_eq!(a.initial_backoff_milliseconds, 100);
+        assert_eq!(a.force_retry_count, 5);
+        assert_eq!(a.force_retry_interval_milliseconds, 1000);
+        assert_eq!(a.multipart_threshold, 8 * 1024 * 1024);
+        assert_eq!(a.multipart_chunksize, 8 * 1024 * 1024);
+        assert_eq!(a.lua_vm_memory_limit, 64 * 1024 * 1024);
+        assert_eq!(a.io_pool_size, None);
+        assert_eq!(a.rate_limit_bandwidth, None);
+        assert_eq!(a.operation_timeout_milliseconds, None);
+        assert!(a.filter_include_regex.is_none());
+        assert!(a.auto_complete_shell.is_none());
+        assert!(a.unsupported_options().is_empty());
+        assert!(a.source_and_target().is_err());
+    }
+
+    #[test]
+    fn positionals_and_counts() {
+        let a = parse_ok(&["-vvv", "s3://bucket/prefix", "/tmp/dir"]);
+        assert_eq!(a.verbose, 3);
+        assert_eq!(
+            a.source_and_target(),
+            Ok(("s3://bucket/prefix", "/tmp/dir"))
+        );
+        let a = parse_ok(&["-qq", "a", "b"]);
+        assert_eq!(a.quiet, 2);
+        let a = parse_ok(&["--verbose", "--verbose", "a", "b"]);
+        assert_eq!(a.verbose, 2);
+        let e = parse(&["-v", "-q", "a", "b"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        let a = parse_ok(&["only-source"]);
+        assert!(a.source_and_target().unwrap_err().contains("<TARGET>"));
+    }
+
+    #[test]
+    fn version_and_help() {
+        assert_eq!(
+            parse(&["-V"]).unwrap_err().kind(),
+            ErrorKind::DisplayVersion
+        );
+        assert_eq!(
+            parse(&["--version"]).unwrap_err().kind(),
+            ErrorKind::DisplayVersion
+        );
+        assert_eq!(parse(&["-h"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+        let help = CliArgs::command().term_width(200).render_help().to_string();
+        for heading in [
+            "General:",
+            "AWS Configuration:",
+            "Source Options:",
+            "Target Options:",
+            "Filtering:",
+            "Update Checking:",
+            "Verification:",
+            "Performance:",
+            "Multipart Settings:",
+            "Metadata/Headers:",
+            "Tagging:",
+            "Versioning:",
+            "Encryption:",
+            "Reporting:",
+            "Tracing/Logging:",
+            "Retry Options:",
+            "Timeout Options:",
+            "Advanced:",
+            "Lua scripting support:",
+            "Dangerous:",
+        ] {
+            assert!(help.contains(heading), "missing heading {heading}");
+        }
+        assert!(help.contains("--aws-max-attempts <max_attempts>"));
+        assert!(help.contains("--io-pool-size <SIZE>"));
+        assert!(help.contains("[env: IO_POOL_SIZE=]"));
+        assert!(help.contains("[default: 8MiB]"));
+        assert!(help.contains("[default: 64MiB]"));
+    }
+
+    /// Every option reads the environment variable named after it, exactly
+    /// like the reference (`--worker-size` -> `WORKER_SIZE`).
+    #[test]
+    fn env_names_follow_flag_names() {
+        let cmd = CliArgs::command();
+        let mut with_env = 0;
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "verbose" | "quiet" | "help" | "version") {
+                assert!(arg.get_env().is_none(), "{id} must not have env");
+                continue;
+            }
+            let env = arg.get_env().unwrap_or_else(|| panic!("{id} has no env"));
+            assert_eq!(env.to_str().unwrap(), id.to_uppercase(), "env of {id}");
+            if let Some(long) = arg.get_long() {
+                assert_eq!(long.replace('-', "_"), id, "long flag of {id}");
+            }
+            with_env += 1;
+        }
+        // 112 env-backed arguments of the reference (incl. SOURCE/TARGET) + --io-pool-size.
+        assert_eq!(with_env, 113);
+    }
+
+    #[test]
+    fn env_var_pickup() {
+        let _guard = lock();
+        // Edition 2021: set_var is safe; the lock keeps other parsing tests out.
+        std::env::set_var("WORKER_SIZE", "7");
+        std::env::set_var("MULTIPART_CHUNKSIZE", "16MiB");
+        std::env::set_var("DRY_RUN", "true");
+        std::env::set_var("SOURCE", "s3://from-env");
+        let result = CliArgs::try_parse_from(["s3sync", "--worker-size", "3", "s3://a", "b"]);
+        let env_only = CliArgs::try_parse_from(["s3sync"]);
+        for name in ["WORKER_SIZE", "MULTIPART_CHUNKSIZE", "DRY_RUN", "SOURCE"] {
+            std::env::remove_var(name);
+        }
+        let a = result.unwrap();
+        assert_eq!(a.worker_size, 3, "command line wins over env");
+        assert_eq!(a.multipart_chunksize, 16 * 1024 * 1024);
+        assert!(a.dry_run);
+        assert_eq!(a.source.as_deref(), Some("s3://a"));
+        let b = env_only.unwrap();
+        assert_eq!(b.worker_size, 7);
+        assert_eq!(b.source.as_deref(), Some("s3://from-env"));
+        assert_eq!(b.target, None);
+    }
+
+    #[test]
+    fn numeric_ranges() {
+        assert_eq!(parse_ok(&["--worker-size", "1"]).worker_size, 1);
+        assert!(parse(&["--worker-size", "0"]).is_err());
+        assert!(parse(&["--worker-size", "65536"]).is_err());
+        assert!(parse(&["--max-parallel-uploads", "0"]).is_err());
+        assert_eq!(parse_ok(&["--max-keys", "32767"]).max_keys, 32767);
+        assert!(parse(&["--max-keys", "0"]).is_err());
+        assert!(parse(&["--max-keys", "32768"]).is_err());
+        assert!(parse(&["--rate-limit-objects", "9"]).is_err());
+        assert_eq!(
+            parse_ok(&["--rate-limit-objects", "10"]).rate_limit_objects,
+            Some(10)
+        );
+        let a = parse_ok(&[
+            "--read-timeout-milliseconds",
+            "2500",
+            "--aws-max-attempts",
+            "3",
+        ]);
+        assert_eq!(a.read_timeout_milliseconds, Some(2500));
+        assert_eq!(a.aws_max_attempts, 3);
+    }
+
+    #[test]
+    fn sizes() {
+        let a = parse_ok(&[
+            "--filter-smaller-size",
+            "1KB",
+            "--filter-larger-size",
+            "2KiB",
+            "--io-pool-size",
+            "32MiB",
+            "--lua-vm-memory-limit",
+            "0",
+            "--rate-limit-bandwidth",
+            "10MB",
+        ]);
+        assert_eq!(a.filter_smaller_size, Some(1000));
+        assert_eq!(a.filter_larger_size, Some(2048));
+        assert_eq!(a.io_pool_size, Some(32 * 1024 * 1024));
+        assert_eq!(a.lua_vm_memory_limit, 0);
+        assert_eq!(a.rate_limit_bandwidth, Some(10_000_000));
+        let e = parse(&["--io-pool-size", "12 MiB"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(parse(&["--rate-limit-bandwidth", "1KiB"]).is_err());
+    }
+
+    #[test]
+    fn part_size_bounds() {
+        let a = parse_ok(&[
+            "--multipart-threshold",
+            "5MiB",
+            "--multipart-chunksize",
+            "5GiB",
+        ]);
+        assert_eq!(a.multipart_threshold, 5 * 1024 * 1024);
+        assert_eq!(a.multipart_chunksize, 5 * 1024 * 1024 * 1024);
+        let e = parse(&["--multipart-chunksize", "4MiB"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("5MiB"), "{e}");
+        let e = parse(&["--multipart-threshold", "6GiB"]).unwrap_err();
+        assert!(e.to_string().contains("5GiB"), "{e}");
+        let e = parse(&["--auto-chunksize", "--multipart-chunksize", "8MiB"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        assert!(parse_ok(&["--auto-chunksize"]).auto_chunksize);
+    }
+
+    #[test]
+    fn rfc3339_validation() {
+        let a = parse_ok(&[
+            "--filter-mtime-before",
+            "2023-02-19T12:00:00Z",
+            "--filter-mtime-after",
+            "2023-02-19T21:00:00+09:00",
+        ]);
+        let before = a.filter_mtime_before.unwrap();
+        assert_eq!(before.to_rfc3339(), "2023-02-19T12:00:00+00:00");
+        assert_eq!(a.filter_mtime_after, Some(before));
+        for bad in [
+            "2023-02-19",
+            "2023-02-19 12:00:00",
+            "yesterday",
+            "2023-02-30T00:00:00Z",
+        ] {
+            let e = parse(&["--expires", bad]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad}");
+            assert!(e.to_string().contains("RFC3339"), "{e}");
+        }
+        assert!(parse_ok(&["--point-in-time", "2025-07-16T12:00:00Z"])
+            .point_in_time
+            .is_some());
+        assert!(parse_rfc3339("2025-07-16T12:00:00.123Z").is_ok());
+    }
+
+    #[test]
+    fn regex_validation() {
+        let a = parse_ok(&["--filter-include-regex", r"\.jpg$"]);
+        assert!(a.filter_include_regex.unwrap().is_match("a/b.jpg"));
+        let e = parse(&["--filter-exclude-regex", "("]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(parse(&["--filter-include-tag-regex", "[z-a]"]).is_err());
+    }
+
+    #[test]
+    fn enumerated_choices() {
+        let a = parse_ok(&[
+            "--storage-class",
+            "ONEZONE_IA",
+            "--acl",
+            "bucket-owner-full-control",
+            "--additional-checksum-algorithm",
+            "CRC64NVME",
+            "--check-additional-checksum",
+            "SHA1",
+            "--sse",
+            "aws:kms:dsse",
+            "--auto-complete-shell",
+            "powershell",
+        ]);
+        assert_eq!(a.storage_class.as_deref(), Some("ONEZONE_IA"));
+        assert_eq!(a.acl.as_deref(), Some("bucket-owner-full-control"));
+        assert_eq!(
+            a.additional_checksum_algorithm.as_deref(),
+            Some("CRC64NVME")
+        );
+        assert_eq!(a.check_additional_checksum.as_deref(), Some("SHA1"));
+        assert_eq!(a.sse.as_deref(), Some("aws:kms:dsse"));
+        assert_eq!(a.auto_complete_shell, Some(Shell::PowerShell));
+        for bad in [
+            &["--storage-class", "standard"][..],
+            &["--sse", "aes256"],
+            &["--acl", "PRIVATE"],
+            &["--additional-checksum-algorithm", "MD5"],
+            &["--check-mtime-and-additional-checksum", "crc32"],
+            &["--auto-complete-shell", "tcsh"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidValue, "{bad:?}");
+        }
+        let a = parse_ok(&[
+            "--source-sse-c",
+            "AES256",
+            "--source-sse-c-key",
+            "k",
+            "--source-sse-c-key-md5",
+            "m",
+        ]);
+        assert_eq!(a.source_sse_c.as_deref(), Some("AES256"));
+        let e = parse(&["--target-sse-c", "AES256"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn credential_relations() {
+        let a = parse_ok(&[
+            "--source-access-key",
+            "AK",
+            "--source-secret-access-key",
+            "SK",
+        ]);
+        assert_eq!(a.source_access_key.as_deref(), Some("AK"));
+        let e = parse(&["--target-access-key", "AK"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        let e = parse(&["--source-profile", "p", "--source-access-key", "AK"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn auto_complete_shell_alone() {
+        let a = parse_ok(&["--auto-complete-shell", "bash"]);
+        assert_eq!(a.auto_complete_shell, Some(Shell::Bash));
+        assert!(a.unsupported_options().is_empty());
+        let mut out = Vec::new();
+        CliArgs::completions(Shell::Bash, &mut out);
+        let script = String::from_utf8(out).unwrap();
+        assert!(script.contains("s3sync"));
+        assert!(script.contains("--io-pool-size"));
+    }
+
+    #[test]
+    fn unsupported_options_listing() {
+        let a = parse_ok(&["--sse", "AES256", "--check-etag", "s3://a", "b"]);
+        assert_eq!(a.unsupported_options(), vec!["--sse"]);
+
+        let implemented = parse_ok(&[
+            "--dry-run",
+            "--server-side-copy",
+            "--aws-config-file",
+            "c",
+            "--aws-shared-credentials-file",
+            "c",
+            "--source-profile",
+            "p",
+            "--target-access-key",
+            "a",
+            "--target-secret-access-key",
+            "s",
+            "--target-session-token",
+            "t",
+            "--source-region",
+            "r",
+            "--target-endpoint-url",
+            "http://localhost",
+            "--source-force-path-style",
+            "--worker-size",
+            "2",
+            "--max-parallel-uploads",
+            "2",
+            "--multipart-threshold",
+            "16MiB",
+            "--multipart-chunksize",
+            "16MiB",
+            "--io-pool-size",
+            "1GiB",
+            "--max-keys",
+            "10",
+            "--aws-max-attempts",
+            "1",
+            "--initial-backoff-milliseconds",
+            "1",
+            "--force-retry-count",
+            "1",
+            "--force-retry-interval-milliseconds",
+            "1",
+            "--operation-timeout-milliseconds",
+            "1",
+            "--operation-attempt-timeout-milliseconds",
+            "1",
+            "--connect-timeout-milliseconds",
+            "1",
+            "--read-timeout-milliseconds",
+            "1",
+            "-vv",
+            "--json-tracing",
+            "--aws-sdk-tracing",
+            "--span-events-tracing",
+            "--disable-color-tracing",
+            "--check-mtime-and-etag",
+            "--disable-etag-verify",
+            "--disable-multipart-verify",
+            "--delete",
+            "--head-each-target",
+            "--ignore-symlinks",
+            "--warn-as-error",
+            "--disable-stalled-stream-protection",
+            "--disable-content-md5-header",
+            "--disable-payload-signing",
+            "--filter-include-regex",
+            "a",
+            "--filter-exclude-regex",
+            "b",
+            "--filter-mtime-before",
+            "2023-02-19T12:00:00Z",
+            "--filter-mtime-after",
+            "2023-02-19T12:00:00Z",
+            "--filter-smaller-size",
+            "1",
+            "--filter-larger-size",
+            "1",
+            "s3://a",
+            "b",
+        ]);
+        assert!(
+            implemented.unsupported_options().is_empty(),
+            "{:?}",
+            implemented.unsupported_options()
+        );
+        let a = parse_ok(&["--check-size", "--remove-modified-filter", "a", "b"]);
+        assert!(a.unsupported_options().is_empty());
+
+        let unsupported = parse_ok(&[
+            "--source-accelerate",
+            "--target-request-payer",
+            "--storage-class",
+            "STANDARD",
+            "--filter-include-metadata-regex",
+            "x",
+            "--enable-additional-checksum",
+            "--rate-limit-objects",
+            "100",
+            "--content-type",
+            "text/plain",
+            "--expires",
+            "2023-02-19T12:00:00Z",
+            "--tagging",
+            "a=b",
+            "--target-sse-c",
+            "AES256",
+            "--target-sse-c-key",
+            "k",
+            "--target-sse-c-key-md5",
+            "m",
+            "--report-sync-status",
+            "--report-tagging-sync-status",
+            "--acl",
+            "private",
+            "--lua-vm-memory-limit",
+            "1MiB",
+            "--allow-lua-unsafe-vm",
+            "a",
+            "b",
+        ]);
+        assert_eq!(
+            unsupported.unsupported_options(),
+            vec![
+                "--source-accelerate",
+                "--target-request-payer",
+                "--storage-class",
+                "--filter-include-metadata-regex",
+                "--enable-additional-checksum",
+                "--rate-limit-objects",
+                "--content-type",
+                "--expires",
+                "--tagging",
+                "--target-sse-c",
+                "--target-sse-c-key",
+                "--target-sse-c-key-md5",
+                "--report-sync-status",
+                "--report-tagging-sync-status",
+                "--acl",
+                "--lua-vm-memory-limit",
+                "--allow-lua-unsafe-vm",
+            ]
+        );
+        // Setting the Lua memory limit to its default value is not "set".
+        assert!(parse_ok(&["--lua-vm-memory-limit", "64MiB"])
+            .unsupported_options()
+            .is_empty());
+    }
+
+    /// Every option not in the implemented list is reported when set.
+    #[test]
+    fn every_unimplemented_option_is_listed() {
+        const IMPLEMENTED: &[&str] = &[
+            "source",
+            "target",
+            "verbose",
+            "quiet",
+            "help",
+            "version",
+            "dry_run",
+            "server_side_copy",
+            "aws_config_file",
+            "aws_shared_credentials_file",
+            "source_profile",
+            "source_access_key",
+            "source_secret_access_key",
+            "source_session_token",
+            "target_profile",
+            "target_access_key",
+            "target_secret_access_key",
+            "target_session_token",
+            "source_region",
+            "source_endpoint_url",
+            "source_force_path_style",
+            "target_region",
+            "target_endpoint_url",
+            "target_force_path_style",
+            "worker_size",
+            "max_parallel_uploads",
+            "multipart_threshold",
+            "multipart_chunksize",
+            "io_pool_size",
+            "max_keys",
+            "aws_max_attempts",
+            "initial_backoff_milliseconds",
+            "force_retry_count",
+            "force_retry_interval_milliseconds",
+            "operation_timeout_milliseconds",
+            "operation_attempt_timeout_milliseconds",
+            "connect_timeout_milliseconds",
+            "read_timeout_milliseconds",
+            "json_tracing",
+            "aws_sdk_tracing",
+            "span_events_tracing",
+            "disable_color_tracing",
+            "auto_complete_shell",
+            "check_size",
+            "check_etag",
+            "check_mtime_and_etag",
+            "disable_etag_verify",
+            "disable_multipart_verify",
+            "delete",
+            "head_each_target",
+            "ignore_symlinks",
+            "remove_modified_filter",
+            "warn_as_error",
+            "disable_stalled_stream_protection",
+            "disable_content_md5_header",
+            "disable_payload_signing",
+            "filter_include_regex",
+            "filter_exclude_regex",
+            "filter_mtime_before",
+            "filter_mtime_after",
+            "filter_smaller_size",
+            "filter_larger_size",
+        ];
+        let cmd = CliArgs::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if IMPLEMENTED.contains(&id) {
+                continue;
+            }
+            let flag = format!("--{}", id.replace('_', "-"));
+            let mut argv = Vec::new();
+            if id.contains("sse_c") {
+                // Handled by the `requires` block below.
+            } else if arg.get_action().takes_values() {
+                argv.push(flag.clone());
+                let value = match id {
+                    "storage_class" => "STANDARD",
+                    "sse" | "source_sse_c" | "target_sse_c" => "AES256",
+                    "acl" => "private",
+                    "additional_checksum_algorithm"
+                    | "check_additional_checksum"
+                    | "check_mtime_and_additional_checksum" => "CRC32",
+                    "expires" | "point_in_time" => "2023-02-19T12:00:00Z",
+                    "rate_limit_objects" => "100",
+                    "rate_limit_bandwidth" | "lua_vm_memory_limit" => "2MiB",
+                    _ => "x",
+                };
+                argv.push(value.to_string());
+            } else {
+                argv.push(flag.clone());
+            }
+            // Satisfy `requires` relations of the reference.
+            let extra: &[&str] = match id {
+                "source_sse_c" | "source_sse_c_key" | "source_sse_c_key_md5" => &[
+                    "--source-sse-c=AES256",
+                    "--source-sse-c-key=k",
+                    "--source-sse-c-key-md5=m",
+                ],
+                "target_sse_c" | "target_sse_c_key" | "target_sse_c_key_md5" => &[
+                    "--target-sse-c=AES256",
+                    "--target-sse-c-key=k",
+                    "--target-sse-c-key-md5=m",
+                ],
+                "report_metadata_sync_status" | "report_tagging_sync_status" => {
+                    &["--report-sync-status"]
+                }
+                _ => &[],
+            };
+            argv.extend(extra.iter().map(|s| s.to_string()));
+            let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let a = parse(&refs).unwrap_or_else(|e| panic!("{refs:?}: {e}"));
+            assert!(
+                a.unsupported_options().contains(&flag.as_str()),
+                "{flag} not listed: {:?}",
+                a.unsupported_options()
+            );
+        }
+    }
+}

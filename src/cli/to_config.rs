@@ -1,0 +1,135 @@
+//! From parsed command-line arguments to a library [`Config`]: the cross-flag rules live here.
+
+use super::CliArgs;
+use crate::compare::CheckMode;
+use crate::config::{ClientConfig, Config};
+use crate::error::{Error, Result};
+use crate::filter::Filters;
+use crate::location::Location;
+use crate::report::LogOptions;
+use std::time::Duration;
+
+impl CliArgs {
+    /// Logging options of these arguments.
+    pub fn log_options(&self) -> LogOptions {
+        LogOptions {
+            verbosity: self.verbose as i16 - self.quiet as i16,
+            json: self.json_tracing,
+            no_color: self.disable_color_tracing,
+            aws_sdk: self.aws_sdk_tracing,
+            span_events: self.span_events_tracing,
+        }
+    }
+
+    /// Builds the sync configuration, rejecting unsupported or contradictory options.
+    pub fn to_config(&self) -> Result<Config> {
+        let unsupported = self.unsupported_options();
+        if !unsupported.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "not supported by this version of s3sync yet: {}",
+                unsupported.join(", ")
+            )));
+        }
+        let (Some(source), Some(target)) = (&self.source, &self.target) else {
+            return Err(Error::InvalidArgument("both SOURCE and TARGET are required (see --help)".into()));
+        };
+        let source = Location::parse(source)?;
+        let target = Location::parse(target)?;
+        let checks = [self.check_size, self.check_etag, self.check_mtime_and_etag];
+        if checks.iter().filter(|c| **c).count() > 1 {
+            return Err(Error::InvalidArgument(
+                "--check-size, --check-etag and --check-mtime-and-etag cannot be used together".into(),
+            ));
+        }
+        let check = if self.check_size {
+            CheckMode::Size
+        } else if self.check_etag {
+            CheckMode::Etag
+        } else if self.check_mtime_and_etag {
+            CheckMode::MtimeAndEtag
+        } else {
+            CheckMode::Mtime
+        };
+        if self.source_access_key.is_some() != self.source_secret_access_key.is_some() {
+            return Err(Error::InvalidArgument("--source-access-key and --source-secret-access-key must be given together".into()));
+        }
+        if self.target_access_key.is_some() != self.target_secret_access_key.is_some() {
+            return Err(Error::InvalidArgument("--target-access-key and --target-secret-access-key must be given together".into()));
+        }
+        let side = |profile: &Option<String>,
+                    ak: &Option<String>,
+                    sk: &Option<String>,
+                    token: &Option<String>,
+                    region: &Option<String>,
+                    endpoint: &Option<String>,
+                    path_style: bool| ClientConfig {
+            profile: profile.clone(),
+            access_key: ak.clone(),
+            secret_access_key: sk.clone(),
+            session_token: token.clone(),
+            region: region.clone(),
+            endpoint_url: endpoint.clone(),
+            force_path_style: path_style,
+            aws_config_file: self.aws_config_file.clone().map(Into::into),
+            aws_shared_credentials_file: self.aws_shared_credentials_file.clone().map(Into::into),
+        };
+        let ms = Duration::from_millis;
+        let filters = Filters {
+            mtime_before: self.filter_mtime_before.map(Into::into),
+            mtime_after: self.filter_mtime_after.map(Into::into),
+            smaller_size: self.filter_smaller_size,
+            larger_size: self.filter_larger_size,
+            include_regex: self.filter_include_regex.clone(),
+            exclude_regex: self.filter_exclude_regex.clone(),
+        };
+        Config::builder(source, target)
+            .source_client(side(
+                &self.source_profile,
+                &self.source_access_key,
+                &self.source_secret_access_key,
+                &self.source_session_token,
+                &self.source_region,
+                &self.source_endpoint_url,
+                self.source_force_path_style,
+            ))
+            .target_client(side(
+                &self.target_profile,
+                &self.target_access_key,
+                &self.target_secret_access_key,
+                &self.target_session_token,
+                &self.target_region,
+                &self.target_endpoint_url,
+                self.target_force_path_style,
+            ))
+            .dry_run(self.dry_run)
+            .delete(self.delete)
+            .server_side_copy(self.server_side_copy)
+            .check(check)
+            .worker_size(self.worker_size as usize)
+            .multipart(self.multipart_threshold, self.multipart_chunksize)
+            .filters(filters)
+            .with(|c| {
+                c.head_each_target = self.head_each_target;
+                c.remove_modified_filter = self.remove_modified_filter;
+                c.max_parallel_uploads = self.max_parallel_uploads as usize;
+                c.io_pool_size = self.io_pool_size;
+                c.max_keys = self.max_keys;
+                c.verify_etag = !self.disable_etag_verify;
+                c.verify_multipart = !self.disable_multipart_verify;
+                c.content_md5 = !self.disable_content_md5_header;
+                c.payload_signing = !self.disable_payload_signing;
+                c.ignore_symlinks = self.ignore_symlinks;
+                c.warn_as_error = self.warn_as_error;
+                c.retry.aws_max_attempts = self.aws_max_attempts;
+                c.retry.initial_backoff = ms(self.initial_backoff_milliseconds);
+                c.retry.force_retry_count = self.force_retry_count;
+                c.retry.force_retry_interval = ms(self.force_retry_interval_milliseconds);
+                c.retry.connect_timeout = self.connect_timeout_milliseconds.map(ms);
+                c.retry.read_timeout = self.read_timeout_milliseconds.map(ms);
+                c.retry.operation_timeout = self.operation_timeout_milliseconds.map(ms);
+                c.retry.operation_attempt_timeout = self.operation_attempt_timeout_milliseconds.map(ms);
+                c.retry.stalled_stream_protection = !self.disable_stalled_stream_protection;
+            })
+            .build()
+    }
+}

@@ -1,0 +1,264 @@
+//! The sync configuration: one plain value built by [`ConfigBuilder`] (library) or from the CLI, and
+//! read by the pipeline. Options of one concern are grouped in one type.
+
+use crate::compare::CheckMode;
+use crate::error::{Error, Result};
+use crate::filter::Filters;
+use crate::location::Location;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const MIB: u64 = 1024 * 1024;
+
+/// How to reach and authenticate against one S3 end.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// Named profile of the AWS config files.
+    pub profile: Option<String>,
+    /// Static access key (with `secret_access_key`).
+    pub access_key: Option<String>,
+    /// Static secret key.
+    pub secret_access_key: Option<String>,
+    /// Static session token.
+    pub session_token: Option<String>,
+    /// Region; defaults to the provider chain, then `us-east-1`.
+    pub region: Option<String>,
+    /// Custom endpoint URL.
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing.
+    pub force_path_style: bool,
+    /// Alternative AWS config file.
+    pub aws_config_file: Option<PathBuf>,
+    /// Alternative shared credentials file.
+    pub aws_shared_credentials_file: Option<PathBuf>,
+}
+
+/// Retry and timeout settings of the S3 clients and of s3sync's own whole-object retry.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// SDK attempts per request.
+    pub aws_max_attempts: u32,
+    /// SDK initial backoff.
+    pub initial_backoff: Duration,
+    /// Whole-object retries after the SDK gave up.
+    pub force_retry_count: u32,
+    /// Pause between whole-object retries.
+    pub force_retry_interval: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Option<Duration>,
+    /// Read timeout.
+    pub read_timeout: Option<Duration>,
+    /// Whole-operation timeout.
+    pub operation_timeout: Option<Duration>,
+    /// Per-attempt timeout.
+    pub operation_attempt_timeout: Option<Duration>,
+    /// Stalled-stream protection of the SDK.
+    pub stalled_stream_protection: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            aws_max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            force_retry_count: 5,
+            force_retry_interval: Duration::from_millis(1000),
+            connect_timeout: None,
+            read_timeout: None,
+            operation_timeout: None,
+            operation_attempt_timeout: None,
+            stalled_stream_protection: true,
+        }
+    }
+}
+
+/// Everything a sync run needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where objects come from.
+    pub source: Location,
+    /// Where objects go.
+    pub target: Location,
+    /// Client settings of the source (when S3).
+    pub source_client: ClientConfig,
+    /// Client settings of the target (when S3).
+    pub target_client: ClientConfig,
+    /// Retries and timeouts.
+    pub retry: RetryConfig,
+    /// Report what would happen, change nothing.
+    pub dry_run: bool,
+    /// S3→S3 with CopyObject / UploadPartCopy.
+    pub server_side_copy: bool,
+    /// Delete target objects absent from the source.
+    pub delete: bool,
+    /// Change detection.
+    pub check: CheckMode,
+    /// HEAD each target object instead of listing the target.
+    pub head_each_target: bool,
+    /// Transfer without comparing with the target.
+    pub remove_modified_filter: bool,
+    /// Objects transferred concurrently.
+    pub worker_size: usize,
+    /// Parts (or ranges) of one object transferred concurrently.
+    pub max_parallel_uploads: usize,
+    /// Objects of at least this size are written with multipart upload.
+    pub multipart_threshold: u64,
+    /// Part size of multipart uploads.
+    pub multipart_chunksize: u64,
+    /// Budget of the chunk pool; `None` derives it (see [`Config::pool_budget`]).
+    pub io_pool_size: Option<u64>,
+    /// Page size of listings.
+    pub max_keys: i32,
+    /// Verify ETags of transferred objects.
+    pub verify_etag: bool,
+    /// Verify ETags of multipart objects too.
+    pub verify_multipart: bool,
+    /// Send Content-MD5 with uploads.
+    pub content_md5: bool,
+    /// Sign payloads with SigV4 (single-chunk bodies).
+    pub payload_signing: bool,
+    /// Skip symbolic links of a local source.
+    pub ignore_symlinks: bool,
+    /// Turn warnings into errors.
+    pub warn_as_error: bool,
+    /// Source filters.
+    pub filters: Filters,
+}
+
+impl Config {
+    /// Starts a builder for a sync from `source` to `target`.
+    pub fn builder(source: Location, target: Location) -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config {
+                source,
+                target,
+                source_client: ClientConfig::default(),
+                target_client: ClientConfig::default(),
+                retry: RetryConfig::default(),
+                dry_run: false,
+                server_side_copy: false,
+                delete: false,
+                check: CheckMode::Mtime,
+                head_each_target: false,
+                remove_modified_filter: false,
+                worker_size: 16,
+                max_parallel_uploads: 16,
+                multipart_threshold: 8 * MIB,
+                multipart_chunksize: 8 * MIB,
+                io_pool_size: None,
+                max_keys: 1000,
+                verify_etag: true,
+                verify_multipart: true,
+                content_md5: true,
+                payload_signing: true,
+                ignore_symlinks: false,
+                warn_as_error: false,
+                filters: Filters::default(),
+            },
+        }
+    }
+
+    /// The chunk pool budget in bytes: `--io-pool-size`, or `max_parallel_uploads × multipart_chunksize`
+    /// capped at 64 MiB; never less than what one part or one single-request object needs.
+    pub fn pool_budget(&self) -> u64 {
+        let derived = (self.max_parallel_uploads as u64 * self.multipart_chunksize).min(64 * MIB);
+        let wanted = self.io_pool_size.unwrap_or(derived);
+        let floor = self.multipart_chunksize.max(self.multipart_threshold).max(POOL_CHUNK_SIZE as u64);
+        wanted.max(floor)
+    }
+
+    /// Checks cross-option rules.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |m: &str| Err(Error::InvalidArgument(m.to_string()));
+        if self.worker_size == 0 {
+            return invalid("--worker-size must be at least 1");
+        }
+        if self.max_parallel_uploads == 0 {
+            return invalid("--max-parallel-uploads must be at least 1");
+        }
+        if !(5 * MIB..=5 * 1024 * MIB).contains(&self.multipart_chunksize) {
+            return invalid("--multipart-chunksize must be between 5MiB and 5GiB");
+        }
+        if self.server_side_copy && !(self.source.is_s3() && self.target.is_s3()) {
+            return invalid("--server-side-copy needs S3 on both sides");
+        }
+        if !self.source.is_s3() && !self.target.is_s3() {
+            return invalid("either SOURCE or TARGET must be s3://bucket[/prefix]; local to local is not supported");
+        }
+        if self.head_each_target && self.delete {
+            return invalid("--head-each-target cannot be used with --delete (deleting needs a target listing)");
+        }
+        if matches!(self.check, CheckMode::Etag | CheckMode::MtimeAndEtag) && self.remove_modified_filter {
+            return invalid("--remove-modified-filter cannot be combined with an update check option");
+        }
+        Ok(())
+    }
+}
+
+/// Size of one chunk of the pool: the unit of local reads and writes.
+pub const POOL_CHUNK_SIZE: usize = 256 * 1024;
+
+/// Builds a [`Config`] for library use.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// Sets the source client settings.
+    pub fn source_client(mut self, c: ClientConfig) -> Self {
+        self.config.source_client = c;
+        self
+    }
+    /// Sets the target client settings.
+    pub fn target_client(mut self, c: ClientConfig) -> Self {
+        self.config.target_client = c;
+        self
+    }
+    /// Dry run.
+    pub fn dry_run(mut self, v: bool) -> Self {
+        self.config.dry_run = v;
+        self
+    }
+    /// Delete target objects absent from the source.
+    pub fn delete(mut self, v: bool) -> Self {
+        self.config.delete = v;
+        self
+    }
+    /// Server-side copy for S3→S3.
+    pub fn server_side_copy(mut self, v: bool) -> Self {
+        self.config.server_side_copy = v;
+        self
+    }
+    /// Change detection mode.
+    pub fn check(mut self, v: CheckMode) -> Self {
+        self.config.check = v;
+        self
+    }
+    /// Objects in flight.
+    pub fn worker_size(mut self, v: usize) -> Self {
+        self.config.worker_size = v;
+        self
+    }
+    /// Multipart threshold and part size.
+    pub fn multipart(mut self, threshold: u64, chunksize: u64) -> Self {
+        self.config.multipart_threshold = threshold;
+        self.config.multipart_chunksize = chunksize;
+        self
+    }
+    /// Source filters.
+    pub fn filters(mut self, f: Filters) -> Self {
+        self.config.filters = f;
+        self
+    }
+    /// Finishes the builder, checking cross-option rules.
+    pub fn build(self) -> Result<Config> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+    /// Gives mutable access to every field for options without a dedicated setter.
+    pub fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+}

@@ -1,0 +1,125 @@
+//! Typed errors of the library, and the one place where they map to process exit codes.
+//!
+//! Each variant says which side and which request failed, so a user reading one line knows what to fix.
+
+use std::path::PathBuf;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: at least one error.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code: invalid arguments.
+pub const EXIT_INVALID_ARGS: i32 = 2;
+/// Exit code: finished with warnings.
+pub const EXIT_WARNING: i32 = 3;
+
+/// What went wrong in an S3 request, coarse enough to decide retry and exit behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3ErrorKind {
+    /// Credentials rejected or request not allowed (403, InvalidAccessKeyId, SignatureDoesNotMatch).
+    Auth,
+    /// The bucket does not exist.
+    NoSuchBucket,
+    /// The key does not exist.
+    NotFound,
+    /// The endpoint could not be reached (connection refused, DNS, timeout).
+    Unreachable,
+    /// Throttling or a server-side failure that may succeed when retried.
+    Retryable,
+    /// Anything else.
+    Other,
+}
+
+/// The error type of the s3sync library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is invalid or unsupported.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An S3 request failed.
+    #[error("{operation} failed for s3://{bucket}/{key}: {message}")]
+    S3 {
+        /// The S3 operation (e.g. `PutObject`).
+        operation: &'static str,
+        /// The bucket addressed.
+        bucket: String,
+        /// The key addressed (may be empty for bucket-level requests).
+        key: String,
+        /// The classification of the failure.
+        kind: S3ErrorKind,
+        /// The server's or the SDK's message.
+        message: String,
+    },
+    /// A local file system operation failed.
+    #[error("{operation} {path}: {source}")]
+    Local {
+        /// What was being done (e.g. `read`).
+        operation: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes transferred do not match the digest the other side reports.
+    #[error("{what} mismatch for {key}: expected {expected}, got {actual}")]
+    Verification {
+        /// What was compared (e.g. `ETag`).
+        what: &'static str,
+        /// The object key.
+        key: String,
+        /// The value the source or target reports.
+        expected: String,
+        /// The value computed from the bytes.
+        actual: String,
+    },
+    /// The object changed size or vanished while it was being transferred.
+    #[error("{key}: {message}")]
+    ObjectChanged {
+        /// The object key.
+        key: String,
+        /// What changed.
+        message: String,
+    },
+    /// The chunk pool or an I/O backend failed.
+    #[error(transparent)]
+    Io(#[from] s3sync_io::IoError),
+    /// The run was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// The process exit code this error stands for when it ends the run.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::InvalidArgument(_) => EXIT_INVALID_ARGS,
+            _ => EXIT_ERROR,
+        }
+    }
+
+    /// Whether retrying the whole object operation may help (the `--force-retry-count` loop).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::S3 { kind, .. } => matches!(kind, S3ErrorKind::Retryable | S3ErrorKind::Unreachable),
+            Error::Verification { .. } => true,
+            Error::Local { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
+
+    /// Shorthand for a local I/O error.
+    pub fn local(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Local {
+            operation,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias of the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

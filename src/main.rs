@@ -1,0 +1,72 @@
+//! The binary edge: parse → validate → run → summary → exit code.
+
+use clap::Parser;
+use s3sync::cli::CliArgs;
+use s3sync::error::{EXIT_ERROR, EXIT_INVALID_ARGS};
+use s3sync::report::{init_tracing, progress::Progress, summary_line};
+use s3sync::{Error, Sync};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let args = CliArgs::parse();
+    if let Some(shell) = args.auto_complete_shell {
+        CliArgs::completions(shell, &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&args.log_options());
+    let cfg = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("s3sync: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR as u8);
+        }
+    };
+    let warn_as_error = cfg.warn_as_error;
+    let show_progress = args.quiet == 0 && !args.json_tracing && std::io::stderr().is_terminal();
+    let quiet = args.quiet > 0;
+    let code = runtime.block_on(async move {
+        let sync = Sync::new(cfg);
+        let cancel = sync.cancellation_token();
+        let reporter = sync.reporter();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("interrupted: stopping (in-flight multipart uploads are aborted)");
+                cancel.cancel();
+            }
+        });
+        let progress = show_progress.then(|| Progress::start(reporter.clone()));
+        let result = sync.run().await;
+        if let Some(p) = progress {
+            p.finish();
+        }
+        // Let spawned clean-ups (multipart aborts) finish.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let stats = reporter.snapshot();
+        if !quiet {
+            eprintln!("{}", summary_line(&stats));
+        }
+        match result {
+            Ok(stats) => stats.exit_code(warn_as_error),
+            Err(Error::Cancelled) => EXIT_ERROR,
+            Err(e) => {
+                eprintln!("s3sync: error: {e}");
+                e.exit_code()
+            }
+        }
+    });
+    ExitCode::from(code as u8)
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("s3sync: error: {e}");
+    let code = e.exit_code();
+    ExitCode::from(if code == 0 { EXIT_INVALID_ARGS as u8 } else { code as u8 })
+}

@@ -1,0 +1,342 @@
+//! The stages of a run and the bounded channels between them:
+//! source lister → merge diff (with the target lister) → transfer workers → statistics,
+//! then deletions once the source listing has completed without error.
+//!
+//! Every channel is bounded, so memory stays flat in the number of objects and the first transfer
+//! starts while listings are still running.
+
+pub mod diff;
+mod spill;
+
+use crate::compare::{decide, Verdict};
+use crate::config::{Config, POOL_CHUNK_SIZE};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::stats::{Reporter, Stats, SyncEvent};
+use crate::storage::client::build_client;
+use crate::storage::local::LocalStorage;
+use crate::storage::s3::S3Storage;
+use crate::storage::Entry;
+use crate::transfer::{End, Transferer};
+use diff::{Pair, TargetState};
+use futures::StreamExt;
+use s3sync_io::{ChunkPool, IoEngine};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+const LISTING_CHANNEL: usize = 1000;
+
+/// One sync run: configure it, optionally subscribe to events or keep a cancellation token, then `run`.
+pub struct Sync {
+    cfg: Arc<Config>,
+    reporter: Arc<Reporter>,
+    cancel: CancellationToken,
+    events_rx: Option<mpsc::UnboundedReceiver<SyncEvent>>,
+}
+
+/// A unit of work for the transfer workers.
+struct Job {
+    source: Entry,
+    target: TargetState,
+}
+
+impl Sync {
+    /// A run of `cfg`.
+    pub fn new(cfg: Config) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Sync {
+            cfg: Arc::new(cfg),
+            reporter: Arc::new(Reporter::new(Some(tx))),
+            cancel: CancellationToken::new(),
+            events_rx: Some(rx),
+        }
+    }
+
+    /// The per-object events of this run (take once, before `run`). Unread events are kept in memory,
+    /// so a caller that takes the receiver should drain it.
+    pub fn events(&mut self) -> Option<mpsc::UnboundedReceiver<SyncEvent>> {
+        self.events_rx.take()
+    }
+
+    /// A token that stops the run when cancelled: no new work starts, in-flight multipart uploads are
+    /// aborted and temporary files removed.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The live counters, e.g. for a progress bar.
+    pub fn reporter(&self) -> Arc<Reporter> {
+        self.reporter.clone()
+    }
+
+    /// Runs the sync to the end and returns its statistics. `Err` means the run could not start or was
+    /// cancelled; per-object failures are counted in the statistics.
+    pub async fn run(mut self) -> Result<Stats> {
+        // Unread events would accumulate: drop the receiver unless the caller took it.
+        self.events_rx = None;
+        let cfg = self.cfg.clone();
+        cfg.validate()?;
+        let source = open_end(&cfg.source, &cfg.source_client, &cfg).await?;
+        let target = open_end(&cfg.target, &cfg.target_client, &cfg).await?;
+        check_end(&source, true).await?;
+        check_end(&target, false).await?;
+        if let (End::Local(l), false) = (&target, cfg.dry_run) {
+            tokio::fs::create_dir_all(l.root()).await.map_err(|e| Error::local("create directory", l.root(), e))?;
+        }
+
+        let budget = cfg.pool_budget();
+        let pool = ChunkPool::new(POOL_CHUNK_SIZE, (budget as usize).div_ceil(POOL_CHUNK_SIZE))?;
+        let io = IoEngine::new(pool)?;
+        debug!(backend = ?io.backend(), pool_bytes = budget, "I/O engine ready");
+
+        let transferer = Arc::new(Transferer {
+            io,
+            source: source.clone(),
+            target: target.clone(),
+            cfg: cfg.clone(),
+            reporter: self.reporter.clone(),
+        });
+
+        // Listers.
+        let (src_tx, src_rx) = mpsc::channel(LISTING_CHANNEL);
+        spawn_lister(source.clone(), src_tx, cfg.max_keys, false);
+        let list_target = cfg.delete || !(cfg.head_each_target || cfg.remove_modified_filter);
+        let tgt_rx = list_target.then(|| {
+            let (tx, rx) = mpsc::channel(LISTING_CHANNEL);
+            spawn_lister(target.clone(), tx, cfg.max_keys, !cfg.dry_run);
+            rx
+        });
+        let no_listing = if cfg.remove_modified_filter { TargetState::Listed(None) } else { TargetState::Lookup };
+
+        // Merge.
+        let (pair_tx, mut pair_rx) = mpsc::channel::<Pair>(LISTING_CHANNEL);
+        let merge = tokio::spawn(diff::merge(src_rx, tgt_rx, no_listing, pair_tx));
+
+        // Workers.
+        let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.worker_size * 2);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut workers = Vec::new();
+        for _ in 0..cfg.worker_size {
+            let rx = job_rx.clone();
+            let tr = transferer.clone();
+            let cancel = self.cancel.clone();
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let job = { rx.lock().await.recv().await };
+                    let Some(job) = job else { break };
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = process(&tr, job) => {}
+                    }
+                }
+            }));
+        }
+
+        // Route pairs: skip/plan here (cheap), transfers to the workers, deletions to the spill file.
+        let mut deletions = spill::Spill::new(cfg.delete)?;
+        let mut source_failed = false;
+        loop {
+            let pair = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                p = pair_rx.recv() => p,
+            };
+            let Some(pair) = pair else { break };
+            match pair {
+                Pair::ListingError(msg, is_source) => {
+                    source_failed |= is_source;
+                    let side = if is_source { "source" } else { "target" };
+                    self.reporter.failed("", format!("{side} listing failed: {msg}"));
+                }
+                Pair::TargetOnly(t) => {
+                    if cfg.delete && cfg.filters.accepts_key(&t.key) {
+                        deletions.push(&t.key)?;
+                    }
+                }
+                Pair::Source(s, state) => {
+                    if !cfg.filters.accepts(&s) {
+                        continue;
+                    }
+                    if let End::Local(l) = &target {
+                        if let Err(e) = l.path_for(&s.key) {
+                            self.reporter.warning(&s.key, e.to_string());
+                            continue;
+                        }
+                    }
+                    if let TargetState::Listed(t) = &state {
+                        let verdict = if cfg.remove_modified_filter { Verdict::Transfer } else { decide(cfg.check, &s, t.as_ref()) };
+                        if verdict == Verdict::Skip {
+                            debug!(key = %s.key, "object filtered: target is up to date");
+                            self.reporter.skipped(&s.key);
+                            continue;
+                        }
+                    }
+                    if job_tx.send(Job { source: s, target: state }).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(job_tx);
+        let ordered = merge.await.unwrap_or(false);
+        self.reporter.listing_done();
+        for w in workers {
+            let _ = w.await;
+        }
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+
+        if cfg.delete {
+            if source_failed {
+                self.reporter.warning("", "deletion skipped: the source listing did not complete".into());
+            } else if !ordered {
+                self.reporter.warning("", "deletion skipped: a listing was not in key order".into());
+            } else {
+                run_deletions(&target, deletions, &cfg, &self.reporter, &self.cancel).await?;
+            }
+        }
+        Ok(self.reporter.snapshot())
+    }
+}
+
+async fn open_end(loc: &Location, client: &crate::config::ClientConfig, cfg: &Config) -> Result<End> {
+    Ok(match loc {
+        Location::Local(p) => End::Local(LocalStorage::new(p.clone(), cfg.ignore_symlinks)),
+        Location::S3 { bucket, prefix } => {
+            let c = build_client(client, &cfg.retry).await;
+            End::S3(S3Storage::new(c, bucket.clone(), prefix.clone(), cfg.payload_signing))
+        }
+    })
+}
+
+async fn check_end(end: &End, is_source: bool) -> Result<()> {
+    match end {
+        End::S3(s) => s.check_access().await,
+        End::Local(l) if is_source => match tokio::fs::metadata(l.root()).await {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::InvalidArgument(format!("source {} is not a directory", l.root().display()))),
+            Err(e) => Err(Error::local("open source directory", l.root(), e)),
+        },
+        End::Local(_) => Ok(()),
+    }
+}
+
+fn spawn_lister(end: End, tx: mpsc::Sender<Result<Entry>>, max_keys: i32, clean_temp: bool) {
+    tokio::spawn(async move {
+        let res = match &end {
+            End::Local(l) => l.list(tx.clone(), clean_temp).await,
+            End::S3(s) => s.list(max_keys, tx.clone()).await,
+        };
+        if let Err(e) = res {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+}
+
+/// Looks up the target of one key (for `--head-each-target` and unordered listings).
+async fn lookup(target: &End, key: &str) -> Result<Option<Entry>> {
+    match target {
+        End::Local(l) => l.stat(key).await,
+        End::S3(s) => Ok(s.head(key, None).await?.map(|h| h.entry)),
+    }
+}
+
+async fn process(tr: &Transferer, job: Job) {
+    let cfg = &tr.cfg;
+    let rep = &tr.reporter;
+    let s = job.source;
+    let target = match job.target {
+        TargetState::Listed(t) => t,
+        TargetState::Lookup => match lookup(&tr.target, &s.key).await {
+            Ok(t) => {
+                if decide(cfg.check, &s, t.as_ref()) == Verdict::Skip {
+                    rep.skipped(&s.key);
+                    return;
+                }
+                t
+            }
+            Err(e) => return rep.failed(&s.key, e.to_string()),
+        },
+    };
+    if s.is_dir_marker() {
+        if let End::Local(l) = &tr.target {
+            if l.path_for(&s.key).map(|p| p.is_dir()).unwrap_or(false) {
+                rep.skipped(&s.key);
+                return;
+            }
+        }
+    }
+    let verdict = if cfg.remove_modified_filter { Verdict::Transfer } else { decide(cfg.check, &s, target.as_ref()) };
+    if let (Verdict::CompareEtag, Some(t)) = (verdict, &target) {
+        match tr.same_etag(&s, t).await {
+            Ok(Some(true)) => {
+                debug!(key = %s.key, "object filtered: ETags are equal");
+                rep.skipped(&s.key);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => return rep.failed(&s.key, e.to_string()),
+        }
+    }
+    rep.planned(s.size);
+    if cfg.dry_run {
+        info!(key = %s.key, size = s.size, "[dry-run] sync completed.");
+        rep.add_bytes(s.size);
+        rep.transferred(&s.key, s.size, false);
+        return;
+    }
+    let mut attempt = 0;
+    loop {
+        match tr.transfer(&s).await {
+            Ok(m) => {
+                if let Some(w) = m.warning {
+                    rep.warning(&s.key, w);
+                }
+                info!(key = %s.key, size = m.bytes, etag_verified = m.etag_verified, "sync completed.");
+                rep.transferred(&s.key, m.bytes, m.etag_verified);
+                return;
+            }
+            Err(e) if e.is_retryable() && attempt < cfg.retry.force_retry_count => {
+                attempt += 1;
+                debug!(key = %s.key, attempt, error = %e, "retrying the object");
+                tokio::time::sleep(cfg.retry.force_retry_interval).await;
+            }
+            Err(Error::InvalidArgument(m)) => return rep.warning(&s.key, m),
+            Err(e) => return rep.failed(&s.key, e.to_string()),
+        }
+    }
+}
+
+async fn run_deletions(target: &End, mut spill: spill::Spill, cfg: &Config, rep: &Reporter, cancel: &CancellationToken) -> Result<()> {
+    let keys = spill.drain()?;
+    let stream = futures::stream::iter(keys).map(|key| async move {
+        let key = key?;
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        if cfg.dry_run {
+            info!(key = %key, "[dry-run] delete completed.");
+            rep.deleted(&key);
+            return Ok(());
+        }
+        let res = match target {
+            End::S3(s) => s.delete(&key).await,
+            End::Local(l) => match l.path_for(&key) {
+                Ok(p) => tokio::fs::remove_file(&p).await.or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).map_err(|e| Error::local("delete", &p, e)),
+                Err(e) => Err(Error::InvalidArgument(e.to_string())),
+            },
+        };
+        match res {
+            Ok(()) => {
+                info!(key = %key, "delete completed.");
+                rep.deleted(&key);
+            }
+            Err(e) => rep.failed(&key, e.to_string()),
+        }
+        Ok::<(), Error>(())
+    });
+    let results: Vec<Result<()>> = stream.buffer_unordered(cfg.worker_size).collect().await;
+    results.into_iter().collect()
+}

@@ -1,0 +1,205 @@
+//! Run statistics (lock-free counters shared by all stages) and the per-object events a library user can
+//! subscribe to.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// Transferred (or would be, in a dry run) and verified where possible.
+    Transferred {
+        /// Relative key.
+        key: String,
+        /// Bytes moved.
+        bytes: u64,
+        /// Whether the ETag was verified.
+        etag_verified: bool,
+    },
+    /// Up to date, not transferred.
+    Skipped {
+        /// Relative key.
+        key: String,
+    },
+    /// Deleted from the target (or would be, in a dry run).
+    Deleted {
+        /// Relative key.
+        key: String,
+    },
+    /// Not transferred, or transferred but not verifiable, for a reason the user should see.
+    Warning {
+        /// Relative key.
+        key: String,
+        /// The reason.
+        message: String,
+    },
+    /// Failed.
+    Failed {
+        /// Relative key.
+        key: String,
+        /// The error, one line.
+        message: String,
+    },
+}
+
+/// Live counters of a run.
+#[derive(Debug, Default)]
+pub struct Counters {
+    transferred: AtomicU64,
+    bytes: AtomicU64,
+    etag_verified: AtomicU64,
+    skipped: AtomicU64,
+    deleted: AtomicU64,
+    warnings: AtomicU64,
+    failed: AtomicU64,
+    planned_objects: AtomicU64,
+    planned_bytes: AtomicU64,
+    listing_done: AtomicBool,
+}
+
+/// A snapshot of the counters at the end (or middle) of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Objects transferred.
+    pub transferred: u64,
+    /// Bytes transferred.
+    pub bytes: u64,
+    /// Objects whose ETag was verified.
+    pub etag_verified: u64,
+    /// Objects up to date.
+    pub skipped: u64,
+    /// Objects deleted.
+    pub deleted: u64,
+    /// Warnings.
+    pub warnings: u64,
+    /// Objects failed.
+    pub failed: u64,
+    /// Objects to transfer, known so far.
+    pub planned_objects: u64,
+    /// Bytes to transfer, known so far.
+    pub planned_bytes: u64,
+    /// Whether both listings have finished (so the plan is complete).
+    pub listing_done: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Counters plus the optional event sink; one per run, shared by all stages.
+#[derive(Debug)]
+pub struct Reporter {
+    counters: Counters,
+    events: Option<mpsc::UnboundedSender<SyncEvent>>,
+    started: std::time::Instant,
+}
+
+impl Reporter {
+    /// A reporter that forwards events to `events` when given.
+    pub fn new(events: Option<mpsc::UnboundedSender<SyncEvent>>) -> Self {
+        Reporter { counters: Counters::default(), events, started: std::time::Instant::now() }
+    }
+
+    fn emit(&self, e: SyncEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// Records a planned transfer (the diff decided an object needs to move).
+    pub fn planned(&self, bytes: u64) {
+        self.counters.planned_objects.fetch_add(1, Ordering::Relaxed);
+        self.counters.planned_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Marks the listings as complete.
+    pub fn listing_done(&self) {
+        self.counters.listing_done.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts bytes as they move (for the progress bar).
+    pub fn add_bytes(&self, n: u64) {
+        self.counters.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records a completed transfer.
+    pub fn transferred(&self, key: &str, bytes: u64, etag_verified: bool) {
+        self.counters.transferred.fetch_add(1, Ordering::Relaxed);
+        if etag_verified {
+            self.counters.etag_verified.fetch_add(1, Ordering::Relaxed);
+        }
+        self.emit(SyncEvent::Transferred { key: key.to_string(), bytes, etag_verified });
+    }
+
+    /// Records an up-to-date object.
+    pub fn skipped(&self, key: &str) {
+        self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+        self.emit(SyncEvent::Skipped { key: key.to_string() });
+    }
+
+    /// Records a deletion.
+    pub fn deleted(&self, key: &str) {
+        self.counters.deleted.fetch_add(1, Ordering::Relaxed);
+        self.emit(SyncEvent::Deleted { key: key.to_string() });
+    }
+
+    /// Records and logs a warning.
+    pub fn warning(&self, key: &str, message: String) {
+        tracing::warn!(key, "{message}");
+        self.counters.warnings.fetch_add(1, Ordering::Relaxed);
+        self.emit(SyncEvent::Warning { key: key.to_string(), message });
+    }
+
+    /// Records and logs a failure.
+    pub fn failed(&self, key: &str, message: String) {
+        tracing::error!(key, "{message}");
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.emit(SyncEvent::Failed { key: key.to_string(), message });
+    }
+
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            transferred: c.transferred.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            etag_verified: c.etag_verified.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            deleted: c.deleted.load(Ordering::Relaxed),
+            warnings: c.warnings.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            planned_objects: c.planned_objects.load(Ordering::Relaxed),
+            planned_bytes: c.planned_bytes.load(Ordering::Relaxed),
+            listing_done: c.listing_done.load(Ordering::Relaxed),
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+impl Stats {
+    /// The process exit code these statistics stand for (0 ok, 1 errors, 3 warnings).
+    pub fn exit_code(&self, warn_as_error: bool) -> i32 {
+        if self.failed > 0 || (warn_as_error && self.warnings > 0) {
+            crate::error::EXIT_ERROR
+        } else if self.warnings > 0 {
+            crate::error::EXIT_WARNING
+        } else {
+            crate::error::EXIT_OK
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let mut s = Stats::default();
+        assert_eq!(s.exit_code(false), 0);
+        s.warnings = 1;
+        assert_eq!(s.exit_code(false), 3);
+        assert_eq!(s.exit_code(true), 1);
+        s.failed = 1;
+        assert_eq!(s.exit_code(false), 1);
+    }
+}

@@ -1,0 +1,73 @@
+//! Building an `aws-sdk-s3` client for one end from its [`ClientConfig`] and the shared retry settings.
+
+use crate::config::{ClientConfig, RetryConfig};
+use aws_runtime::env_config::file::{EnvConfigFileKind as ProfileFileKind, EnvConfigFiles as ProfileFiles};
+use aws_config::retry::RetryConfig as SdkRetry;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::Client;
+
+/// Creates the S3 client of one end.
+pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Client {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if c.aws_config_file.is_some() || c.aws_shared_credentials_file.is_some() {
+        let mut files = ProfileFiles::builder().include_default_config_file(c.aws_config_file.is_none());
+        files = files.include_default_credentials_file(c.aws_shared_credentials_file.is_none());
+        if let Some(p) = &c.aws_config_file {
+            files = files.with_file(ProfileFileKind::Config, p);
+        }
+        if let Some(p) = &c.aws_shared_credentials_file {
+            files = files.with_file(ProfileFileKind::Credentials, p);
+        }
+        loader = loader.profile_files(files.build());
+    }
+    if let Some(p) = &c.profile {
+        loader = loader.profile_name(p);
+    }
+    if let (Some(ak), Some(sk)) = (&c.access_key, &c.secret_access_key) {
+        loader = loader.credentials_provider(Credentials::new(ak, sk, c.session_token.clone(), None, "s3sync-cli"));
+    }
+    if let Some(r) = &c.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(u) = &c.endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    let mut timeouts = TimeoutConfig::builder();
+    if let Some(d) = retry.connect_timeout {
+        timeouts = timeouts.connect_timeout(d);
+    }
+    if let Some(d) = retry.read_timeout {
+        timeouts = timeouts.read_timeout(d);
+    }
+    if let Some(d) = retry.operation_timeout {
+        timeouts = timeouts.operation_timeout(d);
+    }
+    if let Some(d) = retry.operation_attempt_timeout {
+        timeouts = timeouts.operation_attempt_timeout(d);
+    }
+    loader = loader
+        .timeout_config(timeouts.build())
+        .retry_config(
+            SdkRetry::standard()
+                .with_max_attempts(retry.aws_max_attempts.max(1))
+                .with_initial_backoff(retry.initial_backoff),
+        )
+        .stalled_stream_protection(if retry.stalled_stream_protection {
+            StalledStreamProtectionConfig::enabled().build()
+        } else {
+            StalledStreamProtectionConfig::disabled()
+        });
+    let shared = loader.load().await;
+    let mut b = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(c.force_path_style)
+        // s3sync computes and checks digests itself, in the same pass as the transfer.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    if shared.region().is_none() {
+        b = b.region(Region::new("us-east-1"));
+    }
+    Client::from_conf(b.build())
+}

@@ -1,0 +1,414 @@
+//! S3 (and S3-compatible) storage: one method per operation family, each turning SDK errors into typed
+//! [`Error::S3`] values that say which request failed and why.
+
+use super::Entry;
+use crate::error::{Error, Result, S3ErrorKind};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use std::time::SystemTime;
+use tokio::sync::mpsc;
+
+/// An S3 bucket and prefix as one end of a sync.
+#[derive(Clone, Debug)]
+pub struct S3Storage {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    payload_signing: bool,
+}
+
+/// What a HEAD of an object tells.
+#[derive(Debug, Clone)]
+pub struct HeadInfo {
+    /// The entry (size, last-modified, ETag).
+    pub entry: Entry,
+    /// The number of parts, when the server reports it (HEAD with `partNumber`).
+    pub parts_count: Option<u64>,
+}
+
+impl S3Storage {
+    /// A storage end over `client` for `bucket` and `prefix`.
+    pub fn new(client: Client, bucket: String, prefix: String, payload_signing: bool) -> Self {
+        S3Storage { client, bucket, prefix, payload_signing }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The prefix, verbatim.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The full key of a relative key.
+    pub fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn err<E>(&self, operation: &'static str, key: &str, e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        sdk_error(operation, &self.bucket, key, e)
+    }
+
+    /// Checks that the bucket exists and the credentials are accepted (HeadBucket), so that a wrong
+    /// setup fails on the first request, before any listing.
+    pub async fn check_access(&self) -> Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| match self.err("HeadBucket", "", e) {
+                Error::S3 { kind: S3ErrorKind::NotFound, operation, bucket, key, .. } => Error::S3 {
+                    operation,
+                    bucket,
+                    key,
+                    kind: S3ErrorKind::NoSuchBucket,
+                    message: "the bucket does not exist".into(),
+                },
+                other => other,
+            })
+    }
+
+    /// Lists every object under the prefix in key order and sends it with the prefix removed.
+    pub async fn list(&self, max_keys: i32, tx: mpsc::Sender<Result<Entry>>) -> Result<()> {
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .max_keys(max_keys)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("ListObjectsV2", &self.prefix, e))?;
+            for obj in resp.contents() {
+                let Some(full) = obj.key() else { continue };
+                let Some(rel) = full.strip_prefix(self.prefix.as_str()) else { continue };
+                if rel.is_empty() {
+                    continue; // the prefix itself (e.g. a directory marker equal to the prefix)
+                }
+                let entry = Entry {
+                    key: rel.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    mtime: obj.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
+                    etag: obj.e_tag().map(crate::checksum::normalize_etag),
+                };
+                if tx.send(Ok(entry)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            match resp.next_continuation_token() {
+                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// HEADs one object (optionally one part of it); `None` when it does not exist.
+    pub async fn head(&self, key: &str, part_number: Option<i32>) -> Result<Option<HeadInfo>> {
+        let full = self.full_key(key);
+        let res = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_part_number(part_number)
+            .send()
+            .await;
+        match res {
+            Ok(h) => Ok(Some(HeadInfo {
+                entry: Entry {
+                    key: key.to_string(),
+                    size: h.content_length().unwrap_or(0).max(0) as u64,
+                    mtime: h.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
+                    etag: h.e_tag().map(crate::checksum::normalize_etag),
+                },
+                parts_count: h.parts_count().and_then(|n| u64::try_from(n).ok()),
+            })),
+            Err(e) => match self.err("HeadObject", &full, e) {
+                Error::S3 { kind: S3ErrorKind::NotFound, .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Starts a GET of `len` bytes at `offset` (the whole object when `len` covers it) and returns the
+    /// body stream.
+    pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<ByteStream> {
+        let full = self.full_key(key);
+        let range = (len > 0).then(|| format!("bytes={}-{}", offset, offset + len - 1));
+        let resp = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| self.err("GetObject", &full, e))?;
+        Ok(resp.body)
+    }
+
+    /// PutObject of a body made of pool chunks; returns the ETag.
+    pub async fn put_object(&self, key: &str, body: Vec<Bytes>, content_md5: Option<String>) -> Result<String> {
+        let full = self.full_key(key);
+        let len: u64 = body.iter().map(|b| b.len() as u64).sum();
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .content_length(len as i64)
+            .set_content_md5(content_md5)
+            .body(crate::transfer::body::chunk_stream(body));
+        let resp = if self.payload_signing {
+            req.send().await
+        } else {
+            req.customize().disable_payload_signing().send().await
+        }
+        .map_err(|e| self.err("PutObject", &full, e))?;
+        Ok(resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default())
+    }
+
+    /// Starts a multipart upload; returns its upload id.
+    pub async fn create_multipart(&self, key: &str) -> Result<String> {
+        let full = self.full_key(key);
+        let resp = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.err("CreateMultipartUpload", &full, e))?;
+        resp.upload_id().map(str::to_string).ok_or_else(|| Error::S3 {
+            operation: "CreateMultipartUpload",
+            bucket: self.bucket.clone(),
+            key: full,
+            kind: S3ErrorKind::Other,
+            message: "the response has no upload id".into(),
+        })
+    }
+
+    /// Uploads one part (1-based `part_number`); returns its ETag.
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Vec<Bytes>,
+        content_md5: Option<String>,
+    ) -> Result<String> {
+        let full = self.full_key(key);
+        let len: u64 = body.iter().map(|b| b.len() as u64).sum();
+        let req = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .content_length(len as i64)
+            .set_content_md5(content_md5)
+            .body(crate::transfer::body::chunk_stream(body));
+        let resp = if self.payload_signing {
+            req.send().await
+        } else {
+            req.customize().disable_payload_signing().send().await
+        }
+        .map_err(|e| self.err("UploadPart", &full, e))?;
+        Ok(resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default())
+    }
+
+    /// Copies a byte range of another object into a part (UploadPartCopy); returns the part's ETag.
+    pub async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        source: &S3Storage,
+        source_key: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<String> {
+        let full = self.full_key(key);
+        let resp = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .copy_source(source.copy_source(source_key))
+            .copy_source_range(format!("bytes={}-{}", offset, offset + len.max(1) - 1))
+            .send()
+            .await
+            .map_err(|e| self.err("UploadPartCopy", &full, e))?;
+        Ok(resp
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .map(crate::checksum::normalize_etag)
+            .unwrap_or_default())
+    }
+
+    /// Completes a multipart upload from `(part_number, etag)` pairs; returns the object's ETag.
+    pub async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<(i32, String)>) -> Result<String> {
+        let full = self.full_key(key);
+        let parts = parts
+            .into_iter()
+            .map(|(n, e)| CompletedPart::builder().part_number(n).e_tag(format!("\"{e}\"")).build())
+            .collect();
+        let resp = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| self.err("CompleteMultipartUpload", &full, e))?;
+        Ok(resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default())
+    }
+
+    /// Aborts a multipart upload.
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        let full = self.full_key(key);
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("AbortMultipartUpload", &full, e))
+    }
+
+    /// Server-side copy of a whole object (CopyObject, up to 5 GiB); returns the new ETag.
+    pub async fn copy_object(&self, key: &str, source: &S3Storage, source_key: &str) -> Result<String> {
+        let full = self.full_key(key);
+        let resp = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .copy_source(source.copy_source(source_key))
+            .send()
+            .await
+            .map_err(|e| self.err("CopyObject", &full, e))?;
+        Ok(resp
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(crate::checksum::normalize_etag)
+            .unwrap_or_default())
+    }
+
+    /// Deletes one object.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key);
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("DeleteObject", &full, e))
+    }
+
+    /// The `x-amz-copy-source` value for a relative key of this storage (URL-encoded).
+    fn copy_source(&self, key: &str) -> String {
+        const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'/')
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
+        let full = self.full_key(key);
+        format!("{}/{}", self.bucket, percent_encoding::utf8_percent_encode(&full, KEEP))
+    }
+}
+
+/// Converts an SDK timestamp to `SystemTime`.
+pub fn to_system_time(dt: &aws_sdk_s3::primitives::DateTime) -> SystemTime {
+    SystemTime::try_from(*dt).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Turns an SDK error into a one-line typed error.
+pub fn sdk_error<E>(
+    operation: &'static str,
+    bucket: &str,
+    key: &str,
+    e: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (kind, message) = match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_string();
+            let msg = se.err().message().unwrap_or("").to_string();
+            let kind = match (status, code.as_str()) {
+                (_, "NoSuchBucket") => S3ErrorKind::NoSuchBucket,
+                (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken") => {
+                    S3ErrorKind::Auth
+                }
+                (401 | 403, _) => S3ErrorKind::Auth,
+                (404, _) | (_, "NoSuchKey" | "NotFound") => S3ErrorKind::NotFound,
+                (429 | 500..=599, _) | (_, "SlowDown" | "RequestTimeout" | "InternalError") => S3ErrorKind::Retryable,
+                _ => S3ErrorKind::Other,
+            };
+            let text = match (code.is_empty(), msg.is_empty()) {
+                (true, _) => format!("HTTP {status}"),
+                (false, true) => format!("{code} (HTTP {status})"),
+                (false, false) => format!("{code}: {msg} (HTTP {status})"),
+            };
+            (kind, text)
+        }
+        SdkError::DispatchFailure(df) => {
+            let kind = if df.is_timeout() || df.is_io() {
+                S3ErrorKind::Unreachable
+            } else {
+                S3ErrorKind::Retryable
+            };
+            (kind, one_line(&e))
+        }
+        SdkError::TimeoutError(_) => (S3ErrorKind::Unreachable, "request timed out".to_string()),
+        SdkError::ResponseError(_) => (S3ErrorKind::Retryable, one_line(&e)),
+        _ => (S3ErrorKind::Other, one_line(&e)),
+    };
+    Error::S3 {
+        operation,
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        kind,
+        message,
+    }
+}
+
+fn one_line<E: std::error::Error + 'static>(e: &E) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s.replace('\n', " ")
+}

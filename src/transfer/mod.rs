@@ -1,0 +1,550 @@
+//! Moving one object: upload (single or multipart), ranged parallel download written in place, S3→S3
+//! through the client, and server-side copy. Every path hashes the bytes as they pass and verifies the
+//! result against the digest the other side reports.
+
+pub mod body;
+
+use crate::checksum::{etag_from_parts, etag_is_md5_form, etag_part_count, Md5Digest, PartHasher, PartLayout};
+use crate::config::Config;
+use crate::error::{Error, Result, S3ErrorKind};
+use crate::stats::Reporter;
+use crate::storage::local::LocalStorage;
+use crate::storage::s3::S3Storage;
+use crate::storage::Entry;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use s3sync_io::{IoEngine, IoFile};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing::{debug, trace};
+
+/// One end of a sync.
+#[derive(Debug, Clone)]
+pub enum End {
+    /// A local directory.
+    Local(LocalStorage),
+    /// An S3 bucket and prefix.
+    S3(S3Storage),
+}
+
+/// The result of moving one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Whether the ETag was verified end to end.
+    pub etag_verified: bool,
+    /// Something the user should know although the object arrived (e.g. it could not be verified).
+    pub warning: Option<String>,
+}
+
+/// Everything a transfer needs, shared by all workers.
+pub struct Transferer {
+    /// The I/O engine (and its chunk pool).
+    pub io: IoEngine,
+    /// Source end.
+    pub source: End,
+    /// Target end.
+    pub target: End,
+    /// The configuration.
+    pub cfg: Arc<Config>,
+    /// Progress and statistics.
+    pub reporter: Arc<Reporter>,
+}
+
+/// Where the bytes of a part come from.
+enum PartSource<'a> {
+    Local(&'a IoFile),
+    S3(&'a S3Storage, &'a str),
+}
+
+/// Aborts a multipart upload unless disarmed, also when the owning task is cancelled.
+struct AbortGuard {
+    s3: S3Storage,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl AbortGuard {
+    async fn abort_now(mut self) {
+        self.armed = false;
+        if let Err(e) = self.s3.abort_multipart(&self.key, &self.upload_id).await {
+            tracing::warn!(key = %self.key, error = %e, "could not abort the multipart upload");
+        }
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let (s3, key, id) = (self.s3.clone(), self.key.clone(), self.upload_id.clone());
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move {
+                    let _ = s3.abort_multipart(&key, &id).await;
+                });
+            }
+        }
+    }
+}
+
+/// Removes a temporary file unless disarmed (also on cancellation).
+struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn b64(d: &Md5Digest) -> String {
+    base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+fn stream_error(key: &str, bucket: &str, e: impl std::fmt::Display) -> Error {
+    Error::S3 {
+        operation: "GetObject",
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        kind: S3ErrorKind::Retryable,
+        message: format!("reading the response body failed: {e}"),
+    }
+}
+
+impl Transferer {
+    fn chunk_size(&self) -> u64 {
+        self.io.pool().chunk_size() as u64
+    }
+
+    /// Moves one source entry to the target.
+    pub async fn transfer(&self, entry: &Entry) -> Result<Moved> {
+        match (&self.source, &self.target) {
+            (End::Local(l), End::S3(t)) => self.upload_local(l, t, entry).await,
+            (End::S3(s), End::Local(l)) => self.download(s, l, entry).await,
+            (End::S3(s), End::S3(t)) if self.cfg.server_side_copy => self.server_side_copy(s, t, entry).await,
+            (End::S3(s), End::S3(t)) => self.copy_through_client(s, t, entry).await,
+            (End::Local(_), End::Local(_)) => Err(Error::InvalidArgument("local to local is not supported".into())),
+        }
+    }
+
+    /// Reads `len` bytes at `offset` into pool chunks, hashing them in the same pass.
+    async fn read_part(&self, src: &PartSource<'_>, offset: u64, len: u64) -> Result<(Vec<Bytes>, Md5Digest)> {
+        let cs = self.chunk_size();
+        let n = len.div_ceil(cs) as usize;
+        let chunks = self.io.pool().acquire_many(n).await?;
+        let mut hasher = PartHasher::new();
+        let mut out = Vec::with_capacity(n);
+        match src {
+            PartSource::Local(file) => {
+                let reads = chunks.into_iter().enumerate().map(|(i, c)| {
+                    let off = offset + i as u64 * cs;
+                    let want = cs.min(offset + len - off) as usize;
+                    async move {
+                        let c = self.io.read_at(file, c, off, want).await.map_err(|e| Error::local("read", "source file", e))?;
+                        if c.len() < want {
+                            return Err(Error::ObjectChanged {
+                                key: String::new(),
+                                message: "the file shrank while it was read".into(),
+                            });
+                        }
+                        Ok(c)
+                    }
+                });
+                for c in futures::future::try_join_all(reads).await? {
+                    hasher.update(c.as_slice());
+                    self.reporter.add_bytes(c.len() as u64);
+                    out.push(c.freeze());
+                }
+            }
+            PartSource::S3(s3, key) => {
+                let mut body = s3.get_range(key, offset, len).await?;
+                let mut pending = chunks.into_iter();
+                let mut cur = pending.next();
+                while let Some(frame) = body.next().await {
+                    let frame = frame.map_err(|e| stream_error(key, s3.bucket(), e))?;
+                    let mut data = &frame[..];
+                    while !data.is_empty() {
+                        let Some(c) = cur.as_mut() else {
+                            return Err(Error::ObjectChanged { key: key.to_string(), message: "the object is larger than listed".into() });
+                        };
+                        let n = c.extend_from_slice(data);
+                        data = &data[n..];
+                        if c.remaining() == 0 {
+                            if let Some(full) = cur.take() {
+                                hasher.update(full.as_slice());
+                                self.reporter.add_bytes(full.len() as u64);
+                                out.push(full.freeze());
+                            }
+                            cur = pending.next();
+                        }
+                    }
+                }
+                if let Some(c) = cur.filter(|c| !c.is_empty()) {
+                    hasher.update(c.as_slice());
+                    self.reporter.add_bytes(c.len() as u64);
+                    out.push(c.freeze());
+                }
+            }
+        }
+        if hasher.len() != len {
+            return Err(Error::S3 {
+                operation: "GetObject",
+                bucket: String::new(),
+                key: String::new(),
+                kind: S3ErrorKind::Retryable,
+                message: format!("got {} bytes, expected {len} (truncated response or object changed)", hasher.len()),
+            });
+        }
+        Ok((out, hasher.finish()))
+    }
+
+    /// Writes an object to S3 with the given layout, reading its parts from `src`; returns the ETag S3
+    /// reports and the one computed from the bytes.
+    async fn put_with_layout(&self, target: &S3Storage, key: &str, src: PartSource<'_>, layout: PartLayout) -> Result<(String, String)> {
+        let md5_header = |d: &Md5Digest| self.cfg.content_md5.then(|| b64(d));
+        if !layout.multipart {
+            let (body, md5) = self.read_part(&src, 0, layout.size).await?;
+            let etag = target.put_object(key, body, md5_header(&md5)).await?;
+            return Ok((etag, etag_from_parts(&[md5], false)));
+        }
+        let upload_id = target.create_multipart(key).await?;
+        let guard = AbortGuard { s3: target.clone(), key: key.to_string(), upload_id: upload_id.clone(), armed: true };
+        let src = &src;
+        let upload_id_ref = &upload_id;
+        let parts: Result<Vec<(i32, String, Md5Digest)>> = stream::iter(layout.parts())
+            .map(|(i, off, len)| async move {
+                let (body, md5) = self.read_part(src, off, len).await?;
+                let n = i as i32 + 1;
+                let etag = target.upload_part(key, upload_id_ref, n, body, md5_header(&md5)).await?;
+                if self.cfg.verify_etag && etag_is_md5_form(&etag) && etag != hex::encode(md5) {
+                    return Err(Error::Verification { what: "part ETag", key: format!("{key} (part {n})"), expected: hex::encode(md5), actual: etag });
+                }
+                Ok((n, etag, md5))
+            })
+            .buffer_unordered(self.cfg.max_parallel_uploads)
+            .try_collect()
+            .await;
+        let mut parts = match parts {
+            Ok(p) => p,
+            Err(e) => {
+                guard.abort_now().await;
+                return Err(e);
+            }
+        };
+        parts.sort_by_key(|p| p.0);
+        let md5s: Vec<Md5Digest> = parts.iter().map(|p| p.2).collect();
+        let completed = parts.into_iter().map(|(n, e, _)| (n, e)).collect();
+        match target.complete_multipart(key, &upload_id, completed).await {
+            Ok(etag) => {
+                let mut guard = guard;
+                guard.armed = false;
+                Ok((etag, etag_from_parts(&md5s, true)))
+            }
+            Err(e) => {
+                guard.abort_now().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks an uploaded object's ETag against the one computed from the bytes.
+    fn verify_upload(&self, key: &str, layout: &PartLayout, reported: &str, computed: &str) -> Result<bool> {
+        if !self.cfg.verify_etag || (layout.multipart && !self.cfg.verify_multipart) || !self.cfg.content_md5 && reported.is_empty() {
+            return Ok(false);
+        }
+        if !etag_is_md5_form(reported) {
+            debug!(key, etag = reported, "the target's ETag is not an MD5 form; not verifiable by ETag");
+            return Ok(false);
+        }
+        if reported != computed {
+            return Err(Error::Verification { what: "ETag", key: key.to_string(), expected: reported.to_string(), actual: computed.to_string() });
+        }
+        trace!(key, source_e_tag = computed, target_e_tag = reported, "e_tag verified.");
+        Ok(true)
+    }
+
+    async fn upload_local(&self, local: &LocalStorage, target: &S3Storage, entry: &Entry) -> Result<Moved> {
+        let path = local.root().join(&entry.key);
+        let file = self.io.open_read(&path).await.map_err(|e| Error::local("open", &path, e))?;
+        let size = file.len().map_err(|e| Error::local("stat", &path, e))?;
+        let layout = PartLayout::for_upload(size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize);
+        let (reported, computed) = self.put_with_layout(target, &entry.key, PartSource::Local(&file), layout).await.map_err(|e| with_key(e, &entry.key))?;
+        let verified = self.verify_upload(&entry.key, &layout, &reported, &computed)?;
+        Ok(Moved { bytes: size, etag_verified: verified, warning: None })
+    }
+
+    async fn copy_through_client(&self, source: &S3Storage, target: &S3Storage, entry: &Entry) -> Result<Moved> {
+        let src_etag = entry.etag.clone().unwrap_or_default();
+        // Write with the source's own part layout when it is known, so the ETags come out identical.
+        let (layout, known) = match etag_part_count(&src_etag) {
+            Some(_) => self.layout_of(source, &entry.key, entry.size, &src_etag).await?,
+            None if entry.size < self.cfg.multipart_threshold => (PartLayout::single(entry.size), true),
+            None => (PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize), false),
+        };
+        let layout = if layout.multipart && !known {
+            PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize)
+        } else {
+            layout
+        };
+        let (reported, computed) = self
+            .put_with_layout(target, &entry.key, PartSource::S3(source, &entry.key), layout)
+            .await
+            .map_err(|e| with_key(e, &entry.key))?;
+        let verified = self.verify_upload(&entry.key, &layout, &reported, &computed)?;
+        let mut warning = None;
+        if self.cfg.verify_etag && etag_is_md5_form(&src_etag) && computed != src_etag {
+            if known {
+                return Err(Error::Verification { what: "source ETag", key: entry.key.clone(), expected: src_etag, actual: computed });
+            }
+            warning = Some(format!("source ETag {src_etag} not comparable with the written {computed} (part layout unknown); the target was verified"));
+        }
+        Ok(Moved { bytes: entry.size, etag_verified: verified, warning })
+    }
+
+    async fn server_side_copy(&self, source: &S3Storage, target: &S3Storage, entry: &Entry) -> Result<Moved> {
+        let key = &entry.key;
+        let src_etag = entry.etag.clone().unwrap_or_default();
+        let five_gib = 5 * 1024 * 1024 * 1024;
+        let (layout, known) = match etag_part_count(&src_etag) {
+            Some(_) => self.layout_of(source, key, entry.size, &src_etag).await?,
+            None if entry.size <= five_gib => (PartLayout::single(entry.size), true),
+            None => (PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize), false),
+        };
+        let etag = if !layout.multipart {
+            target.copy_object(key, source, key).await?
+        } else {
+            let upload_id = target.create_multipart(key).await?;
+            let guard = AbortGuard { s3: target.clone(), key: key.clone(), upload_id: upload_id.clone(), armed: true };
+            let upload_id_ref = &upload_id;
+            let parts: Result<Vec<(i32, String)>> = stream::iter(layout.parts())
+                .map(|(i, off, len)| async move {
+                    let n = i as i32 + 1;
+                    let e = target.upload_part_copy(key, upload_id_ref, n, source, key, off, len).await?;
+                    Ok((n, e))
+                })
+                .buffer_unordered(self.cfg.max_parallel_uploads)
+                .try_collect()
+                .await;
+            let mut parts = match parts {
+                Ok(p) => p,
+                Err(e) => {
+                    guard.abort_now().await;
+                    return Err(e);
+                }
+            };
+            parts.sort_by_key(|p| p.0);
+            match target.complete_multipart(key, &upload_id, parts).await {
+                Ok(e) => {
+                    let mut guard = guard;
+                    guard.armed = false;
+                    e
+                }
+                Err(e) => {
+                    guard.abort_now().await;
+                    return Err(e);
+                }
+            }
+        };
+        self.reporter.add_bytes(entry.size);
+        let mut verified = false;
+        let mut warning = None;
+        if self.cfg.verify_etag && etag_is_md5_form(&src_etag) && etag_is_md5_form(&etag) {
+            if etag == src_etag {
+                verified = true;
+            } else if known {
+                return Err(Error::Verification { what: "ETag", key: key.clone(), expected: src_etag, actual: etag });
+            } else {
+                warning = Some(format!("ETag {etag} differs from the source's {src_etag} because the part layout differs; not verified"));
+            }
+        }
+        Ok(Moved { bytes: entry.size, etag_verified: verified, warning })
+    }
+
+    /// The part layout of an S3 object, learned from its ETag and, for multipart objects, a HEAD of
+    /// part 1. The flag says whether the layout is certain.
+    pub async fn layout_of(&self, s3: &S3Storage, key: &str, size: u64, etag: &str) -> Result<(PartLayout, bool)> {
+        let Some(n) = etag_part_count(etag) else {
+            return Ok((PartLayout::single(size), true));
+        };
+        if n == 1 {
+            return Ok((PartLayout::multipart(size, size.max(1)), true));
+        }
+        if let Some(h) = s3.head(key, Some(1)).await? {
+            let part = h.entry.size;
+            if h.parts_count == Some(n) && part > 0 && part < size && PartLayout::multipart(size, part).part_count() == n {
+                return Ok((PartLayout::multipart(size, part), true));
+            }
+        }
+        Ok((PartLayout::multipart(size, self.cfg.multipart_chunksize), false))
+    }
+
+    async fn download(&self, source: &S3Storage, local: &LocalStorage, entry: &Entry) -> Result<Moved> {
+        let key = &entry.key;
+        let final_path = local.path_for(key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if entry.is_dir_marker() {
+            tokio::fs::create_dir_all(&final_path).await.map_err(|e| Error::local("create directory", &final_path, e))?;
+            return Ok(Moved { bytes: 0, etag_verified: false, warning: None });
+        }
+        if let Some(parent) = final_path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| Error::local("create directory", parent, e))?;
+        }
+        let etag = entry.etag.clone().unwrap_or_default();
+        let verify = self.cfg.verify_etag && etag_is_md5_form(&etag) && (etag_part_count(&etag).is_none() || self.cfg.verify_multipart);
+        let (layout, known) = if verify {
+            self.layout_of(source, key, entry.size, &etag).await?
+        } else {
+            (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
+        };
+        let tmp = LocalStorage::temp_path_for(&final_path);
+        let file = self.io.create_new(&tmp).await.map_err(|e| Error::local("create", &tmp, e))?;
+        let mut guard = TempGuard { path: tmp.clone(), armed: true };
+        self.io.set_len(&file, entry.size).await.map_err(|e| Error::local("allocate", &tmp, e))?;
+        let file_ref = &file;
+        let mut md5s: Vec<(u64, Md5Digest)> = stream::iter(layout.parts())
+            .map(|(i, off, len)| async move { Ok::<_, Error>((i, self.download_range(source, key, file_ref, off, len).await?)) })
+            .buffer_unordered(self.cfg.max_parallel_uploads)
+            .try_collect()
+            .await
+            .map_err(|e| with_key(e, key))?;
+        md5s.sort_by_key(|p| p.0);
+        let digests: Vec<Md5Digest> = md5s.into_iter().map(|p| p.1).collect();
+        self.io.fsync(&file).await.map_err(|e| Error::local("fsync", &tmp, e))?;
+        drop(file);
+        let mut verified = false;
+        let mut warning = None;
+        if verify {
+            let computed = etag_from_parts(&digests, layout.multipart);
+            if computed == etag {
+                verified = true;
+                trace!(key, source_e_tag = %etag, target_e_tag = %computed, "e_tag verified.");
+            } else if known {
+                return Err(Error::Verification { what: "ETag", key: key.clone(), expected: etag, actual: computed });
+            } else {
+                warning = Some(format!("ETag {etag} could not be verified: the object's part size is unknown (computed {computed} with {} byte parts)", layout.part_size));
+            }
+        }
+        let mtime = filetime::FileTime::from_system_time(entry.mtime);
+        filetime::set_file_mtime(&tmp, mtime).map_err(|e| Error::local("set mtime", &tmp, e))?;
+        self.io.rename(&tmp, &final_path).await.map_err(|e| Error::local("rename", &final_path, e))?;
+        guard.armed = false;
+        Ok(Moved { bytes: entry.size, etag_verified: verified, warning })
+    }
+
+    /// Downloads one range into the file at its offset, one pool chunk at a time, hashing in flight.
+    async fn download_range(&self, source: &S3Storage, key: &str, file: &IoFile, offset: u64, len: u64) -> Result<Md5Digest> {
+        let mut hasher = PartHasher::new();
+        if len == 0 {
+            return Ok(hasher.finish());
+        }
+        let mut body = source.get_range(key, offset, len).await?;
+        let mut pos = offset;
+        let mut cur = None;
+        let write = |c: s3sync_io::Chunk, at: u64| async move {
+            self.io.write_at(file, c, at).await.map_err(|e| Error::local("write", "temporary file", e))
+        };
+        while let Some(frame) = body.next().await {
+            let frame = frame.map_err(|e| stream_error(key, source.bucket(), e))?;
+            let mut data = &frame[..];
+            while !data.is_empty() {
+                if cur.is_none() {
+                    cur = Some(self.io.pool().acquire().await);
+                }
+                let Some(c) = cur.as_mut() else { continue };
+                let n = c.extend_from_slice(data);
+                data = &data[n..];
+                if c.remaining() == 0 {
+                    if let Some(full) = cur.take() {
+                        if pos + full.len() as u64 > offset + len {
+                            return Err(Error::ObjectChanged { key: key.to_string(), message: "the object is larger than listed".into() });
+                        }
+                        hasher.update(full.as_slice());
+                        let n = full.len() as u64;
+                        write(full, pos).await?;
+                        pos += n;
+                        self.reporter.add_bytes(n);
+                    }
+                }
+            }
+        }
+        if let Some(c) = cur.filter(|c| !c.is_empty()) {
+            hasher.update(c.as_slice());
+            let n = c.len() as u64;
+            write(c, pos).await?;
+            pos += n;
+            self.reporter.add_bytes(n);
+        }
+        if pos != offset + len {
+            return Err(Error::S3 {
+                operation: "GetObject",
+                bucket: source.bucket().to_string(),
+                key: key.to_string(),
+                kind: S3ErrorKind::Retryable,
+                message: format!("got {} bytes, expected {len} (truncated response or object changed)", pos - offset),
+            });
+        }
+        Ok(hasher.finish())
+    }
+
+    /// The ETag of a local file computed with `layout`, reading it once through the pool.
+    pub async fn local_etag(&self, path: &std::path::Path, layout: PartLayout) -> Result<String> {
+        let file = self.io.open_read(path).await.map_err(|e| Error::local("open", path, e))?;
+        let cs = self.chunk_size();
+        let mut digests = Vec::new();
+        for (_, off, len) in layout.parts() {
+            let mut hasher = PartHasher::new();
+            let mut pos = off;
+            while pos < off + len {
+                let want = cs.min(off + len - pos) as usize;
+                let c = self.io.pool().acquire().await;
+                let c = self.io.read_at(&file, c, pos, want).await.map_err(|e| Error::local("read", path, e))?;
+                if c.len() < want {
+                    return Err(Error::ObjectChanged { key: path.display().to_string(), message: "the file shrank while it was read".into() });
+                }
+                hasher.update(c.as_slice());
+                pos += want as u64;
+            }
+            digests.push(hasher.finish());
+        }
+        Ok(etag_from_parts(&digests, layout.multipart))
+    }
+
+    /// Whether source and target hold the same bytes by ETag (for `--check-etag`). `None` when the
+    /// ETags cannot be compared (then the object is transferred).
+    pub async fn same_etag(&self, source: &Entry, target: &Entry) -> Result<Option<bool>> {
+        match (&self.source, &self.target) {
+            (End::S3(_), End::S3(_)) => Ok(match (&source.etag, &target.etag) {
+                (Some(a), Some(b)) => Some(a == b),
+                _ => None,
+            }),
+            (End::Local(l), End::S3(s3)) => {
+                let Some(etag) = &target.etag else { return Ok(None) };
+                let (layout, _) = self.layout_of(s3, &target.key, target.size, etag).await?;
+                let local = self.local_etag(&l.root().join(&source.key), layout).await?;
+                Ok(Some(&local == etag))
+            }
+            (End::S3(s3), End::Local(l)) => {
+                let Some(etag) = &source.etag else { return Ok(None) };
+                let path = l.path_for(&target.key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let (layout, _) = self.layout_of(s3, &source.key, source.size, etag).await?;
+                let local = self.local_etag(&path, layout).await?;
+                Ok(Some(&local == etag))
+            }
+            (End::Local(_), End::Local(_)) => Ok(None),
+        }
+    }
+}
+
+/// Fills in the key of errors raised below the object level.
+fn with_key(e: Error, key: &str) -> Error {
+    match e {
+        Error::ObjectChanged { key: k, message } if k.is_empty() => Error::ObjectChanged { key: key.to_string(), message },
+        Error::S3 { operation, bucket, key: k, kind, message } if k.is_empty() => Error::S3 { operation, bucket, key: key.to_string(), kind, message },
+        other => other,
+    }
+}

@@ -1,0 +1,390 @@
+//! The integration suite: the binary against a real S3-compatible server (moto or garage, started by
+//! scripts/test.sh), on whichever I/O backend S3SYNC_IO_BACKEND selects. Assertions are on what a user
+//! sees: bytes on the target, ETags, counts in the summary, exit codes.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, SystemTime};
+
+const MP: [&str; 4] = ["--multipart-threshold", "5MiB", "--multipart-chunksize", "5MiB"];
+
+fn with_mp<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = MP.to_vec();
+    v.extend_from_slice(args);
+    v
+}
+
+fn sizes() -> Vec<(String, Vec<u8>)> {
+    let t = 5 * MIB;
+    vec![
+        ("empty".into(), vec![]),
+        ("one".into(), data(1, 1)),
+        ("threshold".into(), data(t, 2)),
+        ("threshold_plus_1".into(), data(t + 1, 3)),
+        ("dir/odd_multipart".into(), data(2 * t + 12345, 4)),
+    ]
+}
+
+#[tokio::test]
+async fn round_trip_every_direction_is_byte_identical() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let bucket2 = srv.bucket().await;
+    let src = tmpdir();
+    let files = sizes();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    write_tree(src.path(), &refs);
+
+    // local -> S3
+    let r = srv.run(&with_mp(&[&s(src.path()), &format!("s3://{bucket}/p/")]));
+    r.expect(0);
+    assert_eq!(r.transferred(), files.len() as u64);
+    assert_eq!(r.verified(), files.len() as u64, "every upload is ETag-verified");
+    for (k, v) in &files {
+        let key = format!("p/{k}");
+        assert_eq!(&srv.get(&bucket, &key).await, v, "{key}");
+        let want = if v.len() >= 5 * MIB { multipart_etag(v, 5 * MIB) } else { md5_hex(v) };
+        assert_eq!(srv.etag(&bucket, &key).await, want, "ETag of {key}");
+    }
+
+    // S3 -> local
+    let dst = tmpdir();
+    let r = srv.run(&with_mp(&[&format!("s3://{bucket}/p/"), &s(dst.path())]));
+    r.expect(0);
+    assert_eq!(r.transferred(), files.len() as u64);
+    assert_eq!(read_tree(dst.path()), read_tree(src.path()));
+
+    // S3 -> S3 through the client
+    let r = srv.run(&with_mp(&[&format!("s3://{bucket}/p/"), &format!("s3://{bucket2}/q/")]));
+    r.expect(0);
+    assert_eq!(r.transferred(), files.len() as u64);
+    for (k, v) in &files {
+        assert_eq!(&srv.get(&bucket2, &format!("q/{k}")).await, v);
+        assert_eq!(srv.etag(&bucket2, &format!("q/{k}")).await, srv.etag(&bucket, &format!("p/{k}")).await, "ETag kept S3->S3 for {k}");
+    }
+
+    // Second runs transfer nothing.
+    for (a, b) in [
+        (s(src.path()), format!("s3://{bucket}/p/")),
+        (format!("s3://{bucket}/p/"), s(dst.path())),
+        (format!("s3://{bucket}/p/"), format!("s3://{bucket2}/q/")),
+    ] {
+        let r = srv.run(&with_mp(&[&a, &b]));
+        r.expect(0);
+        assert_eq!(r.transferred(), 0, "{a} -> {b} second run:\n{}", r.stderr);
+        assert_eq!(r.skipped(), files.len() as u64);
+    }
+}
+
+#[tokio::test]
+async fn large_object_round_trips() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    let big = data(100 * MIB, 42);
+    write_tree(src.path(), &[("big.bin", big.clone())]);
+    srv.run(&[&s(src.path()), &format!("s3://{bucket}/")]).expect(0);
+    assert_eq!(srv.etag(&bucket, "big.bin").await, multipart_etag(&big, 8 * MIB));
+    let dst = tmpdir();
+    let r = srv.run(&[&format!("s3://{bucket}/"), &s(dst.path())]);
+    r.expect(0);
+    assert_eq!(r.verified(), 1);
+    assert!(std::fs::read(dst.path().join("big.bin")).unwrap() == big, "downloaded bytes differ");
+}
+
+#[tokio::test]
+async fn modified_file_is_transferred_again() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", b"one".to_vec()), ("b", b"two".to_vec())]);
+    let target = format!("s3://{bucket}/");
+    srv.run(&[&s(src.path()), &target]).expect(0);
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(src.path().join("a"), b"changed").unwrap();
+    let r = srv.run(&[&s(src.path()), &target]);
+    r.expect(0);
+    assert_eq!(r.transferred(), 1);
+    assert_eq!(srv.get(&bucket, "a").await, b"changed");
+}
+
+#[tokio::test]
+async fn delete_removes_only_extra_objects_and_dry_run_changes_nothing() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("keep", b"k".to_vec())]);
+    srv.put(&bucket, "extra", b"x").await;
+    let target = format!("s3://{bucket}/");
+
+    let r = srv.run(&["--dry-run", "--delete", &s(src.path()), &target]);
+    r.expect(0);
+    assert_eq!(r.transferred(), 1);
+    assert_eq!(r.deleted(), 1);
+    assert_eq!(srv.keys(&bucket).await, vec!["extra"], "dry run changed nothing");
+
+    let r = srv.run(&["--delete", &s(src.path()), &target]);
+    r.expect(0);
+    assert_eq!(r.deleted(), 1);
+    assert_eq!(srv.keys(&bucket).await, vec!["keep"]);
+
+    // S3 -> local delete
+    let dst = tmpdir();
+    write_tree(dst.path(), &[("stale", b"s".to_vec())]);
+    let r = srv.run(&["--delete", &target, &s(dst.path())]);
+    r.expect(0);
+    assert_eq!(read_tree(dst.path()), vec![("keep".to_string(), b"k".to_vec())]);
+}
+
+#[tokio::test]
+async fn dry_run_download_writes_nothing() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    srv.put(&bucket, "a", b"a").await;
+    let dst = tmpdir();
+    let r = srv.run(&["--dry-run", &format!("s3://{bucket}/"), &s(&dst.path().join("sub"))]);
+    r.expect(0);
+    assert_eq!(r.transferred(), 1);
+    assert!(!dst.path().join("sub").exists());
+}
+
+#[tokio::test]
+async fn check_modes_decide_as_documented() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("f", b"12345".to_vec())]);
+    let target = format!("s3://{bucket}/");
+    srv.run(&[&s(src.path()), &target]).expect(0);
+
+    // Same size, different bytes, local mtime older than the object: the default and --check-size skip,
+    // --check-etag transfers.
+    std::fs::write(src.path().join("f"), b"abcde").unwrap();
+    let old = filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(3600));
+    filetime::set_file_mtime(src.path().join("f"), old).unwrap();
+    let r = srv.run(&[&s(src.path()), &target]);
+    assert_eq!(r.expect(0).transferred(), 0);
+    let r = srv.run(&["--check-size", &s(src.path()), &target]);
+    assert_eq!(r.expect(0).transferred(), 0);
+    let r = srv.run(&["--check-mtime-and-etag", &s(src.path()), &target]);
+    assert_eq!(r.expect(0).transferred(), 0, "source not newer: skipped");
+    let r = srv.run(&["--check-etag", &s(src.path()), &target]);
+    assert_eq!(r.expect(0).transferred(), 1);
+    assert_eq!(srv.get(&bucket, "f").await, b"abcde");
+    let r = srv.run(&["--check-etag", &s(src.path()), &target]);
+    assert_eq!(r.expect(0).transferred(), 0, "equal ETags: skipped");
+
+    // Newer source with equal bytes: --check-mtime-and-etag skips, the default transfers.
+    let new = filetime::FileTime::from_system_time(SystemTime::now() + Duration::from_secs(3600));
+    filetime::set_file_mtime(src.path().join("f"), new).unwrap();
+    let r = srv.run(&["--check-mtime-and-etag", &s(src.path()), &target]);
+    assert_eq!(r.expect(0).transferred(), 0);
+    // Different size: --check-size transfers.
+    std::fs::write(src.path().join("f"), b"abcdef").unwrap();
+    let r = srv.run(&["--check-size", &s(src.path()), &target]);
+    assert_eq!(r.expect(0).transferred(), 1);
+
+    // --check-etag on a multipart object, S3 -> local.
+    let big = data(11 * MIB, 9);
+    write_tree(src.path(), &[("big", big.clone())]);
+    srv.run(&with_mp(&[&s(src.path()), &target])).expect(0);
+    let dst = tmpdir();
+    srv.run(&with_mp(&[&target, &s(dst.path())])).expect(0);
+    let r = srv.run(&with_mp(&["--check-etag", &target, &s(dst.path())]));
+    assert_eq!(r.expect(0).transferred(), 0, "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn head_each_target_skips_up_to_date_objects() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", b"a".to_vec()), ("d/b", b"b".to_vec())]);
+    let target = format!("s3://{bucket}/");
+    srv.run(&["--head-each-target", &s(src.path()), &target]).expect(0);
+    let r = srv.run(&["--head-each-target", &s(src.path()), &target]);
+    assert_eq!(r.expect(0).transferred(), 0);
+    assert_eq!(r.skipped(), 2);
+}
+
+#[tokio::test]
+async fn keys_with_spaces_and_unicode_round_trip() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    let files = vec![
+        ("with space.txt", b"1".to_vec()),
+        ("日本語/ファイル.txt", b"2".to_vec()),
+        ("émoji 🎉/x+y=z&q.bin", b"3".to_vec()),
+        ("a-b", b"4".to_vec()),
+        ("a/b", b"5".to_vec()),
+    ];
+    write_tree(src.path(), &files);
+    let target = format!("s3://{bucket}/");
+    srv.run(&[&s(src.path()), &target]).expect(0);
+    let mut want: Vec<String> = files.iter().map(|f| f.0.to_string()).collect();
+    want.sort();
+    assert_eq!(srv.keys(&bucket).await, want);
+    let dst = tmpdir();
+    srv.run(&[&target, &s(dst.path())]).expect(0);
+    assert_eq!(read_tree(dst.path()), read_tree(src.path()));
+    let r = srv.run(&[&s(src.path()), &target]);
+    assert_eq!(r.expect(0).transferred(), 0, "sorted merge matched every unicode key");
+    // Server-side copy of the same keys.
+    let bucket2 = srv.bucket().await;
+    let r = srv.run(&["--server-side-copy", &target, &format!("s3://{bucket2}/")]);
+    r.expect(0);
+    assert_eq!(srv.keys(&bucket2).await, want);
+}
+
+#[tokio::test]
+async fn key_escaping_the_target_is_refused() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    srv.put(&bucket, "ok", b"fine").await;
+    srv.put(&bucket, "x/../../escape", b"evil").await;
+    let keys = srv.keys(&bucket).await;
+    if !keys.iter().any(|k| k.contains("..")) {
+        eprintln!("{}: the server normalised the '..' key; nothing to refuse", srv.name);
+        return;
+    }
+    let parent = tmpdir();
+    let dst = parent.path().join("t");
+    let r = srv.run(&[&format!("s3://{bucket}/"), &s(&dst)]);
+    r.expect(3);
+    assert!(r.stderr.contains("refused"), "{}", r.stderr);
+    assert_eq!(std::fs::read(dst.join("ok")).unwrap(), b"fine");
+    assert!(!parent.path().join("escape").exists());
+    assert_eq!(read_tree(parent.path()).len(), 1);
+}
+
+#[tokio::test]
+async fn server_side_copy_keeps_bytes_and_etags() {
+    let srv = server().await;
+    let b1 = srv.bucket().await;
+    let b2 = srv.bucket().await;
+    let src = tmpdir();
+    let small = data(1000, 5);
+    let big = data(12 * MIB + 7, 6);
+    write_tree(src.path(), &[("small", small.clone()), ("big", big.clone())]);
+    srv.run(&with_mp(&[&s(src.path()), &format!("s3://{b1}/")])).expect(0);
+    let r = srv.run(&with_mp(&["--server-side-copy", &format!("s3://{b1}/"), &format!("s3://{b2}/")]));
+    r.expect(0);
+    assert_eq!(r.transferred(), 2);
+    assert_eq!(srv.get(&b2, "small").await, small);
+    assert_eq!(srv.get(&b2, "big").await, big);
+    assert_eq!(srv.etag(&b2, "small").await, md5_hex(&small));
+    let r = srv.run(&with_mp(&["--server-side-copy", &format!("s3://{b1}/"), &format!("s3://{b2}/")]));
+    assert_eq!(r.expect(0).transferred(), 0);
+}
+
+#[tokio::test]
+async fn wrong_credentials_fail_with_one_line() {
+    let srv = server().await;
+    if !srv.is_garage() {
+        eprintln!("{} accepts any credentials; garage covers this test", srv.name);
+        return;
+    }
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", b"a".to_vec())]);
+    let r = srv.run(&["--target-access-key", "GKwrongwrongwrongwrongwrong", "--target-secret-access-key", "nope", &s(src.path()), &format!("s3://{bucket}/")]);
+    r.expect(1);
+    let lines: Vec<&str> = r.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {:?}", lines);
+    assert!(!r.stderr.contains("nope"), "secrets never appear in output");
+}
+
+#[tokio::test]
+async fn missing_bucket_and_unreachable_endpoint_fail_with_exit_1() {
+    let srv = server().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", b"a".to_vec())]);
+    let r = srv.run(&[&s(src.path()), "s3://no-such-bucket-s3sync-test/"]);
+    r.expect(1);
+    assert!(r.stderr.to_lowercase().contains("bucket"), "{}", r.stderr);
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3sync"))
+        .args(["--target-endpoint-url", "http://127.0.0.1:9", "--target-force-path-style", "--aws-max-attempts", "1", &s(src.path()), "s3://b/"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn bad_arguments_exit_2() {
+    let srv = server().await;
+    let r = srv.run(&["--no-such-flag", "a", "b"]);
+    r.expect(2);
+    let r = srv.run(&["--multipart-chunksize", "1KiB", "a", "s3://b/"]);
+    r.expect(2);
+    let r = srv.run(&["--check-size", "--check-etag", "a", "s3://b/"]);
+    r.expect(2);
+    let r = srv.run(&["--sse", "AES256", "a", "s3://b/"]);
+    r.expect(2);
+    assert!(r.stderr.contains("--sse"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn killed_download_leaves_no_partial_file_and_rerun_converges() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let big = data(64 * MIB, 77);
+    srv.client
+        .put_object()
+        .bucket(&bucket)
+        .key("big")
+        .body(aws_sdk_s3::primitives::ByteStream::from(big.clone()))
+        .send()
+        .await
+        .unwrap();
+    let dst = tmpdir();
+    let mut child = srv.command(&["--max-parallel-uploads", "1", &format!("s3://{bucket}/"), &s(dst.path())]).spawn().unwrap();
+    // Kill as soon as the temporary file exists.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let names: Vec<String> = std::fs::read_dir(dst.path()).map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        if names.iter().any(|n| n.starts_with(".s3sync-tmp.")) || std::time::Instant::now() > deadline {
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    if status.success() {
+        eprintln!("the download finished before it could be killed");
+    } else {
+        assert!(!dst.path().join("big").exists(), "no file under its final name after kill -9");
+    }
+    let r = srv.run(&[&format!("s3://{bucket}/"), &s(dst.path())]);
+    r.expect(0);
+    assert_eq!(read_tree(dst.path()), vec![("big".to_string(), big)], "rerun converged and left no temp files");
+}
+
+#[tokio::test]
+async fn failed_multipart_upload_is_aborted() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("big", data(11 * MIB, 3))]);
+    // Stop the upload between parts: the file shrinks under the reader after the first part.
+    let path = src.path().join("big");
+    let p2 = path.clone();
+    let shrink = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(0));
+        let f = std::fs::OpenOptions::new().write(true).open(&p2).unwrap();
+        f.set_len(6 * MIB as u64).unwrap();
+    });
+    let r = srv.run(&with_mp(&["--force-retry-count", "0", "--max-parallel-uploads", "1", &s(src.path()), &format!("s3://{bucket}/")]));
+    shrink.join().unwrap();
+    if r.code == 0 {
+        eprintln!("the file shrank before the upload started; nothing to abort");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(srv.open_uploads(&bucket).await, 0, "no multipart upload left behind:\n{}", r.stderr);
+}
