@@ -47,11 +47,9 @@ fn main() -> ExitCode {
         if let Some(p) = progress {
             p.finish();
         }
-        // Let spawned clean-ups (multipart aborts) finish.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let stats = reporter.snapshot();
-        if !quiet {
-            eprintln!("{}", summary_line(&stats));
+        let started = !matches!(&result, Err(e) if !matches!(e, Error::Cancelled));
+        if !quiet && started {
+            eprintln!("{}", summary_line(&reporter.snapshot()));
         }
         match result {
             Ok(stats) => stats.exit_code(warn_as_error),

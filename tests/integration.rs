@@ -367,24 +367,37 @@ async fn killed_download_leaves_no_partial_file_and_rerun_converges() {
 }
 
 #[tokio::test]
-async fn failed_multipart_upload_is_aborted() {
+async fn interrupted_multipart_upload_is_aborted() {
     let srv = server().await;
     let bucket = srv.bucket().await;
     let src = tmpdir();
-    write_tree(src.path(), &[("big", data(11 * MIB, 3))]);
-    // Stop the upload between parts: the file shrinks under the reader after the first part.
-    let path = src.path().join("big");
-    let p2 = path.clone();
-    let shrink = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(0));
-        let f = std::fs::OpenOptions::new().write(true).open(&p2).unwrap();
-        f.set_len(6 * MIB as u64).unwrap();
-    });
-    let r = srv.run(&with_mp(&["--force-retry-count", "0", "--max-parallel-uploads", "1", &s(src.path()), &format!("s3://{bucket}/")]));
-    shrink.join().unwrap();
-    if r.code == 0 {
-        eprintln!("the file shrank before the upload started; nothing to abort");
+    write_tree(src.path(), &[("big", data(60 * MIB, 3))]);
+    let mut child = srv
+        .command(&with_mp(&["--max-parallel-uploads", "1", &s(src.path()), &format!("s3://{bucket}/")]))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = false;
+    while std::time::Instant::now() < deadline {
+        if srv.open_uploads(&bucket).await > 0 {
+            seen = true;
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(srv.open_uploads(&bucket).await, 0, "no multipart upload left behind:\n{}", r.stderr);
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    if !seen {
+        eprintln!("the upload finished before it could be interrupted");
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "an interrupted run does not exit 0:\n{stderr}");
+    assert!(stderr.contains("transferred"), "the summary is printed:\n{stderr}");
+    assert_eq!(srv.open_uploads(&bucket).await, 0, "the multipart upload was aborted:\n{stderr}");
+    assert!(srv.keys(&bucket).await.is_empty());
 }

@@ -1094,58 +1094,27 @@ impl CliArgs {
     ///
     /// Remove an entry once the corresponding option is implemented.
     pub fn unsupported_options(&self) -> Vec<&'static str> {
+        // One line per option: delete the line once the option is implemented.
+        #[rustfmt::skip]
         let checks = [
             (self.source_accelerate, "--source-accelerate"),
             (self.source_request_payer, "--source-request-payer"),
             (self.target_accelerate, "--target-accelerate"),
             (self.target_request_payer, "--target-request-payer"),
             (self.storage_class.is_some(), "--storage-class"),
-            (
-                self.filter_include_content_type_regex.is_some(),
-                "--filter-include-content-type-regex",
-            ),
-            (
-                self.filter_exclude_content_type_regex.is_some(),
-                "--filter-exclude-content-type-regex",
-            ),
-            (
-                self.filter_include_metadata_regex.is_some(),
-                "--filter-include-metadata-regex",
-            ),
-            (
-                self.filter_exclude_metadata_regex.is_some(),
-                "--filter-exclude-metadata-regex",
-            ),
-            (
-                self.filter_include_tag_regex.is_some(),
-                "--filter-include-tag-regex",
-            ),
-            (
-                self.filter_exclude_tag_regex.is_some(),
-                "--filter-exclude-tag-regex",
-            ),
-            (
-                self.check_additional_checksum.is_some(),
-                "--check-additional-checksum",
-            ),
-            (
-                self.check_mtime_and_additional_checksum.is_some(),
-                "--check-mtime-and-additional-checksum",
-            ),
-            (
-                self.additional_checksum_algorithm.is_some(),
-                "--additional-checksum-algorithm",
-            ),
+            (self.filter_include_content_type_regex.is_some(), "--filter-include-content-type-regex"),
+            (self.filter_exclude_content_type_regex.is_some(), "--filter-exclude-content-type-regex"),
+            (self.filter_include_metadata_regex.is_some(), "--filter-include-metadata-regex"),
+            (self.filter_exclude_metadata_regex.is_some(), "--filter-exclude-metadata-regex"),
+            (self.filter_include_tag_regex.is_some(), "--filter-include-tag-regex"),
+            (self.filter_exclude_tag_regex.is_some(), "--filter-exclude-tag-regex"),
+            (self.check_additional_checksum.is_some(), "--check-additional-checksum"),
+            (self.check_mtime_and_additional_checksum.is_some(), "--check-mtime-and-additional-checksum"),
+            (self.additional_checksum_algorithm.is_some(), "--additional-checksum-algorithm"),
             (self.full_object_checksum, "--full-object-checksum"),
-            (
-                self.enable_additional_checksum,
-                "--enable-additional-checksum",
-            ),
+            (self.enable_additional_checksum, "--enable-additional-checksum"),
             (self.rate_limit_objects.is_some(), "--rate-limit-objects"),
-            (
-                self.rate_limit_bandwidth.is_some(),
-                "--rate-limit-bandwidth",
-            ),
+            (self.rate_limit_bandwidth.is_some(), "--rate-limit-bandwidth"),
             (self.auto_chunksize, "--auto-chunksize"),
             (self.cache_control.is_some(), "--cache-control"),
             (self.content_disposition.is_some(), "--content-disposition"),
@@ -1156,10 +1125,7 @@ impl CliArgs {
             (self.metadata.is_some(), "--metadata"),
             (self.website_redirect.is_some(), "--website-redirect"),
             (self.no_sync_system_metadata, "--no-sync-system-metadata"),
-            (
-                self.no_sync_user_defined_metadata,
-                "--no-sync-user-defined-metadata",
-            ),
+            (self.no_sync_user_defined_metadata, "--no-sync-user-defined-metadata"),
             (self.tagging.is_some(), "--tagging"),
             (self.disable_tagging, "--disable-tagging"),
             (self.sync_latest_tagging, "--sync-latest-tagging"),
@@ -1169,52 +1135,22 @@ impl CliArgs {
             (self.sse_kms_key_id.is_some(), "--sse-kms-key-id"),
             (self.source_sse_c.is_some(), "--source-sse-c"),
             (self.source_sse_c_key.is_some(), "--source-sse-c-key"),
-            (
-                self.source_sse_c_key_md5.is_some(),
-                "--source-sse-c-key-md5",
-            ),
+            (self.source_sse_c_key_md5.is_some(), "--source-sse-c-key-md5"),
             (self.target_sse_c.is_some(), "--target-sse-c"),
             (self.target_sse_c_key.is_some(), "--target-sse-c-key"),
-            (
-                self.target_sse_c_key_md5.is_some(),
-                "--target-sse-c-key-md5",
-            ),
+            (self.target_sse_c_key_md5.is_some(), "--target-sse-c-key-md5"),
             (self.report_sync_status, "--report-sync-status"),
-            (
-                self.report_metadata_sync_status,
-                "--report-metadata-sync-status",
-            ),
-            (
-                self.report_tagging_sync_status,
-                "--report-tagging-sync-status",
-            ),
+            (self.report_metadata_sync_status, "--report-metadata-sync-status"),
+            (self.report_tagging_sync_status, "--report-tagging-sync-status"),
             (self.acl.is_some(), "--acl"),
             (self.no_guess_mime_type, "--no-guess-mime-type"),
-            (
-                self.put_last_modified_metadata,
-                "--put-last-modified-metadata",
-            ),
-            (
-                self.disable_express_one_zone_additional_checksum,
-                "--disable-express-one-zone-additional-checksum",
-            ),
-            (
-                self.preprocess_callback_lua_script.is_some(),
-                "--preprocess-callback-lua-script",
-            ),
-            (
-                self.event_callback_lua_script.is_some(),
-                "--event-callback-lua-script",
-            ),
-            (
-                self.filter_callback_lua_script.is_some(),
-                "--filter-callback-lua-script",
-            ),
+            (self.put_last_modified_metadata, "--put-last-modified-metadata"),
+            (self.disable_express_one_zone_additional_checksum, "--disable-express-one-zone-additional-checksum"),
+            (self.preprocess_callback_lua_script.is_some(), "--preprocess-callback-lua-script"),
+            (self.event_callback_lua_script.is_some(), "--event-callback-lua-script"),
+            (self.filter_callback_lua_script.is_some(), "--filter-callback-lua-script"),
             (self.allow_lua_os_library, "--allow-lua-os-library"),
-            (
-                self.lua_vm_memory_limit != DEFAULT_LUA_VM_MEMORY_LIMIT,
-                "--lua-vm-memory-limit",
-            ),
+            (self.lua_vm_memory_limit != DEFAULT_LUA_VM_MEMORY_LIMIT, "--lua-vm-memory-limit"),
             (self.allow_lua_unsafe_vm, "--allow-lua-unsafe-vm"),
         ];
         checks

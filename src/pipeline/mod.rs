@@ -97,6 +97,7 @@ impl Sync {
             target: target.clone(),
             cfg: cfg.clone(),
             reporter: self.reporter.clone(),
+            cleanups: Default::default(),
         });
 
         // Listers.
@@ -184,6 +185,7 @@ impl Sync {
         for w in workers {
             let _ = w.await;
         }
+        transferer.cleanups.wait().await;
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }

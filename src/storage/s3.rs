@@ -372,6 +372,10 @@ where
                 _ => S3ErrorKind::Other,
             };
             let text = match (code.is_empty(), msg.is_empty()) {
+                (true, _) if kind == S3ErrorKind::Auth => {
+                    format!("access denied (HTTP {status}): check the credentials and the permissions")
+                }
+                (true, _) if kind == S3ErrorKind::NotFound => format!("not found (HTTP {status})"),
                 (true, _) => format!("HTTP {status}"),
                 (false, true) => format!("{code} (HTTP {status})"),
                 (false, false) => format!("{code}: {msg} (HTTP {status})"),

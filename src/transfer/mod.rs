@@ -51,6 +51,31 @@ pub struct Transferer {
     pub cfg: Arc<Config>,
     /// Progress and statistics.
     pub reporter: Arc<Reporter>,
+    /// Clean-ups started by cancelled transfers (multipart aborts), awaited before the run ends.
+    pub cleanups: Cleanups,
+}
+
+/// Background clean-up tasks that must finish before the process exits.
+#[derive(Debug, Clone, Default)]
+pub struct Cleanups(Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Cleanups {
+    fn push(&self, h: tokio::task::JoinHandle<()>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(h);
+        }
+    }
+
+    /// Waits for every clean-up started so far.
+    pub async fn wait(&self) {
+        let handles: Vec<_> = match self.0.lock() {
+            Ok(mut v) => v.drain(..).collect(),
+            Err(_) => return,
+        };
+        for h in handles {
+            let _ = h.await;
+        }
+    }
 }
 
 /// Where the bytes of a part come from.
@@ -65,6 +90,7 @@ struct AbortGuard {
     key: String,
     upload_id: String,
     armed: bool,
+    cleanups: Cleanups,
 }
 
 impl AbortGuard {
@@ -81,9 +107,12 @@ impl Drop for AbortGuard {
         if self.armed {
             let (s3, key, id) = (self.s3.clone(), self.key.clone(), self.upload_id.clone());
             if let Ok(h) = tokio::runtime::Handle::try_current() {
-                h.spawn(async move {
-                    let _ = s3.abort_multipart(&key, &id).await;
-                });
+                self.cleanups.push(h.spawn(async move {
+                    match s3.abort_multipart(&key, &id).await {
+                        Ok(()) => tracing::info!(key, "aborted the unfinished multipart upload"),
+                        Err(e) => tracing::warn!(key, error = %e, "could not abort the multipart upload"),
+                    }
+                }));
             }
         }
     }
@@ -214,7 +243,7 @@ impl Transferer {
             return Ok((etag, etag_from_parts(&[md5], false)));
         }
         let upload_id = target.create_multipart(key).await?;
-        let guard = AbortGuard { s3: target.clone(), key: key.to_string(), upload_id: upload_id.clone(), armed: true };
+        let guard = AbortGuard { s3: target.clone(), key: key.to_string(), upload_id: upload_id.clone(), armed: true, cleanups: self.cleanups.clone() };
         let src = &src;
         let upload_id_ref = &upload_id;
         let parts: Result<Vec<(i32, String, Md5Digest)>> = stream::iter(layout.parts())
@@ -320,7 +349,7 @@ impl Transferer {
             target.copy_object(key, source, key).await?
         } else {
             let upload_id = target.create_multipart(key).await?;
-            let guard = AbortGuard { s3: target.clone(), key: key.clone(), upload_id: upload_id.clone(), armed: true };
+            let guard = AbortGuard { s3: target.clone(), key: key.clone(), upload_id: upload_id.clone(), armed: true, cleanups: self.cleanups.clone() };
             let upload_id_ref = &upload_id;
             let parts: Result<Vec<(i32, String)>> = stream::iter(layout.parts())
                 .map(|(i, off, len)| async move {
