@@ -15,7 +15,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: sync_dir SOURCE TARGET");
         std::process::exit(2);
     };
-    let s3 = ClientConfig { force_path_style: true, ..Default::default() };
+    let s3 = ClientConfig {
+        force_path_style: true,
+        ..Default::default()
+    };
     let cfg = Config::builder(Location::parse(&src)?, Location::parse(&dst)?)
         .source_client(s3.clone())
         .target_client(s3)
@@ -24,7 +27,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut events = sync.events().ok_or("events already taken")?;
     let printer = tokio::spawn(async move {
         while let Some(e) = events.recv().await {
-            if let SyncEvent::Transferred { key, bytes, etag_verified } = e {
+            if let SyncEvent::Transferred {
+                key,
+                bytes,
+                etag_verified,
+            } = e
+            {
                 println!("{key}: {bytes} bytes, verified: {etag_verified}");
             }
         }

@@ -5,7 +5,7 @@
 #   ARGS go to every test binary (after cargo's `--`): a test-name filter, --nocapture, --exact, ...
 # Steps: install the S3 servers (cached) -> cargo build --all-targets -> unit tests
 #   (cargo test --workspace --lib --bins; cargo test -p s3sync-io) -> for each server, start it and run
-#   `cargo test --test integration` once per I/O backend (S3SYNC_IO_BACKEND) -> stop it ->
+#   `cargo test` of every tests/*.rs target once per I/O backend (S3SYNC_IO_BACKEND) -> stop it ->
 #   scripts/bench-smoke.sh if it exists and is executable. Prints a summary table; exits 1 if anything failed.
 # Env:
 #   S3SYNC_SERVERS       servers to test against (default "moto garage")
@@ -87,7 +87,12 @@ if [ "${S3SYNC_UNIT:-1}" != 0 ]; then
   step "s3sync-io (all tests)" cargo test -p s3sync-io -- "${EXTRA[@]}" || true
 fi
 
-if [ -f tests/integration.rs ] || [ -f tests/integration/main.rs ]; then
+# Every tests/*.rs is an integration test target that needs a server.
+TEST_TARGETS=()
+for f in tests/*.rs; do
+  [ -f "$f" ] && TEST_TARGETS+=(--test "$(basename "$f" .rs)")
+done
+if [ "${#TEST_TARGETS[@]}" -gt 0 ]; then
   for server in $SERVERS; do
     if ! exports="$(scripts/start-server.sh "$server")"; then
       FAILED=1
@@ -98,13 +103,13 @@ if [ -f tests/integration.rs ] || [ -f tests/integration/main.rs ]; then
     STARTED+=("$S3SYNC_SERVER_DIR")
     for backend in $BACKENDS; do
       step "integration $server/$backend" env S3SYNC_IO_BACKEND="$backend" \
-        cargo test --test integration -- --test-threads="$THREADS" "${EXTRA[@]}" || true
+        cargo test "${TEST_TARGETS[@]}" -- --test-threads="$THREADS" "${EXTRA[@]}" || true
     done
     scripts/stop-server.sh "$S3SYNC_SERVER_DIR" || true
     unset "${SERVER_VARS[@]}"
   done
 else
-  RESULTS+=("integration|SKIP|no tests/integration.rs")
+  RESULTS+=("integration|SKIP|no tests/*.rs")
 fi
 
 if [ -x scripts/bench-smoke.sh ]; then

@@ -78,7 +78,12 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn e(size: u64, secs: u64) -> Entry {
-        Entry { key: "k".into(), size, mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs), etag: None }
+        Entry {
+            key: "k".into(),
+            size,
+            mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            etag: None,
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The sync configuration: one plain value built by [`ConfigBuilder`] (library) or from the CLI, and
 //! read by the pipeline. Options of one concern are grouped in one type.
 
+use crate::attributes::AttributeOptions;
 use crate::compare::CheckMode;
 use crate::error::{Error, Result};
 use crate::filter::Filters;
@@ -31,6 +32,8 @@ pub struct ClientConfig {
     pub aws_config_file: Option<PathBuf>,
     /// Alternative shared credentials file.
     pub aws_shared_credentials_file: Option<PathBuf>,
+    /// Customer-provided encryption key for this end's objects.
+    pub sse_c: Option<crate::storage::s3::SseC>,
 }
 
 /// Retry and timeout settings of the S3 clients and of s3sync's own whole-object retry.
@@ -123,6 +126,8 @@ pub struct Config {
     pub warn_as_error: bool,
     /// Source filters.
     pub filters: Filters,
+    /// Target object attributes (metadata, tagging, storage class, ACL, SSE).
+    pub attributes: AttributeOptions,
 }
 
 impl Config {
@@ -154,6 +159,7 @@ impl Config {
                 ignore_symlinks: false,
                 warn_as_error: false,
                 filters: Filters::default(),
+                attributes: AttributeOptions::default(),
             },
         }
     }
@@ -163,7 +169,10 @@ impl Config {
     pub fn pool_budget(&self) -> u64 {
         let derived = (self.max_parallel_uploads as u64 * self.multipart_chunksize).min(64 * MIB);
         let wanted = self.io_pool_size.unwrap_or(derived);
-        let floor = self.multipart_chunksize.max(self.multipart_threshold).max(POOL_CHUNK_SIZE as u64);
+        let floor = self
+            .multipart_chunksize
+            .max(self.multipart_threshold)
+            .max(POOL_CHUNK_SIZE as u64);
         wanted.max(floor)
     }
 
@@ -187,6 +196,11 @@ impl Config {
         }
         if self.head_each_target && self.delete {
             return invalid("--head-each-target cannot be used with --delete (deleting needs a target listing)");
+        }
+        if self.attributes.sse_kms_key_id.is_some()
+            && !matches!(self.attributes.sse.as_deref(), Some("aws:kms" | "aws:kms:dsse"))
+        {
+            return invalid("--sse-kms-key-id needs --sse aws:kms or aws:kms:dsse");
         }
         if matches!(self.check, CheckMode::Etag | CheckMode::MtimeAndEtag) && self.remove_modified_filter {
             return invalid("--remove-modified-filter cannot be combined with an update check option");
@@ -249,6 +263,11 @@ impl ConfigBuilder {
     /// Source filters.
     pub fn filters(mut self, f: Filters) -> Self {
         self.config.filters = f;
+        self
+    }
+    /// Target object attributes.
+    pub fn attributes(mut self, a: AttributeOptions) -> Self {
+        self.config.attributes = a;
         self
     }
     /// Finishes the builder, checking cross-option rules.

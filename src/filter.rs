@@ -46,19 +46,42 @@ mod tests {
 
     #[test]
     fn chain() {
-        let e = Entry { key: "dir/ü.txt".into(), size: 10, mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(100), etag: None };
+        let e = Entry {
+            key: "dir/ü.txt".into(),
+            size: 10,
+            mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+            etag: None,
+        };
         assert!(Filters::default().accepts(&e));
-        let f = Filters { include_regex: Some(Regex::new(r"ü\.txt$").unwrap()), ..Default::default() };
+        let f = Filters {
+            include_regex: Some(Regex::new(r"ü\.txt$").unwrap()),
+            ..Default::default()
+        };
         assert!(f.accepts(&e));
-        let f = Filters { exclude_regex: Some(Regex::new("^dir/").unwrap()), ..Default::default() };
+        let f = Filters {
+            exclude_regex: Some(Regex::new("^dir/").unwrap()),
+            ..Default::default()
+        };
         assert!(!f.accepts(&e));
-        let f = Filters { smaller_size: Some(10), ..Default::default() };
+        let f = Filters {
+            smaller_size: Some(10),
+            ..Default::default()
+        };
         assert!(!f.accepts(&e));
-        let f = Filters { larger_size: Some(10), ..Default::default() };
+        let f = Filters {
+            larger_size: Some(10),
+            ..Default::default()
+        };
         assert!(f.accepts(&e));
-        let f = Filters { mtime_after: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100)), ..Default::default() };
+        let f = Filters {
+            mtime_after: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100)),
+            ..Default::default()
+        };
         assert!(f.accepts(&e));
-        let f = Filters { mtime_before: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100)), ..Default::default() };
+        let f = Filters {
+            mtime_before: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100)),
+            ..Default::default()
+        };
         assert!(!f.accepts(&e));
     }
 }

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attributes;
 pub mod checksum;
 pub mod cli;
 pub mod compare;

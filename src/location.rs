@@ -69,11 +69,17 @@ mod tests {
     fn parses_s3_and_local() {
         assert_eq!(
             Location::parse("s3://b").unwrap(),
-            Location::S3 { bucket: "b".into(), prefix: "".into() }
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "".into()
+            }
         );
         assert_eq!(
             Location::parse("s3://b/p/q").unwrap(),
-            Location::S3 { bucket: "b".into(), prefix: "p/q".into() }
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "p/q".into()
+            }
         );
         assert_eq!(Location::parse("./x").unwrap(), Location::Local("./x".into()));
         assert!(Location::parse("s3://").is_err());

@@ -96,7 +96,11 @@ pub struct Reporter {
 impl Reporter {
     /// A reporter that forwards events to `events` when given.
     pub fn new(events: Option<mpsc::UnboundedSender<SyncEvent>>) -> Self {
-        Reporter { counters: Counters::default(), events, started: std::time::Instant::now() }
+        Reporter {
+            counters: Counters::default(),
+            events,
+            started: std::time::Instant::now(),
+        }
     }
 
     fn emit(&self, e: SyncEvent) {
@@ -127,7 +131,11 @@ impl Reporter {
         if etag_verified {
             self.counters.etag_verified.fetch_add(1, Ordering::Relaxed);
         }
-        self.emit(SyncEvent::Transferred { key: key.to_string(), bytes, etag_verified });
+        self.emit(SyncEvent::Transferred {
+            key: key.to_string(),
+            bytes,
+            etag_verified,
+        });
     }
 
     /// Records an up-to-date object.
@@ -146,14 +154,20 @@ impl Reporter {
     pub fn warning(&self, key: &str, message: String) {
         tracing::warn!(key, "{message}");
         self.counters.warnings.fetch_add(1, Ordering::Relaxed);
-        self.emit(SyncEvent::Warning { key: key.to_string(), message });
+        self.emit(SyncEvent::Warning {
+            key: key.to_string(),
+            message,
+        });
     }
 
     /// Records and logs a failure.
     pub fn failed(&self, key: &str, message: String) {
         tracing::error!(key, "{message}");
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        self.emit(SyncEvent::Failed { key: key.to_string(), message });
+        self.emit(SyncEvent::Failed {
+            key: key.to_string(),
+            message,
+        });
     }
 
     /// A snapshot of the counters.

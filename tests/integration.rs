@@ -44,7 +44,11 @@ async fn round_trip_every_direction_is_byte_identical() {
     for (k, v) in &files {
         let key = format!("p/{k}");
         assert_eq!(&srv.get(&bucket, &key).await, v, "{key}");
-        let want = if v.len() >= 5 * MIB { multipart_etag(v, 5 * MIB) } else { md5_hex(v) };
+        let want = if v.len() >= 5 * MIB {
+            multipart_etag(v, 5 * MIB)
+        } else {
+            md5_hex(v)
+        };
         assert_eq!(srv.etag(&bucket, &key).await, want, "ETag of {key}");
     }
 
@@ -61,7 +65,11 @@ async fn round_trip_every_direction_is_byte_identical() {
     assert_eq!(r.transferred(), files.len() as u64);
     for (k, v) in &files {
         assert_eq!(&srv.get(&bucket2, &format!("q/{k}")).await, v);
-        assert_eq!(srv.etag(&bucket2, &format!("q/{k}")).await, srv.etag(&bucket, &format!("p/{k}")).await, "ETag kept S3->S3 for {k}");
+        assert_eq!(
+            srv.etag(&bucket2, &format!("q/{k}")).await,
+            srv.etag(&bucket, &format!("p/{k}")).await,
+            "ETag kept S3->S3 for {k}"
+        );
     }
 
     // Second runs transfer nothing.
@@ -90,7 +98,10 @@ async fn large_object_round_trips() {
     let r = srv.run(&[&format!("s3://{bucket}/"), &s(dst.path())]);
     r.expect(0);
     assert_eq!(r.verified(), 1);
-    assert!(std::fs::read(dst.path().join("big.bin")).unwrap() == big, "downloaded bytes differ");
+    assert!(
+        std::fs::read(dst.path().join("big.bin")).unwrap() == big,
+        "downloaded bytes differ"
+    );
 }
 
 #[tokio::test]
@@ -269,13 +280,21 @@ async fn server_side_copy_keeps_bytes_and_etags() {
     let big = data(12 * MIB + 7, 6);
     write_tree(src.path(), &[("small", small.clone()), ("big", big.clone())]);
     srv.run(&with_mp(&[&s(src.path()), &format!("s3://{b1}/")])).expect(0);
-    let r = srv.run(&with_mp(&["--server-side-copy", &format!("s3://{b1}/"), &format!("s3://{b2}/")]));
+    let r = srv.run(&with_mp(&[
+        "--server-side-copy",
+        &format!("s3://{b1}/"),
+        &format!("s3://{b2}/"),
+    ]));
     r.expect(0);
     assert_eq!(r.transferred(), 2);
     assert_eq!(srv.get(&b2, "small").await, small);
     assert_eq!(srv.get(&b2, "big").await, big);
     assert_eq!(srv.etag(&b2, "small").await, md5_hex(&small));
-    let r = srv.run(&with_mp(&["--server-side-copy", &format!("s3://{b1}/"), &format!("s3://{b2}/")]));
+    let r = srv.run(&with_mp(&[
+        "--server-side-copy",
+        &format!("s3://{b1}/"),
+        &format!("s3://{b2}/"),
+    ]));
     assert_eq!(r.expect(0).transferred(), 0);
 }
 
@@ -289,7 +308,14 @@ async fn wrong_credentials_fail_with_one_line() {
     let bucket = srv.bucket().await;
     let src = tmpdir();
     write_tree(src.path(), &[("a", b"a".to_vec())]);
-    let r = srv.run(&["--target-access-key", "GKwrongwrongwrongwrongwrong", "--target-secret-access-key", "nope", &s(src.path()), &format!("s3://{bucket}/")]);
+    let r = srv.run(&[
+        "--target-access-key",
+        "GKwrongwrongwrongwrongwrong",
+        "--target-secret-access-key",
+        "nope",
+        &s(src.path()),
+        &format!("s3://{bucket}/"),
+    ]);
     r.expect(1);
     let lines: Vec<&str> = r.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {:?}", lines);
@@ -306,7 +332,15 @@ async fn missing_bucket_and_unreachable_endpoint_fail_with_exit_1() {
     assert!(r.stderr.to_lowercase().contains("bucket"), "{}", r.stderr);
     let started = std::time::Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3sync"))
-        .args(["--target-endpoint-url", "http://127.0.0.1:9", "--target-force-path-style", "--aws-max-attempts", "1", &s(src.path()), "s3://b/"])
+        .args([
+            "--target-endpoint-url",
+            "http://127.0.0.1:9",
+            "--target-force-path-style",
+            "--aws-max-attempts",
+            "1",
+            &s(src.path()),
+            "s3://b/",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
@@ -322,9 +356,9 @@ async fn bad_arguments_exit_2() {
     r.expect(2);
     let r = srv.run(&["--check-size", "--check-etag", "a", "s3://b/"]);
     r.expect(2);
-    let r = srv.run(&["--sse", "AES256", "a", "s3://b/"]);
+    let r = srv.run(&["--enable-versioning", "a", "s3://b/"]);
     r.expect(2);
-    assert!(r.stderr.contains("--sse"), "{}", r.stderr);
+    assert!(r.stderr.contains("--enable-versioning"), "{}", r.stderr);
 }
 
 #[tokio::test]
@@ -341,11 +375,25 @@ async fn killed_download_leaves_no_partial_file_and_rerun_converges() {
         .await
         .unwrap();
     let dst = tmpdir();
-    let mut child = srv.command(&["--max-parallel-uploads", "1", &format!("s3://{bucket}/"), &s(dst.path())]).spawn().unwrap();
+    let mut child = srv
+        .command(&[
+            "--max-parallel-uploads",
+            "1",
+            &format!("s3://{bucket}/"),
+            &s(dst.path()),
+        ])
+        .spawn()
+        .unwrap();
     // Kill as soon as the temporary file exists.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let names: Vec<String> = std::fs::read_dir(dst.path()).map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        let names: Vec<String> = std::fs::read_dir(dst.path())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
         if names.iter().any(|n| n.starts_with(".s3sync-tmp.")) || std::time::Instant::now() > deadline {
             break;
         }
@@ -359,11 +407,18 @@ async fn killed_download_leaves_no_partial_file_and_rerun_converges() {
     if status.success() {
         eprintln!("the download finished before it could be killed");
     } else {
-        assert!(!dst.path().join("big").exists(), "no file under its final name after kill -9");
+        assert!(
+            !dst.path().join("big").exists(),
+            "no file under its final name after kill -9"
+        );
     }
     let r = srv.run(&[&format!("s3://{bucket}/"), &s(dst.path())]);
     r.expect(0);
-    assert_eq!(read_tree(dst.path()), vec![("big".to_string(), big)], "rerun converged and left no temp files");
+    assert_eq!(
+        read_tree(dst.path()),
+        vec![("big".to_string(), big)],
+        "rerun converged and left no temp files"
+    );
 }
 
 #[tokio::test]
@@ -373,7 +428,12 @@ async fn interrupted_multipart_upload_is_aborted() {
     let src = tmpdir();
     write_tree(src.path(), &[("big", data(60 * MIB, 3))]);
     let mut child = srv
-        .command(&with_mp(&["--max-parallel-uploads", "1", &s(src.path()), &format!("s3://{bucket}/")]))
+        .command(&with_mp(&[
+            "--max-parallel-uploads",
+            "1",
+            &s(src.path()),
+            &format!("s3://{bucket}/"),
+        ]))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -389,15 +449,25 @@ async fn interrupted_multipart_upload_is_aborted() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
     let out = child.wait_with_output().unwrap();
     if !seen {
         eprintln!("the upload finished before it could be interrupted");
         return;
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "an interrupted run does not exit 0:\n{stderr}");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "an interrupted run does not exit 0:\n{stderr}"
+    );
     assert!(stderr.contains("transferred"), "the summary is printed:\n{stderr}");
-    assert_eq!(srv.open_uploads(&bucket).await, 0, "the multipart upload was aborted:\n{stderr}");
+    assert_eq!(
+        srv.open_uploads(&bucket).await,
+        0,
+        "the multipart upload was aborted:\n{stderr}"
+    );
     assert!(srv.keys(&bucket).await.is_empty());
 }

@@ -11,9 +11,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::backend::tokio_fs;
 #[cfg(s3sync_uring)]
 use crate::backend::uring::UringBackend;
-use crate::backend::tokio_fs;
 use crate::{Chunk, ChunkPool, IoError};
 
 /// Environment variable that forces the backend: `tokio` selects the portable backend (read at
@@ -41,9 +41,7 @@ pub struct IoFile {
 impl IoFile {
     /// Wraps an already open file.
     pub fn from_std(file: File) -> IoFile {
-        IoFile {
-            file: Arc::new(file),
-        }
+        IoFile { file: Arc::new(file) }
     }
 
     /// Current size of the file in bytes (from its metadata).
@@ -130,8 +128,7 @@ impl IoEngine {
             BackendKind::Tokio => Ok(IoEngine::tokio(pool)),
             #[cfg(s3sync_uring)]
             BackendKind::Uring => {
-                let backend = UringBackend::start(&pool)
-                    .map_err(|e| IoError::UringUnavailable(e.to_string()))?;
+                let backend = UringBackend::start(&pool).map_err(|e| IoError::UringUnavailable(e.to_string()))?;
                 Ok(IoEngine {
                     pool,
                     backend: Backend::Uring(Arc::new(backend)),
@@ -139,8 +136,7 @@ impl IoEngine {
             }
             #[cfg(not(s3sync_uring))]
             BackendKind::Uring => Err(IoError::UringUnavailable(
-                "not compiled in (non-Linux target or S3SYNC_IO_BACKEND=tokio at build time)"
-                    .into(),
+                "not compiled in (non-Linux target or S3SYNC_IO_BACKEND=tokio at build time)".into(),
             )),
         }
     }
@@ -197,13 +193,7 @@ impl IoEngine {
     /// The chunk is cleared first. Short reads are retried; the result is shorter than requested
     /// only at end of file (0 bytes at or past EOF). Returns the filled chunk; on error the chunk
     /// is dropped (back to the pool).
-    pub async fn read_at(
-        &self,
-        file: &IoFile,
-        mut chunk: Chunk,
-        offset: u64,
-        len: usize,
-    ) -> io::Result<Chunk> {
+    pub async fn read_at(&self, file: &IoFile, mut chunk: Chunk, offset: u64, len: usize) -> io::Result<Chunk> {
         chunk.clear();
         let want = len.min(chunk.capacity());
         check_range(offset, want)?;

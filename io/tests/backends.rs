@@ -21,11 +21,8 @@ fn data(seed: u64, start: u64, len: usize) -> Vec<u8> {
 
 /// One engine per backend available here, each over its own fresh pool.
 fn engines(chunk_size: usize, chunk_count: usize) -> Vec<IoEngine> {
-    let mut out = vec![IoEngine::with_backend(
-        ChunkPool::new(chunk_size, chunk_count).unwrap(),
-        BackendKind::Tokio,
-    )
-    .unwrap()];
+    let mut out =
+        vec![IoEngine::with_backend(ChunkPool::new(chunk_size, chunk_count).unwrap(), BackendKind::Tokio).unwrap()];
     let pool = ChunkPool::new(chunk_size, chunk_count).unwrap();
     match IoEngine::with_backend(pool, BackendKind::Uring) {
         Ok(engine) => {
@@ -60,10 +57,7 @@ async fn write_bytes(engine: &IoEngine, file: &IoFile, offset: u64, bytes: &[u8]
     while pos < bytes.len() {
         let mut chunk = engine.pool().acquire().await;
         let n = chunk.extend_from_slice(&bytes[pos..]);
-        let chunk = engine
-            .write_at(file, chunk, offset + pos as u64)
-            .await
-            .unwrap();
+        let chunk = engine.write_at(file, chunk, offset + pos as u64).await.unwrap();
         assert_eq!(chunk.len(), n, "write_at must return the chunk unchanged");
         pos += n;
     }
@@ -75,10 +69,7 @@ async fn read_all(engine: &IoEngine, path: &Path) -> Vec<u8> {
     let mut offset = 0u64;
     loop {
         let chunk = engine.pool().acquire().await;
-        let chunk = engine
-            .read_at(&file, chunk, offset, usize::MAX)
-            .await
-            .unwrap();
+        let chunk = engine.read_at(&file, chunk, offset, usize::MAX).await.unwrap();
         if chunk.is_empty() {
             return out;
         }
@@ -95,8 +86,7 @@ fn default_backend_selection() {
         assert_eq!(engine.backend(), BackendKind::Tokio);
     }
     if cfg!(target_os = "linux") && !forced_tokio {
-        let uring_ok = IoEngine::with_backend(ChunkPool::new(4096, 1).unwrap(), BackendKind::Uring)
-            .is_ok();
+        let uring_ok = IoEngine::with_backend(ChunkPool::new(4096, 1).unwrap(), BackendKind::Uring).is_ok();
         let expected = if uring_ok {
             BackendKind::Uring
         } else {
@@ -145,10 +135,7 @@ async fn write_and_read_at_offsets() {
         let file = engine.open_read(&path).await.unwrap();
         for (offset, len) in [(0usize, 1usize), (1, 4095), (5000, 100), (4096, 4096), (10, 0)] {
             let chunk = engine.pool().acquire().await;
-            let chunk = engine
-                .read_at(&file, chunk, offset as u64, len)
-                .await
-                .unwrap();
+            let chunk = engine.read_at(&file, chunk, offset as u64, len).await.unwrap();
             assert_eq!(chunk.as_slice(), &expected[offset..offset + len], "{kind:?}");
         }
         // The chunk is cleared before reading.
@@ -196,10 +183,7 @@ async fn zero_byte_file() {
         let path = dir.path().join("empty");
         let file = engine.create_new(&path).await.unwrap();
         // Writing an empty chunk is a no-op.
-        let chunk = engine
-            .write_at(&file, engine.pool().acquire().await, 0)
-            .await
-            .unwrap();
+        let chunk = engine.write_at(&file, engine.pool().acquire().await, 0).await.unwrap();
         assert!(chunk.is_empty());
         engine.fsync(&file).await.unwrap();
         drop(file);
@@ -462,10 +446,7 @@ async fn dropping_engine_with_operations_in_flight() {
                 let file = file.clone();
                 let chunk = chunks.pop().unwrap();
                 tokio::spawn(async move {
-                    let chunk = engine
-                        .read_at(&file, chunk, (i << 20) as u64, 1 << 20)
-                        .await
-                        .unwrap();
+                    let chunk = engine.read_at(&file, chunk, (i << 20) as u64, 1 << 20).await.unwrap();
                     chunk.as_slice() == data(6, (i << 20) as u64, 1 << 20).as_slice()
                 })
             })

@@ -3,6 +3,8 @@
 //!
 //! Every digest is computed in the same pass that moves the bytes; nothing here reads a file.
 
+pub mod additional;
+
 use md5::{Digest, Md5};
 
 /// A 16-byte MD5 digest.
@@ -103,7 +105,11 @@ impl PartLayout {
     /// The layout s3sync uses to write an object: multipart when `size >= threshold`.
     pub fn for_upload(size: u64, threshold: u64, chunksize: u64) -> Self {
         if size >= threshold && size > 0 {
-            PartLayout { size, part_size: chunksize.max(1), multipart: true }
+            PartLayout {
+                size,
+                part_size: chunksize.max(1),
+                multipart: true,
+            }
         } else {
             PartLayout::single(size)
         }
@@ -111,12 +117,20 @@ impl PartLayout {
 
     /// One part holding the whole object.
     pub fn single(size: u64) -> Self {
-        PartLayout { size, part_size: size.max(1), multipart: false }
+        PartLayout {
+            size,
+            part_size: size.max(1),
+            multipart: false,
+        }
     }
 
     /// A multipart layout with the given part size.
     pub fn multipart(size: u64, part_size: u64) -> Self {
-        PartLayout { size, part_size: part_size.max(1), multipart: true }
+        PartLayout {
+            size,
+            part_size: part_size.max(1),
+            multipart: true,
+        }
     }
 
     /// Number of parts (at least one, also for an empty object).
@@ -151,7 +165,10 @@ mod tests {
     #[test]
     fn single_part_etag_is_md5_hex() {
         assert_eq!(etag_from_parts(&[], false), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(etag_from_parts(&[md5_of(b"hello")], false), "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(
+            etag_from_parts(&[md5_of(b"hello")], false),
+            "5d41402abc4b2a76b9719d911017c592"
+        );
     }
 
     #[test]

@@ -61,17 +61,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             .iter()
             .find(|(name, _)| *name == suffix)
             .map(|(_, multiplier)| *multiplier)
-            .ok_or_else(|| {
-                format!("invalid size '{s}': unknown suffix '{suffix}', {EXPECTED_FORMAT}")
-            })?
+            .ok_or_else(|| format!("invalid size '{s}': unknown suffix '{suffix}', {EXPECTED_FORMAT}"))?
     };
 
-    let too_large = || {
-        format!(
-            "invalid size '{s}': value is too large (maximum {} bytes)",
-            u64::MAX
-        )
-    };
+    let too_large = || format!("invalid size '{s}': value is too large (maximum {} bytes)", u64::MAX);
     let number: u64 = digits.parse().map_err(|_| too_large())?;
     number.checked_mul(multiplier).ok_or_else(too_large)
 }
@@ -140,8 +133,8 @@ mod tests {
     #[test]
     fn bad_input() {
         for bad in [
-            "", "MiB", "-1", "+1", "1.5MiB", "8 MiB", " 8MiB", "8MiB ", "8mib", "8MIB", "8kb",
-            "8K", "8B", "8Mi", "8MiBB", "abc", "8ZiB", "0x10", "1_000",
+            "", "MiB", "-1", "+1", "1.5MiB", "8 MiB", " 8MiB", "8MiB ", "8mib", "8MIB", "8kb", "8K", "8B", "8Mi",
+            "8MiBB", "abc", "8ZiB", "0x10", "1_000",
         ] {
             let err = parse_size(bad).expect_err(bad);
             assert!(err.contains("invalid size"), "{bad}: {err}");
@@ -178,9 +171,7 @@ mod tests {
         assert!(err.contains("smaller than or equal to 5GiB"), "{err}");
         let err = parse_part_size("1TiB").unwrap_err();
         assert!(err.contains("smaller than or equal to 5GiB"), "{err}");
-        assert!(parse_part_size("8mib")
-            .unwrap_err()
-            .contains("invalid size"));
+        assert!(parse_part_size("8mib").unwrap_err().contains("invalid size"));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! From parsed command-line arguments to a library [`Config`]: the cross-flag rules live here.
 
 use super::CliArgs;
+use crate::attributes::{parse_metadata, AttributeOptions};
 use crate::compare::CheckMode;
 use crate::config::{ClientConfig, Config};
 use crate::error::{Error, Result};
 use crate::filter::Filters;
 use crate::location::Location;
 use crate::report::LogOptions;
+use crate::storage::s3::SseC;
 use std::time::Duration;
 
 impl CliArgs {
@@ -31,7 +33,9 @@ impl CliArgs {
             )));
         }
         let (Some(source), Some(target)) = (&self.source, &self.target) else {
-            return Err(Error::InvalidArgument("both SOURCE and TARGET are required (see --help)".into()));
+            return Err(Error::InvalidArgument(
+                "both SOURCE and TARGET are required (see --help)".into(),
+            ));
         };
         let source = Location::parse(source)?;
         let target = Location::parse(target)?;
@@ -51,10 +55,14 @@ impl CliArgs {
             CheckMode::Mtime
         };
         if self.source_access_key.is_some() != self.source_secret_access_key.is_some() {
-            return Err(Error::InvalidArgument("--source-access-key and --source-secret-access-key must be given together".into()));
+            return Err(Error::InvalidArgument(
+                "--source-access-key and --source-secret-access-key must be given together".into(),
+            ));
         }
         if self.target_access_key.is_some() != self.target_secret_access_key.is_some() {
-            return Err(Error::InvalidArgument("--target-access-key and --target-secret-access-key must be given together".into()));
+            return Err(Error::InvalidArgument(
+                "--target-access-key and --target-secret-access-key must be given together".into(),
+            ));
         }
         let side = |profile: &Option<String>,
                     ak: &Option<String>,
@@ -62,7 +70,8 @@ impl CliArgs {
                     token: &Option<String>,
                     region: &Option<String>,
                     endpoint: &Option<String>,
-                    path_style: bool| ClientConfig {
+                    path_style: bool,
+                    sse_c: Option<SseC>| ClientConfig {
             profile: profile.clone(),
             access_key: ak.clone(),
             secret_access_key: sk.clone(),
@@ -72,6 +81,43 @@ impl CliArgs {
             force_path_style: path_style,
             aws_config_file: self.aws_config_file.clone().map(Into::into),
             aws_shared_credentials_file: self.aws_shared_credentials_file.clone().map(Into::into),
+            sse_c,
+        };
+        let sse_c = |alg: &Option<String>, key: &Option<String>, md5: &Option<String>| -> Result<Option<SseC>> {
+            match (alg, key) {
+                (Some(a), Some(k)) => Ok(Some(SseC::new(a.clone(), k.clone(), md5.clone())?)),
+                (None, None) => Ok(None),
+                _ => Err(Error::InvalidArgument(
+                    "an SSE-C algorithm and key must be given together".into(),
+                )),
+            }
+        };
+        let source_sse_c = sse_c(&self.source_sse_c, &self.source_sse_c_key, &self.source_sse_c_key_md5)?;
+        let target_sse_c = sse_c(&self.target_sse_c, &self.target_sse_c_key, &self.target_sse_c_key_md5)?;
+        let attributes = AttributeOptions {
+            cache_control: self.cache_control.clone(),
+            content_disposition: self.content_disposition.clone(),
+            content_encoding: self.content_encoding.clone(),
+            content_language: self.content_language.clone(),
+            content_type: self.content_type.clone(),
+            expires: self.expires.map(Into::into),
+            metadata: self
+                .metadata
+                .as_deref()
+                .map(parse_metadata)
+                .transpose()
+                .map_err(Error::InvalidArgument)?,
+            website_redirect: self.website_redirect.clone(),
+            no_sync_system_metadata: self.no_sync_system_metadata,
+            no_sync_user_defined_metadata: self.no_sync_user_defined_metadata,
+            no_guess_mime_type: self.no_guess_mime_type,
+            put_last_modified_metadata: self.put_last_modified_metadata,
+            storage_class: self.storage_class.clone(),
+            acl: self.acl.clone(),
+            tagging: self.tagging.clone(),
+            disable_tagging: self.disable_tagging,
+            sse: self.sse.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
         };
         let ms = Duration::from_millis;
         let filters = Filters {
@@ -91,6 +137,7 @@ impl CliArgs {
                 &self.source_region,
                 &self.source_endpoint_url,
                 self.source_force_path_style,
+                source_sse_c,
             ))
             .target_client(side(
                 &self.target_profile,
@@ -100,6 +147,7 @@ impl CliArgs {
                 &self.target_region,
                 &self.target_endpoint_url,
                 self.target_force_path_style,
+                target_sse_c,
             ))
             .dry_run(self.dry_run)
             .delete(self.delete)
@@ -108,6 +156,7 @@ impl CliArgs {
             .worker_size(self.worker_size as usize)
             .multipart(self.multipart_threshold, self.multipart_chunksize)
             .filters(filters)
+            .attributes(attributes)
             .with(|c| {
                 c.head_each_target = self.head_each_target;
                 c.remove_modified_filter = self.remove_modified_filter;

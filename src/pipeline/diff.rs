@@ -72,8 +72,16 @@ pub async fn merge(
     out: mpsc::Sender<Pair>,
 ) -> bool {
     let listed = target.is_some();
-    let mut src = Side { rx: Some(source), last: None, is_source: true };
-    let mut tgt = Side { rx: target, last: None, is_source: false };
+    let mut src = Side {
+        rx: Some(source),
+        last: None,
+        is_source: true,
+    };
+    let mut tgt = Side {
+        rx: target,
+        last: None,
+        is_source: false,
+    };
     let mut ordered = true;
     let mut s = None;
     let mut t = None;
@@ -90,7 +98,11 @@ pub async fn merge(
                     }
                 }
                 Pulled::Error(e) => {
-                    if out.send(Pair::ListingError(e.to_string(), src.is_source)).await.is_err() {
+                    if out
+                        .send(Pair::ListingError(e.to_string(), src.is_source))
+                        .await
+                        .is_err()
+                    {
                         return ordered;
                     }
                 }
@@ -102,7 +114,11 @@ pub async fn merge(
                 Pulled::Entry(e) => t = Some(e),
                 Pulled::OutOfOrder(_) => ordered = false,
                 Pulled::Error(e) => {
-                    if out.send(Pair::ListingError(e.to_string(), tgt.is_source)).await.is_err() {
+                    if out
+                        .send(Pair::ListingError(e.to_string(), tgt.is_source))
+                        .await
+                        .is_err()
+                    {
                         return ordered;
                     }
                 }
@@ -112,14 +128,24 @@ pub async fn merge(
         let pair = match (s.take(), t.take()) {
             (None, None) => return ordered,
             (Some(se), None) => {
-                let state = if !listed { no_target_listing.clone() } else if ordered { TargetState::Listed(None) } else { TargetState::Lookup };
+                let state = if !listed {
+                    no_target_listing.clone()
+                } else if ordered {
+                    TargetState::Listed(None)
+                } else {
+                    TargetState::Lookup
+                };
                 Pair::Source(se, state)
             }
             (None, Some(te)) => Pair::TargetOnly(te),
             (Some(se), Some(te)) => match se.key.as_bytes().cmp(te.key.as_bytes()) {
                 std::cmp::Ordering::Less => {
                     t = Some(te);
-                    let state = if ordered { TargetState::Listed(None) } else { TargetState::Lookup };
+                    let state = if ordered {
+                        TargetState::Listed(None)
+                    } else {
+                        TargetState::Lookup
+                    };
                     Pair::Source(se, state)
                 }
                 std::cmp::Ordering::Greater => {
@@ -141,7 +167,12 @@ mod tests {
     use std::time::SystemTime;
 
     fn entry(k: &str) -> Entry {
-        Entry { key: k.into(), size: 1, mtime: SystemTime::UNIX_EPOCH, etag: None }
+        Entry {
+            key: k.into(),
+            size: 1,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+        }
     }
 
     async fn run(src: &[&str], tgt: Option<&[&str]>) -> (Vec<Pair>, bool) {

@@ -83,9 +83,15 @@ impl Sync {
         check_end(&source, true).await?;
         check_end(&target, false).await?;
         if let (End::Local(l), false) = (&target, cfg.dry_run) {
-            tokio::fs::create_dir_all(l.root()).await.map_err(|e| Error::local("create directory", l.root(), e))?;
+            tokio::fs::create_dir_all(l.root())
+                .await
+                .map_err(|e| Error::local("create directory", l.root(), e))?;
         }
 
+        let kms = matches!(cfg.attributes.sse.as_deref(), Some(s) if s.starts_with("aws:kms"));
+        if cfg.verify_etag && (kms || cfg.source_client.sse_c.is_some() || cfg.target_client.sse_c.is_some()) {
+            tracing::warn!("ETags of SSE-C and SSE-KMS objects are not MD5 digests: ETag verification is off for them; use --additional-checksum-algorithm for end-to-end verification");
+        }
         let budget = cfg.pool_budget();
         let pool = ChunkPool::new(POOL_CHUNK_SIZE, (budget as usize).div_ceil(POOL_CHUNK_SIZE))?;
         let io = IoEngine::new(pool)?;
@@ -109,7 +115,11 @@ impl Sync {
             spawn_lister(target.clone(), tx, cfg.max_keys, !cfg.dry_run);
             rx
         });
-        let no_listing = if cfg.remove_modified_filter { TargetState::Listed(None) } else { TargetState::Lookup };
+        let no_listing = if cfg.remove_modified_filter {
+            TargetState::Listed(None)
+        } else {
+            TargetState::Lookup
+        };
 
         // Merge.
         let (pair_tx, mut pair_rx) = mpsc::channel::<Pair>(LISTING_CHANNEL);
@@ -166,14 +176,25 @@ impl Sync {
                         }
                     }
                     if let TargetState::Listed(t) = &state {
-                        let verdict = if cfg.remove_modified_filter { Verdict::Transfer } else { decide(cfg.check, &s, t.as_ref()) };
+                        let verdict = if cfg.remove_modified_filter {
+                            Verdict::Transfer
+                        } else {
+                            decide(cfg.check, &s, t.as_ref())
+                        };
                         if verdict == Verdict::Skip {
                             debug!(key = %s.key, "object filtered: target is up to date");
                             self.reporter.skipped(&s.key);
                             continue;
                         }
                     }
-                    if job_tx.send(Job { source: s, target: state }).await.is_err() {
+                    if job_tx
+                        .send(Job {
+                            source: s,
+                            target: state,
+                        })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -192,9 +213,11 @@ impl Sync {
 
         if cfg.delete {
             if source_failed {
-                self.reporter.warning("", "deletion skipped: the source listing did not complete".into());
+                self.reporter
+                    .warning("", "deletion skipped: the source listing did not complete".into());
             } else if !ordered {
-                self.reporter.warning("", "deletion skipped: a listing was not in key order".into());
+                self.reporter
+                    .warning("", "deletion skipped: a listing was not in key order".into());
             } else {
                 run_deletions(&target, deletions, &cfg, &self.reporter, &self.cancel).await?;
             }
@@ -208,7 +231,13 @@ async fn open_end(loc: &Location, client: &crate::config::ClientConfig, cfg: &Co
         Location::Local(p) => End::Local(LocalStorage::new(p.clone(), cfg.ignore_symlinks)),
         Location::S3 { bucket, prefix } => {
             let c = build_client(client, &cfg.retry).await;
-            End::S3(S3Storage::new(c, bucket.clone(), prefix.clone(), cfg.payload_signing))
+            End::S3(S3Storage::new(
+                c,
+                bucket.clone(),
+                prefix.clone(),
+                cfg.payload_signing,
+                client.sse_c.clone(),
+            ))
         }
     })
 }
@@ -218,7 +247,10 @@ async fn check_end(end: &End, is_source: bool) -> Result<()> {
         End::S3(s) => s.check_access().await,
         End::Local(l) if is_source => match tokio::fs::metadata(l.root()).await {
             Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(Error::InvalidArgument(format!("source {} is not a directory", l.root().display()))),
+            Ok(_) => Err(Error::InvalidArgument(format!(
+                "source {} is not a directory",
+                l.root().display()
+            ))),
             Err(e) => Err(Error::local("open source directory", l.root(), e)),
         },
         End::Local(_) => Ok(()),
@@ -270,7 +302,11 @@ async fn process(tr: &Transferer, job: Job) {
             }
         }
     }
-    let verdict = if cfg.remove_modified_filter { Verdict::Transfer } else { decide(cfg.check, &s, target.as_ref()) };
+    let verdict = if cfg.remove_modified_filter {
+        Verdict::Transfer
+    } else {
+        decide(cfg.check, &s, target.as_ref())
+    };
     if let (Verdict::CompareEtag, Some(t)) = (verdict, &target) {
         match tr.same_etag(&s, t).await {
             Ok(Some(true)) => {
@@ -311,7 +347,13 @@ async fn process(tr: &Transferer, job: Job) {
     }
 }
 
-async fn run_deletions(target: &End, mut spill: spill::Spill, cfg: &Config, rep: &Reporter, cancel: &CancellationToken) -> Result<()> {
+async fn run_deletions(
+    target: &End,
+    mut spill: spill::Spill,
+    cfg: &Config,
+    rep: &Reporter,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let keys = spill.drain()?;
     let stream = futures::stream::iter(keys).map(|key| async move {
         let key = key?;
@@ -326,7 +368,16 @@ async fn run_deletions(target: &End, mut spill: spill::Spill, cfg: &Config, rep:
         let res = match target {
             End::S3(s) => s.delete(&key).await,
             End::Local(l) => match l.path_for(&key) {
-                Ok(p) => tokio::fs::remove_file(&p).await.or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).map_err(|e| Error::local("delete", &p, e)),
+                Ok(p) => tokio::fs::remove_file(&p)
+                    .await
+                    .or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|e| Error::local("delete", &p, e)),
                 Err(e) => Err(Error::InvalidArgument(e.to_string())),
             },
         };

@@ -15,7 +15,9 @@ impl Spill {
     /// A spill file, created only when `enabled`.
     pub fn new(enabled: bool) -> Result<Self> {
         let file = if enabled {
-            Some(BufWriter::new(tempfile::tempfile().map_err(|e| Error::local("create", std::env::temp_dir(), e))?))
+            Some(BufWriter::new(
+                tempfile::tempfile().map_err(|e| Error::local("create", std::env::temp_dir(), e))?,
+            ))
         } else {
             None
         };
@@ -26,7 +28,9 @@ impl Spill {
     pub fn push(&mut self, key: &str) -> Result<()> {
         let Some(f) = self.file.as_mut() else { return Ok(()) };
         let len = u32::try_from(key.len()).map_err(|_| Error::InvalidArgument("key too long".into()))?;
-        f.write_all(&len.to_le_bytes()).and_then(|_| f.write_all(key.as_bytes())).map_err(|e| Error::local("write", "deletion list", e))?;
+        f.write_all(&len.to_le_bytes())
+            .and_then(|_| f.write_all(key.as_bytes()))
+            .map_err(|e| Error::local("write", "deletion list", e))?;
         self.count += 1;
         Ok(())
     }

@@ -30,13 +30,16 @@ pub fn init_tracing(opts: &LogOptions) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
-        if opts.aws_sdk {
-            level.to_string()
-        } else {
-            format!("off,s3sync={level},s3sync_io={level}")
-        }
-    });
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            if opts.aws_sdk {
+                level.to_string()
+            } else {
+                format!("off,s3sync={level},s3sync_io={level}")
+            }
+        });
     let span_events = if opts.span_events {
         tracing_subscriber::fmt::format::FmtSpan::NEW | tracing_subscriber::fmt::format::FmtSpan::CLOSE
     } else {
@@ -47,7 +50,11 @@ pub fn init_tracing(opts: &LogOptions) {
         .with_writer(std::io::stderr)
         .with_span_events(span_events)
         .with_ansi(!opts.no_color && std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if opts.json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if opts.json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Human-readable byte count (binary units).
@@ -97,7 +104,12 @@ mod tests {
 
     #[test]
     fn summary_names_every_count() {
-        let s = Stats { transferred: 2, skipped: 1, failed: 3, ..Default::default() };
+        let s = Stats {
+            transferred: 2,
+            skipped: 1,
+            failed: 3,
+            ..Default::default()
+        };
         let line = summary_line(&s);
         assert!(line.contains("transferred 2 objects"));
         assert!(line.contains("skipped 1 objects"));

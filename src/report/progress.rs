@@ -16,7 +16,8 @@ impl Progress {
     /// Starts drawing on stderr.
     pub fn start(reporter: Arc<Reporter>) -> Self {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
-        let style = ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let style =
+            ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
         bar.set_style(style);
         let b = bar.clone();
         let task = tokio::spawn(async move {

@@ -31,7 +31,10 @@ pub struct UnsafeKey {
 impl LocalStorage {
     /// A local end rooted at `root`.
     pub fn new(root: impl Into<PathBuf>, ignore_symlinks: bool) -> Self {
-        LocalStorage { root: root.into(), ignore_symlinks }
+        LocalStorage {
+            root: root.into(),
+            ignore_symlinks,
+        }
     }
 
     /// The root directory.
@@ -42,7 +45,10 @@ impl LocalStorage {
     /// The path of a relative key inside the root; refuses keys that would escape it or that no
     /// file system can hold (`..`, `.`, empty segments, absolute paths, NUL, backslashes on Windows).
     pub fn path_for(&self, key: &str) -> std::result::Result<PathBuf, UnsafeKey> {
-        let refuse = |reason| UnsafeKey { key: key.to_string(), reason };
+        let refuse = |reason| UnsafeKey {
+            key: key.to_string(),
+            reason,
+        };
         if key.is_empty() {
             return Err(refuse("empty key"));
         }
@@ -69,7 +75,9 @@ impl LocalStorage {
             path.push(seg);
         }
         // Belt and braces: the result must be a plain descendant of the root.
-        let rel = path.strip_prefix(&self.root).map_err(|_| refuse("escapes the target"))?;
+        let rel = path
+            .strip_prefix(&self.root)
+            .map_err(|_| refuse("escapes the target"))?;
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(refuse("escapes the target"));
         }
@@ -255,7 +263,16 @@ mod tests {
         let s = LocalStorage::new("/t", false);
         assert_eq!(s.path_for("a/b").unwrap(), PathBuf::from("/t/a/b"));
         assert_eq!(s.path_for("dir/").unwrap(), PathBuf::from("/t/dir"));
-        for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "./a", "a\0b", "", "a/.s3sync-tmp.1.x"] {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "a\0b",
+            "",
+            "a/.s3sync-tmp.1.x",
+        ] {
             assert!(s.path_for(bad).is_err(), "{bad:?} must be refused");
         }
     }

@@ -2,6 +2,7 @@
 //! [`Error::S3`] values that say which request failed and why.
 
 use super::Entry;
+use crate::attributes::ObjectAttributes;
 use crate::error::{Error, Result, S3ErrorKind};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -18,6 +19,66 @@ pub struct S3Storage {
     bucket: String,
     prefix: String,
     payload_signing: bool,
+    sse_c: Option<SseC>,
+}
+
+/// A customer-provided encryption key (SSE-C) of one end, sent with every request on its objects.
+#[derive(Clone)]
+pub struct SseC {
+    /// Algorithm (`AES256`).
+    pub algorithm: String,
+    /// The key, base64.
+    pub key: String,
+    /// MD5 of the key, base64.
+    pub key_md5: String,
+}
+
+impl std::fmt::Debug for SseC {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseC")
+            .field("algorithm", &self.algorithm)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl SseC {
+    /// From the CLI values; the key MD5 is computed when not given.
+    pub fn new(algorithm: String, key: String, key_md5: Option<String>) -> Result<Self> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .map_err(|_| Error::InvalidArgument("the SSE-C key must be base64".into()))?;
+        if raw.len() != 32 {
+            return Err(Error::InvalidArgument("the SSE-C key must be 256 bits".into()));
+        }
+        let key_md5 =
+            key_md5.unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(crate::checksum::md5_of(&raw)));
+        Ok(SseC {
+            algorithm,
+            key,
+            key_md5,
+        })
+    }
+}
+
+/// Sets SSE-C headers (`$alg`, `$key`, `$md5` setter names) on a request builder when the end has a key.
+macro_rules! with_sse_c {
+    ($req:expr, $sse:expr) => {
+        with_sse_c!(
+            $req,
+            $sse,
+            set_sse_customer_algorithm,
+            set_sse_customer_key,
+            set_sse_customer_key_md5
+        )
+    };
+    ($req:expr, $sse:expr, $alg:ident, $key:ident, $md5:ident) => {{
+        let s: &Option<SseC> = $sse;
+        $req.$alg(s.as_ref().map(|s| s.algorithm.clone()))
+            .$key(s.as_ref().map(|s| s.key.clone()))
+            .$md5(s.as_ref().map(|s| s.key_md5.clone()))
+    }};
 }
 
 /// What a HEAD of an object tells.
@@ -25,14 +86,58 @@ pub struct S3Storage {
 pub struct HeadInfo {
     /// The entry (size, last-modified, ETag).
     pub entry: Entry,
+    /// System and user metadata.
+    pub attributes: ObjectAttributes,
     /// The number of parts, when the server reports it (HEAD with `partNumber`).
     pub parts_count: Option<u64>,
 }
 
 impl S3Storage {
     /// A storage end over `client` for `bucket` and `prefix`.
-    pub fn new(client: Client, bucket: String, prefix: String, payload_signing: bool) -> Self {
-        S3Storage { client, bucket, prefix, payload_signing }
+    pub fn new(client: Client, bucket: String, prefix: String, payload_signing: bool, sse_c: Option<SseC>) -> Self {
+        S3Storage {
+            client,
+            bucket,
+            prefix,
+            payload_signing,
+            sse_c,
+        }
+    }
+
+    /// Whether objects of this end are encrypted with a customer key (their ETags are then not MD5s).
+    pub fn has_sse_c(&self) -> bool {
+        self.sse_c.is_some()
+    }
+
+    /// The tag set of an object as `k=v&k2=v2` (URL-encoded), `None` when it has none or the server
+    /// does not implement tagging.
+    pub async fn get_tagging(&self, key: &str) -> Result<Option<String>> {
+        let full = self.full_key(key);
+        match self
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                let enc =
+                    |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+                let tags: Vec<String> = r
+                    .tag_set()
+                    .iter()
+                    .map(|t| format!("{}={}", enc(t.key()), enc(t.value())))
+                    .collect();
+                Ok((!tags.is_empty()).then(|| tags.join("&")))
+            }
+            Err(e) => match self.err("GetObjectTagging", &full, e) {
+                Error::S3 { message, .. } if message.contains("NotImplemented") || message.contains("HTTP 501") => {
+                    Ok(None)
+                }
+                other => Err(other),
+            },
+        }
     }
 
     /// The bucket.
@@ -50,7 +155,12 @@ impl S3Storage {
         format!("{}{}", self.prefix, key)
     }
 
-    fn err<E>(&self, operation: &'static str, key: &str, e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> Error
+    fn err<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        e: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -67,7 +177,13 @@ impl S3Storage {
             .await
             .map(|_| ())
             .map_err(|e| match self.err("HeadBucket", "", e) {
-                Error::S3 { kind: S3ErrorKind::NotFound, operation, bucket, key, .. } => Error::S3 {
+                Error::S3 {
+                    kind: S3ErrorKind::NotFound,
+                    operation,
+                    bucket,
+                    key,
+                    ..
+                } => Error::S3 {
                     operation,
                     bucket,
                     key,
@@ -94,14 +210,19 @@ impl S3Storage {
                 .map_err(|e| self.err("ListObjectsV2", &self.prefix, e))?;
             for obj in resp.contents() {
                 let Some(full) = obj.key() else { continue };
-                let Some(rel) = full.strip_prefix(self.prefix.as_str()) else { continue };
+                let Some(rel) = full.strip_prefix(self.prefix.as_str()) else {
+                    continue;
+                };
                 if rel.is_empty() {
                     continue; // the prefix itself (e.g. a directory marker equal to the prefix)
                 }
                 let entry = Entry {
                     key: rel.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
-                    mtime: obj.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
+                    mtime: obj
+                        .last_modified()
+                        .map(to_system_time)
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
                     etag: obj.e_tag().map(crate::checksum::normalize_etag),
                 };
                 if tx.send(Ok(entry)).await.is_err() {
@@ -123,9 +244,8 @@ impl S3Storage {
             .head_object()
             .bucket(&self.bucket)
             .key(&full)
-            .set_part_number(part_number)
-            .send()
-            .await;
+            .set_part_number(part_number);
+        let res = with_sse_c!(res, &self.sse_c).send().await;
         match res {
             Ok(h) => Ok(Some(HeadInfo {
                 entry: Entry {
@@ -134,10 +254,14 @@ impl S3Storage {
                     mtime: h.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
                     etag: h.e_tag().map(crate::checksum::normalize_etag),
                 },
+                attributes: ObjectAttributes::from_head(&h),
                 parts_count: h.parts_count().and_then(|n| u64::try_from(n).ok()),
             })),
             Err(e) => match self.err("HeadObject", &full, e) {
-                Error::S3 { kind: S3ErrorKind::NotFound, .. } => Ok(None),
+                Error::S3 {
+                    kind: S3ErrorKind::NotFound,
+                    ..
+                } => Ok(None),
                 other => Err(other),
             },
         }
@@ -153,7 +277,8 @@ impl S3Storage {
             .get_object()
             .bucket(&self.bucket)
             .key(&full)
-            .set_range(range)
+            .set_range(range);
+        let resp = with_sse_c!(resp, &self.sse_c)
             .send()
             .await
             .map_err(|e| self.err("GetObject", &full, e))?;
@@ -161,7 +286,13 @@ impl S3Storage {
     }
 
     /// PutObject of a body made of pool chunks; returns the ETag.
-    pub async fn put_object(&self, key: &str, body: Vec<Bytes>, content_md5: Option<String>) -> Result<String> {
+    pub async fn put_object(
+        &self,
+        key: &str,
+        body: Vec<Bytes>,
+        content_md5: Option<String>,
+        attrs: &ObjectAttributes,
+    ) -> Result<String> {
         let full = self.full_key(key);
         let len: u64 = body.iter().map(|b| b.len() as u64).sum();
         let req = self
@@ -172,6 +303,7 @@ impl S3Storage {
             .content_length(len as i64)
             .set_content_md5(content_md5)
             .body(crate::transfer::body::chunk_stream(body));
+        let req = with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c);
         let resp = if self.payload_signing {
             req.send().await
         } else {
@@ -182,13 +314,10 @@ impl S3Storage {
     }
 
     /// Starts a multipart upload; returns its upload id.
-    pub async fn create_multipart(&self, key: &str) -> Result<String> {
+    pub async fn create_multipart(&self, key: &str, attrs: &ObjectAttributes) -> Result<String> {
         let full = self.full_key(key);
-        let resp = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full)
+        let req = self.client.create_multipart_upload().bucket(&self.bucket).key(&full);
+        let resp = with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c)
             .send()
             .await
             .map_err(|e| self.err("CreateMultipartUpload", &full, e))?;
@@ -222,6 +351,7 @@ impl S3Storage {
             .content_length(len as i64)
             .set_content_md5(content_md5)
             .body(crate::transfer::body::chunk_stream(body));
+        let req = with_sse_c!(req, &self.sse_c);
         let resp = if self.payload_signing {
             req.send().await
         } else {
@@ -251,10 +381,18 @@ impl S3Storage {
             .upload_id(upload_id)
             .part_number(part_number)
             .copy_source(source.copy_source(source_key))
-            .copy_source_range(format!("bytes={}-{}", offset, offset + len.max(1) - 1))
-            .send()
-            .await
-            .map_err(|e| self.err("UploadPartCopy", &full, e))?;
+            .copy_source_range(format!("bytes={}-{}", offset, offset + len.max(1) - 1));
+        let resp = with_sse_c!(resp, &self.sse_c);
+        let resp = with_sse_c!(
+            resp,
+            &source.sse_c,
+            set_copy_source_sse_customer_algorithm,
+            set_copy_source_sse_customer_key,
+            set_copy_source_sse_customer_key_md5
+        )
+        .send()
+        .await
+        .map_err(|e| self.err("UploadPartCopy", &full, e))?;
         Ok(resp
             .copy_part_result()
             .and_then(|r| r.e_tag())
@@ -267,7 +405,12 @@ impl S3Storage {
         let full = self.full_key(key);
         let parts = parts
             .into_iter()
-            .map(|(n, e)| CompletedPart::builder().part_number(n).e_tag(format!("\"{e}\"")).build())
+            .map(|(n, e)| {
+                CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(format!("\"{e}\""))
+                    .build()
+            })
             .collect();
         let resp = self
             .client
@@ -275,7 +418,8 @@ impl S3Storage {
             .bucket(&self.bucket)
             .key(&full)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+        let resp = with_sse_c!(resp, &self.sse_c)
             .send()
             .await
             .map_err(|e| self.err("CompleteMultipartUpload", &full, e))?;
@@ -297,17 +441,33 @@ impl S3Storage {
     }
 
     /// Server-side copy of a whole object (CopyObject, up to 5 GiB); returns the new ETag.
-    pub async fn copy_object(&self, key: &str, source: &S3Storage, source_key: &str) -> Result<String> {
+    pub async fn copy_object(
+        &self,
+        key: &str,
+        source: &S3Storage,
+        source_key: &str,
+        attrs: &ObjectAttributes,
+    ) -> Result<String> {
         let full = self.full_key(key);
-        let resp = self
+        let req = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .key(&full)
             .copy_source(source.copy_source(source_key))
-            .send()
-            .await
-            .map_err(|e| self.err("CopyObject", &full, e))?;
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace);
+        let req = with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c);
+        let resp = with_sse_c!(
+            req,
+            &source.sse_c,
+            set_copy_source_sse_customer_algorithm,
+            set_copy_source_sse_customer_key,
+            set_copy_source_sse_customer_key_md5
+        )
+        .send()
+        .await
+        .map_err(|e| self.err("CopyObject", &full, e))?;
         Ok(resp
             .copy_object_result()
             .and_then(|r| r.e_tag())

@@ -60,7 +60,11 @@ mod tests {
 
     #[tokio::test]
     async fn streams_all_chunks_in_order() {
-        let s = chunk_stream(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd"), Bytes::from_static(b"e")]);
+        let s = chunk_stream(vec![
+            Bytes::from_static(b"ab"),
+            Bytes::from_static(b"cd"),
+            Bytes::from_static(b"e"),
+        ]);
         let data = s.collect().await.unwrap().into_bytes();
         assert_eq!(&data[..], b"abcde");
     }

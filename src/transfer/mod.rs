@@ -154,12 +154,78 @@ impl Transferer {
     /// Moves one source entry to the target.
     pub async fn transfer(&self, entry: &Entry) -> Result<Moved> {
         match (&self.source, &self.target) {
-            (End::Local(l), End::S3(t)) => self.upload_local(l, t, entry).await,
+            (End::Local(l), End::S3(t)) => {
+                let attrs = self.cfg.attributes.for_target(None, &entry.key, entry.mtime);
+                self.upload_local(l, t, entry, &attrs).await
+            }
             (End::S3(s), End::Local(l)) => self.download(s, l, entry).await,
-            (End::S3(s), End::S3(t)) if self.cfg.server_side_copy => self.server_side_copy(s, t, entry).await,
-            (End::S3(s), End::S3(t)) => self.copy_through_client(s, t, entry).await,
+            (End::S3(s), End::S3(t)) => {
+                let attrs = self.source_attributes(s, entry).await?;
+                if self.cfg.server_side_copy {
+                    self.server_side_copy(s, t, entry, &attrs).await
+                } else {
+                    self.copy_through_client(s, t, entry, &attrs).await
+                }
+            }
             (End::Local(_), End::Local(_)) => Err(Error::InvalidArgument("local to local is not supported".into())),
         }
+    }
+
+    /// Runs one part-level operation, retrying it alone (not the whole object) on retryable errors.
+    async fn retry_part<T, F, Fut>(&self, key: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if e.is_retryable() && attempt < self.cfg.retry.force_retry_count => {
+                    attempt += 1;
+                    debug!(key, attempt, error = %e, "retrying the part");
+                    tokio::time::sleep(self.cfg.retry.force_retry_interval).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The target attributes of an S3 source object: its metadata (HEAD) and tags (GetObjectTagging),
+    /// each fetched only when the options need it.
+    async fn source_attributes(
+        &self,
+        source: &S3Storage,
+        entry: &Entry,
+    ) -> Result<crate::attributes::ObjectAttributes> {
+        let opts = &self.cfg.attributes;
+        let mut src = if opts.needs_source_attributes() {
+            match source.head(&entry.key, None).await? {
+                Some(h) => h.attributes,
+                None => {
+                    return Err(Error::ObjectChanged {
+                        key: entry.key.clone(),
+                        message: "the source object vanished".into(),
+                    })
+                }
+            }
+        } else {
+            Default::default()
+        };
+        if !opts.disable_tagging && opts.tagging.is_none() {
+            src.tagging = source.get_tagging(&entry.key).await?;
+        }
+        Ok(opts.for_target(Some(src), &entry.key, entry.mtime))
+    }
+
+    /// Whether ETags of the target's new objects are MD5 digests of their bytes (not with SSE-C/KMS).
+    fn target_etag_is_md5(&self) -> bool {
+        let kms = matches!(self.cfg.attributes.sse.as_deref(), Some(s) if s.starts_with("aws:kms"));
+        !kms && !matches!(&self.target, End::S3(t) if t.has_sse_c())
+    }
+
+    /// Whether the source's ETags are MD5 digests of their bytes (not with SSE-C).
+    fn source_etag_is_md5(&self) -> bool {
+        !matches!(&self.source, End::S3(s) if s.has_sse_c())
     }
 
     /// Reads `len` bytes at `offset` into pool chunks, hashing them in the same pass.
@@ -175,7 +241,11 @@ impl Transferer {
                     let off = offset + i as u64 * cs;
                     let want = cs.min(offset + len - off) as usize;
                     async move {
-                        let c = self.io.read_at(file, c, off, want).await.map_err(|e| Error::local("read", "source file", e))?;
+                        let c = self
+                            .io
+                            .read_at(file, c, off, want)
+                            .await
+                            .map_err(|e| Error::local("read", "source file", e))?;
                         if c.len() < want {
                             return Err(Error::ObjectChanged {
                                 key: String::new(),
@@ -200,7 +270,10 @@ impl Transferer {
                     let mut data = &frame[..];
                     while !data.is_empty() {
                         let Some(c) = cur.as_mut() else {
-                            return Err(Error::ObjectChanged { key: key.to_string(), message: "the object is larger than listed".into() });
+                            return Err(Error::ObjectChanged {
+                                key: key.to_string(),
+                                message: "the object is larger than listed".into(),
+                            });
                         };
                         let n = c.extend_from_slice(data);
                         data = &data[n..];
@@ -227,7 +300,10 @@ impl Transferer {
                 bucket: String::new(),
                 key: String::new(),
                 kind: S3ErrorKind::Retryable,
-                message: format!("got {} bytes, expected {len} (truncated response or object changed)", hasher.len()),
+                message: format!(
+                    "got {} bytes, expected {len} (truncated response or object changed)",
+                    hasher.len()
+                ),
             });
         }
         Ok((out, hasher.finish()))
@@ -235,24 +311,50 @@ impl Transferer {
 
     /// Writes an object to S3 with the given layout, reading its parts from `src`; returns the ETag S3
     /// reports and the one computed from the bytes.
-    async fn put_with_layout(&self, target: &S3Storage, key: &str, src: PartSource<'_>, layout: PartLayout) -> Result<(String, String)> {
+    async fn put_with_layout(
+        &self,
+        target: &S3Storage,
+        key: &str,
+        src: PartSource<'_>,
+        layout: PartLayout,
+        attrs: &crate::attributes::ObjectAttributes,
+    ) -> Result<(String, String)> {
         let md5_header = |d: &Md5Digest| self.cfg.content_md5.then(|| b64(d));
         if !layout.multipart {
             let (body, md5) = self.read_part(&src, 0, layout.size).await?;
-            let etag = target.put_object(key, body, md5_header(&md5)).await?;
+            let etag = target.put_object(key, body, md5_header(&md5), attrs).await?;
             return Ok((etag, etag_from_parts(&[md5], false)));
         }
-        let upload_id = target.create_multipart(key).await?;
-        let guard = AbortGuard { s3: target.clone(), key: key.to_string(), upload_id: upload_id.clone(), armed: true, cleanups: self.cleanups.clone() };
+        let upload_id = target.create_multipart(key, attrs).await?;
+        let guard = AbortGuard {
+            s3: target.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.clone(),
+            armed: true,
+            cleanups: self.cleanups.clone(),
+        };
         let src = &src;
         let upload_id_ref = &upload_id;
         let parts: Result<Vec<(i32, String, Md5Digest)>> = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
-                let (body, md5) = self.read_part(src, off, len).await?;
+                let (body, md5) = self.retry_part(key, || self.read_part(src, off, len)).await?;
                 let n = i as i32 + 1;
-                let etag = target.upload_part(key, upload_id_ref, n, body, md5_header(&md5)).await?;
-                if self.cfg.verify_etag && etag_is_md5_form(&etag) && etag != hex::encode(md5) {
-                    return Err(Error::Verification { what: "part ETag", key: format!("{key} (part {n})"), expected: hex::encode(md5), actual: etag });
+                let etag = self
+                    .retry_part(key, || {
+                        target.upload_part(key, upload_id_ref, n, body.clone(), md5_header(&md5))
+                    })
+                    .await?;
+                if self.cfg.verify_etag
+                    && self.target_etag_is_md5()
+                    && etag_is_md5_form(&etag)
+                    && etag != hex::encode(md5)
+                {
+                    return Err(Error::Verification {
+                        what: "part ETag",
+                        key: format!("{key} (part {n})"),
+                        expected: hex::encode(md5),
+                        actual: etag,
+                    });
                 }
                 Ok((n, etag, md5))
             })
@@ -284,37 +386,72 @@ impl Transferer {
 
     /// Checks an uploaded object's ETag against the one computed from the bytes.
     fn verify_upload(&self, key: &str, layout: &PartLayout, reported: &str, computed: &str) -> Result<bool> {
-        if !self.cfg.verify_etag || (layout.multipart && !self.cfg.verify_multipart) || !self.cfg.content_md5 && reported.is_empty() {
+        if !self.cfg.verify_etag || (layout.multipart && !self.cfg.verify_multipart) || !self.target_etag_is_md5() {
             return Ok(false);
         }
         if !etag_is_md5_form(reported) {
-            debug!(key, etag = reported, "the target's ETag is not an MD5 form; not verifiable by ETag");
+            debug!(
+                key,
+                etag = reported,
+                "the target's ETag is not an MD5 form; not verifiable by ETag"
+            );
             return Ok(false);
         }
         if reported != computed {
-            return Err(Error::Verification { what: "ETag", key: key.to_string(), expected: reported.to_string(), actual: computed.to_string() });
+            return Err(Error::Verification {
+                what: "ETag",
+                key: key.to_string(),
+                expected: reported.to_string(),
+                actual: computed.to_string(),
+            });
         }
         trace!(key, source_e_tag = computed, target_e_tag = reported, "e_tag verified.");
         Ok(true)
     }
 
-    async fn upload_local(&self, local: &LocalStorage, target: &S3Storage, entry: &Entry) -> Result<Moved> {
+    async fn upload_local(
+        &self,
+        local: &LocalStorage,
+        target: &S3Storage,
+        entry: &Entry,
+        attrs: &crate::attributes::ObjectAttributes,
+    ) -> Result<Moved> {
         let path = local.root().join(&entry.key);
-        let file = self.io.open_read(&path).await.map_err(|e| Error::local("open", &path, e))?;
+        let file = self
+            .io
+            .open_read(&path)
+            .await
+            .map_err(|e| Error::local("open", &path, e))?;
         let size = file.len().map_err(|e| Error::local("stat", &path, e))?;
         let layout = PartLayout::for_upload(size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize);
-        let (reported, computed) = self.put_with_layout(target, &entry.key, PartSource::Local(&file), layout).await.map_err(|e| with_key(e, &entry.key))?;
+        let (reported, computed) = self
+            .put_with_layout(target, &entry.key, PartSource::Local(&file), layout, attrs)
+            .await
+            .map_err(|e| with_key(e, &entry.key))?;
         let verified = self.verify_upload(&entry.key, &layout, &reported, &computed)?;
-        Ok(Moved { bytes: size, etag_verified: verified, warning: None })
+        Ok(Moved {
+            bytes: size,
+            etag_verified: verified,
+            warning: None,
+        })
     }
 
-    async fn copy_through_client(&self, source: &S3Storage, target: &S3Storage, entry: &Entry) -> Result<Moved> {
+    async fn copy_through_client(
+        &self,
+        source: &S3Storage,
+        target: &S3Storage,
+        entry: &Entry,
+        attrs: &crate::attributes::ObjectAttributes,
+    ) -> Result<Moved> {
         let src_etag = entry.etag.clone().unwrap_or_default();
         // Write with the source's own part layout when it is known, so the ETags come out identical.
         let (layout, known) = match etag_part_count(&src_etag) {
             Some(_) => self.layout_of(source, &entry.key, entry.size, &src_etag).await?,
             None if entry.size < self.cfg.multipart_threshold => (PartLayout::single(entry.size), true),
-            None => (PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize), false),
+            None => (
+                PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize),
+                false,
+            ),
         };
         let layout = if layout.multipart && !known {
             PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize)
@@ -322,39 +459,65 @@ impl Transferer {
             layout
         };
         let (reported, computed) = self
-            .put_with_layout(target, &entry.key, PartSource::S3(source, &entry.key), layout)
+            .put_with_layout(target, &entry.key, PartSource::S3(source, &entry.key), layout, attrs)
             .await
             .map_err(|e| with_key(e, &entry.key))?;
         let verified = self.verify_upload(&entry.key, &layout, &reported, &computed)?;
         let mut warning = None;
-        if self.cfg.verify_etag && etag_is_md5_form(&src_etag) && computed != src_etag {
+        if self.cfg.verify_etag && self.source_etag_is_md5() && etag_is_md5_form(&src_etag) && computed != src_etag {
             if known {
-                return Err(Error::Verification { what: "source ETag", key: entry.key.clone(), expected: src_etag, actual: computed });
+                return Err(Error::Verification {
+                    what: "source ETag",
+                    key: entry.key.clone(),
+                    expected: src_etag,
+                    actual: computed,
+                });
             }
             warning = Some(format!("source ETag {src_etag} not comparable with the written {computed} (part layout unknown); the target was verified"));
         }
-        Ok(Moved { bytes: entry.size, etag_verified: verified, warning })
+        Ok(Moved {
+            bytes: entry.size,
+            etag_verified: verified,
+            warning,
+        })
     }
 
-    async fn server_side_copy(&self, source: &S3Storage, target: &S3Storage, entry: &Entry) -> Result<Moved> {
+    async fn server_side_copy(
+        &self,
+        source: &S3Storage,
+        target: &S3Storage,
+        entry: &Entry,
+        attrs: &crate::attributes::ObjectAttributes,
+    ) -> Result<Moved> {
         let key = &entry.key;
         let src_etag = entry.etag.clone().unwrap_or_default();
         let five_gib = 5 * 1024 * 1024 * 1024;
         let (layout, known) = match etag_part_count(&src_etag) {
             Some(_) => self.layout_of(source, key, entry.size, &src_etag).await?,
             None if entry.size <= five_gib => (PartLayout::single(entry.size), true),
-            None => (PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize), false),
+            None => (
+                PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize),
+                false,
+            ),
         };
         let etag = if !layout.multipart {
-            target.copy_object(key, source, key).await?
+            target.copy_object(key, source, key, attrs).await?
         } else {
-            let upload_id = target.create_multipart(key).await?;
-            let guard = AbortGuard { s3: target.clone(), key: key.clone(), upload_id: upload_id.clone(), armed: true, cleanups: self.cleanups.clone() };
+            let upload_id = target.create_multipart(key, attrs).await?;
+            let guard = AbortGuard {
+                s3: target.clone(),
+                key: key.clone(),
+                upload_id: upload_id.clone(),
+                armed: true,
+                cleanups: self.cleanups.clone(),
+            };
             let upload_id_ref = &upload_id;
             let parts: Result<Vec<(i32, String)>> = stream::iter(layout.parts())
                 .map(|(i, off, len)| async move {
                     let n = i as i32 + 1;
-                    let e = target.upload_part_copy(key, upload_id_ref, n, source, key, off, len).await?;
+                    let e = target
+                        .upload_part_copy(key, upload_id_ref, n, source, key, off, len)
+                        .await?;
                     Ok((n, e))
                 })
                 .buffer_unordered(self.cfg.max_parallel_uploads)
@@ -383,16 +546,32 @@ impl Transferer {
         self.reporter.add_bytes(entry.size);
         let mut verified = false;
         let mut warning = None;
-        if self.cfg.verify_etag && etag_is_md5_form(&src_etag) && etag_is_md5_form(&etag) {
+        if self.cfg.verify_etag
+            && self.source_etag_is_md5()
+            && self.target_etag_is_md5()
+            && etag_is_md5_form(&src_etag)
+            && etag_is_md5_form(&etag)
+        {
             if etag == src_etag {
                 verified = true;
             } else if known {
-                return Err(Error::Verification { what: "ETag", key: key.clone(), expected: src_etag, actual: etag });
+                return Err(Error::Verification {
+                    what: "ETag",
+                    key: key.clone(),
+                    expected: src_etag,
+                    actual: etag,
+                });
             } else {
-                warning = Some(format!("ETag {etag} differs from the source's {src_etag} because the part layout differs; not verified"));
+                warning = Some(format!(
+                    "ETag {etag} differs from the source's {src_etag} because the part layout differs; not verified"
+                ));
             }
         }
-        Ok(Moved { bytes: entry.size, etag_verified: verified, warning })
+        Ok(Moved {
+            bytes: entry.size,
+            etag_verified: verified,
+            warning,
+        })
     }
 
     /// The part layout of an S3 object, learned from its ETag and, for multipart objects, a HEAD of
@@ -406,7 +585,11 @@ impl Transferer {
         }
         if let Some(h) = s3.head(key, Some(1)).await? {
             let part = h.entry.size;
-            if h.parts_count == Some(n) && part > 0 && part < size && PartLayout::multipart(size, part).part_count() == n {
+            if h.parts_count == Some(n)
+                && part > 0
+                && part < size
+                && PartLayout::multipart(size, part).part_count() == n
+            {
                 return Ok((PartLayout::multipart(size, part), true));
             }
         }
@@ -417,26 +600,52 @@ impl Transferer {
         let key = &entry.key;
         let final_path = local.path_for(key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if entry.is_dir_marker() {
-            tokio::fs::create_dir_all(&final_path).await.map_err(|e| Error::local("create directory", &final_path, e))?;
-            return Ok(Moved { bytes: 0, etag_verified: false, warning: None });
+            tokio::fs::create_dir_all(&final_path)
+                .await
+                .map_err(|e| Error::local("create directory", &final_path, e))?;
+            return Ok(Moved {
+                bytes: 0,
+                etag_verified: false,
+                warning: None,
+            });
         }
         if let Some(parent) = final_path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| Error::local("create directory", parent, e))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| Error::local("create directory", parent, e))?;
         }
         let etag = entry.etag.clone().unwrap_or_default();
-        let verify = self.cfg.verify_etag && etag_is_md5_form(&etag) && (etag_part_count(&etag).is_none() || self.cfg.verify_multipart);
+        let verify = self.cfg.verify_etag
+            && self.source_etag_is_md5()
+            && etag_is_md5_form(&etag)
+            && (etag_part_count(&etag).is_none() || self.cfg.verify_multipart);
         let (layout, known) = if verify {
             self.layout_of(source, key, entry.size, &etag).await?
         } else {
             (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
         };
         let tmp = LocalStorage::temp_path_for(&final_path);
-        let file = self.io.create_new(&tmp).await.map_err(|e| Error::local("create", &tmp, e))?;
-        let mut guard = TempGuard { path: tmp.clone(), armed: true };
-        self.io.set_len(&file, entry.size).await.map_err(|e| Error::local("allocate", &tmp, e))?;
+        let file = self
+            .io
+            .create_new(&tmp)
+            .await
+            .map_err(|e| Error::local("create", &tmp, e))?;
+        let mut guard = TempGuard {
+            path: tmp.clone(),
+            armed: true,
+        };
+        self.io
+            .set_len(&file, entry.size)
+            .await
+            .map_err(|e| Error::local("allocate", &tmp, e))?;
         let file_ref = &file;
         let mut md5s: Vec<(u64, Md5Digest)> = stream::iter(layout.parts())
-            .map(|(i, off, len)| async move { Ok::<_, Error>((i, self.download_range(source, key, file_ref, off, len).await?)) })
+            .map(|(i, off, len)| async move {
+                let md5 = self
+                    .retry_part(key, || self.download_range(source, key, file_ref, off, len))
+                    .await?;
+                Ok::<_, Error>((i, md5))
+            })
             .buffer_unordered(self.cfg.max_parallel_uploads)
             .try_collect()
             .await
@@ -453,20 +662,39 @@ impl Transferer {
                 verified = true;
                 trace!(key, source_e_tag = %etag, target_e_tag = %computed, "e_tag verified.");
             } else if known {
-                return Err(Error::Verification { what: "ETag", key: key.clone(), expected: etag, actual: computed });
+                return Err(Error::Verification {
+                    what: "ETag",
+                    key: key.clone(),
+                    expected: etag,
+                    actual: computed,
+                });
             } else {
                 warning = Some(format!("ETag {etag} could not be verified: the object's part size is unknown (computed {computed} with {} byte parts)", layout.part_size));
             }
         }
         let mtime = filetime::FileTime::from_system_time(entry.mtime);
         filetime::set_file_mtime(&tmp, mtime).map_err(|e| Error::local("set mtime", &tmp, e))?;
-        self.io.rename(&tmp, &final_path).await.map_err(|e| Error::local("rename", &final_path, e))?;
+        self.io
+            .rename(&tmp, &final_path)
+            .await
+            .map_err(|e| Error::local("rename", &final_path, e))?;
         guard.armed = false;
-        Ok(Moved { bytes: entry.size, etag_verified: verified, warning })
+        Ok(Moved {
+            bytes: entry.size,
+            etag_verified: verified,
+            warning,
+        })
     }
 
     /// Downloads one range into the file at its offset, one pool chunk at a time, hashing in flight.
-    async fn download_range(&self, source: &S3Storage, key: &str, file: &IoFile, offset: u64, len: u64) -> Result<Md5Digest> {
+    async fn download_range(
+        &self,
+        source: &S3Storage,
+        key: &str,
+        file: &IoFile,
+        offset: u64,
+        len: u64,
+    ) -> Result<Md5Digest> {
         let mut hasher = PartHasher::new();
         if len == 0 {
             return Ok(hasher.finish());
@@ -475,7 +703,10 @@ impl Transferer {
         let mut pos = offset;
         let mut cur = None;
         let write = |c: s3sync_io::Chunk, at: u64| async move {
-            self.io.write_at(file, c, at).await.map_err(|e| Error::local("write", "temporary file", e))
+            self.io
+                .write_at(file, c, at)
+                .await
+                .map_err(|e| Error::local("write", "temporary file", e))
         };
         while let Some(frame) = body.next().await {
             let frame = frame.map_err(|e| stream_error(key, source.bucket(), e))?;
@@ -490,7 +721,10 @@ impl Transferer {
                 if c.remaining() == 0 {
                     if let Some(full) = cur.take() {
                         if pos + full.len() as u64 > offset + len {
-                            return Err(Error::ObjectChanged { key: key.to_string(), message: "the object is larger than listed".into() });
+                            return Err(Error::ObjectChanged {
+                                key: key.to_string(),
+                                message: "the object is larger than listed".into(),
+                            });
                         }
                         hasher.update(full.as_slice());
                         let n = full.len() as u64;
@@ -514,7 +748,10 @@ impl Transferer {
                 bucket: source.bucket().to_string(),
                 key: key.to_string(),
                 kind: S3ErrorKind::Retryable,
-                message: format!("got {} bytes, expected {len} (truncated response or object changed)", pos - offset),
+                message: format!(
+                    "got {} bytes, expected {len} (truncated response or object changed)",
+                    pos - offset
+                ),
             });
         }
         Ok(hasher.finish())
@@ -522,7 +759,11 @@ impl Transferer {
 
     /// The ETag of a local file computed with `layout`, reading it once through the pool.
     pub async fn local_etag(&self, path: &std::path::Path, layout: PartLayout) -> Result<String> {
-        let file = self.io.open_read(path).await.map_err(|e| Error::local("open", path, e))?;
+        let file = self
+            .io
+            .open_read(path)
+            .await
+            .map_err(|e| Error::local("open", path, e))?;
         let cs = self.chunk_size();
         let mut digests = Vec::new();
         for (_, off, len) in layout.parts() {
@@ -531,9 +772,16 @@ impl Transferer {
             while pos < off + len {
                 let want = cs.min(off + len - pos) as usize;
                 let c = self.io.pool().acquire().await;
-                let c = self.io.read_at(&file, c, pos, want).await.map_err(|e| Error::local("read", path, e))?;
+                let c = self
+                    .io
+                    .read_at(&file, c, pos, want)
+                    .await
+                    .map_err(|e| Error::local("read", path, e))?;
                 if c.len() < want {
-                    return Err(Error::ObjectChanged { key: path.display().to_string(), message: "the file shrank while it was read".into() });
+                    return Err(Error::ObjectChanged {
+                        key: path.display().to_string(),
+                        message: "the file shrank while it was read".into(),
+                    });
                 }
                 hasher.update(c.as_slice());
                 pos += want as u64;
@@ -559,7 +807,9 @@ impl Transferer {
             }
             (End::S3(s3), End::Local(l)) => {
                 let Some(etag) = &source.etag else { return Ok(None) };
-                let path = l.path_for(&target.key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let path = l
+                    .path_for(&target.key)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
                 let (layout, _) = self.layout_of(s3, &source.key, source.size, etag).await?;
                 let local = self.local_etag(&path, layout).await?;
                 Ok(Some(&local == etag))
@@ -572,8 +822,23 @@ impl Transferer {
 /// Fills in the key of errors raised below the object level.
 fn with_key(e: Error, key: &str) -> Error {
     match e {
-        Error::ObjectChanged { key: k, message } if k.is_empty() => Error::ObjectChanged { key: key.to_string(), message },
-        Error::S3 { operation, bucket, key: k, kind, message } if k.is_empty() => Error::S3 { operation, bucket, key: key.to_string(), kind, message },
+        Error::ObjectChanged { key: k, message } if k.is_empty() => Error::ObjectChanged {
+            key: key.to_string(),
+            message,
+        },
+        Error::S3 {
+            operation,
+            bucket,
+            key: k,
+            kind,
+            message,
+        } if k.is_empty() => Error::S3 {
+            operation,
+            bucket,
+            key: key.to_string(),
+            kind,
+            message,
+        },
         other => other,
     }
 }

@@ -2,6 +2,8 @@
 //! files, running the binary, and assertions on what a user would see.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use std::path::{Path, PathBuf};
@@ -24,9 +26,16 @@ pub async fn server() -> Server {
         !name.is_empty() && !endpoint.is_empty(),
         "no S3 test server: S3SYNC_TEST_SERVER and AWS_ENDPOINT_URL are unset. Run scripts/test.sh, which installs and starts moto and garage."
     );
-    let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(&endpoint).load().await;
+    let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
     let conf = aws_sdk_s3::config::Builder::from(&cfg).force_path_style(true).build();
-    Server { name, endpoint, client: Client::from_conf(conf) }
+    Server {
+        name,
+        endpoint,
+        client: Client::from_conf(conf),
+    }
 }
 
 impl Server {
@@ -37,7 +46,12 @@ impl Server {
     /// A new empty bucket with a unique name.
     pub async fn bucket(&self) -> String {
         let name = format!("t{:016x}", rand::random::<u64>());
-        self.client.create_bucket().bucket(&name).send().await.expect("create bucket");
+        self.client
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .expect("create bucket");
         name
     }
 
@@ -53,12 +67,26 @@ impl Server {
     }
 
     pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
-        let r = self.client.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+        let r = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
         r.body.collect().await.unwrap().into_bytes().to_vec()
     }
 
     pub async fn etag(&self, bucket: &str, key: &str) -> String {
-        let h = self.client.head_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("head {key}: {e:?}"));
+        let h = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("head {key}: {e:?}"));
         h.e_tag().unwrap_or_default().trim_matches('"').to_string()
     }
 
@@ -67,7 +95,14 @@ impl Server {
         let mut keys = Vec::new();
         let mut token = None;
         loop {
-            let r = self.client.list_objects_v2().bucket(bucket).set_continuation_token(token).send().await.unwrap();
+            let r = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap();
             keys.extend(r.contents().iter().filter_map(|o| o.key().map(str::to_string)));
             match r.next_continuation_token() {
                 Some(t) => token = Some(t.to_string()),
@@ -130,9 +165,19 @@ impl From<Output> for Run {
 impl Run {
     fn count(&self, what: &str) -> u64 {
         let pat = format!("{what} ");
-        let line = self.stderr.lines().rev().find(|l| l.contains("transferred") && l.contains("duration")).unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr));
+        let line = self
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("transferred") && l.contains("duration"))
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr));
         let idx = line.find(&pat).unwrap_or_else(|| panic!("no '{what}' in {line}"));
-        line[idx + pat.len()..].split_whitespace().next().unwrap().parse().unwrap()
+        line[idx + pat.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
     pub fn transferred(&self) -> u64 {
         self.count("transferred")
@@ -151,7 +196,11 @@ impl Run {
     }
     /// Asserts the exit code, showing the output when it differs.
     pub fn expect(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "exit code {} (want {code}); stderr:\n{}", self.code, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code {} (want {code}); stderr:\n{}",
+            self.code, self.stderr
+        );
         self
     }
 }

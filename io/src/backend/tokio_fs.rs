@@ -79,12 +79,7 @@ fn write_from(file: &File, chunk: &Chunk, offset: u64) -> io::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn read_at(
-    file: IoFile,
-    mut chunk: Chunk,
-    offset: u64,
-    want: usize,
-) -> io::Result<Chunk> {
+pub(crate) async fn read_at(file: IoFile, mut chunk: Chunk, offset: u64, want: usize) -> io::Result<Chunk> {
     blocking(move || {
         read_into(file.std(), &mut chunk, offset, want)?;
         Ok(chunk)

@@ -55,9 +55,7 @@ impl Reply {
     fn unit(self, result: io::Result<()>) {
         match self {
             Reply::Unit(tx) => drop(tx.send(result)),
-            Reply::Chunk(tx) => drop(tx.send(Err(io::Error::other(
-                "io_uring: internal error (reply type mismatch)",
-            )))),
+            Reply::Chunk(tx) => drop(tx.send(Err(io::Error::other("io_uring: internal error (reply type mismatch)")))),
         }
     }
 
@@ -136,13 +134,7 @@ impl UringBackend {
         Ok(())
     }
 
-    pub(crate) async fn read_at(
-        &self,
-        file: IoFile,
-        chunk: Chunk,
-        offset: u64,
-        want: usize,
-    ) -> io::Result<Chunk> {
+    pub(crate) async fn read_at(&self, file: IoFile, chunk: Chunk, offset: u64, want: usize) -> io::Result<Chunk> {
         let (tx, rx) = oneshot::channel();
         let op = Op::Read {
             file,
@@ -154,12 +146,7 @@ impl UringBackend {
         rx.await.map_err(|_| stopped())?
     }
 
-    pub(crate) async fn write_at(
-        &self,
-        file: IoFile,
-        chunk: Chunk,
-        offset: u64,
-    ) -> io::Result<Chunk> {
+    pub(crate) async fn write_at(&self, file: IoFile, chunk: Chunk, offset: u64) -> io::Result<Chunk> {
         let (tx, rx) = oneshot::channel();
         let op = Op::Write {
             file,

@@ -101,11 +101,7 @@ impl<T> Ring<T> {
     ///
     /// Then tries to register the pool's chunks as fixed buffers. The ring is usable either way;
     /// the second value is the registration error, if any (then plain READ/WRITE are used).
-    pub(crate) fn new(
-        entries: u32,
-        pool: &ChunkPool,
-        wake: File,
-    ) -> io::Result<(Ring<T>, Option<io::Error>)> {
+    pub(crate) fn new(entries: u32, pool: &ChunkPool, wake: File) -> io::Result<(Ring<T>, Option<io::Error>)> {
         let ring = IoUring::builder().setup_clamp().build(entries)?;
 
         let mut probe = Probe::new();
@@ -153,9 +149,9 @@ impl<T> Ring<T> {
         let inner = self.pool.inner();
         let iovecs = (0..count)
             .map(|i| {
-                let (base, len) = inner.chunk_region(i).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "chunk index out of range")
-                })?;
+                let (base, len) = inner
+                    .chunk_region(i)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk index out of range"))?;
                 Ok(libc::iovec {
                     iov_base: base.cast(),
                     iov_len: len,

@@ -67,16 +67,13 @@ impl PoolInner {
             )));
         }
         if count == 0 || u32::try_from(count).is_err() || count > Semaphore::MAX_PERMITS {
-            return Err(IoError::InvalidPool(format!(
-                "chunk count {count} is out of range"
-            )));
+            return Err(IoError::InvalidPool(format!("chunk count {count} is out of range")));
         }
-        let total = chunk_size.checked_mul(count).ok_or_else(|| {
-            IoError::InvalidPool(format!("{count} chunks of {chunk_size} bytes overflow usize"))
-        })?;
-        let layout = Layout::from_size_align(total, CHUNK_ALIGN).map_err(|e| {
-            IoError::InvalidPool(format!("{count} chunks of {chunk_size} bytes: {e}"))
-        })?;
+        let total = chunk_size
+            .checked_mul(count)
+            .ok_or_else(|| IoError::InvalidPool(format!("{count} chunks of {chunk_size} bytes overflow usize")))?;
+        let layout = Layout::from_size_align(total, CHUNK_ALIGN)
+            .map_err(|e| IoError::InvalidPool(format!("{count} chunks of {chunk_size} bytes: {e}")))?;
         // SAFETY: `layout` has a non-zero size (chunk_size > 0, count > 0).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let base = NonNull::new(raw).ok_or(IoError::Alloc { bytes: total })?;
@@ -120,11 +117,7 @@ impl PoolInner {
     /// Pops a free index and wraps it in a `Chunk`. Callers must have consumed (forgotten) a
     /// semaphore permit first; then this always succeeds (invariant 6).
     pub(crate) fn try_take(self: &Arc<Self>) -> Option<Chunk> {
-        let index = self
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()?;
+        let index = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
         Some(Chunk {
             pool: Arc::clone(self),
             index,

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use mem::{Chunk, CHUNK_ALIGN};
 pub(crate) use mem::PoolInner;
+pub use mem::{Chunk, CHUNK_ALIGN};
 
 use crate::IoError;
 
@@ -40,9 +40,9 @@ impl ChunkPool {
         if chunk_count == 0 {
             return Err(IoError::InvalidPool("chunk count must be >= 1".into()));
         }
-        let rounded = chunk_size.checked_next_multiple_of(CHUNK_ALIGN).ok_or_else(|| {
-            IoError::InvalidPool(format!("chunk size {chunk_size} is too large"))
-        })?;
+        let rounded = chunk_size
+            .checked_next_multiple_of(CHUNK_ALIGN)
+            .ok_or_else(|| IoError::InvalidPool(format!("chunk size {chunk_size} is too large")))?;
         Ok(ChunkPool {
             inner: PoolInner::new(rounded, chunk_count)?,
         })
@@ -101,16 +101,10 @@ impl ChunkPool {
         }
         let capacity = self.capacity();
         if n > capacity {
-            return Err(IoError::PoolTooSmall {
-                needed: n,
-                capacity,
-            });
+            return Err(IoError::PoolTooSmall { needed: n, capacity });
         }
         // n <= capacity <= u32::MAX (checked when the pool was built).
-        let permits = u32::try_from(n).map_err(|_| IoError::PoolTooSmall {
-            needed: n,
-            capacity,
-        })?;
+        let permits = u32::try_from(n).map_err(|_| IoError::PoolTooSmall { needed: n, capacity })?;
         let permit = self
             .inner
             .semaphore()

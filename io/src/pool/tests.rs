@@ -25,10 +25,7 @@ fn new_validates_and_rounds() {
     assert_eq!(ChunkPool::new(8192, 1).unwrap().chunk_size(), 8192);
     assert!(matches!(ChunkPool::new(0, 1), Err(IoError::InvalidPool(_))));
     assert!(matches!(ChunkPool::new(4096, 0), Err(IoError::InvalidPool(_))));
-    assert!(matches!(
-        ChunkPool::new(usize::MAX, 2),
-        Err(IoError::InvalidPool(_))
-    ));
+    assert!(matches!(ChunkPool::new(usize::MAX, 2), Err(IoError::InvalidPool(_))));
     assert!(matches!(
         ChunkPool::new(1 << 40, 1 << 30),
         Err(IoError::InvalidPool(_) | IoError::Alloc { .. })
@@ -237,7 +234,10 @@ async fn acquire_many_is_all_or_nothing_and_fifo() {
     let p = pool.clone();
     let single = tokio::spawn(async move { p.acquire().await });
     tokio::time::sleep(SHORT).await;
-    assert!(!single.is_finished(), "FIFO: single acquire must wait behind acquire_many");
+    assert!(
+        !single.is_finished(),
+        "FIFO: single acquire must wait behind acquire_many"
+    );
 
     held.pop();
     let three = timeout(LONG, many).await.unwrap().unwrap();

@@ -1,0 +1,423 @@
+//! Fault tests: the binary talks to the real S3 server (moto or garage) through
+//! `common::fault_proxy`, which injects throttling, server errors, connection resets, truncated and
+//! corrupted bodies and latency. Assertions are on what a user sees — exit code, stderr, bytes on the
+//! target — and on the real server, checked directly (never through the proxy).
+//!
+//! Every test asserts that its proxy injected at least one fault: a fault test that injected nothing
+//! proved nothing. The proxy prints its seed; `S3SYNC_FAULT_SEED` replays the random draws.
+//!
+//! Retries are made fast (`--force-retry-interval-milliseconds 50 --initial-backoff-milliseconds 10`)
+//! so the suite runs in seconds; the unreachable-endpoint test keeps the default retry settings on
+//! purpose, since it measures what a user waits.
+
+mod common;
+
+use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When};
+use common::*;
+use std::time::{Duration, Instant};
+
+const MP: [&str; 4] = ["--multipart-threshold", "5MiB", "--multipart-chunksize", "5MiB"];
+const FAST: [&str; 4] = [
+    "--force-retry-interval-milliseconds",
+    "50",
+    "--initial-backoff-milliseconds",
+    "10",
+];
+
+fn with_mp<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = MP.to_vec();
+    v.extend_from_slice(args);
+    v
+}
+
+/// Runs the binary with both endpoints set to `endpoint` and these arguments, without blocking the
+/// runtime the proxy runs on; fails the test after two minutes.
+async fn run_at(endpoint: &str, args: &[&str]) -> (Run, Duration) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3sync"));
+    cmd.args([
+        "--source-endpoint-url",
+        endpoint,
+        "--target-endpoint-url",
+        endpoint,
+        "--source-force-path-style",
+        "--target-force-path-style",
+    ]);
+    cmd.args(args).kill_on_drop(true);
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("s3sync {args:?} did not finish within 120 s"))
+        .expect("run s3sync");
+    let elapsed = started.elapsed();
+    let run = Run::from(out);
+    eprintln!(
+        "s3sync {args:?}: exit {} in {elapsed:?}; stderr:\n{}",
+        run.code, run.stderr
+    );
+    (run, elapsed)
+}
+
+/// Runs the binary through the proxy with the fast retry settings.
+async fn run_via(proxy: &FaultProxy, args: &[&str]) -> Run {
+    let mut all: Vec<&str> = FAST.to_vec();
+    all.extend_from_slice(args);
+    let (run, _) = run_at(&proxy.url(), &all).await;
+    eprintln!("{}", proxy.summary());
+    run
+}
+
+/// Uploads `data` directly to the server as a multipart object with `part`-byte parts, so that its
+/// ETag has the `-N` form and a download is made of several ranged GETs.
+async fn put_multipart(srv: &Server, bucket: &str, key: &str, data: &[u8], part: usize) {
+    let c = &srv.client;
+    let up = c
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("create multipart upload");
+    let id = up.upload_id().expect("upload id").to_string();
+    let mut done = Vec::new();
+    for (i, chunk) in data.chunks(part).enumerate() {
+        let n = i as i32 + 1;
+        let r = c
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&id)
+            .part_number(n)
+            .body(aws_sdk_s3::primitives::ByteStream::from(chunk.to_vec()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("upload part {n}: {e:?}"));
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .set_e_tag(r.e_tag().map(str::to_string))
+                .build(),
+        );
+    }
+    c.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("complete multipart upload");
+    assert_eq!(
+        srv.etag(bucket, key).await,
+        multipart_etag(data, part),
+        "setup: multipart ETag of {key}"
+    );
+}
+
+/// The names in a directory, sorted (temporary files included).
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+/// Asserts that a download left exactly these files (and so no `.s3sync-tmp.*` file) with these bytes.
+fn assert_downloaded(dir: &std::path::Path, want: &[(&str, &[u8])]) {
+    let got = read_tree(dir);
+    let got_names: Vec<&str> = got.iter().map(|f| f.0.as_str()).collect();
+    let mut want_names: Vec<&str> = want.iter().map(|f| f.0).collect();
+    want_names.sort();
+    assert_eq!(
+        got_names, want_names,
+        "files in the target directory (no temporary file may remain)"
+    );
+    for (name, bytes) in want {
+        let f = got.iter().find(|f| f.0 == *name).expect("listed above");
+        assert!(
+            f.1 == *bytes,
+            "{name}: downloaded bytes differ from the object ({} vs {} bytes)",
+            f.1.len(),
+            bytes.len()
+        );
+    }
+}
+
+/// 1. `503 SlowDown` on the first two attempts of every PutObject and UploadPart: the SDK retries, the
+/// upload succeeds with exit 0 (not 3) and the bytes on the server are the file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowdown_on_first_two_attempts_of_each_put_is_retried() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::Status503, When::FirstNPerTarget(2)).ops(&[Op::PutObject, Op::UploadPart])],
+    )
+    .await;
+    let src = tmpdir();
+    let small = data(100_000, 11);
+    let big = data(12 * MIB + 5, 12);
+    write_tree(src.path(), &[("small", small.clone()), ("big", big.clone())]);
+
+    let r = run_via(&proxy, &with_mp(&[&s(src.path()), &format!("s3://{bucket}/")])).await;
+    proxy.assert_injected();
+    r.expect(0);
+    assert_eq!(r.transferred(), 2);
+    // One PutObject and three UploadParts, each refused twice (more if an object was retried whole).
+    assert!(proxy.injected_of(Fault::Status503) >= 8, "{}", proxy.summary());
+    assert_eq!(srv.get(&bucket, "small").await, small, "small: bytes on the server");
+    assert!(srv.get(&bucket, "big").await == big, "big: bytes on the server differ");
+    assert_eq!(srv.etag(&bucket, "small").await, md5_hex(&small));
+    assert_eq!(srv.etag(&bucket, "big").await, multipart_etag(&big, 5 * MIB));
+    assert_eq!(srv.open_uploads(&bucket).await, 0, "no multipart upload left open");
+}
+
+/// 2. `500 InternalError` and connection resets on some of the ranged GETs of a multipart download: the
+/// download succeeds with exit 0 and the file is byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_resets_during_multipart_download_are_retried() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let big = data(20 * MIB, 21);
+    put_multipart(&srv, &bucket, "big", &big, 5 * MIB).await;
+    let get = [Op::GetObject];
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![
+            Rule::new(Fault::Status500, When::FirstN(2)).ops(&get),
+            Rule::new(Fault::Reset, When::At(vec![3, 5])).ops(&get),
+            Rule::new(Fault::Status500, When::Probability(0.1)).ops(&get),
+            Rule::new(Fault::Reset, When::Probability(0.1)).ops(&get),
+        ],
+    )
+    .await;
+    let dst = tmpdir();
+    let r = run_via(&proxy, &with_mp(&[&format!("s3://{bucket}/"), &s(dst.path())])).await;
+    proxy.assert_injected();
+    assert!(
+        proxy.injected_of(Fault::Status500) >= 2 && proxy.injected_of(Fault::Reset) >= 2,
+        "{}",
+        proxy.summary()
+    );
+    assert!(
+        proxy.requests_of(Op::GetObject) >= 4 + proxy.injected(),
+        "four ranged GETs plus one per fault: {}",
+        proxy.summary()
+    );
+    r.expect(0);
+    assert_eq!(r.transferred(), 1);
+    assert_eq!(r.verified(), 1, "the multipart ETag was verified");
+    assert_downloaded(dst.path(), &[("big", &big)]);
+}
+
+/// 3. The first response to every GET target is cut after half its body (Content-Length kept): each
+/// part is fetched again, exit 0, byte-identical, and no temporary file is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_bodies_are_retried_and_leave_no_temp_files() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let big = data(20 * MIB, 31);
+    let small = data(300_000, 32);
+    put_multipart(&srv, &bucket, "big", &big, 5 * MIB).await;
+    srv.put(&bucket, "small", &small).await;
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::Truncate, When::FirstNPerTarget(1)).ops(&[Op::GetObject])],
+    )
+    .await;
+    let dst = tmpdir();
+    let r = run_via(&proxy, &with_mp(&[&format!("s3://{bucket}/"), &s(dst.path())])).await;
+    proxy.assert_injected();
+    assert!(
+        proxy.injected_of(Fault::Truncate) >= 5,
+        "four ranges of big and small, each cut once: {}",
+        proxy.summary()
+    );
+    r.expect(0);
+    assert_eq!(r.transferred(), 2);
+    assert_eq!(r.verified(), 2);
+    assert_downloaded(dst.path(), &[("big", &big), ("small", &small)]);
+}
+
+/// 4a. One flipped byte in the first GET of each object (an intermittent corruption): the ETag check
+/// catches it, the object is fetched again, exit 0, byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_on_first_get_is_caught_and_retried() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let big = data(12 * MIB, 41);
+    let small = data(300_000, 42);
+    put_multipart(&srv, &bucket, "big", &big, 5 * MIB).await;
+    srv.put(&bucket, "small", &small).await;
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::FlipByte, When::FirstNPerObject(1)).ops(&[Op::GetObject])],
+    )
+    .await;
+    let dst = tmpdir();
+    let r = run_via(&proxy, &with_mp(&[&format!("s3://{bucket}/"), &s(dst.path())])).await;
+    proxy.assert_injected();
+    assert_eq!(
+        proxy.injected_of(Fault::FlipByte),
+        2,
+        "one flip per object: {}",
+        proxy.summary()
+    );
+    r.expect(0);
+    assert_eq!(r.transferred(), 2);
+    assert_eq!(r.verified(), 2);
+    assert_downloaded(dst.path(), &[("big", &big), ("small", &small)]);
+}
+
+/// 4b. A flipped byte in every GET: the download fails with exit 1, stderr names the key and both
+/// ETags (the object's and the one computed from the bytes received), and nothing is left under the
+/// final name nor as a temporary file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_on_every_get_fails_and_leaves_nothing() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let body = data(300_000, 43);
+    srv.put(&bucket, "victim", &body).await;
+    let expected = md5_hex(&body);
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::FlipByte, When::Always).ops(&[Op::GetObject])],
+    )
+    .await;
+    let dst = tmpdir();
+    let r = run_via(&proxy, &[&format!("s3://{bucket}/"), &s(dst.path())]).await;
+    proxy.assert_injected();
+    r.expect(1);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("victim") && l.contains(&expected))
+        .unwrap_or_else(|| {
+            panic!(
+                "no stderr line names the key and the expected ETag {expected}:\n{}",
+                r.stderr
+            )
+        });
+    let hex32 = |w: &str| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit());
+    let computed: Vec<&str> = line
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| hex32(w) && *w != expected)
+        .collect();
+    assert!(!computed.is_empty(), "the line names the computed ETag too: {line}");
+    assert!(!dst.path().join("victim").exists(), "no file under the final name");
+    assert_eq!(names(dst.path()), Vec::<String>::new(), "no temporary file left");
+}
+
+/// 5. 200 ms of latency on every request, without read or attempt timeouts set: upload and download
+/// still succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_on_every_request_is_tolerated() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let proxy = FaultProxy::start(&srv.endpoint, vec![Rule::new(Fault::Latency(200), When::Always)]).await;
+    let src = tmpdir();
+    let a = data(50_000, 51);
+    let b = data(6 * MIB, 52);
+    write_tree(src.path(), &[("a", a.clone()), ("d/b", b.clone())]);
+    let started = Instant::now();
+    let r = run_via(&proxy, &with_mp(&[&s(src.path()), &format!("s3://{bucket}/")])).await;
+    r.expect(0);
+    assert_eq!(r.transferred(), 2);
+    assert_eq!(srv.get(&bucket, "a").await, a);
+    assert!(srv.get(&bucket, "d/b").await == b, "d/b: bytes on the server differ");
+    let dst = tmpdir();
+    let r = run_via(&proxy, &with_mp(&[&format!("s3://{bucket}/"), &s(dst.path())])).await;
+    proxy.assert_injected();
+    eprintln!("with 200 ms per request: {:?} for both runs", started.elapsed());
+    r.expect(0);
+    assert_eq!(r.transferred(), 2);
+    assert_downloaded(dst.path(), &[("a", &a), ("d/b", &b)]);
+}
+
+/// 6. An endpoint on a closed port, with the default retry settings: exit 1 within 15 s and one clear
+/// line on stderr. (No proxy here: the fault is the refused connection, checked before the run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_endpoint_fails_fast_with_one_line() {
+    let _srv = server().await; // credentials and region come from the server's environment
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "the fault: port {port} must refuse connections, got {refused:?}"
+    );
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", b"a".to_vec())]);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let (r, elapsed) = run_at(&endpoint, &[&s(src.path()), "s3://some-bucket/"]).await;
+    eprintln!("unreachable endpoint: exit {} after {elapsed:?}", r.code);
+    r.expect(1);
+    let lines: Vec<&str> = r.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got {}: {lines:#?}", lines.len());
+    let line = lines[0].to_lowercase();
+    assert!(
+        line.contains(&format!("127.0.0.1:{port}"))
+            || ["connect", "unreachable", "refused"].iter().any(|w| line.contains(w)),
+        "the line says the endpoint could not be reached: {}",
+        lines[0]
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "exit after {elapsed:?} with the default retry settings (want < 15 s)"
+    );
+}
+
+/// 7. Every CompleteMultipartUpload is answered by a connection reset: the upload fails with exit 1
+/// and no multipart upload stays open on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_complete_multipart_upload_is_aborted() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::Reset, When::Always).ops(&[Op::CompleteMultipartUpload])],
+    )
+    .await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("big", data(12 * MIB, 71))]);
+    let r = run_via(
+        &proxy,
+        &with_mp(&[
+            "--aws-max-attempts",
+            "3",
+            "--force-retry-count",
+            "1",
+            &s(src.path()),
+            &format!("s3://{bucket}/"),
+        ]),
+    )
+    .await;
+    proxy.assert_injected();
+    assert!(proxy.injections().iter().all(|i| i.op == Op::CompleteMultipartUpload));
+    r.expect(1);
+    assert!(r.stderr.contains("big"), "stderr names the key:\n{}", r.stderr);
+    let aborts = proxy.requests_of(Op::AbortMultipartUpload);
+    let creates = proxy.requests_of(Op::CreateMultipartUpload);
+    eprintln!("{creates} CreateMultipartUpload, {aborts} AbortMultipartUpload through the proxy");
+    let listed = srv.client.list_multipart_uploads().bucket(&bucket).send().await;
+    assert!(
+        listed.is_ok(),
+        "ListMultipartUploads must answer for this check to mean anything: {listed:?}"
+    );
+    assert_eq!(
+        srv.open_uploads(&bucket).await,
+        0,
+        "every multipart upload was aborted ({creates} created, {aborts} abort requests)"
+    );
+    assert!(srv.keys(&bucket).await.is_empty(), "no object was created");
+}
