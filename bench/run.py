@@ -509,6 +509,39 @@ def heavy_processes() -> list[str]:
     return sorted(set(names))
 
 
+def vm_hwm_kib(pid: int | str = "self") -> int:
+    """Peak RSS (VmHWM) of a live process's current image, in KiB; 0 when gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class HwmSampler(threading.Thread):
+    """Polls the child's VmHWM every 20 ms (see peak_rss_kib for why wait4 alone is not enough)."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.done = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, vm_hwm_kib(self.pid))
+            self.done.wait(0.02)
+
+
+def peak_rss_kib(ru_maxrss: int, parent_hwm: int, sampled: int) -> tuple[int, str]:
+    """The child's peak RSS. Linux folds the RSS of the image replaced by exec into ru_maxrss, and
+    subprocess vforks, so ru_maxrss is at least this Python process's own peak: it is the tool's figure
+    only when larger than that; otherwise the sampled VmHWM (exact but for the last 20 ms) is used."""
+    if ru_maxrss > parent_hwm:
+        return max(ru_maxrss, sampled), "wait4"
+    return sampled, "sampled"
+
+
 def run_measured(cmd: list[str], env: dict, log_path: Path, timeout: float, server: Server) -> dict:
     os.sync()  # dirty pages of the previous run must not be written back during this one
     wait_server_idle(server)
@@ -516,21 +549,27 @@ def run_measured(cmd: list[str], env: dict, log_path: Path, timeout: float, serv
     heavy = heavy_processes()
     s0, b0, t0 = server.cpu_seconds(), busy_cpu_seconds(), time.monotonic()
     with open(log_path, "wb") as lf:
+        parent_hwm = vm_hwm_kib()
         p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT)
+        sampler = HwmSampler(p.pid)
+        sampler.start()
         timer = threading.Timer(timeout, p.kill)
         timer.start()
         try:
             _, status, ru = os.wait4(p.pid, 0)
         finally:
             timer.cancel()
+            sampler.done.set()
         p.returncode = os.waitstatus_to_exitcode(status)
+    maxrss, rss_source = peak_rss_kib(ru.ru_maxrss, max(parent_hwm, vm_hwm_kib()), sampler.peak)
     wall = time.monotonic() - t0
     s1, b1 = server.cpu_seconds(), busy_cpu_seconds()
     client_cpu = ru.ru_utime + ru.ru_stime
     server_cpu = (s1 - s0) if s0 is not None and s1 is not None else None
     other = (b1 - b0) - client_cpu - (server_cpu or 0.0)
     r = {"exit": p.returncode, "wall_s": wall, "cpu_user_s": ru.ru_utime, "cpu_sys_s": ru.ru_stime,
-         "cpu_s": client_cpu, "maxrss_kib": ru.ru_maxrss, "server_cpu_s": server_cpu,
+         "cpu_s": client_cpu, "maxrss_kib": maxrss, "rss_source": rss_source, "ru_maxrss_kib": ru.ru_maxrss,
+         "server_cpu_s": server_cpu,
          "other_cpu_s": max(0.0, other), "load1_before": load, "heavy_procs_before": heavy,
          "timed_out": wall >= timeout}
     if p.returncode != 0:
@@ -993,8 +1032,10 @@ def render_markdown(results: dict) -> str:
     parts += ["", "## Method", "",
               "- Each run syncs into a **fresh** bucket (prefix `p/`) or a fresh empty directory; the order of the tools "
               "rotates every repetition. Sources of downloads and S3→S3 were uploaded once beforehand with our tool.",
-              "- Wall time; client CPU (user+sys) and peak RSS from `wait4` rusage of the tool's process; server CPU "
-              "from `/proc/<pid>/stat`. Before each run: `sync`, and wait until the server is idle.",
+              "- Wall time; client CPU (user+sys) from `wait4` rusage of the tool's process; peak RSS from `wait4` "
+              "`ru_maxrss` when it exceeds the runner's own peak (Linux folds the pre-exec image of the vforked child "
+              "into it), else from the child's `VmHWM` sampled every 20 ms; server CPU from `/proc/<pid>/stat`. "
+              "Before each run: `sync`, and wait until the server is idle.",
               "- Check after each run: the target must hold exactly the dataset's keys and sizes (ListObjectsV2 / "
               "directory walk) and one object's bytes equal the source's (downloads: also the largest file). "
               "A run that fails the check is not counted (`ok` column).",

@@ -2,6 +2,7 @@
 //! read by the pipeline. Options of one concern are grouped in one type.
 
 use crate::attributes::AttributeOptions;
+use crate::checksum::additional::{ChecksumAlgorithm, ChecksumType};
 use crate::compare::CheckMode;
 use crate::error::{Error, Result};
 use crate::filter::Filters;
@@ -128,6 +129,10 @@ pub struct Config {
     pub filters: Filters,
     /// Target object attributes (metadata, tagging, storage class, ACL, SSE).
     pub attributes: AttributeOptions,
+    /// Additional checksum written with uploads (`--additional-checksum-algorithm`) and its type.
+    pub checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
+    /// Verify downloads against the object's stored additional checksum (`--enable-additional-checksum`).
+    pub enable_additional_checksum: bool,
 }
 
 impl Config {
@@ -160,6 +165,8 @@ impl Config {
                 warn_as_error: false,
                 filters: Filters::default(),
                 attributes: AttributeOptions::default(),
+                checksum: None,
+                enable_additional_checksum: false,
             },
         }
     }

@@ -10,22 +10,46 @@ use md5::{Digest, Md5};
 /// A 16-byte MD5 digest.
 pub type Md5Digest = [u8; 16];
 
-/// Incremental MD5 of one part (or of a whole single-part object).
+/// Incremental digests of one part (or of a whole single-part object): the MD5 for the ETag and,
+/// when asked, one additional checksum, fed in the same pass.
 #[derive(Clone, Default)]
 pub struct PartHasher {
     md5: Md5,
+    extra: Option<additional::ChecksumHasher>,
     len: u64,
 }
 
+/// What a [`PartHasher`] computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartDigest {
+    /// MD5 of the part.
+    pub md5: Md5Digest,
+    /// The additional checksum (raw bytes), when one was asked for.
+    pub checksum: Option<Vec<u8>>,
+    /// Bytes hashed.
+    pub len: u64,
+}
+
 impl PartHasher {
-    /// A hasher with nothing fed yet.
+    /// A hasher of MD5 only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A hasher of MD5 and, if given, one additional checksum.
+    pub fn with_checksum(algo: Option<additional::ChecksumAlgorithm>) -> Self {
+        PartHasher {
+            extra: algo.map(additional::ChecksumHasher::new),
+            ..Self::default()
+        }
     }
 
     /// Feeds the next bytes of the part.
     pub fn update(&mut self, data: &[u8]) {
         self.md5.update(data);
+        if let Some(x) = self.extra.as_mut() {
+            x.update(data);
+        }
         self.len += data.len() as u64;
     }
 
@@ -43,6 +67,32 @@ impl PartHasher {
     pub fn finish(self) -> Md5Digest {
         self.md5.finalize().into()
     }
+
+    /// Every digest of everything fed.
+    pub fn finish_all(self) -> PartDigest {
+        PartDigest {
+            md5: self.md5.finalize().into(),
+            checksum: self.extra.map(|x| x.finish()),
+            len: self.len,
+        }
+    }
+}
+
+/// The object-level additional checksum (as S3 reports it) of parts written with `layout`.
+pub fn object_checksum(
+    algo: additional::ChecksumAlgorithm,
+    kind: additional::ChecksumType,
+    layout: &PartLayout,
+    parts: &[PartDigest],
+) -> Option<String> {
+    let raw: Vec<(Vec<u8>, u64)> = parts
+        .iter()
+        .map(|p| Some((p.checksum.clone()?, p.len)))
+        .collect::<Option<_>>()?;
+    if !layout.multipart {
+        return raw.first().map(|(d, _)| additional::to_base64(d));
+    }
+    additional::combine_parts(algo, kind, &raw).ok()
 }
 
 /// MD5 of a byte slice.

@@ -2,6 +2,7 @@
 
 use super::CliArgs;
 use crate::attributes::{parse_metadata, AttributeOptions};
+use crate::checksum::additional::{ChecksumAlgorithm, ChecksumType};
 use crate::compare::CheckMode;
 use crate::config::{ClientConfig, Config};
 use crate::error::{Error, Result};
@@ -94,6 +95,22 @@ impl CliArgs {
         };
         let source_sse_c = sse_c(&self.source_sse_c, &self.source_sse_c_key, &self.source_sse_c_key_md5)?;
         let target_sse_c = sse_c(&self.target_sse_c, &self.target_sse_c_key, &self.target_sse_c_key_md5)?;
+        let checksum = match &self.additional_checksum_algorithm {
+            None if self.full_object_checksum => {
+                return Err(Error::InvalidArgument(
+                    "--full-object-checksum needs --additional-checksum-algorithm".into(),
+                ))
+            }
+            None => None,
+            Some(name) => {
+                let algo = ChecksumAlgorithm::parse(name)
+                    .ok_or_else(|| Error::InvalidArgument(format!("unknown checksum algorithm {name}")))?;
+                Some((
+                    algo,
+                    ChecksumType::for_algorithm(algo, self.full_object_checksum).map_err(Error::InvalidArgument)?,
+                ))
+            }
+        };
         let attributes = AttributeOptions {
             cache_control: self.cache_control.clone(),
             content_disposition: self.content_disposition.clone(),
@@ -178,6 +195,8 @@ impl CliArgs {
                 c.retry.operation_timeout = self.operation_timeout_milliseconds.map(ms);
                 c.retry.operation_attempt_timeout = self.operation_attempt_timeout_milliseconds.map(ms);
                 c.retry.stalled_stream_protection = !self.disable_stalled_stream_protection;
+                c.checksum = checksum;
+                c.enable_additional_checksum = self.enable_additional_checksum;
             })
             .build()
     }

@@ -3,6 +3,7 @@
 
 use super::Entry;
 use crate::attributes::ObjectAttributes;
+use crate::checksum::additional::{ChecksumAlgorithm, ChecksumType};
 use crate::error::{Error, Result, S3ErrorKind};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -62,6 +63,38 @@ impl SseC {
     }
 }
 
+/// An additional checksum value with its algorithm (base64, possibly with a `-N` part count).
+pub type ChecksumValue = (ChecksumAlgorithm, String);
+
+/// Sets the `x-amz-checksum-<algo>` header of a request builder.
+macro_rules! with_checksum {
+    ($req:expr, $c:expr) => {{
+        let c: &Option<ChecksumValue> = $c;
+        match c {
+            None => $req,
+            Some((ChecksumAlgorithm::Sha256, v)) => $req.checksum_sha256(v.clone()),
+            Some((ChecksumAlgorithm::Sha1, v)) => $req.checksum_sha1(v.clone()),
+            Some((ChecksumAlgorithm::Crc32, v)) => $req.checksum_crc32(v.clone()),
+            Some((ChecksumAlgorithm::Crc32c, v)) => $req.checksum_crc32_c(v.clone()),
+            Some((ChecksumAlgorithm::Crc64Nvme, v)) => $req.checksum_crc64_nvme(v.clone()),
+        }
+    }};
+}
+
+/// Reads the checksum of `algo` from a response (or a part builder's getter set).
+macro_rules! checksum_of {
+    ($out:expr, $algo:expr) => {
+        match $algo {
+            ChecksumAlgorithm::Sha256 => $out.checksum_sha256(),
+            ChecksumAlgorithm::Sha1 => $out.checksum_sha1(),
+            ChecksumAlgorithm::Crc32 => $out.checksum_crc32(),
+            ChecksumAlgorithm::Crc32c => $out.checksum_crc32_c(),
+            ChecksumAlgorithm::Crc64Nvme => $out.checksum_crc64_nvme(),
+        }
+        .map(str::to_string)
+    };
+}
+
 /// Sets SSE-C headers (`$alg`, `$key`, `$md5` setter names) on a request builder when the end has a key.
 macro_rules! with_sse_c {
     ($req:expr, $sse:expr) => {
@@ -90,6 +123,30 @@ pub struct HeadInfo {
     pub attributes: ObjectAttributes,
     /// The number of parts, when the server reports it (HEAD with `partNumber`).
     pub parts_count: Option<u64>,
+    /// The stored additional checksum, when there is one (HEAD with checksum mode).
+    pub checksum: Option<ChecksumValue>,
+    /// Whether the stored checksum is a full-object checksum.
+    pub full_object_checksum: bool,
+}
+
+/// What a write of an object (or part) returned.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// The ETag without quotes.
+    pub etag: String,
+    /// The additional checksum the server reports, if any.
+    pub checksum: Option<String>,
+}
+
+/// One part of a multipart upload, for CompleteMultipartUpload.
+#[derive(Debug, Clone)]
+pub struct PartInfo {
+    /// 1-based part number.
+    pub number: i32,
+    /// The part's ETag.
+    pub etag: String,
+    /// The part's additional checksum, if one was sent.
+    pub checksum: Option<ChecksumValue>,
 }
 
 impl S3Storage {
@@ -244,7 +301,8 @@ impl S3Storage {
             .head_object()
             .bucket(&self.bucket)
             .key(&full)
-            .set_part_number(part_number);
+            .set_part_number(part_number)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
         let res = with_sse_c!(res, &self.sse_c).send().await;
         match res {
             Ok(h) => Ok(Some(HeadInfo {
@@ -256,6 +314,16 @@ impl S3Storage {
                 },
                 attributes: ObjectAttributes::from_head(&h),
                 parts_count: h.parts_count().and_then(|n| u64::try_from(n).ok()),
+                checksum: [
+                    ChecksumAlgorithm::Crc64Nvme,
+                    ChecksumAlgorithm::Crc32c,
+                    ChecksumAlgorithm::Crc32,
+                    ChecksumAlgorithm::Sha256,
+                    ChecksumAlgorithm::Sha1,
+                ]
+                .into_iter()
+                .find_map(|a| checksum_of!(h, a).map(|v| (a, v))),
+                full_object_checksum: h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::FullObject),
             })),
             Err(e) => match self.err("HeadObject", &full, e) {
                 Error::S3 {
@@ -285,14 +353,15 @@ impl S3Storage {
         Ok(resp.body)
     }
 
-    /// PutObject of a body made of pool chunks; returns the ETag.
+    /// PutObject of a body made of pool chunks; returns the ETag and checksum the server reports.
     pub async fn put_object(
         &self,
         key: &str,
         body: Vec<Bytes>,
         content_md5: Option<String>,
+        checksum: &Option<ChecksumValue>,
         attrs: &ObjectAttributes,
-    ) -> Result<String> {
+    ) -> Result<Written> {
         let full = self.full_key(key);
         let len: u64 = body.iter().map(|b| b.len() as u64).sum();
         let req = self
@@ -303,20 +372,34 @@ impl S3Storage {
             .content_length(len as i64)
             .set_content_md5(content_md5)
             .body(crate::transfer::body::chunk_stream(body));
-        let req = with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c);
+        let req = with_checksum!(with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c), checksum);
         let resp = if self.payload_signing {
             req.send().await
         } else {
             req.customize().disable_payload_signing().send().await
         }
         .map_err(|e| self.err("PutObject", &full, e))?;
-        Ok(resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default())
+        Ok(Written {
+            etag: resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default(),
+            checksum: checksum.as_ref().and_then(|(a, _)| checksum_of!(resp, *a)),
+        })
     }
 
     /// Starts a multipart upload; returns its upload id.
-    pub async fn create_multipart(&self, key: &str, attrs: &ObjectAttributes) -> Result<String> {
+    pub async fn create_multipart(
+        &self,
+        key: &str,
+        attrs: &ObjectAttributes,
+        checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
+    ) -> Result<String> {
         let full = self.full_key(key);
-        let req = self.client.create_multipart_upload().bucket(&self.bucket).key(&full);
+        let req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_checksum_algorithm(checksum.map(|c| c.0.to_sdk()))
+            .set_checksum_type(full_object_type(checksum));
         let resp = with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c)
             .send()
             .await
@@ -338,7 +421,8 @@ impl S3Storage {
         part_number: i32,
         body: Vec<Bytes>,
         content_md5: Option<String>,
-    ) -> Result<String> {
+        checksum: &Option<ChecksumValue>,
+    ) -> Result<Written> {
         let full = self.full_key(key);
         let len: u64 = body.iter().map(|b| b.len() as u64).sum();
         let req = self
@@ -351,14 +435,17 @@ impl S3Storage {
             .content_length(len as i64)
             .set_content_md5(content_md5)
             .body(crate::transfer::body::chunk_stream(body));
-        let req = with_sse_c!(req, &self.sse_c);
+        let req = with_checksum!(with_sse_c!(req, &self.sse_c), checksum);
         let resp = if self.payload_signing {
             req.send().await
         } else {
             req.customize().disable_payload_signing().send().await
         }
         .map_err(|e| self.err("UploadPart", &full, e))?;
-        Ok(resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default())
+        Ok(Written {
+            etag: resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default(),
+            checksum: checksum.as_ref().and_then(|(a, _)| checksum_of!(resp, *a)),
+        })
     }
 
     /// Copies a byte range of another object into a part (UploadPartCopy); returns the part's ETag.
@@ -400,16 +487,24 @@ impl S3Storage {
             .unwrap_or_default())
     }
 
-    /// Completes a multipart upload from `(part_number, etag)` pairs; returns the object's ETag.
-    pub async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<(i32, String)>) -> Result<String> {
+    /// Completes a multipart upload; returns the object's ETag and additional checksum. For full-object
+    /// checksums the expected whole-object value is sent, so the server checks it too.
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartInfo>,
+        checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
+        full_object_value: Option<ChecksumValue>,
+    ) -> Result<Written> {
         let full = self.full_key(key);
         let parts = parts
             .into_iter()
-            .map(|(n, e)| {
-                CompletedPart::builder()
-                    .part_number(n)
-                    .e_tag(format!("\"{e}\""))
-                    .build()
+            .map(|p| {
+                let b = CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(format!("\"{}\"", p.etag));
+                with_checksum!(b, &p.checksum).build()
             })
             .collect();
         let resp = self
@@ -418,12 +513,16 @@ impl S3Storage {
             .bucket(&self.bucket)
             .key(&full)
             .upload_id(upload_id)
+            .set_checksum_type(full_object_type(checksum))
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
-        let resp = with_sse_c!(resp, &self.sse_c)
+        let resp = with_checksum!(with_sse_c!(resp, &self.sse_c), &full_object_value)
             .send()
             .await
             .map_err(|e| self.err("CompleteMultipartUpload", &full, e))?;
-        Ok(resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default())
+        Ok(Written {
+            etag: resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default(),
+            checksum: checksum.and_then(|(a, _)| checksum_of!(resp, a)),
+        })
     }
 
     /// Aborts a multipart upload.
@@ -499,6 +598,12 @@ impl S3Storage {
         let full = self.full_key(key);
         format!("{}/{}", self.bucket, percent_encoding::utf8_percent_encode(&full, KEEP))
     }
+}
+
+/// The `x-amz-checksum-type` header value: sent only for full-object checksums (composite is the
+/// default, and some servers refuse the header for it).
+fn full_object_type(c: Option<(ChecksumAlgorithm, ChecksumType)>) -> Option<aws_sdk_s3::types::ChecksumType> {
+    c.filter(|c| c.1 == ChecksumType::FullObject).map(|c| c.1.to_sdk())
 }
 
 /// Converts an SDK timestamp to `SystemTime`.

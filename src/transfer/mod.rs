@@ -4,12 +4,15 @@
 
 pub mod body;
 
-use crate::checksum::{etag_from_parts, etag_is_md5_form, etag_part_count, Md5Digest, PartHasher, PartLayout};
+use crate::checksum::additional;
+use crate::checksum::{
+    etag_from_parts, etag_is_md5_form, etag_part_count, Md5Digest, PartDigest, PartHasher, PartLayout,
+};
 use crate::config::Config;
 use crate::error::{Error, Result, S3ErrorKind};
 use crate::stats::Reporter;
 use crate::storage::local::LocalStorage;
-use crate::storage::s3::S3Storage;
+use crate::storage::s3::{PartInfo, S3Storage, Written};
 use crate::storage::Entry;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -76,6 +79,13 @@ impl Cleanups {
             let _ = h.await;
         }
     }
+}
+
+/// What an upload reported and what was computed from its bytes.
+struct Uploaded {
+    written: Written,
+    computed_etag: String,
+    computed_checksum: Option<String>,
 }
 
 /// Where the bytes of a part come from.
@@ -229,11 +239,11 @@ impl Transferer {
     }
 
     /// Reads `len` bytes at `offset` into pool chunks, hashing them in the same pass.
-    async fn read_part(&self, src: &PartSource<'_>, offset: u64, len: u64) -> Result<(Vec<Bytes>, Md5Digest)> {
+    async fn read_part(&self, src: &PartSource<'_>, offset: u64, len: u64) -> Result<(Vec<Bytes>, PartDigest)> {
         let cs = self.chunk_size();
         let n = len.div_ceil(cs) as usize;
         let chunks = self.io.pool().acquire_many(n).await?;
-        let mut hasher = PartHasher::new();
+        let mut hasher = PartHasher::with_checksum(self.cfg.checksum.map(|c| c.0));
         let mut out = Vec::with_capacity(n);
         match src {
             PartSource::Local(file) => {
@@ -306,11 +316,11 @@ impl Transferer {
                 ),
             });
         }
-        Ok((out, hasher.finish()))
+        Ok((out, hasher.finish_all()))
     }
 
-    /// Writes an object to S3 with the given layout, reading its parts from `src`; returns the ETag S3
-    /// reports and the one computed from the bytes.
+    /// Writes an object to S3 with the given layout, reading its parts from `src`; returns what S3
+    /// reports and what was computed from the bytes.
     async fn put_with_layout(
         &self,
         target: &S3Storage,
@@ -318,14 +328,31 @@ impl Transferer {
         src: PartSource<'_>,
         layout: PartLayout,
         attrs: &crate::attributes::ObjectAttributes,
-    ) -> Result<(String, String)> {
+    ) -> Result<Uploaded> {
         let md5_header = |d: &Md5Digest| self.cfg.content_md5.then(|| b64(d));
+        let checksum_header = |p: &PartDigest| {
+            self.cfg
+                .checksum
+                .and_then(|(a, _)| Some((a, additional::to_base64(p.checksum.as_ref()?))))
+        };
+        let object_checksum = |parts: &[PartDigest]| {
+            self.cfg
+                .checksum
+                .and_then(|(a, kind)| crate::checksum::object_checksum(a, kind, &layout, parts))
+        };
         if !layout.multipart {
-            let (body, md5) = self.read_part(&src, 0, layout.size).await?;
-            let etag = target.put_object(key, body, md5_header(&md5), attrs).await?;
-            return Ok((etag, etag_from_parts(&[md5], false)));
+            let (body, digest) = self.read_part(&src, 0, layout.size).await?;
+            let written = target
+                .put_object(key, body, md5_header(&digest.md5), &checksum_header(&digest), attrs)
+                .await?;
+            let parts = [digest];
+            return Ok(Uploaded {
+                computed_etag: etag_from_parts(&[parts[0].md5], false),
+                computed_checksum: object_checksum(&parts),
+                written,
+            });
         }
-        let upload_id = target.create_multipart(key, attrs).await?;
+        let upload_id = target.create_multipart(key, attrs, self.cfg.checksum).await?;
         let guard = AbortGuard {
             s3: target.clone(),
             key: key.to_string(),
@@ -335,28 +362,47 @@ impl Transferer {
         };
         let src = &src;
         let upload_id_ref = &upload_id;
-        let parts: Result<Vec<(i32, String, Md5Digest)>> = stream::iter(layout.parts())
+        let parts: Result<Vec<(PartInfo, PartDigest)>> = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
-                let (body, md5) = self.retry_part(key, || self.read_part(src, off, len)).await?;
+                let (body, digest) = self.retry_part(key, || self.read_part(src, off, len)).await?;
                 let n = i as i32 + 1;
-                let etag = self
+                let checksum = checksum_header(&digest);
+                let written = self
                     .retry_part(key, || {
-                        target.upload_part(key, upload_id_ref, n, body.clone(), md5_header(&md5))
+                        target.upload_part(key, upload_id_ref, n, body.clone(), md5_header(&digest.md5), &checksum)
                     })
                     .await?;
+                let md5 = hex::encode(digest.md5);
                 if self.cfg.verify_etag
                     && self.target_etag_is_md5()
-                    && etag_is_md5_form(&etag)
-                    && etag != hex::encode(md5)
+                    && etag_is_md5_form(&written.etag)
+                    && written.etag != md5
                 {
                     return Err(Error::Verification {
                         what: "part ETag",
                         key: format!("{key} (part {n})"),
-                        expected: hex::encode(md5),
-                        actual: etag,
+                        expected: md5,
+                        actual: written.etag,
                     });
                 }
-                Ok((n, etag, md5))
+                if let (Some((_, sent)), Some(got)) = (&checksum, &written.checksum) {
+                    if sent != got {
+                        return Err(Error::Verification {
+                            what: "part checksum",
+                            key: format!("{key} (part {n})"),
+                            expected: got.clone(),
+                            actual: sent.clone(),
+                        });
+                    }
+                }
+                Ok((
+                    PartInfo {
+                        number: n,
+                        etag: written.etag,
+                        checksum,
+                    },
+                    digest,
+                ))
             })
             .buffer_unordered(self.cfg.max_parallel_uploads)
             .try_collect()
@@ -368,14 +414,26 @@ impl Transferer {
                 return Err(e);
             }
         };
-        parts.sort_by_key(|p| p.0);
-        let md5s: Vec<Md5Digest> = parts.iter().map(|p| p.2).collect();
-        let completed = parts.into_iter().map(|(n, e, _)| (n, e)).collect();
-        match target.complete_multipart(key, &upload_id, completed).await {
-            Ok(etag) => {
+        parts.sort_by_key(|p| p.0.number);
+        let (infos, digests): (Vec<PartInfo>, Vec<PartDigest>) = parts.into_iter().unzip();
+        let md5s: Vec<Md5Digest> = digests.iter().map(|d| d.md5).collect();
+        let computed_checksum = object_checksum(&digests);
+        let full_object_value = match (self.cfg.checksum, &computed_checksum) {
+            (Some((a, additional::ChecksumType::FullObject)), Some(v)) => Some((a, v.clone())),
+            _ => None,
+        };
+        match target
+            .complete_multipart(key, &upload_id, infos, self.cfg.checksum, full_object_value)
+            .await
+        {
+            Ok(written) => {
                 let mut guard = guard;
                 guard.armed = false;
-                Ok((etag, etag_from_parts(&md5s, true)))
+                Ok(Uploaded {
+                    computed_etag: etag_from_parts(&md5s, true),
+                    computed_checksum,
+                    written,
+                })
             }
             Err(e) => {
                 guard.abort_now().await;
@@ -384,18 +442,38 @@ impl Transferer {
         }
     }
 
-    /// Checks an uploaded object's ETag against the one computed from the bytes.
-    fn verify_upload(&self, key: &str, layout: &PartLayout, reported: &str, computed: &str) -> Result<bool> {
+    /// Checks an uploaded object's ETag and additional checksum against those computed from the bytes.
+    /// Returns whether the ETag was verified, and a warning when the asked-for checksum is missing.
+    fn verify_upload(&self, key: &str, layout: &PartLayout, up: &Uploaded) -> Result<(bool, Option<String>)> {
+        let mut warning = None;
+        if let Some((algo, _)) = self.cfg.checksum {
+            match (&up.written.checksum, &up.computed_checksum) {
+                (Some(got), Some(want)) if got == want => {
+                    trace!(key, additional_checksum_algorithm = %algo, target_checksum = %got, source_checksum = %want, "additional checksum verified.");
+                }
+                (Some(got), Some(want)) => {
+                    return Err(Error::Verification {
+                        what: "additional checksum",
+                        key: key.to_string(),
+                        expected: got.clone(),
+                        actual: want.clone(),
+                    })
+                }
+                _ => {
+                    warning = Some(format!(
+                        "the server returned no {algo} checksum for the object: additional checksum not verified"
+                    ))
+                }
+            }
+        }
+        let reported = &up.written.etag;
+        let computed = &up.computed_etag;
         if !self.cfg.verify_etag || (layout.multipart && !self.cfg.verify_multipart) || !self.target_etag_is_md5() {
-            return Ok(false);
+            return Ok((false, warning));
         }
         if !etag_is_md5_form(reported) {
-            debug!(
-                key,
-                etag = reported,
-                "the target's ETag is not an MD5 form; not verifiable by ETag"
-            );
-            return Ok(false);
+            debug!(key, etag = %reported, "the target's ETag is not an MD5 form; not verifiable by ETag");
+            return Ok((false, warning));
         }
         if reported != computed {
             return Err(Error::Verification {
@@ -405,8 +483,8 @@ impl Transferer {
                 actual: computed.to_string(),
             });
         }
-        trace!(key, source_e_tag = computed, target_e_tag = reported, "e_tag verified.");
-        Ok(true)
+        trace!(key, source_e_tag = %computed, target_e_tag = %reported, "e_tag verified.");
+        Ok((true, warning))
     }
 
     async fn upload_local(
@@ -424,15 +502,15 @@ impl Transferer {
             .map_err(|e| Error::local("open", &path, e))?;
         let size = file.len().map_err(|e| Error::local("stat", &path, e))?;
         let layout = PartLayout::for_upload(size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize);
-        let (reported, computed) = self
+        let up = self
             .put_with_layout(target, &entry.key, PartSource::Local(&file), layout, attrs)
             .await
             .map_err(|e| with_key(e, &entry.key))?;
-        let verified = self.verify_upload(&entry.key, &layout, &reported, &computed)?;
+        let (verified, warning) = self.verify_upload(&entry.key, &layout, &up)?;
         Ok(Moved {
             bytes: size,
             etag_verified: verified,
-            warning: None,
+            warning,
         })
     }
 
@@ -458,12 +536,12 @@ impl Transferer {
         } else {
             layout
         };
-        let (reported, computed) = self
+        let up = self
             .put_with_layout(target, &entry.key, PartSource::S3(source, &entry.key), layout, attrs)
             .await
             .map_err(|e| with_key(e, &entry.key))?;
-        let verified = self.verify_upload(&entry.key, &layout, &reported, &computed)?;
-        let mut warning = None;
+        let (verified, mut warning) = self.verify_upload(&entry.key, &layout, &up)?;
+        let computed = up.computed_etag;
         if self.cfg.verify_etag && self.source_etag_is_md5() && etag_is_md5_form(&src_etag) && computed != src_etag {
             if known {
                 return Err(Error::Verification {
@@ -503,7 +581,7 @@ impl Transferer {
         let etag = if !layout.multipart {
             target.copy_object(key, source, key, attrs).await?
         } else {
-            let upload_id = target.create_multipart(key, attrs).await?;
+            let upload_id = target.create_multipart(key, attrs, None).await?;
             let guard = AbortGuard {
                 s3: target.clone(),
                 key: key.clone(),
@@ -512,13 +590,17 @@ impl Transferer {
                 cleanups: self.cleanups.clone(),
             };
             let upload_id_ref = &upload_id;
-            let parts: Result<Vec<(i32, String)>> = stream::iter(layout.parts())
+            let parts: Result<Vec<PartInfo>> = stream::iter(layout.parts())
                 .map(|(i, off, len)| async move {
                     let n = i as i32 + 1;
-                    let e = target
+                    let etag = target
                         .upload_part_copy(key, upload_id_ref, n, source, key, off, len)
                         .await?;
-                    Ok((n, e))
+                    Ok(PartInfo {
+                        number: n,
+                        etag,
+                        checksum: None,
+                    })
                 })
                 .buffer_unordered(self.cfg.max_parallel_uploads)
                 .try_collect()
@@ -530,12 +612,12 @@ impl Transferer {
                     return Err(e);
                 }
             };
-            parts.sort_by_key(|p| p.0);
-            match target.complete_multipart(key, &upload_id, parts).await {
-                Ok(e) => {
+            parts.sort_by_key(|p| p.number);
+            match target.complete_multipart(key, &upload_id, parts, None, None).await {
+                Ok(w) => {
                     let mut guard = guard;
                     guard.armed = false;
-                    e
+                    w.etag
                 }
                 Err(e) => {
                     guard.abort_now().await;
