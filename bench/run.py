@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import filecmp
 import hashlib
 import hmac
 import http.client
@@ -250,7 +251,10 @@ class S3Lite:
         return data
 
     def create_bucket(self, bucket: str) -> None:
-        self.request("PUT", bucket)
+        body = b"" if self.region == "us-east-1" else (
+            "<CreateBucketConfiguration><LocationConstraint>"
+            f"{self.region}</LocationConstraint></CreateBucketConfiguration>").encode()
+        self.request("PUT", bucket, body=body)
 
     def delete_bucket(self, bucket: str) -> None:
         self.request("DELETE", bucket, ok=(200, 204, 404))
@@ -557,12 +561,12 @@ def run_measured(cmd: list[str], env: dict, log_path: Path, timeout: float, serv
         timer.start()
         try:
             _, status, ru = os.wait4(p.pid, 0)
+            wall = time.monotonic() - t0
         finally:
             timer.cancel()
             sampler.done.set()
         p.returncode = os.waitstatus_to_exitcode(status)
     maxrss, rss_source = peak_rss_kib(ru.ru_maxrss, max(parent_hwm, vm_hwm_kib()), sampler.peak)
-    wall = time.monotonic() - t0
     s1, b1 = server.cpu_seconds(), busy_cpu_seconds()
     client_cpu = ru.ru_utime + ru.ru_stime
     server_cpu = (s1 - s0) if s0 is not None and s1 is not None else None
@@ -634,7 +638,7 @@ def check_target(s3: S3Lite, dst: Loc, ds: Dataset) -> str | None:
     if diff:
         return diff
     for k in (key, max(ds.files, key=lambda k: (ds.files[k], k))):
-        if (dst.path / k).read_bytes() != (ds.root / k).read_bytes():
+        if not filecmp.cmp(dst.path / k, ds.root / k, shallow=False):  # streams: keeps the runner small
             return f"content of {k} differs from the source"
     return None
 
@@ -728,10 +732,17 @@ class Bench:
 
     def run_dataset(self, ds: Dataset) -> None:
         tools = [self.tools[n] for n in self.args.tools if self.tools[n].available]
-        needs_source = any(d != "upload" for d in self.args.directions)
-        source = self.populate(ds, f"src-{ds.name[:8]}") if needs_source and tools else None
+        directions = list(self.args.directions)
+        source = None
+        if tools and any(d != "upload" for d in directions):
+            try:
+                source = self.populate(ds, f"src-{ds.name[:8]}")
+            except RuntimeError as e:  # still measure uploads; the rest shows up under "Not run"
+                log(f"ERROR: {e}")
+                self.failed = True
+                directions = [d for d in directions if d == "upload"]
         try:
-            for direction in self.args.directions:
+            for direction in directions:
                 for rep in range(self.args.reps):
                     k = rep % len(tools) if tools else 0
                     for tool in tools[k:] + tools[:k]:  # rotate the order: time-varying load spreads evenly
@@ -1016,6 +1027,7 @@ def render_markdown(results: dict) -> str:
               "(s5cmd's S3→S3 is a server-side copy and is left out of that direction's comparison).", "",
               md_table(["goal", "target", "figure", "status"],
                        [[g["goal"], g["target"], g["figure"], f"**{g['status']}**"] for g in goals])]
+    parts += render_glance(rows, meta)
     parts += ["", "## Machine and set-up", ""]
     all_runs = results["runs"] + (noop.get("runs") or [])
     parts += [
@@ -1039,7 +1051,9 @@ def render_markdown(results: dict) -> str:
               "- Check after each run: the target must hold exactly the dataset's keys and sizes (ListObjectsV2 / "
               "directory walk) and one object's bytes equal the source's (downloads: also the largest file). "
               "A run that fails the check is not counted (`ok` column).",
-              "- Tables give the median and (min–max) over the counted runs. objects/s and MiB/s use the median wall time.",
+              "- Tables give the median and (min–max) over the counted runs. objects/s and MiB/s use the median wall time. "
+              "*other CPU s* is the machine's busy CPU during the run minus client and server: other users' work, "
+              "and kernel threads (e.g. page-cache writeback) working for the run.",
               "- Garage deduplicates data blocks, so every measured upload writes blocks that the server already has "
               "(the same for every tool). Local reads come from the page cache after the first run. "
               "Our tool fsyncs every downloaded file; the peers do not.",
@@ -1072,6 +1086,29 @@ def render_markdown(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def render_glance(rows: list[dict], meta: dict) -> list[str]:
+    """One line per dataset x direction, one column per tool: objects/s (10 KiB sets) or MiB/s."""
+    tools = [t for t in meta["planned_tools"] if meta["tools"][t]["selected"]]
+    table = []
+    for ds in meta["datasets"]:
+        per_obj = max(s for _, s in meta["datasets"][ds]) <= MiB
+        for d in meta["directions"]:
+            cells = []
+            for t in tools:
+                r = next((r for r in rows if (r["dataset"], r["direction"], r["tool"]) == (ds, d, t)), None)
+                if r is None:
+                    cells.append("not measured" if not meta["tools"][t]["bin"] else "not run")
+                elif not r["n_ok"]:
+                    cells.append("failed")
+                else:
+                    cells.append(f"{r['objects_per_s']:.0f}" if per_obj else f"{r['mib_per_s']:.0f}")
+            table.append([ds, d, "objects/s" if per_obj else "MiB/s"] + cells)
+    if not table:
+        return []
+    return ["", "## At a glance", "", "Median throughput (higher is better); details per dataset below.", "",
+            md_table(["dataset", "direction", "unit"] + tools, table)]
+
+
 def other_load_note(runs: list[dict]) -> str:
     if not runs:
         return "no runs."
@@ -1088,9 +1125,9 @@ def other_load_note(runs: list[dict]) -> str:
 
 
 def render_noop(noop: dict, nsum: dict) -> list[str]:
-    parts = ["", f"## No-op sync over {noop.get('objects', 0):,} objects", ""]
     if not noop or noop.get("skipped"):
-        return parts + [f"Not run{': ' + noop['skipped'] if noop.get('skipped') else ''}."]
+        return ["", "## No-op sync", "", f"Not run{': ' + noop['skipped'] if noop.get('skipped') else ''}."]
+    parts = ["", f"## No-op sync over {noop['objects']:,} objects", ""]
     lst = noop.get("listing") or {}
     parts += [f"{noop['objects']:,} one-byte files were uploaded once with our tool (local → S3); then the same "
               f"upload was run again (nothing to do) and measured. The same over {noop['base_objects']:,} objects "

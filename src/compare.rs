@@ -1,6 +1,7 @@
 //! Change detection as one table: given the source entry and the target entry (if any), decide whether
 //! to transfer, skip, or compare ETags (which needs the bytes or the server's digests).
 
+use crate::checksum::additional::ChecksumAlgorithm;
 use crate::storage::Entry;
 
 /// The update check, as the reference's `--check-*` options.
@@ -15,6 +16,18 @@ pub enum CheckMode {
     Etag,
     /// When the source is newer, transfer only if the ETags differ (`--check-mtime-and-etag`).
     MtimeAndEtag,
+    /// Transfer when the additional checksums differ (`--check-additional-checksum`).
+    Checksum(ChecksumAlgorithm),
+    /// When the source is newer, transfer only if the additional checksums differ
+    /// (`--check-mtime-and-additional-checksum`).
+    MtimeAndChecksum(ChecksumAlgorithm),
+}
+
+impl CheckMode {
+    /// Whether this mode compares digests (ETags or checksums) rather than metadata only.
+    pub fn compares_digests(&self) -> bool {
+        !matches!(self, CheckMode::Mtime | CheckMode::Size)
+    }
 }
 
 /// What to do with one source entry.
@@ -24,7 +37,7 @@ pub enum Verdict {
     Transfer,
     /// The target is up to date.
     Skip,
-    /// Transfer only if the ETags differ (to be computed by a worker).
+    /// Transfer only if the ETags (or additional checksums, by the mode) differ; computed by a worker.
     CompareEtag,
 }
 
@@ -50,14 +63,14 @@ pub fn decide(mode: CheckMode, source: &Entry, target: Option<&Entry>) -> Verdic
                 Verdict::Skip
             }
         }
-        CheckMode::Etag => {
+        CheckMode::Etag | CheckMode::Checksum(_) => {
             if source.size != target.size {
                 Verdict::Transfer
             } else {
                 Verdict::CompareEtag
             }
         }
-        CheckMode::MtimeAndEtag => match (newer, source.size == target.size) {
+        CheckMode::MtimeAndEtag | CheckMode::MtimeAndChecksum(_) => match (newer, source.size == target.size) {
             (false, _) => Verdict::Skip,
             (true, false) => Verdict::Transfer,
             (true, true) => Verdict::CompareEtag,

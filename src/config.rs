@@ -133,6 +133,10 @@ pub struct Config {
     pub checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
     /// Verify downloads against the object's stored additional checksum (`--enable-additional-checksum`).
     pub enable_additional_checksum: bool,
+    /// Compare instead of transferring (`--report-sync-status`).
+    pub report_sync_status: bool,
+    /// Confirm every part's size of multipart sources (`--auto-chunksize`).
+    pub auto_chunksize: bool,
 }
 
 impl Config {
@@ -167,6 +171,8 @@ impl Config {
                 attributes: AttributeOptions::default(),
                 checksum: None,
                 enable_additional_checksum: false,
+                report_sync_status: false,
+                auto_chunksize: false,
             },
         }
     }
@@ -209,7 +215,7 @@ impl Config {
         {
             return invalid("--sse-kms-key-id needs --sse aws:kms or aws:kms:dsse");
         }
-        if matches!(self.check, CheckMode::Etag | CheckMode::MtimeAndEtag) && self.remove_modified_filter {
+        if self.check.compares_digests() && self.remove_modified_filter {
             return invalid("--remove-modified-filter cannot be combined with an update check option");
         }
         Ok(())

@@ -4,7 +4,7 @@ use clap::Parser;
 use s3sync::cli::CliArgs;
 use s3sync::error::{EXIT_ERROR, EXIT_INVALID_ARGS};
 use s3sync::report::{init_tracing, progress::Progress, summary_line};
-use s3sync::{Error, Sync};
+use s3sync::{Error, Sync, SyncEvent};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -33,7 +33,34 @@ fn main() -> ExitCode {
     let show_progress = args.quiet == 0 && !args.json_tracing && std::io::stderr().is_terminal();
     let quiet = args.quiet > 0;
     let code = runtime.block_on(async move {
-        let sync = Sync::new(cfg);
+        let report_status = cfg.report_sync_status;
+        let mut sync = Sync::new(cfg);
+        // --report-sync-status prints one line per object on stdout.
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+        let printer = match (report_status, sync.events()) {
+            (true, Some(mut events)) => Some(tokio::spawn(async move {
+                let print = |e: SyncEvent| {
+                    if let SyncEvent::Status { key, status } = e {
+                        println!("{} {key}", status.as_str());
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        e = events.recv() => match e {
+                            Some(e) => print(e),
+                            None => break,
+                        },
+                        _ = &mut done_rx => {
+                            while let Ok(e) = events.try_recv() {
+                                print(e);
+                            }
+                            break;
+                        }
+                    }
+                }
+            })),
+            _ => None,
+        };
         let cancel = sync.cancellation_token();
         let reporter = sync.reporter();
         tokio::spawn(async move {
@@ -44,6 +71,10 @@ fn main() -> ExitCode {
         });
         let progress = show_progress.then(|| Progress::start(reporter.clone()));
         let result = sync.run().await;
+        let _ = done_tx.send(());
+        if let Some(p) = printer {
+            let _ = p.await;
+        }
         if let Some(p) = progress {
             p.finish();
         }

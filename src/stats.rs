@@ -5,6 +5,31 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The outcome of comparing one object in `--report-sync-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStatus {
+    /// Source and target hold the same bytes (by ETag or additional checksum).
+    Match,
+    /// They differ.
+    Mismatch,
+    /// The target lacks the object.
+    Missing,
+    /// Both exist with equal sizes but their digests cannot be compared.
+    Unverifiable,
+}
+
+impl SyncStatus {
+    /// The word printed for it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SyncStatus::Match => "MATCH",
+            SyncStatus::Mismatch => "MISMATCH",
+            SyncStatus::Missing => "MISSING",
+            SyncStatus::Unverifiable => "UNVERIFIABLE",
+        }
+    }
+}
+
 /// What happened to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncEvent {
@@ -33,6 +58,13 @@ pub enum SyncEvent {
         key: String,
         /// The reason.
         message: String,
+    },
+    /// Compared in `--report-sync-status`.
+    Status {
+        /// Relative key.
+        key: String,
+        /// The outcome.
+        status: SyncStatus,
     },
     /// Failed.
     Failed {
@@ -157,6 +189,21 @@ impl Reporter {
         self.emit(SyncEvent::Warning {
             key: key.to_string(),
             message,
+        });
+    }
+
+    /// Records a `--report-sync-status` outcome; anything but a match is a warning.
+    pub fn status(&self, key: &str, status: SyncStatus) {
+        if status == SyncStatus::Match {
+            tracing::info!(key, status = status.as_str(), "sync status");
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tracing::warn!(key, status = status.as_str(), "sync status");
+            self.counters.warnings.fetch_add(1, Ordering::Relaxed);
+        }
+        self.emit(SyncEvent::Status {
+            key: key.to_string(),
+            status,
         });
     }
 

@@ -373,7 +373,11 @@ async fn unreachable_endpoint_fails_fast_with_one_line() {
     );
     assert!(
         elapsed < Duration::from_secs(15),
-        "exit after {elapsed:?} with the default retry settings (want < 15 s)"
+        "exit 1 only after {elapsed:?} with the default retry settings (want < 15 s): the refused connection of the \
+         first request ({}) is retried like a transient error, up to --aws-max-attempts (10) times with jittered \
+         exponential backoff from --initial-backoff-milliseconds (100 ms, capped at 20 s), so the wait is random and \
+         usually well above 15 s",
+        lines[0]
     );
 }
 
@@ -420,4 +424,42 @@ async fn failed_complete_multipart_upload_is_aborted() {
         "every multipart upload was aborted ({creates} created, {aborts} abort requests)"
     );
     assert!(srv.keys(&bucket).await.is_empty(), "no object was created");
+}
+
+/// The proxy's filters recognise the S3 operations the fault tests aim at (no server needed).
+#[test]
+fn proxy_recognises_s3_operations() {
+    use common::fault_proxy::classify;
+    use hyper::{HeaderMap, Method};
+    let op = |m: Method, uri: &str, copy: bool| {
+        let mut h = HeaderMap::new();
+        if copy {
+            h.insert("x-amz-copy-source", "b/src".parse().unwrap());
+        }
+        classify(&m, &uri.parse().unwrap(), &h)
+    };
+    assert_eq!(op(Method::GET, "/b?list-type=2&prefix=p", false), Op::ListObjectsV2);
+    assert_eq!(op(Method::GET, "/b?uploads", false), Op::ListMultipartUploads);
+    assert_eq!(op(Method::GET, "/b/k/x.bin?x-id=GetObject", false), Op::GetObject);
+    assert_eq!(op(Method::GET, "/b/k?uploadId=u", false), Op::ListParts);
+    assert_eq!(op(Method::HEAD, "/b/k?partNumber=1", false), Op::HeadObject);
+    assert_eq!(op(Method::HEAD, "/b", false), Op::HeadBucket);
+    assert_eq!(op(Method::PUT, "/b/k?x-id=PutObject", false), Op::PutObject);
+    assert_eq!(op(Method::PUT, "/b/k?x-id=CopyObject", true), Op::CopyObject);
+    assert_eq!(
+        op(Method::PUT, "/b/k?x-id=UploadPart&partNumber=2&uploadId=u", false),
+        Op::UploadPart
+    );
+    assert_eq!(
+        op(Method::PUT, "/b/k?partNumber=2&uploadId=u", true),
+        Op::UploadPartCopy
+    );
+    assert_eq!(op(Method::POST, "/b/k?uploads", false), Op::CreateMultipartUpload);
+    assert_eq!(op(Method::POST, "/b/k?uploadId=u", false), Op::CompleteMultipartUpload);
+    assert_eq!(
+        op(Method::DELETE, "/b/k?x-id=AbortMultipartUpload&uploadId=u", false),
+        Op::AbortMultipartUpload
+    );
+    assert_eq!(op(Method::DELETE, "/b/k", false), Op::DeleteObject);
+    assert_eq!(op(Method::POST, "/b?delete", false), Op::DeleteObjects);
 }

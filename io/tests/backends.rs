@@ -185,6 +185,7 @@ async fn zero_byte_file() {
         // Writing an empty chunk is a no-op.
         let chunk = engine.write_at(&file, engine.pool().acquire().await, 0).await.unwrap();
         assert!(chunk.is_empty());
+        drop(chunk);
         engine.fsync(&file).await.unwrap();
         drop(file);
         let file = engine.open_read(&path).await.unwrap();
@@ -195,7 +196,9 @@ async fn zero_byte_file() {
             .await
             .unwrap();
         assert!(chunk.is_empty());
+        drop(chunk);
         assert!(read_all(&engine, &path).await.is_empty());
+        wait_all_returned(engine.pool()).await;
     }
 }
 

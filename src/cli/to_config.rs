@@ -40,10 +40,20 @@ impl CliArgs {
         };
         let source = Location::parse(source)?;
         let target = Location::parse(target)?;
-        let checks = [self.check_size, self.check_etag, self.check_mtime_and_etag];
+        let parse_algo = |name: &String| {
+            ChecksumAlgorithm::parse(name)
+                .ok_or_else(|| Error::InvalidArgument(format!("unknown checksum algorithm {name}")))
+        };
+        let checks = [
+            self.check_size,
+            self.check_etag,
+            self.check_mtime_and_etag,
+            self.check_additional_checksum.is_some(),
+            self.check_mtime_and_additional_checksum.is_some(),
+        ];
         if checks.iter().filter(|c| **c).count() > 1 {
             return Err(Error::InvalidArgument(
-                "--check-size, --check-etag and --check-mtime-and-etag cannot be used together".into(),
+                "only one of --check-size, --check-etag, --check-mtime-and-etag, --check-additional-checksum and --check-mtime-and-additional-checksum can be used".into(),
             ));
         }
         let check = if self.check_size {
@@ -52,6 +62,10 @@ impl CliArgs {
             CheckMode::Etag
         } else if self.check_mtime_and_etag {
             CheckMode::MtimeAndEtag
+        } else if let Some(a) = &self.check_additional_checksum {
+            CheckMode::Checksum(parse_algo(a)?)
+        } else if let Some(a) = &self.check_mtime_and_additional_checksum {
+            CheckMode::MtimeAndChecksum(parse_algo(a)?)
         } else {
             CheckMode::Mtime
         };
@@ -95,6 +109,11 @@ impl CliArgs {
         };
         let source_sse_c = sse_c(&self.source_sse_c, &self.source_sse_c_key, &self.source_sse_c_key_md5)?;
         let target_sse_c = sse_c(&self.target_sse_c, &self.target_sse_c_key, &self.target_sse_c_key_md5)?;
+        if (self.report_metadata_sync_status || self.report_tagging_sync_status) && !self.report_sync_status {
+            return Err(Error::InvalidArgument(
+                "--report-metadata-sync-status and --report-tagging-sync-status need --report-sync-status".into(),
+            ));
+        }
         let checksum = match &self.additional_checksum_algorithm {
             None if self.full_object_checksum => {
                 return Err(Error::InvalidArgument(
@@ -197,6 +216,8 @@ impl CliArgs {
                 c.retry.stalled_stream_protection = !self.disable_stalled_stream_protection;
                 c.checksum = checksum;
                 c.enable_additional_checksum = self.enable_additional_checksum;
+                c.report_sync_status = self.report_sync_status;
+                c.auto_chunksize = self.auto_chunksize;
             })
             .build()
     }

@@ -8,11 +8,11 @@
 pub mod diff;
 mod spill;
 
-use crate::compare::{decide, Verdict};
+use crate::compare::{decide, CheckMode, Verdict};
 use crate::config::{Config, POOL_CHUNK_SIZE};
 use crate::error::{Error, Result};
 use crate::location::Location;
-use crate::stats::{Reporter, Stats, SyncEvent};
+use crate::stats::{Reporter, Stats, SyncEvent, SyncStatus};
 use crate::storage::client::build_client;
 use crate::storage::local::LocalStorage;
 use crate::storage::s3::S3Storage;
@@ -175,7 +175,7 @@ impl Sync {
                             continue;
                         }
                     }
-                    if let TargetState::Listed(t) = &state {
+                    if let (TargetState::Listed(t), false) = (&state, cfg.report_sync_status) {
                         let verdict = if cfg.remove_modified_filter {
                             Verdict::Transfer
                         } else {
@@ -211,7 +211,7 @@ impl Sync {
             return Err(Error::Cancelled);
         }
 
-        if cfg.delete {
+        if cfg.delete && !cfg.report_sync_status {
             if source_failed {
                 self.reporter
                     .warning("", "deletion skipped: the source listing did not complete".into());
@@ -302,13 +302,16 @@ async fn process(tr: &Transferer, job: Job) {
             }
         }
     }
+    if cfg.report_sync_status {
+        return report_status(tr, &s, target.as_ref()).await;
+    }
     let verdict = if cfg.remove_modified_filter {
         Verdict::Transfer
     } else {
         decide(cfg.check, &s, target.as_ref())
     };
     if let (Verdict::CompareEtag, Some(t)) = (verdict, &target) {
-        match tr.same_etag(&s, t).await {
+        match same_digest(tr, &s, t).await {
             Ok(Some(true)) => {
                 debug!(key = %s.key, "object filtered: ETags are equal");
                 rep.skipped(&s.key);
@@ -345,6 +348,31 @@ async fn process(tr: &Transferer, job: Job) {
             Err(e) => return rep.failed(&s.key, e.to_string()),
         }
     }
+}
+
+/// Compares source and target by the configured digest: ETag, or additional checksum.
+async fn same_digest(tr: &Transferer, s: &Entry, t: &Entry) -> Result<Option<bool>> {
+    match tr.cfg.check {
+        CheckMode::Checksum(a) | CheckMode::MtimeAndChecksum(a) => tr.same_checksum(s, t, a).await,
+        _ => tr.same_etag(s, t).await,
+    }
+}
+
+/// `--report-sync-status`: one status per source object, nothing transferred. Missing and differing
+/// objects count as warnings (exit code 3).
+async fn report_status(tr: &Transferer, s: &Entry, target: Option<&Entry>) {
+    let rep = &tr.reporter;
+    let status = match target {
+        None => SyncStatus::Missing,
+        Some(t) if s.size != t.size && !s.is_dir_marker() => SyncStatus::Mismatch,
+        Some(t) => match same_digest(tr, s, t).await {
+            Ok(Some(true)) => SyncStatus::Match,
+            Ok(Some(false)) => SyncStatus::Mismatch,
+            Ok(None) => SyncStatus::Unverifiable,
+            Err(e) => return rep.failed(&s.key, e.to_string()),
+        },
+    };
+    rep.status(&s.key, status);
 }
 
 async fn run_deletions(

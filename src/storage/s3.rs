@@ -81,6 +81,15 @@ macro_rules! with_checksum {
     }};
 }
 
+/// Like `with_checksum!`, and also names the algorithm (`x-amz-sdk-checksum-algorithm`), which some
+/// servers need to store the value. The SDK keeps a value that is already set instead of computing one.
+macro_rules! with_named_checksum {
+    ($req:expr, $c:expr) => {{
+        let c: &Option<ChecksumValue> = $c;
+        with_checksum!($req.set_checksum_algorithm(c.as_ref().map(|c| c.0.to_sdk())), c)
+    }};
+}
+
 /// Reads the checksum of `algo` from a response (or a part builder's getter set).
 macro_rules! checksum_of {
     ($out:expr, $algo:expr) => {
@@ -372,7 +381,7 @@ impl S3Storage {
             .content_length(len as i64)
             .set_content_md5(content_md5)
             .body(crate::transfer::body::chunk_stream(body));
-        let req = with_checksum!(with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c), checksum);
+        let req = with_named_checksum!(with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c), checksum);
         let resp = if self.payload_signing {
             req.send().await
         } else {
@@ -435,7 +444,7 @@ impl S3Storage {
             .content_length(len as i64)
             .set_content_md5(content_md5)
             .body(crate::transfer::body::chunk_stream(body));
-        let req = with_checksum!(with_sse_c!(req, &self.sse_c), checksum);
+        let req = with_named_checksum!(with_sse_c!(req, &self.sse_c), checksum);
         let resp = if self.payload_signing {
             req.send().await
         } else {

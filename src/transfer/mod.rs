@@ -667,12 +667,25 @@ impl Transferer {
         }
         if let Some(h) = s3.head(key, Some(1)).await? {
             let part = h.entry.size;
-            if h.parts_count == Some(n)
-                && part > 0
-                && part < size
-                && PartLayout::multipart(size, part).part_count() == n
-            {
-                return Ok((PartLayout::multipart(size, part), true));
+            let layout = PartLayout::multipart(size, part);
+            if h.parts_count == Some(n) && part > 0 && part < size && layout.part_count() == n {
+                if !self.cfg.auto_chunksize {
+                    return Ok((layout, true));
+                }
+                // --auto-chunksize: confirm every part's size, the HEADs in parallel.
+                let sizes: Vec<(u64, Option<u64>)> = stream::iter(2..=n)
+                    .map(|p| async move {
+                        let got = s3.head(key, Some(p as i32)).await?.map(|h| h.entry.size);
+                        Ok::<_, Error>((p, got))
+                    })
+                    .buffer_unordered(self.cfg.max_parallel_uploads)
+                    .try_collect()
+                    .await?;
+                let uniform = sizes.iter().all(|(p, got)| *got == Some(layout.part(p - 1).1));
+                if uniform {
+                    return Ok((layout, true));
+                }
+                debug!(key, "parts of unequal size: the layout cannot be reproduced");
             }
         }
         Ok((PartLayout::multipart(size, self.cfg.multipart_chunksize), false))
@@ -701,7 +714,16 @@ impl Transferer {
             && self.source_etag_is_md5()
             && etag_is_md5_form(&etag)
             && (etag_part_count(&etag).is_none() || self.cfg.verify_multipart);
-        let (layout, known) = if verify {
+        // The stored additional checksum, when downloads are to be verified with it.
+        let stored = match self.cfg.enable_additional_checksum {
+            true => source
+                .head(key, None)
+                .await?
+                .and_then(|h| h.checksum.map(|c| (c, h.full_object_checksum))),
+            false => None,
+        };
+        let algo = stored.as_ref().map(|((a, _), _)| *a);
+        let (layout, known) = if verify || stored.is_some() {
             self.layout_of(source, key, entry.size, &etag).await?
         } else {
             (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
@@ -721,19 +743,20 @@ impl Transferer {
             .await
             .map_err(|e| Error::local("allocate", &tmp, e))?;
         let file_ref = &file;
-        let mut md5s: Vec<(u64, Md5Digest)> = stream::iter(layout.parts())
+        let mut parts: Vec<(u64, PartDigest)> = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
-                let md5 = self
-                    .retry_part(key, || self.download_range(source, key, file_ref, off, len))
+                let digest = self
+                    .retry_part(key, || self.download_range(source, key, file_ref, off, len, algo))
                     .await?;
-                Ok::<_, Error>((i, md5))
+                Ok::<_, Error>((i, digest))
             })
             .buffer_unordered(self.cfg.max_parallel_uploads)
             .try_collect()
             .await
             .map_err(|e| with_key(e, key))?;
-        md5s.sort_by_key(|p| p.0);
-        let digests: Vec<Md5Digest> = md5s.into_iter().map(|p| p.1).collect();
+        parts.sort_by_key(|p| p.0);
+        let parts: Vec<PartDigest> = parts.into_iter().map(|p| p.1).collect();
+        let digests: Vec<Md5Digest> = parts.iter().map(|p| p.md5).collect();
         self.io.fsync(&file).await.map_err(|e| Error::local("fsync", &tmp, e))?;
         drop(file);
         let mut verified = false;
@@ -752,6 +775,27 @@ impl Transferer {
                 });
             } else {
                 warning = Some(format!("ETag {etag} could not be verified: the object's part size is unknown (computed {computed} with {} byte parts)", layout.part_size));
+            }
+        }
+        if let Some(((algo, value), full_object)) = stored {
+            let computed = downloaded_checksum(algo, &value, full_object, &layout, known, &parts);
+            match computed {
+                Some(c) if c == value => {
+                    trace!(key, additional_checksum_algorithm = %algo, source_checksum = %value, target_checksum = %c, "additional checksum verified.");
+                }
+                Some(c) => {
+                    return Err(Error::Verification {
+                        what: "additional checksum",
+                        key: key.clone(),
+                        expected: value,
+                        actual: c,
+                    })
+                }
+                None => {
+                    warning = Some(format!(
+                        "{algo} checksum {value} could not be verified: the object's part layout is unknown"
+                    ))
+                }
             }
         }
         let mtime = filetime::FileTime::from_system_time(entry.mtime);
@@ -776,10 +820,11 @@ impl Transferer {
         file: &IoFile,
         offset: u64,
         len: u64,
-    ) -> Result<Md5Digest> {
-        let mut hasher = PartHasher::new();
+        algo: Option<additional::ChecksumAlgorithm>,
+    ) -> Result<PartDigest> {
+        let mut hasher = PartHasher::with_checksum(algo);
         if len == 0 {
-            return Ok(hasher.finish());
+            return Ok(hasher.finish_all());
         }
         let mut body = source.get_range(key, offset, len).await?;
         let mut pos = offset;
@@ -836,11 +881,27 @@ impl Transferer {
                 ),
             });
         }
-        Ok(hasher.finish())
+        Ok(hasher.finish_all())
     }
 
     /// The ETag of a local file computed with `layout`, reading it once through the pool.
     pub async fn local_etag(&self, path: &std::path::Path, layout: PartLayout) -> Result<String> {
+        let digests: Vec<Md5Digest> = self
+            .local_digests(path, layout, None)
+            .await?
+            .iter()
+            .map(|d| d.md5)
+            .collect();
+        Ok(etag_from_parts(&digests, layout.multipart))
+    }
+
+    /// The per-part digests (MD5 and optionally one additional checksum) of a local file.
+    pub async fn local_digests(
+        &self,
+        path: &std::path::Path,
+        layout: PartLayout,
+        algo: Option<additional::ChecksumAlgorithm>,
+    ) -> Result<Vec<PartDigest>> {
         let file = self
             .io
             .open_read(path)
@@ -849,7 +910,7 @@ impl Transferer {
         let cs = self.chunk_size();
         let mut digests = Vec::new();
         for (_, off, len) in layout.parts() {
-            let mut hasher = PartHasher::new();
+            let mut hasher = PartHasher::with_checksum(algo);
             let mut pos = off;
             while pos < off + len {
                 let want = cs.min(off + len - pos) as usize;
@@ -868,9 +929,9 @@ impl Transferer {
                 hasher.update(c.as_slice());
                 pos += want as u64;
             }
-            digests.push(hasher.finish());
+            digests.push(hasher.finish_all());
         }
-        Ok(etag_from_parts(&digests, layout.multipart))
+        Ok(digests)
     }
 
     /// Whether source and target hold the same bytes by ETag (for `--check-etag`). `None` when the
@@ -898,6 +959,93 @@ impl Transferer {
             }
             (End::Local(_), End::Local(_)) => Ok(None),
         }
+    }
+
+    /// Whether source and target hold the same bytes by additional checksum `algo` (for
+    /// `--check-additional-checksum` and `--report-sync-status`). `None` when they cannot be compared:
+    /// a side has no checksum of that algorithm, or the part layout is unknown.
+    pub async fn same_checksum(
+        &self,
+        source: &Entry,
+        target: &Entry,
+        algo: additional::ChecksumAlgorithm,
+    ) -> Result<Option<bool>> {
+        let stored = |s3: &S3Storage, e: &Entry| {
+            let s3 = s3.clone();
+            let key = e.key.clone();
+            async move {
+                Ok::<_, Error>(s3.head(&key, None).await?.and_then(|h| {
+                    h.checksum
+                        .filter(|c| c.0 == algo)
+                        .map(|c| (c.1, h.full_object_checksum, h.entry))
+                }))
+            }
+        };
+        match (&self.source, &self.target) {
+            (End::S3(a), End::S3(b)) => {
+                let (x, y) = (stored(a, source).await?, stored(b, target).await?);
+                Ok(match (x, y) {
+                    (Some((x, ..)), Some((y, ..))) => Some(x == y),
+                    _ => None,
+                })
+            }
+            (End::Local(l), End::S3(s3)) => {
+                let path = l.root().join(&source.key);
+                self.local_matches(&path, s3, stored(s3, target).await?, algo).await
+            }
+            (End::S3(s3), End::Local(l)) => {
+                let path = l
+                    .path_for(&target.key)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                self.local_matches(&path, s3, stored(s3, source).await?, algo).await
+            }
+            (End::Local(_), End::Local(_)) => Ok(None),
+        }
+    }
+
+    /// Computes a local file's checksum in the form of a stored S3 one and compares.
+    async fn local_matches(
+        &self,
+        path: &std::path::Path,
+        s3: &S3Storage,
+        stored: Option<(String, bool, Entry)>,
+        algo: additional::ChecksumAlgorithm,
+    ) -> Result<Option<bool>> {
+        let Some((value, full_object, entry)) = stored else {
+            return Ok(None);
+        };
+        let etag = entry.etag.clone().unwrap_or_default();
+        let (layout, known) = self.layout_of(s3, &entry.key, entry.size, &etag).await?;
+        let digests = self.local_digests(path, layout, Some(algo)).await?;
+        Ok(downloaded_checksum(algo, &value, full_object, &layout, known, &digests).map(|c| c == value))
+    }
+}
+
+/// The object-level checksum computed from downloaded parts, in the form of the stored `value`
+/// (composite `…-N`, full-object, or a single-part digest); `None` when the layout does not allow it.
+fn downloaded_checksum(
+    algo: additional::ChecksumAlgorithm,
+    value: &str,
+    full_object: bool,
+    layout: &PartLayout,
+    known: bool,
+    parts: &[PartDigest],
+) -> Option<String> {
+    let (_, count) = additional::split_part_count(value);
+    let raw: Vec<(Vec<u8>, u64)> = parts
+        .iter()
+        .map(|p| Some((p.checksum.clone()?, p.len)))
+        .collect::<Option<_>>()?;
+    match count {
+        Some(n) if known && layout.multipart && layout.part_count() == n => {
+            additional::combine_parts(algo, additional::ChecksumType::Composite, &raw).ok()
+        }
+        Some(_) => None,
+        None if raw.len() == 1 => raw.first().map(|(d, _)| additional::to_base64(d)),
+        None if algo.is_crc() && (full_object || !layout.multipart || raw.len() > 1) => {
+            additional::combine_parts(algo, additional::ChecksumType::FullObject, &raw).ok()
+        }
+        None => None,
     }
 }
 

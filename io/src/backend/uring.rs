@@ -212,6 +212,8 @@ fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
                 };
                 return Some((op, reply));
             } else {
+                // Return the chunk to the pool before the caller hears about the failure.
+                drop(chunk);
                 reply.chunk(Err(io::Error::from_raw_os_error(-result)));
             }
         }
@@ -234,6 +236,7 @@ fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
                 }
                 reply.chunk(Ok(chunk));
             } else if result == 0 {
+                drop(chunk);
                 reply.chunk(Err(io::Error::new(
                     io::ErrorKind::WriteZero,
                     "failed to write the whole chunk",
@@ -247,6 +250,8 @@ fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
                 };
                 return Some((op, reply));
             } else {
+                // Return the chunk to the pool before the caller hears about the failure.
+                drop(chunk);
                 reply.chunk(Err(io::Error::from_raw_os_error(-result)));
             }
         }
