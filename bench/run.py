@@ -666,8 +666,9 @@ class Bench:
         self.s3.create_bucket(name)
         return name
 
-    def drop_bucket(self, bucket: str, force: bool = False) -> None:
-        if self.server.owned or self.args.cleanup or force:
+    def drop_bucket(self, bucket: str) -> None:
+        """Delete a bucket we made: always on our own server, on the user's only with --cleanup."""
+        if self.server.owned or self.args.cleanup:
             try:
                 self.s3.empty_and_delete(bucket)
             except (S3Error, OSError) as e:
@@ -764,6 +765,7 @@ class Bench:
         for count in (base_n, n):
             ds = ensure_dataset(Path(self.args.data_dir), f"noop-{count}", [(count, 1)], per_dir=1000)
             loc = self.populate(ds, f"noop{count}")
+            noop.setdefault("populate", []).append(self.results["populate"][-1])
             try:
                 before = listing_of(self.s3, loc)
                 if count == n:
@@ -1128,11 +1130,14 @@ def render_noop(noop: dict, nsum: dict) -> list[str]:
     if not noop or noop.get("skipped"):
         return ["", "## No-op sync", "", f"Not run{': ' + noop['skipped'] if noop.get('skipped') else ''}."]
     parts = ["", f"## No-op sync over {noop['objects']:,} objects", ""]
+    pop = next((p for p in noop.get("populate", []) if p["objects"] == noop["objects"]), None)
     lst = noop.get("listing") or {}
     parts += [f"{noop['objects']:,} one-byte files were uploaded once with our tool (local → S3); then the same "
               f"upload was run again (nothing to do) and measured. The same over {noop['base_objects']:,} objects "
               "gives the base RSS, so *MB per million objects* = (RSS at N − RSS at base) / (N − base) × 10⁶. "
-              "A run counts only if the bucket listing (keys, sizes, last-modified) is unchanged afterwards.", ""]
+              "A run counts only if the bucket listing (keys, sizes, last-modified) is unchanged afterwards."
+              + (f" Populating the {noop['objects']:,} objects took {pop['wall_s']:.1f} s with {pop['tool']}." if pop else ""),
+              ""]
     if lst:
         parts += [f"Listing only: S3 ListObjectsV2 {lst['s3_list_s']:.3f} s (this script's stdlib client), local walk "
                   f"{lst['local_walk_s']:.3f} s" + (f", `s5cmd ls` {lst['s5cmd_ls_s']:.2f} s" if "s5cmd_ls_s" in lst else "")

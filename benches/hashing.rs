@@ -1,12 +1,25 @@
-//! Hashing throughput of the one-pass hasher (MD5 for ETags) against the machine's limits.
+//! Hashing throughput of the one-pass hashers (MD5 for ETags, each additional checksum, and MD5 plus
+//! one checksum together as an upload with `--additional-checksum-algorithm` computes them).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use s3sync::checksum::additional::{ChecksumAlgorithm, ChecksumHasher};
 use s3sync::checksum::PartHasher;
 
+const ALGOS: [ChecksumAlgorithm; 5] = [
+    ChecksumAlgorithm::Sha256,
+    ChecksumAlgorithm::Sha1,
+    ChecksumAlgorithm::Crc32,
+    ChecksumAlgorithm::Crc32c,
+    ChecksumAlgorithm::Crc64Nvme,
+];
+
 fn hashing(c: &mut Criterion) {
-    let data = vec![0x5au8; 8 * 1024 * 1024];
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let mut g = c.benchmark_group("hash");
     g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(20);
     g.bench_with_input(BenchmarkId::new("md5", "8MiB"), &data, |b, d| {
         b.iter(|| {
             let mut h = PartHasher::new();
@@ -16,6 +29,30 @@ fn hashing(c: &mut Criterion) {
             h.finish()
         })
     });
+    for algo in ALGOS {
+        g.bench_with_input(BenchmarkId::new(algo.as_str(), "8MiB"), &data, |b, d| {
+            b.iter(|| {
+                let mut h = ChecksumHasher::new(algo);
+                for chunk in d.chunks(256 * 1024) {
+                    h.update(chunk);
+                }
+                h.finish()
+            })
+        });
+        g.bench_with_input(
+            BenchmarkId::new(format!("md5+{}", algo.as_str()), "8MiB"),
+            &data,
+            |b, d| {
+                b.iter(|| {
+                    let mut h = PartHasher::with_checksum(Some(algo));
+                    for chunk in d.chunks(256 * 1024) {
+                        h.update(chunk);
+                    }
+                    h.finish_all()
+                })
+            },
+        );
+    }
     g.finish();
 }
 

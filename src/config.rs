@@ -35,6 +35,10 @@ pub struct ClientConfig {
     pub aws_shared_credentials_file: Option<PathBuf>,
     /// Customer-provided encryption key for this end's objects.
     pub sse_c: Option<crate::storage::s3::SseC>,
+    /// Use S3 Transfer Acceleration.
+    pub accelerate: bool,
+    /// Pay for requests as the requester (`x-amz-request-payer`).
+    pub request_payer: bool,
 }
 
 /// Retry and timeout settings of the S3 clients and of s3sync's own whole-object retry.
@@ -137,6 +141,12 @@ pub struct Config {
     pub report_sync_status: bool,
     /// Confirm every part's size of multipart sources (`--auto-chunksize`).
     pub auto_chunksize: bool,
+    /// Objects per second (`--rate-limit-objects`).
+    pub rate_limit_objects: Option<u64>,
+    /// Bytes per second (`--rate-limit-bandwidth`).
+    pub rate_limit_bandwidth: Option<u64>,
+    /// Delete at most this many objects (`--max-delete`).
+    pub max_delete: Option<u64>,
 }
 
 impl Config {
@@ -173,6 +183,9 @@ impl Config {
                 enable_additional_checksum: false,
                 report_sync_status: false,
                 auto_chunksize: false,
+                rate_limit_objects: None,
+                rate_limit_bandwidth: None,
+                max_delete: None,
             },
         }
     }

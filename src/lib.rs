@@ -21,6 +21,7 @@ pub mod error;
 pub mod filter;
 pub mod location;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod report;
 pub mod stats;
 pub mod storage;

@@ -360,3 +360,153 @@ async fn filters_select_what_they_should() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn attribute_filters_select_by_content_type_metadata_and_tags() {
+    let srv = server().await;
+    let b1 = srv.bucket().await;
+    let put = |key: &'static str, ct: &'static str, color: &'static str, tags: &'static str| {
+        let srv = &srv;
+        let b1 = b1.clone();
+        async move {
+            let mut r = srv
+                .client
+                .put_object()
+                .bucket(&b1)
+                .key(key)
+                .body(aws_sdk_s3::primitives::ByteStream::from(key.as_bytes().to_vec()))
+                .content_type(ct)
+                .metadata("color", color);
+            if !srv.is_garage() {
+                r = r.tagging(tags);
+            }
+            r.send().await.unwrap();
+        }
+    };
+    put("a.txt", "text/plain", "red", "env=prod").await;
+    put("b.json", "application/json", "blue", "env=dev").await;
+    put("c.txt", "text/plain", "blue", "env=dev").await;
+    let run = |args: Vec<&'static str>| {
+        let srv = &srv;
+        let b1 = b1.clone();
+        async move {
+            let b2 = srv.bucket().await;
+            let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            a.push(format!("s3://{b1}/"));
+            a.push(format!("s3://{b2}/"));
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            srv.run(&refs).expect(0);
+            srv.keys(&b2).await
+        }
+    };
+    assert_eq!(
+        run(vec!["--filter-include-content-type-regex", "^text/"]).await,
+        vec!["a.txt", "c.txt"]
+    );
+    assert_eq!(
+        run(vec!["--filter-exclude-content-type-regex", "json"]).await,
+        vec!["a.txt", "c.txt"]
+    );
+    assert_eq!(
+        run(vec!["--filter-include-metadata-regex", "color=blue"]).await,
+        vec!["b.json", "c.txt"]
+    );
+    assert_eq!(
+        run(vec!["--filter-exclude-metadata-regex", "color=(red|green)"]).await,
+        vec!["b.json", "c.txt"]
+    );
+    if srv.is_garage() {
+        eprintln!("garage has no tagging; moto covers the tag filters");
+    } else {
+        assert_eq!(
+            run(vec!["--filter-include-tag-regex", "^env=prod$"]).await,
+            vec!["a.txt"]
+        );
+        assert_eq!(
+            run(vec!["--filter-exclude-tag-regex", "env=prod"]).await,
+            vec!["b.json", "c.txt"]
+        );
+    }
+    // Local sources: the content type is guessed from the name.
+    let src = tmpdir();
+    write_tree(src.path(), &[("x.html", b"h".to_vec()), ("y.png", b"p".to_vec())]);
+    let b3 = srv.bucket().await;
+    srv.run(&[
+        "--filter-include-content-type-regex",
+        "^image/",
+        &s(src.path()),
+        &format!("s3://{b3}/"),
+    ])
+    .expect(0);
+    assert_eq!(srv.keys(&b3).await, vec!["y.png"]);
+}
+
+#[tokio::test]
+async fn max_delete_stops_deleting_and_warns() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    for k in ["x1", "x2", "x3"] {
+        srv.put(&bucket, k, b"x").await;
+    }
+    let src = tmpdir();
+    write_tree(src.path(), &[("keep", b"k".to_vec())]);
+    let r = srv.run(&[
+        "--delete",
+        "--max-delete",
+        "1",
+        &s(src.path()),
+        &format!("s3://{bucket}/"),
+    ]);
+    r.expect(3);
+    assert_eq!(r.deleted(), 1);
+    assert_eq!(srv.keys(&bucket).await.len(), 3, "keep + two of the three extras");
+}
+
+#[tokio::test]
+async fn rate_limits_shape_the_run() {
+    let srv = server().await;
+    // Bandwidth: 6 MiB at 1 MiB/s with one second of burst credit takes about 5 s.
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", data(3 * MIB, 1)), ("b", data(3 * MIB, 2))]);
+    let t = std::time::Instant::now();
+    srv.run(&[
+        "--rate-limit-bandwidth",
+        "1MiB",
+        &s(src.path()),
+        &format!("s3://{bucket}/"),
+    ])
+    .expect(0);
+    let secs = t.elapsed().as_secs_f64();
+    let rate = 5.0 / secs; // MiB/s beyond the burst
+    assert!(
+        (0.9..=1.06).contains(&rate),
+        "upload bandwidth {rate:.3} MiB/s over {secs:.2} s, limit 1 MiB/s"
+    );
+    // The same limit applies to downloads.
+    let dst = tmpdir();
+    let t = std::time::Instant::now();
+    srv.run(&[
+        "--rate-limit-bandwidth",
+        "1MiB",
+        &format!("s3://{bucket}/"),
+        &s(dst.path()),
+    ])
+    .expect(0);
+    let rate = 5.0 / t.elapsed().as_secs_f64();
+    assert!(
+        (0.9..=1.06).contains(&rate),
+        "download bandwidth {rate:.3} MiB/s, limit 1 MiB/s"
+    );
+    // Objects: 30 objects at 10/s with 10 of burst take about 2 s.
+    let b2 = srv.bucket().await;
+    let many = tmpdir();
+    let files: Vec<(String, Vec<u8>)> = (0..30).map(|i| (format!("f{i:02}"), vec![i as u8])).collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    write_tree(many.path(), &refs);
+    let t = std::time::Instant::now();
+    srv.run(&["--rate-limit-objects", "10", &s(many.path()), &format!("s3://{b2}/")])
+        .expect(0);
+    let rate = 20.0 / t.elapsed().as_secs_f64();
+    assert!((9.0..=10.6).contains(&rate), "{rate:.2} objects/s, limit 10/s");
+}

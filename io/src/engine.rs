@@ -141,6 +141,14 @@ impl IoEngine {
         }
     }
 
+    #[cfg(all(test, s3sync_uring))]
+    pub(crate) fn from_uring(pool: ChunkPool, backend: UringBackend) -> IoEngine {
+        IoEngine {
+            pool,
+            backend: Backend::Uring(Arc::new(backend)),
+        }
+    }
+
     fn tokio(pool: ChunkPool) -> IoEngine {
         IoEngine {
             pool,

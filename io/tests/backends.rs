@@ -352,21 +352,22 @@ async fn concurrent_mix_of_many_tasks() {
                     let expected = data(t, 0, size);
                     let file = engine.create_new(&path).await.unwrap();
                     let mut offset = 0usize;
-                    let mut frozen: Vec<Bytes> = Vec::new();
+                    let mut rebuilt = Vec::new();
                     while offset < size {
                         let mut chunk = engine.pool().acquire().await;
                         let n = chunk.extend_from_slice(&expected[offset..]);
                         let chunk = engine.write_at(&file, chunk, offset as u64).await.unwrap();
                         if t % 3 == 0 {
-                            frozen.push(chunk.freeze());
+                            // Never hold a chunk while waiting for another (that could
+                            // deadlock the pool across tasks): use and drop it right here.
+                            let frozen: Bytes = chunk.freeze();
+                            rebuilt.extend_from_slice(&frozen);
                         }
                         offset += n;
                     }
-                    let rebuilt: Vec<u8> = frozen.iter().flat_map(|b| b.iter().copied()).collect();
                     if t % 3 == 0 {
                         assert_eq!(rebuilt, expected);
                     }
-                    drop(frozen);
                     if t % 2 == 0 {
                         engine.fsync(&file).await.unwrap();
                     }

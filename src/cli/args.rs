@@ -1062,6 +1062,17 @@ pub struct CliArgs {
                 [Warning] Since this can cause data loss, test first with the --dry-run option\n "
     )]
     pub delete: bool,
+
+    /// Stop deleting after this many objects.
+    #[arg(
+        long,
+        env = "MAX_DELETE",
+        requires = "delete",
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Dangerous",
+        help = "Don't delete more than this many objects; the rest are reported as warnings [requires --delete]"
+    )]
+    pub max_delete: Option<u64>,
 }
 
 impl CliArgs {
@@ -1073,24 +1084,11 @@ impl CliArgs {
         // One line per option: delete the line once the option is implemented.
         #[rustfmt::skip]
         let checks = [
-            (self.source_accelerate, "--source-accelerate"),
-            (self.source_request_payer, "--source-request-payer"),
-            (self.target_accelerate, "--target-accelerate"),
-            (self.target_request_payer, "--target-request-payer"),
-            (self.filter_include_content_type_regex.is_some(), "--filter-include-content-type-regex"),
-            (self.filter_exclude_content_type_regex.is_some(), "--filter-exclude-content-type-regex"),
-            (self.filter_include_metadata_regex.is_some(), "--filter-include-metadata-regex"),
-            (self.filter_exclude_metadata_regex.is_some(), "--filter-exclude-metadata-regex"),
-            (self.filter_include_tag_regex.is_some(), "--filter-include-tag-regex"),
-            (self.filter_exclude_tag_regex.is_some(), "--filter-exclude-tag-regex"),
-            (self.rate_limit_objects.is_some(), "--rate-limit-objects"),
-            (self.rate_limit_bandwidth.is_some(), "--rate-limit-bandwidth"),
             (self.sync_latest_tagging, "--sync-latest-tagging"),
             (self.enable_versioning, "--enable-versioning"),
             (self.point_in_time.is_some(), "--point-in-time"),
             (self.report_metadata_sync_status, "--report-metadata-sync-status"),
             (self.report_tagging_sync_status, "--report-tagging-sync-status"),
-            (self.disable_express_one_zone_additional_checksum, "--disable-express-one-zone-additional-checksum"),
             (self.preprocess_callback_lua_script.is_some(), "--preprocess-callback-lua-script"),
             (self.event_callback_lua_script.is_some(), "--event-callback-lua-script"),
             (self.filter_callback_lua_script.is_some(), "--filter-callback-lua-script"),
@@ -1251,8 +1249,8 @@ mod tests {
             }
             with_env += 1;
         }
-        // 112 env-backed arguments of the reference (incl. SOURCE/TARGET) + --io-pool-size.
-        assert_eq!(with_env, 113);
+        // 112 env-backed arguments of the reference (incl. SOURCE/TARGET) + --io-pool-size + --max-delete.
+        assert_eq!(with_env, 114);
     }
 
     #[test]
@@ -1435,8 +1433,8 @@ mod tests {
 
     #[test]
     fn unsupported_options_listing() {
-        let a = parse_ok(&["--enable-versioning", "--check-etag", "s3://a", "b"]);
-        assert_eq!(a.unsupported_options(), vec!["--enable-versioning"]);
+        let a = parse_ok(&["--sync-latest-tagging", "--check-etag", "s3://a", "b"]);
+        assert_eq!(a.unsupported_options(), vec!["--sync-latest-tagging"]);
 
         let implemented = parse_ok(&[
             "--dry-run",
@@ -1559,23 +1557,9 @@ mod tests {
         assert_eq!(
             unsupported.unsupported_options(),
             vec![
-                "--source-accelerate",
-                "--target-request-payer",
-                "--storage-class",
-                "--filter-include-metadata-regex",
-                "--enable-additional-checksum",
-                "--rate-limit-objects",
-                "--content-type",
-                "--expires",
-                "--tagging",
-                "--target-sse-c",
-                "--target-sse-c-key",
-                "--target-sse-c-key-md5",
-                "--report-sync-status",
                 "--report-tagging-sync-status",
-                "--acl",
                 "--lua-vm-memory-limit",
-                "--allow-lua-unsafe-vm",
+                "--allow-lua-unsafe-vm"
             ]
         );
         // Setting the Lua memory limit to its default value is not "set".
@@ -1588,6 +1572,20 @@ mod tests {
     #[test]
     fn every_unimplemented_option_is_listed() {
         const IMPLEMENTED: &[&str] = &[
+            "target_request_payer",
+            "target_accelerate",
+            "source_request_payer",
+            "source_accelerate",
+            "filter_exclude_tag_regex",
+            "filter_include_tag_regex",
+            "filter_exclude_metadata_regex",
+            "filter_include_metadata_regex",
+            "filter_exclude_content_type_regex",
+            "filter_include_content_type_regex",
+            "max_delete",
+            "rate_limit_bandwidth",
+            "rate_limit_objects",
+            "disable_express_one_zone_additional_checksum",
             "auto_chunksize",
             "report_sync_status",
             "check_mtime_and_additional_checksum",

@@ -86,7 +86,9 @@ impl CliArgs {
                     region: &Option<String>,
                     endpoint: &Option<String>,
                     path_style: bool,
-                    sse_c: Option<SseC>| ClientConfig {
+                    sse_c: Option<SseC>,
+                    accelerate: bool,
+                    request_payer: bool| ClientConfig {
             profile: profile.clone(),
             access_key: ak.clone(),
             secret_access_key: sk.clone(),
@@ -97,6 +99,8 @@ impl CliArgs {
             aws_config_file: self.aws_config_file.clone().map(Into::into),
             aws_shared_credentials_file: self.aws_shared_credentials_file.clone().map(Into::into),
             sse_c,
+            accelerate,
+            request_payer,
         };
         let sse_c = |alg: &Option<String>, key: &Option<String>, md5: &Option<String>| -> Result<Option<SseC>> {
             match (alg, key) {
@@ -130,6 +134,17 @@ impl CliArgs {
                 ))
             }
         };
+        // Express One Zone (directory buckets, `--x-s3`): ETags are not MD5s, so verify with CRC64NVME
+        // by default, as the reference does.
+        let express = |l: &Location| matches!(l, Location::S3 { bucket, .. } if bucket.ends_with("--x-s3"));
+        let checksum = match checksum {
+            None if express(&target) && !self.disable_express_one_zone_additional_checksum => {
+                Some((ChecksumAlgorithm::Crc64Nvme, ChecksumType::FullObject))
+            }
+            c => c,
+        };
+        let enable_additional_checksum =
+            self.enable_additional_checksum || (express(&source) && !self.disable_express_one_zone_additional_checksum);
         let attributes = AttributeOptions {
             cache_control: self.cache_control.clone(),
             content_disposition: self.content_disposition.clone(),
@@ -163,6 +178,12 @@ impl CliArgs {
             larger_size: self.filter_larger_size,
             include_regex: self.filter_include_regex.clone(),
             exclude_regex: self.filter_exclude_regex.clone(),
+            include_content_type_regex: self.filter_include_content_type_regex.clone(),
+            exclude_content_type_regex: self.filter_exclude_content_type_regex.clone(),
+            include_metadata_regex: self.filter_include_metadata_regex.clone(),
+            exclude_metadata_regex: self.filter_exclude_metadata_regex.clone(),
+            include_tag_regex: self.filter_include_tag_regex.clone(),
+            exclude_tag_regex: self.filter_exclude_tag_regex.clone(),
         };
         Config::builder(source, target)
             .source_client(side(
@@ -174,6 +195,8 @@ impl CliArgs {
                 &self.source_endpoint_url,
                 self.source_force_path_style,
                 source_sse_c,
+                self.source_accelerate,
+                self.source_request_payer,
             ))
             .target_client(side(
                 &self.target_profile,
@@ -184,6 +207,8 @@ impl CliArgs {
                 &self.target_endpoint_url,
                 self.target_force_path_style,
                 target_sse_c,
+                self.target_accelerate,
+                self.target_request_payer,
             ))
             .dry_run(self.dry_run)
             .delete(self.delete)
@@ -215,9 +240,12 @@ impl CliArgs {
                 c.retry.operation_attempt_timeout = self.operation_attempt_timeout_milliseconds.map(ms);
                 c.retry.stalled_stream_protection = !self.disable_stalled_stream_protection;
                 c.checksum = checksum;
-                c.enable_additional_checksum = self.enable_additional_checksum;
+                c.enable_additional_checksum = enable_additional_checksum;
                 c.report_sync_status = self.report_sync_status;
                 c.auto_chunksize = self.auto_chunksize;
+                c.rate_limit_objects = self.rate_limit_objects.map(u64::from);
+                c.rate_limit_bandwidth = self.rate_limit_bandwidth;
+                c.max_delete = self.max_delete;
             })
             .build()
     }

@@ -103,6 +103,7 @@ impl Sync {
             target: target.clone(),
             cfg: cfg.clone(),
             reporter: self.reporter.clone(),
+            limits: crate::ratelimit::Limits::new(cfg.rate_limit_objects, cfg.rate_limit_bandwidth),
             cleanups: Default::default(),
         });
 
@@ -321,7 +322,18 @@ async fn process(tr: &Transferer, job: Job) {
             Err(e) => return rep.failed(&s.key, e.to_string()),
         }
     }
+    if cfg.filters.needs_head() || cfg.filters.needs_tags() {
+        match object_facts(tr, &s).await {
+            Ok(f) if cfg.filters.accepts_facts(&f) => {}
+            Ok(_) => {
+                debug!(key = %s.key, "object filtered by its content type, metadata or tags");
+                return;
+            }
+            Err(e) => return rep.failed(&s.key, e.to_string()),
+        }
+    }
     rep.planned(s.size);
+    tr.limits.object().await;
     if cfg.dry_run {
         info!(key = %s.key, size = s.size, "[dry-run] sync completed.");
         rep.add_bytes(s.size);
@@ -348,6 +360,45 @@ async fn process(tr: &Transferer, job: Job) {
             Err(e) => return rep.failed(&s.key, e.to_string()),
         }
     }
+}
+
+/// The Content-Type, metadata and tags of a source object, each fetched only when a filter needs it.
+async fn object_facts(tr: &Transferer, s: &Entry) -> Result<crate::filter::ObjectFacts> {
+    let f = &tr.cfg.filters;
+    let mut facts = crate::filter::ObjectFacts::default();
+    match &tr.source {
+        End::Local(_) => {
+            if !tr.cfg.attributes.no_guess_mime_type {
+                facts.content_type = mime_guess::from_path(&s.key)
+                    .first()
+                    .map(|m| m.essence_str().to_string());
+            }
+        }
+        End::S3(s3) => {
+            if f.needs_head() {
+                if let Some(h) = s3.head(&s.key, None).await? {
+                    facts.content_type = h.attributes.content_type;
+                    let md: Vec<String> = h
+                        .attributes
+                        .metadata
+                        .iter()
+                        .map(|(k, v)| format!("{}={v}", k.to_lowercase()))
+                        .collect();
+                    facts.metadata = md.join(",");
+                }
+            }
+            if f.needs_tags() {
+                let tags: Vec<String> = s3
+                    .get_tags(&s.key)
+                    .await?
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                facts.tags = tags.join("&");
+            }
+        }
+    }
+    Ok(facts)
 }
 
 /// Compares source and target by the configured digest: ETag, or additional checksum.
@@ -383,9 +434,22 @@ async fn run_deletions(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let keys = spill.drain()?;
+    let budget = std::sync::atomic::AtomicU64::new(cfg.max_delete.unwrap_or(u64::MAX));
+    let budget = &budget;
     let stream = futures::stream::iter(keys).map(|key| async move {
         let key = key?;
         if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let allowed = budget
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |b| b.checked_sub(1),
+            )
+            .is_ok();
+        if !allowed {
+            rep.warning(&key, "not deleted: --max-delete reached".into());
             return Ok(());
         }
         if cfg.dry_run {

@@ -63,6 +63,7 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Client {
     let shared = loader.load().await;
     let mut b = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(c.force_path_style)
+        .accelerate(c.accelerate)
         // s3sync computes and checks digests itself, in the same pass as the transfer.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired);

@@ -21,6 +21,7 @@ pub struct S3Storage {
     prefix: String,
     payload_signing: bool,
     sse_c: Option<SseC>,
+    request_payer: bool,
 }
 
 /// A customer-provided encryption key (SSE-C) of one end, sent with every request on its objects.
@@ -167,7 +168,18 @@ impl S3Storage {
             prefix,
             payload_signing,
             sse_c,
+            request_payer: false,
         }
+    }
+
+    /// Sends `x-amz-request-payer: requester` with every object request (`--*-request-payer`).
+    pub fn with_request_payer(mut self, on: bool) -> Self {
+        self.request_payer = on;
+        self
+    }
+
+    fn payer(&self) -> Option<aws_sdk_s3::types::RequestPayer> {
+        self.request_payer.then_some(aws_sdk_s3::types::RequestPayer::Requester)
     }
 
     /// Whether objects of this end are encrypted with a customer key (their ETags are then not MD5s).
@@ -178,28 +190,41 @@ impl S3Storage {
     /// The tag set of an object as `k=v&k2=v2` (URL-encoded), `None` when it has none or the server
     /// does not implement tagging.
     pub async fn get_tagging(&self, key: &str) -> Result<Option<String>> {
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let tags: Vec<String> = self
+            .get_tags(key)
+            .await?
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect();
+        Ok((!tags.is_empty()).then(|| tags.join("&")))
+    }
+
+    /// The tag set of an object, sorted by key; empty when it has none or the server does not
+    /// implement tagging.
+    pub async fn get_tags(&self, key: &str) -> Result<Vec<(String, String)>> {
         let full = self.full_key(key);
         match self
             .client
             .get_object_tagging()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .send()
             .await
         {
             Ok(r) => {
-                let enc =
-                    |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-                let tags: Vec<String> = r
+                let mut tags: Vec<(String, String)> = r
                     .tag_set()
                     .iter()
-                    .map(|t| format!("{}={}", enc(t.key()), enc(t.value())))
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
                     .collect();
-                Ok((!tags.is_empty()).then(|| tags.join("&")))
+                tags.sort();
+                Ok(tags)
             }
             Err(e) => match self.err("GetObjectTagging", &full, e) {
                 Error::S3 { message, .. } if message.contains("NotImplemented") || message.contains("HTTP 501") => {
-                    Ok(None)
+                    Ok(Vec::new())
                 }
                 other => Err(other),
             },
@@ -236,9 +261,17 @@ impl S3Storage {
     /// Checks that the bucket exists and the credentials are accepted (HeadBucket), so that a wrong
     /// setup fails on the first request, before any listing.
     pub async fn check_access(&self) -> Result<()> {
+        // A closed port or an unknown host must fail within seconds, not after the run's full retry
+        // budget: the first request gets a few quick attempts only.
+        let quick = aws_sdk_s3::config::retry::RetryConfig::standard()
+            .with_max_attempts(3)
+            .with_initial_backoff(std::time::Duration::from_millis(100))
+            .with_max_backoff(std::time::Duration::from_secs(1));
         self.client
             .head_bucket()
             .bucket(&self.bucket)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().retry_config(quick))
             .send()
             .await
             .map(|_| ())
@@ -268,6 +301,7 @@ impl S3Storage {
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
+                .set_request_payer(self.payer())
                 .prefix(&self.prefix)
                 .max_keys(max_keys)
                 .set_continuation_token(token.take())
@@ -309,6 +343,7 @@ impl S3Storage {
             .client
             .head_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .set_part_number(part_number)
             .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
@@ -353,6 +388,7 @@ impl S3Storage {
             .client
             .get_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .set_range(range);
         let resp = with_sse_c!(resp, &self.sse_c)
@@ -377,6 +413,7 @@ impl S3Storage {
             .client
             .put_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .content_length(len as i64)
             .set_content_md5(content_md5)
@@ -406,6 +443,7 @@ impl S3Storage {
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .set_checksum_algorithm(checksum.map(|c| c.0.to_sdk()))
             .set_checksum_type(full_object_type(checksum));
@@ -438,6 +476,7 @@ impl S3Storage {
             .client
             .upload_part()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .upload_id(upload_id)
             .part_number(part_number)
@@ -473,6 +512,7 @@ impl S3Storage {
             .client
             .upload_part_copy()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .upload_id(upload_id)
             .part_number(part_number)
@@ -520,6 +560,7 @@ impl S3Storage {
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .upload_id(upload_id)
             .set_checksum_type(full_object_type(checksum))
@@ -540,6 +581,7 @@ impl S3Storage {
         self.client
             .abort_multipart_upload()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .upload_id(upload_id)
             .send()
@@ -561,6 +603,7 @@ impl S3Storage {
             .client
             .copy_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .copy_source(source.copy_source(source_key))
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
@@ -589,6 +632,7 @@ impl S3Storage {
         self.client
             .delete_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(&full)
             .send()
             .await
@@ -689,4 +733,68 @@ fn one_line<E: std::error::Error + 'static>(e: &E) -> String {
         src = inner.source();
     }
     s.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    //! Request-level checks of headers that neither test server can observe (request payer,
+    //! acceleration): the request is captured before it leaves the client.
+    use super::*;
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_http_client::test_util::capture_request;
+
+    fn client(accelerate: bool) -> (Client, aws_smithy_http_client::test_util::CaptureRequestReceiver) {
+        let (http, rx) = capture_request(None);
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .accelerate(accelerate)
+            .http_client(http)
+            .build();
+        (Client::from_conf(conf), rx)
+    }
+
+    #[tokio::test]
+    async fn request_payer_header_is_sent() {
+        let (c, rx) = client(false);
+        let s = S3Storage::new(c, "b".into(), "p/".into(), true, None).with_request_payer(true);
+        let _ = s.delete("k").await;
+        let req = rx.expect_request();
+        assert_eq!(req.headers().get("x-amz-request-payer"), Some("requester"));
+        assert!(req.uri().contains("p/k"), "{}", req.uri());
+    }
+
+    #[tokio::test]
+    async fn accelerate_uses_the_accelerate_endpoint() {
+        let (c, rx) = client(true);
+        let s = S3Storage::new(c, "bucket".into(), String::new(), true, None);
+        let _ = s.delete("k").await;
+        let req = rx.expect_request();
+        assert!(req.uri().contains("s3-accelerate"), "{}", req.uri());
+        assert_eq!(req.headers().get("x-amz-request-payer"), None);
+    }
+
+    #[tokio::test]
+    async fn sse_c_headers_are_sent_and_the_key_is_not_logged() {
+        let (c, rx) = client(false);
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_string();
+        let sse = SseC::new("AES256".into(), key.clone(), None).unwrap();
+        assert!(!format!("{sse:?}").contains(&key));
+        let s = S3Storage::new(c, "b".into(), String::new(), true, Some(sse));
+        let _ = s.head("k", None).await;
+        let req = rx.expect_request();
+        assert_eq!(
+            req.headers().get("x-amz-server-side-encryption-customer-algorithm"),
+            Some("AES256")
+        );
+        assert_eq!(
+            req.headers().get("x-amz-server-side-encryption-customer-key"),
+            Some(key.as_str())
+        );
+        assert!(req
+            .headers()
+            .get("x-amz-server-side-encryption-customer-key-md5")
+            .is_some());
+    }
 }

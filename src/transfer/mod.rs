@@ -54,6 +54,8 @@ pub struct Transferer {
     pub cfg: Arc<Config>,
     /// Progress and statistics.
     pub reporter: Arc<Reporter>,
+    /// Rate limits.
+    pub limits: crate::ratelimit::Limits,
     /// Clean-ups started by cancelled transfers (multipart aborts), awaited before the run ends.
     pub cleanups: Cleanups,
 }
@@ -152,7 +154,7 @@ fn stream_error(key: &str, bucket: &str, e: impl std::fmt::Display) -> Error {
         bucket: bucket.to_string(),
         key: key.to_string(),
         kind: S3ErrorKind::Retryable,
-        message: format!("reading the response body failed: {e}"),
+        message: format!("the response body broke off (truncated or reset): {e}"),
     }
 }
 
@@ -265,6 +267,7 @@ impl Transferer {
                         Ok(c)
                     }
                 });
+                self.limits.bytes(len).await;
                 for c in futures::future::try_join_all(reads).await? {
                     hasher.update(c.as_slice());
                     self.reporter.add_bytes(c.len() as u64);
@@ -277,6 +280,7 @@ impl Transferer {
                 let mut cur = pending.next();
                 while let Some(frame) = body.next().await {
                     let frame = frame.map_err(|e| stream_error(key, s3.bucket(), e))?;
+                    self.limits.bytes(frame.len() as u64).await;
                     let mut data = &frame[..];
                     while !data.is_empty() {
                         let Some(c) = cur.as_mut() else {
@@ -578,6 +582,7 @@ impl Transferer {
                 false,
             ),
         };
+        self.limits.bytes(entry.size).await;
         let etag = if !layout.multipart {
             target.copy_object(key, source, key, attrs).await?
         } else {
@@ -837,6 +842,7 @@ impl Transferer {
         };
         while let Some(frame) = body.next().await {
             let frame = frame.map_err(|e| stream_error(key, source.bucket(), e))?;
+            self.limits.bytes(frame.len() as u64).await;
             let mut data = &frame[..];
             while !data.is_empty() {
                 if cur.is_none() {

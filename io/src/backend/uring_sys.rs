@@ -70,12 +70,17 @@ pub(crate) enum Event<T> {
     Done { op: Op, tag: T, result: i32 },
 }
 
+/// Prefixes an OS error with the step that failed, keeping its kind.
+fn context(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 /// Creates the eventfd senders poke to wake the ring thread (a counter, initially 0).
 pub(crate) fn eventfd() -> io::Result<File> {
     // SAFETY: plain FFI call with valid flags; returns a new fd or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(context(io::Error::last_os_error(), "eventfd"));
     }
     // SAFETY: `fd` is a freshly created, valid descriptor that nothing else owns.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
@@ -99,13 +104,24 @@ impl<T> Ring<T> {
     /// Builds a ring with `entries` SQ entries (at most `entries - 1` operations in flight, plus
     /// the wake-up read) and checks that the kernel supports every opcode used.
     ///
-    /// Then tries to register the pool's chunks as fixed buffers. The ring is usable either way;
-    /// the second value is the registration error, if any (then plain READ/WRITE are used).
-    pub(crate) fn new(entries: u32, pool: &ChunkPool, wake: File) -> io::Result<(Ring<T>, Option<io::Error>)> {
-        let ring = IoUring::builder().setup_clamp().build(entries)?;
+    /// Then, if `register_buffers`, tries to register the pool's chunks as fixed buffers. The ring
+    /// is usable either way; the second value is the registration error, if any (then plain
+    /// READ/WRITE are used).
+    pub(crate) fn new(
+        entries: u32,
+        pool: &ChunkPool,
+        wake: File,
+        register_buffers: bool,
+    ) -> io::Result<(Ring<T>, Option<io::Error>)> {
+        let ring = IoUring::builder()
+            .setup_clamp()
+            .build(entries)
+            .map_err(|e| context(e, "io_uring_setup"))?;
 
         let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|e| context(e, "IORING_REGISTER_PROBE"))?;
         for (code, name) in [
             (opcode::ReadFixed::CODE, "READ_FIXED"),
             (opcode::WriteFixed::CODE, "WRITE_FIXED"),
@@ -133,6 +149,9 @@ impl<T> Ring<T> {
             fixed: false,
             pool: pool.clone(),
         };
+        if !register_buffers {
+            return Ok((this, None));
+        }
         let registration = this.register_pool();
         this.fixed = registration.is_ok();
         Ok((this, registration.err()))
@@ -162,7 +181,7 @@ impl<T> Ring<T> {
         // `self.pool` keeps alive until after the ring (and with it the registration) is gone
         // (invariant 3). The kernel only accesses a registered buffer for a fixed-buffer
         // operation, and those are issued only under invariants 1 and 2.
-        unsafe { self.ring.submitter().register_buffers(&iovecs) }
+        unsafe { self.ring.submitter().register_buffers(&iovecs) }.map_err(|e| context(e, "IORING_REGISTER_BUFFERS"))
     }
 
     /// Whether the pool's chunks are registered as fixed buffers.
