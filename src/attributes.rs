@@ -8,6 +8,8 @@ use std::time::SystemTime;
 
 /// User metadata key that records the source's last-modified time (as the reference names it).
 pub const LAST_MODIFIED_METADATA: &str = "s3sync_origin_last_modified";
+/// User metadata key that records the source's version id in versioned syncs.
+pub const VERSION_ID_METADATA: &str = "s3sync_origin_version_id";
 
 /// The attribute options of a run (CLI overrides and switches).
 #[derive(Debug, Clone, Default)]

@@ -96,6 +96,7 @@ mod tests {
             size,
             mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
             etag: None,
+            version_id: None,
         }
     }
 

@@ -147,6 +147,10 @@ pub struct Config {
     pub rate_limit_bandwidth: Option<u64>,
     /// Delete at most this many objects (`--max-delete`).
     pub max_delete: Option<u64>,
+    /// Sync every version, oldest first, to a versioned target (`--enable-versioning`).
+    pub enable_versioning: bool,
+    /// Sync the state of a versioned source at this instant (`--point-in-time`).
+    pub point_in_time: Option<std::time::SystemTime>,
 }
 
 impl Config {
@@ -186,6 +190,8 @@ impl Config {
                 rate_limit_objects: None,
                 rate_limit_bandwidth: None,
                 max_delete: None,
+                enable_versioning: false,
+                point_in_time: None,
             },
         }
     }
@@ -219,6 +225,15 @@ impl Config {
         }
         if !self.source.is_s3() && !self.target.is_s3() {
             return invalid("either SOURCE or TARGET must be s3://bucket[/prefix]; local to local is not supported");
+        }
+        if (self.enable_versioning || self.point_in_time.is_some()) && !self.source.is_s3() {
+            return invalid("--enable-versioning and --point-in-time need an S3 source");
+        }
+        if self.enable_versioning && !self.target.is_s3() {
+            return invalid("--enable-versioning needs an S3 target (a versioned bucket)");
+        }
+        if self.enable_versioning && self.point_in_time.is_some() {
+            return invalid("--enable-versioning and --point-in-time cannot be used together");
         }
         if self.head_each_target && self.delete {
             return invalid("--head-each-target cannot be used with --delete (deleting needs a target listing)");

@@ -129,6 +129,7 @@ mod tests {
             size: 10,
             mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
             etag: None,
+            version_id: None,
         };
         assert!(Filters::default().accepts(&e));
         let f = Filters {

@@ -310,7 +310,6 @@ async fn sse_c_multipart_upload_ranged_download_and_copy() {
 #[tokio::test]
 async fn filters_select_what_they_should() {
     let srv = server().await;
-    let bucket = srv.bucket().await;
     let src = tmpdir();
     write_tree(
         src.path(),

@@ -538,3 +538,22 @@ async fn dropping_all_handles_while_cancelled_operations_are_in_flight() {
         wait_all_returned(&pool).await;
     }
 }
+
+#[test]
+fn handles_are_thread_safe() {
+    fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+    assert_traits::<IoEngine>();
+    assert_traits::<IoFile>();
+    assert_traits::<ChunkPool>();
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    let engine = IoEngine::with_backend(ChunkPool::new(4096, 1).unwrap(), BackendKind::Tokio).unwrap();
+    let file = IoFile::from_std(tempfile::tempfile().unwrap());
+    // The futures can be spawned on a multi-thread runtime.
+    let e = engine.clone();
+    assert_send(&async move {
+        let chunk = e.pool().acquire().await;
+        let chunk = e.read_at(&file, chunk, 0, 1).await.unwrap();
+        e.write_at(&file, chunk, 0).await.unwrap();
+        e.fsync(&file).await.unwrap();
+    });
+}

@@ -1085,8 +1085,6 @@ impl CliArgs {
         #[rustfmt::skip]
         let checks = [
             (self.sync_latest_tagging, "--sync-latest-tagging"),
-            (self.enable_versioning, "--enable-versioning"),
-            (self.point_in_time.is_some(), "--point-in-time"),
             (self.report_metadata_sync_status, "--report-metadata-sync-status"),
             (self.report_tagging_sync_status, "--report-tagging-sync-status"),
             (self.preprocess_callback_lua_script.is_some(), "--preprocess-callback-lua-script"),
@@ -1572,6 +1570,8 @@ mod tests {
     #[test]
     fn every_unimplemented_option_is_listed() {
         const IMPLEMENTED: &[&str] = &[
+            "point_in_time",
+            "enable_versioning",
             "target_request_payer",
             "target_accelerate",
             "source_request_payer",

@@ -246,6 +246,12 @@ impl CliArgs {
                 c.rate_limit_objects = self.rate_limit_objects.map(u64::from);
                 c.rate_limit_bandwidth = self.rate_limit_bandwidth;
                 c.max_delete = self.max_delete;
+                c.enable_versioning = self.enable_versioning;
+                c.point_in_time = self.point_in_time.map(Into::into);
+                // As the reference: a point-in-time sync always overwrites the target.
+                if self.point_in_time.is_some() {
+                    c.remove_modified_filter = true;
+                }
             })
             .build()
     }

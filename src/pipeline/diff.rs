@@ -172,6 +172,7 @@ mod tests {
             size: 1,
             mtime: SystemTime::UNIX_EPOCH,
             etag: None,
+            version_id: None,
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod diff;
 mod spill;
+mod versioned;
 
 use crate::compare::{decide, CheckMode, Verdict};
 use crate::config::{Config, POOL_CHUNK_SIZE};
@@ -107,13 +108,24 @@ impl Sync {
             cleanups: Default::default(),
         });
 
+        if cfg.enable_versioning {
+            if let (End::S3(s), End::S3(t)) = (&source, &target) {
+                versioned::run(transferer.clone(), s.clone(), t.clone(), self.cancel.clone()).await?;
+                transferer.cleanups.wait().await;
+                if self.cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                return Ok(self.reporter.snapshot());
+            }
+        }
+
         // Listers.
         let (src_tx, src_rx) = mpsc::channel(LISTING_CHANNEL);
-        spawn_lister(source.clone(), src_tx, cfg.max_keys, false);
+        spawn_lister(source.clone(), src_tx, cfg.max_keys, false, cfg.point_in_time);
         let list_target = cfg.delete || !(cfg.head_each_target || cfg.remove_modified_filter);
         let tgt_rx = list_target.then(|| {
             let (tx, rx) = mpsc::channel(LISTING_CHANNEL);
-            spawn_lister(target.clone(), tx, cfg.max_keys, !cfg.dry_run);
+            spawn_lister(target.clone(), tx, cfg.max_keys, !cfg.dry_run, None);
             rx
         });
         let no_listing = if cfg.remove_modified_filter {
@@ -258,16 +270,48 @@ async fn check_end(end: &End, is_source: bool) -> Result<()> {
     }
 }
 
-fn spawn_lister(end: End, tx: mpsc::Sender<Result<Entry>>, max_keys: i32, clean_temp: bool) {
+fn spawn_lister(
+    end: End,
+    tx: mpsc::Sender<Result<Entry>>,
+    max_keys: i32,
+    clean_temp: bool,
+    point_in_time: Option<std::time::SystemTime>,
+) {
     tokio::spawn(async move {
-        let res = match &end {
-            End::Local(l) => l.list(tx.clone(), clean_temp).await,
-            End::S3(s) => s.list(max_keys, tx.clone()).await,
+        let res = match (&end, point_in_time) {
+            (End::Local(l), _) => l.list(tx.clone(), clean_temp).await,
+            (End::S3(s), None) => s.list(max_keys, tx.clone()).await,
+            (End::S3(s), Some(t)) => list_at(s, max_keys, t, tx.clone()).await,
         };
         if let Err(e) = res {
             let _ = tx.send(Err(e)).await;
         }
     });
+}
+
+/// Lists the objects of a versioned bucket as they were at `t` (`--point-in-time`).
+async fn list_at(
+    s3: &S3Storage,
+    max_keys: i32,
+    t: std::time::SystemTime,
+    tx: mpsc::Sender<Result<Entry>>,
+) -> Result<()> {
+    let (vtx, mut vrx) = mpsc::channel(LISTING_CHANNEL);
+    let s3 = s3.clone();
+    let lister = tokio::spawn(async move { s3.list_versions(max_keys, vtx).await });
+    while let Some(kv) = vrx.recv().await {
+        let item = match kv {
+            Ok(kv) => match kv.at(t) {
+                Some(e) => Ok(e.clone()),
+                None => continue,
+            },
+            Err(e) => Err(e),
+        };
+        if tx.send(item).await.is_err() {
+            break;
+        }
+    }
+    lister.await.map_err(|e| Error::InvalidArgument(format!("version listing task failed: {e}")))?
 }
 
 /// Looks up the target of one key (for `--head-each-target` and unordered listings).

@@ -95,12 +95,14 @@ impl LocalStorage {
                 size: m.len(),
                 mtime: m.modified().map_err(|e| Error::local("stat", &path, e))?,
                 etag: None,
+                version_id: None,
             })),
             Ok(m) if m.is_dir() && key.ends_with('/') => Ok(Some(Entry {
                 key: key.to_string(),
                 size: 0,
                 mtime: m.modified().map_err(|e| Error::local("stat", &path, e))?,
                 etag: None,
+                version_id: None,
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -160,6 +162,7 @@ impl LocalStorage {
                     size: item.size,
                     mtime: item.mtime,
                     etag: None,
+                    version_id: None,
                 }))
                 .is_err()
             {

@@ -20,6 +20,8 @@ pub struct Entry {
     pub mtime: SystemTime,
     /// The ETag without quotes, for S3 entries that carry one.
     pub etag: Option<String>,
+    /// The version to read, for versioned syncs (`--enable-versioning`, `--point-in-time`).
+    pub version_id: Option<String>,
 }
 
 impl Entry {

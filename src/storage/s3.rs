@@ -139,6 +139,35 @@ pub struct HeadInfo {
     pub full_object_checksum: bool,
 }
 
+/// One version (or delete marker) of an object.
+#[derive(Debug, Clone)]
+pub struct ObjectVersionEntry {
+    /// The version as an entry (`version_id` set).
+    pub entry: Entry,
+    /// Whether this is a delete marker.
+    pub delete_marker: bool,
+    /// Whether this is the current version.
+    pub is_latest: bool,
+}
+
+/// Every version of one key, oldest first.
+#[derive(Debug, Clone)]
+pub struct KeyVersions {
+    /// Relative key.
+    pub key: String,
+    /// Versions and delete markers, oldest first.
+    pub versions: Vec<ObjectVersionEntry>,
+}
+
+impl KeyVersions {
+    /// The object as it was at `t`: the newest version not newer than `t`, unless that is a delete
+    /// marker.
+    pub fn at(&self, t: SystemTime) -> Option<&Entry> {
+        let v = self.versions.iter().rev().find(|v| v.entry.mtime <= t)?;
+        (!v.delete_marker).then_some(&v.entry)
+    }
+}
+
 /// What a write of an object (or part) returned.
 #[derive(Debug, Clone, Default)]
 pub struct Written {
@@ -189,10 +218,10 @@ impl S3Storage {
 
     /// The tag set of an object as `k=v&k2=v2` (URL-encoded), `None` when it has none or the server
     /// does not implement tagging.
-    pub async fn get_tagging(&self, key: &str) -> Result<Option<String>> {
+    pub async fn get_tagging(&self, key: &str, version_id: Option<&str>) -> Result<Option<String>> {
         let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
         let tags: Vec<String> = self
-            .get_tags(key)
+            .get_tags_version(key, version_id)
             .await?
             .iter()
             .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
@@ -203,12 +232,18 @@ impl S3Storage {
     /// The tag set of an object, sorted by key; empty when it has none or the server does not
     /// implement tagging.
     pub async fn get_tags(&self, key: &str) -> Result<Vec<(String, String)>> {
+        self.get_tags_version(key, None).await
+    }
+
+    /// The tag set of one version of an object.
+    pub async fn get_tags_version(&self, key: &str, version_id: Option<&str>) -> Result<Vec<(String, String)>> {
         let full = self.full_key(key);
         match self
             .client
             .get_object_tagging()
             .bucket(&self.bucket)
             .set_request_payer(self.payer())
+            .set_version_id(version_id.map(str::to_string))
             .key(&full)
             .send()
             .await
@@ -324,6 +359,7 @@ impl S3Storage {
                         .map(to_system_time)
                         .unwrap_or(SystemTime::UNIX_EPOCH),
                     etag: obj.e_tag().map(crate::checksum::normalize_etag),
+                    version_id: None,
                 };
                 if tx.send(Ok(entry)).await.is_err() {
                     return Ok(());
@@ -336,8 +372,119 @@ impl S3Storage {
         }
     }
 
+    /// Lists every version and delete marker under the prefix, one key at a time (versions oldest
+    /// first), with the prefix removed.
+    pub async fn list_versions(&self, max_keys: i32, tx: mpsc::Sender<Result<KeyVersions>>) -> Result<()> {
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        let mut current: Option<KeyVersions> = None;
+        loop {
+            let resp = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .max_keys(max_keys)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err("ListObjectVersions", &self.prefix, e))?;
+            let mut page: Vec<ObjectVersionEntry> = Vec::new();
+            for v in resp.versions() {
+                let Some(rel) = v.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else { continue };
+                page.push(ObjectVersionEntry {
+                    entry: Entry {
+                        key: rel.to_string(),
+                        size: v.size().unwrap_or(0).max(0) as u64,
+                        mtime: v.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
+                        etag: v.e_tag().map(crate::checksum::normalize_etag),
+                        version_id: v.version_id().map(str::to_string),
+                    },
+                    delete_marker: false,
+                    is_latest: v.is_latest().unwrap_or(false),
+                });
+            }
+            for d in resp.delete_markers() {
+                let Some(rel) = d.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else { continue };
+                page.push(ObjectVersionEntry {
+                    entry: Entry {
+                        key: rel.to_string(),
+                        size: 0,
+                        mtime: d.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
+                        etag: None,
+                        version_id: d.version_id().map(str::to_string),
+                    },
+                    delete_marker: true,
+                    is_latest: d.is_latest().unwrap_or(false),
+                });
+            }
+            // Keys ascending; within a key, oldest first.
+            page.sort_by(|a, b| a.entry.key.as_bytes().cmp(b.entry.key.as_bytes()).then(a.entry.mtime.cmp(&b.entry.mtime)));
+            for v in page {
+                if v.entry.key.is_empty() {
+                    continue;
+                }
+                match current.as_mut() {
+                    Some(c) if c.key == v.entry.key => {
+                        // A key split across pages: later pages hold older versions.
+                        let pos = c.versions.partition_point(|x| x.entry.mtime <= v.entry.mtime);
+                        c.versions.insert(pos, v);
+                    }
+                    _ => {
+                        if let Some(done) = current.take() {
+                            if tx.send(Ok(done)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        current = Some(KeyVersions { key: v.entry.key.clone(), versions: vec![v] });
+                    }
+                }
+            }
+            if resp.is_truncated() == Some(true) {
+                key_marker = resp.next_key_marker().map(str::to_string);
+                version_marker = resp.next_version_id_marker().map(str::to_string);
+                if key_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        if let Some(done) = current {
+            let _ = tx.send(Ok(done)).await;
+        }
+        Ok(())
+    }
+
+    /// Whether any version or delete marker of exactly this key exists.
+    pub async fn has_versions(&self, key: &str) -> Result<bool> {
+        let full = self.full_key(key);
+        let resp = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .max_keys(10)
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectVersions", &full, e))?;
+        Ok(resp.versions().iter().any(|v| v.key() == Some(full.as_str()))
+            || resp.delete_markers().iter().any(|d| d.key() == Some(full.as_str())))
+    }
+
     /// HEADs one object (optionally one part of it); `None` when it does not exist.
     pub async fn head(&self, key: &str, part_number: Option<i32>) -> Result<Option<HeadInfo>> {
+        self.head_version(key, part_number, None).await
+    }
+
+    /// HEADs one version of an object (the latest when `version_id` is `None`).
+    pub async fn head_version(
+        &self,
+        key: &str,
+        part_number: Option<i32>,
+        version_id: Option<&str>,
+    ) -> Result<Option<HeadInfo>> {
         let full = self.full_key(key);
         let res = self
             .client
@@ -346,6 +493,7 @@ impl S3Storage {
             .set_request_payer(self.payer())
             .key(&full)
             .set_part_number(part_number)
+            .set_version_id(version_id.map(str::to_string))
             .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
         let res = with_sse_c!(res, &self.sse_c).send().await;
         match res {
@@ -355,6 +503,7 @@ impl S3Storage {
                     size: h.content_length().unwrap_or(0).max(0) as u64,
                     mtime: h.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
                     etag: h.e_tag().map(crate::checksum::normalize_etag),
+                    version_id: h.version_id().map(str::to_string),
                 },
                 attributes: ObjectAttributes::from_head(&h),
                 parts_count: h.parts_count().and_then(|n| u64::try_from(n).ok()),
@@ -381,7 +530,7 @@ impl S3Storage {
 
     /// Starts a GET of `len` bytes at `offset` (the whole object when `len` covers it) and returns the
     /// body stream.
-    pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<ByteStream> {
+    pub async fn get_range(&self, key: &str, version_id: Option<&str>, offset: u64, len: u64) -> Result<ByteStream> {
         let full = self.full_key(key);
         let range = (len > 0).then(|| format!("bytes={}-{}", offset, offset + len - 1));
         let resp = self
@@ -390,7 +539,8 @@ impl S3Storage {
             .bucket(&self.bucket)
             .set_request_payer(self.payer())
             .key(&full)
-            .set_range(range);
+            .set_range(range)
+            .set_version_id(version_id.map(str::to_string));
         let resp = with_sse_c!(resp, &self.sse_c)
             .send()
             .await
@@ -504,6 +654,7 @@ impl S3Storage {
         part_number: i32,
         source: &S3Storage,
         source_key: &str,
+        source_version: Option<&str>,
         offset: u64,
         len: u64,
     ) -> Result<String> {
@@ -516,7 +667,7 @@ impl S3Storage {
             .key(&full)
             .upload_id(upload_id)
             .part_number(part_number)
-            .copy_source(source.copy_source(source_key))
+            .copy_source(source.copy_source(source_key, source_version))
             .copy_source_range(format!("bytes={}-{}", offset, offset + len.max(1) - 1));
         let resp = with_sse_c!(resp, &self.sse_c);
         let resp = with_sse_c!(
@@ -596,6 +747,7 @@ impl S3Storage {
         key: &str,
         source: &S3Storage,
         source_key: &str,
+        source_version: Option<&str>,
         attrs: &ObjectAttributes,
     ) -> Result<String> {
         let full = self.full_key(key);
@@ -605,7 +757,7 @@ impl S3Storage {
             .bucket(&self.bucket)
             .set_request_payer(self.payer())
             .key(&full)
-            .copy_source(source.copy_source(source_key))
+            .copy_source(source.copy_source(source_key, source_version))
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
             .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace);
         let req = with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c);
@@ -641,7 +793,7 @@ impl S3Storage {
     }
 
     /// The `x-amz-copy-source` value for a relative key of this storage (URL-encoded).
-    fn copy_source(&self, key: &str) -> String {
+    fn copy_source(&self, key: &str, version_id: Option<&str>) -> String {
         const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
             .remove(b'/')
             .remove(b'-')
@@ -649,7 +801,11 @@ impl S3Storage {
             .remove(b'.')
             .remove(b'~');
         let full = self.full_key(key);
-        format!("{}/{}", self.bucket, percent_encoding::utf8_percent_encode(&full, KEEP))
+        let encoded = percent_encoding::utf8_percent_encode(&full, KEEP);
+        match version_id {
+            Some(v) => format!("{}/{encoded}?versionId={v}", self.bucket),
+            None => format!("{}/{encoded}", self.bucket),
+        }
     }
 }
 

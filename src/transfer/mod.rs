@@ -93,7 +93,7 @@ struct Uploaded {
 /// Where the bytes of a part come from.
 enum PartSource<'a> {
     Local(&'a IoFile),
-    S3(&'a S3Storage, &'a str),
+    S3(&'a S3Storage, &'a str, Option<&'a str>),
 }
 
 /// Aborts a multipart upload unless disarmed, also when the owning task is cancelled.
@@ -211,7 +211,7 @@ impl Transferer {
     ) -> Result<crate::attributes::ObjectAttributes> {
         let opts = &self.cfg.attributes;
         let mut src = if opts.needs_source_attributes() {
-            match source.head(&entry.key, None).await? {
+            match source.head_version(&entry.key, None, entry.version_id.as_deref()).await? {
                 Some(h) => h.attributes,
                 None => {
                     return Err(Error::ObjectChanged {
@@ -224,9 +224,20 @@ impl Transferer {
             Default::default()
         };
         if !opts.disable_tagging && opts.tagging.is_none() {
-            src.tagging = source.get_tagging(&entry.key).await?;
+            src.tagging = source.get_tagging(&entry.key, entry.version_id.as_deref()).await?;
         }
-        Ok(opts.for_target(Some(src), &entry.key, entry.mtime))
+        let mut attrs = opts.for_target(Some(src), &entry.key, entry.mtime);
+        if self.cfg.enable_versioning {
+            let t: chrono::DateTime<chrono::Utc> = entry.mtime.into();
+            attrs.metadata.insert(
+                crate::attributes::LAST_MODIFIED_METADATA.into(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
+            if let Some(v) = &entry.version_id {
+                attrs.metadata.insert(crate::attributes::VERSION_ID_METADATA.into(), v.clone());
+            }
+        }
+        Ok(attrs)
     }
 
     /// Whether ETags of the target's new objects are MD5 digests of their bytes (not with SSE-C/KMS).
@@ -274,8 +285,8 @@ impl Transferer {
                     out.push(c.freeze());
                 }
             }
-            PartSource::S3(s3, key) => {
-                let mut body = s3.get_range(key, offset, len).await?;
+            PartSource::S3(s3, key, version) => {
+                let mut body = s3.get_range(key, *version, offset, len).await?;
                 let mut pending = chunks.into_iter();
                 let mut cur = pending.next();
                 while let Some(frame) = body.next().await {
@@ -528,7 +539,9 @@ impl Transferer {
         let src_etag = entry.etag.clone().unwrap_or_default();
         // Write with the source's own part layout when it is known, so the ETags come out identical.
         let (layout, known) = match etag_part_count(&src_etag) {
-            Some(_) => self.layout_of(source, &entry.key, entry.size, &src_etag).await?,
+            Some(_) => {
+                self.layout_of_version(source, &entry.key, entry.version_id.as_deref(), entry.size, &src_etag).await?
+            }
             None if entry.size < self.cfg.multipart_threshold => (PartLayout::single(entry.size), true),
             None => (
                 PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize),
@@ -541,7 +554,7 @@ impl Transferer {
             layout
         };
         let up = self
-            .put_with_layout(target, &entry.key, PartSource::S3(source, &entry.key), layout, attrs)
+            .put_with_layout(target, &entry.key, PartSource::S3(source, &entry.key, entry.version_id.as_deref()), layout, attrs)
             .await
             .map_err(|e| with_key(e, &entry.key))?;
         let (verified, mut warning) = self.verify_upload(&entry.key, &layout, &up)?;
@@ -575,7 +588,7 @@ impl Transferer {
         let src_etag = entry.etag.clone().unwrap_or_default();
         let five_gib = 5 * 1024 * 1024 * 1024;
         let (layout, known) = match etag_part_count(&src_etag) {
-            Some(_) => self.layout_of(source, key, entry.size, &src_etag).await?,
+            Some(_) => self.layout_of_version(source, key, entry.version_id.as_deref(), entry.size, &src_etag).await?,
             None if entry.size <= five_gib => (PartLayout::single(entry.size), true),
             None => (
                 PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize),
@@ -584,7 +597,7 @@ impl Transferer {
         };
         self.limits.bytes(entry.size).await;
         let etag = if !layout.multipart {
-            target.copy_object(key, source, key, attrs).await?
+            target.copy_object(key, source, key, entry.version_id.as_deref(), attrs).await?
         } else {
             let upload_id = target.create_multipart(key, attrs, None).await?;
             let guard = AbortGuard {
@@ -599,7 +612,7 @@ impl Transferer {
                 .map(|(i, off, len)| async move {
                     let n = i as i32 + 1;
                     let etag = target
-                        .upload_part_copy(key, upload_id_ref, n, source, key, off, len)
+                        .upload_part_copy(key, upload_id_ref, n, source, key, entry.version_id.as_deref(), off, len)
                         .await?;
                     Ok(PartInfo {
                         number: n,
@@ -664,13 +677,25 @@ impl Transferer {
     /// The part layout of an S3 object, learned from its ETag and, for multipart objects, a HEAD of
     /// part 1. The flag says whether the layout is certain.
     pub async fn layout_of(&self, s3: &S3Storage, key: &str, size: u64, etag: &str) -> Result<(PartLayout, bool)> {
+        self.layout_of_version(s3, key, None, size, etag).await
+    }
+
+    /// [`Self::layout_of`] for one version of an object.
+    pub async fn layout_of_version(
+        &self,
+        s3: &S3Storage,
+        key: &str,
+        version: Option<&str>,
+        size: u64,
+        etag: &str,
+    ) -> Result<(PartLayout, bool)> {
         let Some(n) = etag_part_count(etag) else {
             return Ok((PartLayout::single(size), true));
         };
         if n == 1 {
             return Ok((PartLayout::multipart(size, size.max(1)), true));
         }
-        if let Some(h) = s3.head(key, Some(1)).await? {
+        if let Some(h) = s3.head_version(key, Some(1), version).await? {
             let part = h.entry.size;
             let layout = PartLayout::multipart(size, part);
             if h.parts_count == Some(n) && part > 0 && part < size && layout.part_count() == n {
@@ -680,7 +705,7 @@ impl Transferer {
                 // --auto-chunksize: confirm every part's size, the HEADs in parallel.
                 let sizes: Vec<(u64, Option<u64>)> = stream::iter(2..=n)
                     .map(|p| async move {
-                        let got = s3.head(key, Some(p as i32)).await?.map(|h| h.entry.size);
+                        let got = s3.head_version(key, Some(p as i32), version).await?.map(|h| h.entry.size);
                         Ok::<_, Error>((p, got))
                     })
                     .buffer_unordered(self.cfg.max_parallel_uploads)
@@ -729,7 +754,7 @@ impl Transferer {
         };
         let algo = stored.as_ref().map(|((a, _), _)| *a);
         let (layout, known) = if verify || stored.is_some() {
-            self.layout_of(source, key, entry.size, &etag).await?
+            self.layout_of_version(source, key, entry.version_id.as_deref(), entry.size, &etag).await?
         } else {
             (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
         };
@@ -751,7 +776,7 @@ impl Transferer {
         let mut parts: Vec<(u64, PartDigest)> = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
                 let digest = self
-                    .retry_part(key, || self.download_range(source, key, file_ref, off, len, algo))
+                    .retry_part(key, || self.download_range(source, key, file_ref, off, len, algo, entry.version_id.as_deref()))
                     .await?;
                 Ok::<_, Error>((i, digest))
             })
@@ -826,12 +851,13 @@ impl Transferer {
         offset: u64,
         len: u64,
         algo: Option<additional::ChecksumAlgorithm>,
+        version: Option<&str>,
     ) -> Result<PartDigest> {
         let mut hasher = PartHasher::with_checksum(algo);
         if len == 0 {
             return Ok(hasher.finish_all());
         }
-        let mut body = source.get_range(key, offset, len).await?;
+        let mut body = source.get_range(key, version, offset, len).await?;
         let mut pos = offset;
         let mut cur = None;
         let write = |c: s3sync_io::Chunk, at: u64| async move {

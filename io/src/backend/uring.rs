@@ -97,6 +97,10 @@ impl UringBackend {
     /// If the ring works but the chunks cannot be registered (typically `RLIMIT_MEMLOCK` for an
     /// unprivileged user), logs one warning and continues with plain READ/WRITE on the ring.
     pub(crate) fn start(pool: &ChunkPool) -> io::Result<UringBackend> {
+        #[cfg(test)]
+        if tests::FAIL_PROBE.with(std::cell::Cell::get) {
+            return Err(io::Error::other("probe failure injected by a test"));
+        }
         UringBackend::start_with(pool, true)
     }
 
@@ -104,6 +108,15 @@ impl UringBackend {
     pub(crate) fn start_with(pool: &ChunkPool, register_buffers: bool) -> io::Result<UringBackend> {
         let waker = Arc::new(uring_sys::eventfd()?);
         let (ring, registration) = Ring::<Reply>::new(RING_ENTRIES, pool, waker.try_clone()?, register_buffers)?;
+        let fixed = ring.fixed_buffers();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread_waker = Arc::clone(&waker);
+        std::thread::Builder::new()
+            .name("s3sync-io-uring".into())
+            .spawn(move || run(ring, rx, thread_waker))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start the io_uring thread: {e}")))?;
+        // Only now (the backend is definitely in use) report the degraded mode, so a fallback
+        // to tokio never logs two warnings.
         if let Some(e) = registration {
             tracing::warn!(
                 "io_uring: could not register the chunk pool ({} chunks of {} bytes) as fixed \
@@ -113,12 +126,6 @@ impl UringBackend {
                 pool.chunk_size()
             );
         }
-        let fixed = ring.fixed_buffers();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let thread_waker = Arc::clone(&waker);
-        std::thread::Builder::new()
-            .name("s3sync-io-uring".into())
-            .spawn(move || run(ring, rx, thread_waker))?;
         tracing::debug!(fixed_buffers = fixed, "io backend: io_uring");
         Ok(UringBackend {
             tx: Some(tx),
@@ -352,9 +359,60 @@ fn run(mut ring: Ring<Reply>, rx: Receiver<Request>, waker: Arc<File>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
     use crate::{BackendKind, IoEngine};
+
+    thread_local! {
+        /// Makes `UringBackend::start` fail on this thread, to exercise the fallback.
+        pub(crate) static FAIL_PROBE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Counts WARN events; everything else is ignored.
+    struct WarnCounter(Arc<AtomicUsize>);
+
+    impl tracing::Subscriber for WarnCounter {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn failed_probe_falls_back_to_tokio_with_one_warning() {
+        if std::env::var(crate::BACKEND_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("tokio")) {
+            return; // forced to tokio: no probe at all
+        }
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let engine = tracing::subscriber::with_default(WarnCounter(Arc::clone(&warnings)), || {
+            FAIL_PROBE.with(|f| f.set(true));
+            let engine = IoEngine::new(ChunkPool::new(4096, 2).unwrap());
+            FAIL_PROBE.with(|f| f.set(false));
+            engine.unwrap()
+        });
+        assert_eq!(engine.backend(), BackendKind::Tokio);
+        assert_eq!(warnings.load(Ordering::SeqCst), 1);
+
+        // Explicitly requesting io_uring reports the failure instead of falling back.
+        FAIL_PROBE.with(|f| f.set(true));
+        let err = IoEngine::with_backend(ChunkPool::new(4096, 1).unwrap(), BackendKind::Uring);
+        FAIL_PROBE.with(|f| f.set(false));
+        assert!(matches!(err, Err(crate::IoError::UringUnavailable(_))));
+    }
 
     /// The non-fixed path (used when registration fails, e.g. `RLIMIT_MEMLOCK`) reads and writes
     /// correctly, including short reads at EOF.

@@ -38,6 +38,10 @@ use crate::{Chunk, ChunkPool, IoFile};
 /// user_data of the wake-up read; slots use their index, which is always smaller.
 const WAKE_TOKEN: u64 = u64::MAX;
 
+/// The kernel accepts at most this many registered buffers (`IORING_MAX_REG_BUFFERS`); it also
+/// bounds buffer indices well below `u16::MAX`.
+const MAX_FIXED_BUFFERS: usize = 1 << 14;
+
 /// Largest length put in one SQE (Linux caps a single read/write at `MAX_RW_COUNT`, just below
 /// 2 GiB, anyway); longer requests are continued like short reads/writes.
 const MAX_RW: usize = 1 << 30;
@@ -137,7 +141,11 @@ impl<T> Ring<T> {
             }
         }
 
-        let max_ops = (ring.params().sq_entries() as usize).saturating_sub(1).max(1);
+        let sq_entries = ring.params().sq_entries() as usize;
+        if sq_entries < 2 {
+            return Err(io::Error::other("io_uring submission queue too small"));
+        }
+        let max_ops = sq_entries - 1;
         let mut this = Ring {
             ring,
             slots: (0..max_ops).map(|_| None).collect(),
@@ -159,10 +167,10 @@ impl<T> Ring<T> {
 
     fn register_pool(&self) -> io::Result<()> {
         let count = self.pool.capacity();
-        if count > usize::from(u16::MAX) + 1 {
+        if count > MAX_FIXED_BUFFERS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{count} chunks exceed the 65536 fixed-buffer indices"),
+                format!("{count} chunks exceed the kernel's limit of {MAX_FIXED_BUFFERS} fixed buffers"),
             ));
         }
         let inner = self.pool.inner();

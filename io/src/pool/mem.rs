@@ -61,7 +61,7 @@ impl PoolInner {
     /// Allocates `chunk_size * count` zeroed bytes. `chunk_size` must already be a non-zero
     /// multiple of [`CHUNK_ALIGN`] and `count` must be in `1..=u32::MAX`.
     pub(crate) fn new(chunk_size: usize, count: usize) -> Result<Arc<PoolInner>, IoError> {
-        if chunk_size == 0 || chunk_size % CHUNK_ALIGN != 0 {
+        if chunk_size == 0 || !chunk_size.is_multiple_of(CHUNK_ALIGN) {
             return Err(IoError::InvalidPool(format!(
                 "chunk size {chunk_size} is not a non-zero multiple of {CHUNK_ALIGN}"
             )));
@@ -103,6 +103,7 @@ impl PoolInner {
 
     /// Start address and length of chunk `index` (for registering fixed buffers).
     /// Computing the pointer is safe; using it is subject to invariant 5.
+    #[cfg(s3sync_uring)]
     pub(crate) fn chunk_region(&self, index: usize) -> Option<(*mut u8, usize)> {
         if index >= self.count {
             return None;
@@ -147,6 +148,7 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    #[cfg(s3sync_uring)]
     pub(crate) fn pool_inner(&self) -> &Arc<PoolInner> {
         &self.pool
     }
@@ -195,11 +197,13 @@ impl Chunk {
     }
 
     /// Raw start pointer for the kernel (see invariant 5).
+    #[cfg(s3sync_uring)]
     pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
         self.start()
     }
 
     /// Raw start pointer for the kernel (see invariant 5).
+    #[cfg(any(test, s3sync_uring))]
     pub(crate) fn as_ptr(&self) -> *const u8 {
         self.start()
     }

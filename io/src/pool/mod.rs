@@ -129,10 +129,12 @@ impl ChunkPool {
     }
 
     /// Whether `chunk` was taken from this pool.
+    #[cfg(s3sync_uring)]
     pub(crate) fn owns(&self, chunk: &Chunk) -> bool {
         Arc::ptr_eq(&self.inner, chunk.pool_inner())
     }
 
+    #[cfg(s3sync_uring)]
     pub(crate) fn inner(&self) -> &Arc<PoolInner> {
         &self.inner
     }

@@ -1,0 +1,134 @@
+//! `--enable-versioning`: every version of every key, oldest first, to a versioned target.
+//!
+//! Keys stream from ListObjectVersions one at a time; a key's versions go to one worker so their order
+//! is kept. What the target already holds is read from the `s3sync_origin_last_modified` metadata of its
+//! current version, so a second run copies only newer versions. Intermediate delete markers are not
+//! copied; a delete marker that is the key's latest version is (as the reference does).
+
+use super::LISTING_CHANNEL;
+use crate::attributes::LAST_MODIFIED_METADATA;
+use crate::error::{Error, Result};
+use crate::stats::Reporter;
+use crate::storage::s3::{KeyVersions, S3Storage};
+use crate::transfer::Transferer;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+/// Runs a versioned sync from `source` to `target`.
+pub(super) async fn run(
+    tr: Arc<Transferer>,
+    source: S3Storage,
+    target: S3Storage,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let (tx, rx) = mpsc::channel(LISTING_CHANNEL);
+    let max_keys = tr.cfg.max_keys;
+    let lister = tokio::spawn(async move { source.list_versions(max_keys, tx).await });
+    let rx = Arc::new(Mutex::new(rx));
+    let mut workers = Vec::new();
+    for _ in 0..tr.cfg.worker_size {
+        let (rx, tr, target, cancel) = (rx.clone(), tr.clone(), target.clone(), cancel.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let next = { rx.lock().await.recv().await };
+                let Some(kv) = next else { break };
+                match kv {
+                    Ok(kv) if tr.cfg.filters.accepts_key(&kv.key) => {
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            _ = sync_key(&tr, &target, kv) => {}
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tr.reporter.failed("", format!("source listing failed: {e}")),
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    tr.reporter.listing_done();
+    match lister.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tr.reporter.failed("", format!("source listing failed: {e}"));
+            Ok(())
+        }
+        Err(e) => Err(Error::InvalidArgument(format!("version listing task failed: {e}"))),
+    }
+}
+
+/// The source last-modified time the target's current version was copied from, if it was copied by
+/// a versioned sync.
+async fn synced_until(target: &S3Storage, key: &str) -> Result<Option<Option<SystemTime>>> {
+    Ok(target.head(key, None).await?.map(|h| {
+        h.attributes
+            .metadata
+            .get(LAST_MODIFIED_METADATA)
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+            .map(|d| d.with_timezone(&chrono::Utc).into())
+    }))
+}
+
+async fn sync_key(tr: &Transferer, target: &S3Storage, kv: KeyVersions) {
+    let rep: &Reporter = &tr.reporter;
+    let latest_is_delete = kv.versions.last().is_some_and(|v| v.delete_marker);
+    let until = match synced_until(target, &kv.key).await {
+        Ok(Some(t)) => t,
+        Ok(None) if latest_is_delete => match target.has_versions(&kv.key).await {
+            // Deleted on both sides already.
+            Ok(true) => return rep.skipped(&kv.key),
+            Ok(false) => None,
+            Err(e) => return rep.failed(&kv.key, e.to_string()),
+        },
+        Ok(None) => None,
+        Err(e) => return rep.failed(&kv.key, e.to_string()),
+    };
+    let last = kv.versions.len().saturating_sub(1);
+    for (i, v) in kv.versions.iter().enumerate() {
+        if until.is_some_and(|t| v.entry.mtime <= t) {
+            rep.skipped(&kv.key);
+            continue;
+        }
+        if v.delete_marker {
+            if i == last {
+                if tr.cfg.dry_run {
+                    info!(key = %kv.key, "[dry-run] delete marker synced.");
+                } else if let Err(e) = target.delete(&kv.key).await {
+                    return rep.failed(&kv.key, e.to_string());
+                }
+                rep.deleted(&kv.key);
+            }
+            continue;
+        }
+        rep.planned(v.entry.size);
+        if tr.cfg.dry_run {
+            info!(key = %kv.key, version_id = ?v.entry.version_id, "[dry-run] sync completed.");
+            rep.transferred(&kv.key, v.entry.size, false);
+            continue;
+        }
+        let mut attempt = 0;
+        loop {
+            match tr.transfer(&v.entry).await {
+                Ok(m) => {
+                    if let Some(w) = m.warning {
+                        rep.warning(&kv.key, w);
+                    }
+                    info!(key = %kv.key, source_version_id = ?v.entry.version_id, size = m.bytes, "sync completed.");
+                    rep.transferred(&kv.key, m.bytes, m.etag_verified);
+                    break;
+                }
+                Err(e) if e.is_retryable() && attempt < tr.cfg.retry.force_retry_count => {
+                    attempt += 1;
+                    debug!(key = %kv.key, attempt, error = %e, "retrying the version");
+                    tokio::time::sleep(tr.cfg.retry.force_retry_interval).await;
+                }
+                Err(e) => return rep.failed(&kv.key, e.to_string()),
+            }
+        }
+    }
+}
