@@ -12,7 +12,11 @@ async fn versioned_bucket(srv: &Server) -> String {
     srv.client
         .put_bucket_versioning()
         .bucket(&b)
-        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -25,12 +29,28 @@ async fn versions(srv: &Server, bucket: &str) -> Vec<(String, String, bool, aws_
     let mut v: Vec<_> = r
         .versions()
         .iter()
-        .map(|v| (v.key().unwrap().to_string(), v.version_id().unwrap().to_string(), false, *v.last_modified().unwrap()))
+        .map(|v| {
+            (
+                v.key().unwrap().to_string(),
+                v.version_id().unwrap().to_string(),
+                false,
+                *v.last_modified().unwrap(),
+            )
+        })
         .chain(r.delete_markers().iter().map(|d| {
-            (d.key().unwrap().to_string(), d.version_id().unwrap().to_string(), true, *d.last_modified().unwrap())
+            (
+                d.key().unwrap().to_string(),
+                d.version_id().unwrap().to_string(),
+                true,
+                *d.last_modified().unwrap(),
+            )
         }))
         .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0).then(a.3.secs().cmp(&b.3.secs())).then(a.3.subsec_nanos().cmp(&b.3.subsec_nanos())));
+    v.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.3.secs().cmp(&b.3.secs()))
+            .then(a.3.subsec_nanos().cmp(&b.3.subsec_nanos()))
+    });
     v
 }
 
@@ -66,7 +86,11 @@ async fn every_version_is_synced_in_order_and_point_in_time_restores() {
     let dv = versions(&srv, &dst).await;
     let mut shape: Vec<(&str, bool)> = dv.iter().map(|v| (v.0.as_str(), v.2)).collect();
     shape.sort();
-    assert_eq!(shape, vec![("j", false), ("k", false), ("k", false), ("k", true)], "{dv:?}");
+    assert_eq!(
+        shape,
+        vec![("j", false), ("k", false), ("k", false), ("k", true)],
+        "{dv:?}"
+    );
     // Oldest first, each carrying its origin.
     // ListObjectVersions lists a key's versions newest first.
     let listed = srv.client.list_object_versions().bucket(&dst).send().await.unwrap();
@@ -80,9 +104,20 @@ async fn every_version_is_synced_in_order_and_point_in_time_restores() {
     let bodies: Vec<Vec<u8>> = {
         let mut out = Vec::new();
         for v in &k_versions {
-            let o = srv.client.get_object().bucket(&dst).key("k").version_id(&v.1).send().await.unwrap();
+            let o = srv
+                .client
+                .get_object()
+                .bucket(&dst)
+                .key("k")
+                .version_id(&v.1)
+                .send()
+                .await
+                .unwrap();
             let md = o.metadata().cloned().unwrap_or_default();
-            assert!(md.contains_key("s3sync_origin_version_id") && md.contains_key("s3sync_origin_last_modified"), "{md:?}");
+            assert!(
+                md.contains_key("s3sync_origin_version_id") && md.contains_key("s3sync_origin_last_modified"),
+                "{md:?}"
+            );
             out.push(o.body.collect().await.unwrap().into_bytes().to_vec());
         }
         out
@@ -101,14 +136,41 @@ async fn every_version_is_synced_in_order_and_point_in_time_restores() {
     let j1 = sv.iter().find(|v| v.0 == "j").unwrap();
     let kdel = sv.iter().find(|v| v.2).unwrap();
     let local = tmpdir();
-    srv.run(&["--point-in-time", &rfc3339_between(&k1.3, &k2.3), &format!("s3://{src}/"), &s(local.path())]).expect(0);
-    assert_eq!(read_tree(local.path()), vec![("k".to_string(), b"version one".to_vec())]);
+    srv.run(&[
+        "--point-in-time",
+        &rfc3339_between(&k1.3, &k2.3),
+        &format!("s3://{src}/"),
+        &s(local.path()),
+    ])
+    .expect(0);
+    assert_eq!(
+        read_tree(local.path()),
+        vec![("k".to_string(), b"version one".to_vec())]
+    );
     // After j and k's second version, before k was deleted.
     let local2 = tmpdir();
-    srv.run(&["--point-in-time", &rfc3339_between(&j1.3, &kdel.3), &format!("s3://{src}/"), &s(local2.path())]).expect(0);
-    assert_eq!(read_tree(local2.path()), vec![("j".to_string(), b"jay".to_vec()), ("k".to_string(), b"version two".to_vec())]);
+    srv.run(&[
+        "--point-in-time",
+        &rfc3339_between(&j1.3, &kdel.3),
+        &format!("s3://{src}/"),
+        &s(local2.path()),
+    ])
+    .expect(0);
+    assert_eq!(
+        read_tree(local2.path()),
+        vec![
+            ("j".to_string(), b"jay".to_vec()),
+            ("k".to_string(), b"version two".to_vec())
+        ]
+    );
     // Now: k is deleted.
     let b3 = srv.bucket().await;
-    srv.run(&["--point-in-time", "2999-01-01T00:00:00Z", &format!("s3://{src}/"), &format!("s3://{b3}/")]).expect(0);
+    srv.run(&[
+        "--point-in-time",
+        "2999-01-01T00:00:00Z",
+        &format!("s3://{src}/"),
+        &format!("s3://{b3}/"),
+    ])
+    .expect(0);
     assert_eq!(srv.keys(&b3).await, vec!["j"]);
 }

@@ -136,7 +136,7 @@ impl IoEngine {
             }
             #[cfg(not(s3sync_uring))]
             BackendKind::Uring => Err(IoError::UringUnavailable(
-                "not compiled in (non-Linux target or S3SYNC_IO_BACKEND=tokio at build time)".into(),
+                "not compiled in (non-Linux target or S3SYNC_BUILD_IO_BACKEND=tokio at build time)".into(),
             )),
         }
     }

@@ -96,7 +96,13 @@ impl Sync {
         let budget = cfg.pool_budget();
         let pool = ChunkPool::new(POOL_CHUNK_SIZE, (budget as usize).div_ceil(POOL_CHUNK_SIZE))?;
         let io = IoEngine::new(pool)?;
-        debug!(backend = ?io.backend(), pool_bytes = budget, "I/O engine ready");
+        debug!(
+            backend = ?io.backend(),
+            built_for = env!("S3SYNC_BUILD_BACKEND"),
+            fixed_buffers = io.uses_fixed_buffers(),
+            pool_bytes = budget,
+            "I/O engine ready"
+        );
 
         let transferer = Arc::new(Transferer {
             io,
@@ -311,7 +317,9 @@ async fn list_at(
             break;
         }
     }
-    lister.await.map_err(|e| Error::InvalidArgument(format!("version listing task failed: {e}")))?
+    lister
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("version listing task failed: {e}")))?
 }
 
 /// Looks up the target of one key (for `--head-each-target` and unordered listings).

@@ -139,6 +139,17 @@ pub struct HeadInfo {
     pub full_object_checksum: bool,
 }
 
+/// The object a server-side copy reads.
+#[derive(Debug, Clone, Copy)]
+pub struct CopySource<'a> {
+    /// Its storage.
+    pub storage: &'a S3Storage,
+    /// Its relative key.
+    pub key: &'a str,
+    /// Its version, or the latest.
+    pub version: Option<&'a str>,
+}
+
 /// One version (or delete marker) of an object.
 #[derive(Debug, Clone)]
 pub struct ObjectVersionEntry {
@@ -392,7 +403,9 @@ impl S3Storage {
                 .map_err(|e| self.err("ListObjectVersions", &self.prefix, e))?;
             let mut page: Vec<ObjectVersionEntry> = Vec::new();
             for v in resp.versions() {
-                let Some(rel) = v.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else { continue };
+                let Some(rel) = v.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else {
+                    continue;
+                };
                 page.push(ObjectVersionEntry {
                     entry: Entry {
                         key: rel.to_string(),
@@ -406,7 +419,9 @@ impl S3Storage {
                 });
             }
             for d in resp.delete_markers() {
-                let Some(rel) = d.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else { continue };
+                let Some(rel) = d.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else {
+                    continue;
+                };
                 page.push(ObjectVersionEntry {
                     entry: Entry {
                         key: rel.to_string(),
@@ -420,7 +435,13 @@ impl S3Storage {
                 });
             }
             // Keys ascending; within a key, oldest first.
-            page.sort_by(|a, b| a.entry.key.as_bytes().cmp(b.entry.key.as_bytes()).then(a.entry.mtime.cmp(&b.entry.mtime)));
+            page.sort_by(|a, b| {
+                a.entry
+                    .key
+                    .as_bytes()
+                    .cmp(b.entry.key.as_bytes())
+                    .then(a.entry.mtime.cmp(&b.entry.mtime))
+            });
             for v in page {
                 if v.entry.key.is_empty() {
                     continue;
@@ -437,7 +458,10 @@ impl S3Storage {
                                 return Ok(());
                             }
                         }
-                        current = Some(KeyVersions { key: v.entry.key.clone(), versions: vec![v] });
+                        current = Some(KeyVersions {
+                            key: v.entry.key.clone(),
+                            versions: vec![v],
+                        });
                     }
                 }
             }
@@ -646,18 +670,21 @@ impl S3Storage {
         })
     }
 
-    /// Copies a byte range of another object into a part (UploadPartCopy); returns the part's ETag.
+    /// Copies a byte range (`(offset, len)`) of another object into a part (UploadPartCopy); returns the
+    /// part's ETag.
     pub async fn upload_part_copy(
         &self,
         key: &str,
         upload_id: &str,
         part_number: i32,
-        source: &S3Storage,
-        source_key: &str,
-        source_version: Option<&str>,
-        offset: u64,
-        len: u64,
+        source: CopySource<'_>,
+        (offset, len): (u64, u64),
     ) -> Result<String> {
+        let CopySource {
+            storage: source,
+            key: source_key,
+            version: source_version,
+        } = source;
         let full = self.full_key(key);
         let resp = self
             .client

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, S3ErrorKind};
 use crate::stats::Reporter;
 use crate::storage::local::LocalStorage;
-use crate::storage::s3::{PartInfo, S3Storage, Written};
+use crate::storage::s3::{CopySource, PartInfo, S3Storage, Written};
 use crate::storage::Entry;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -211,7 +211,10 @@ impl Transferer {
     ) -> Result<crate::attributes::ObjectAttributes> {
         let opts = &self.cfg.attributes;
         let mut src = if opts.needs_source_attributes() {
-            match source.head_version(&entry.key, None, entry.version_id.as_deref()).await? {
+            match source
+                .head_version(&entry.key, None, entry.version_id.as_deref())
+                .await?
+            {
                 Some(h) => h.attributes,
                 None => {
                     return Err(Error::ObjectChanged {
@@ -234,7 +237,9 @@ impl Transferer {
                 t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             );
             if let Some(v) = &entry.version_id {
-                attrs.metadata.insert(crate::attributes::VERSION_ID_METADATA.into(), v.clone());
+                attrs
+                    .metadata
+                    .insert(crate::attributes::VERSION_ID_METADATA.into(), v.clone());
             }
         }
         Ok(attrs)
@@ -540,7 +545,8 @@ impl Transferer {
         // Write with the source's own part layout when it is known, so the ETags come out identical.
         let (layout, known) = match etag_part_count(&src_etag) {
             Some(_) => {
-                self.layout_of_version(source, &entry.key, entry.version_id.as_deref(), entry.size, &src_etag).await?
+                self.layout_of_version(source, &entry.key, entry.version_id.as_deref(), entry.size, &src_etag)
+                    .await?
             }
             None if entry.size < self.cfg.multipart_threshold => (PartLayout::single(entry.size), true),
             None => (
@@ -554,7 +560,13 @@ impl Transferer {
             layout
         };
         let up = self
-            .put_with_layout(target, &entry.key, PartSource::S3(source, &entry.key, entry.version_id.as_deref()), layout, attrs)
+            .put_with_layout(
+                target,
+                &entry.key,
+                PartSource::S3(source, &entry.key, entry.version_id.as_deref()),
+                layout,
+                attrs,
+            )
             .await
             .map_err(|e| with_key(e, &entry.key))?;
         let (verified, mut warning) = self.verify_upload(&entry.key, &layout, &up)?;
@@ -588,7 +600,10 @@ impl Transferer {
         let src_etag = entry.etag.clone().unwrap_or_default();
         let five_gib = 5 * 1024 * 1024 * 1024;
         let (layout, known) = match etag_part_count(&src_etag) {
-            Some(_) => self.layout_of_version(source, key, entry.version_id.as_deref(), entry.size, &src_etag).await?,
+            Some(_) => {
+                self.layout_of_version(source, key, entry.version_id.as_deref(), entry.size, &src_etag)
+                    .await?
+            }
             None if entry.size <= five_gib => (PartLayout::single(entry.size), true),
             None => (
                 PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize),
@@ -597,7 +612,9 @@ impl Transferer {
         };
         self.limits.bytes(entry.size).await;
         let etag = if !layout.multipart {
-            target.copy_object(key, source, key, entry.version_id.as_deref(), attrs).await?
+            target
+                .copy_object(key, source, key, entry.version_id.as_deref(), attrs)
+                .await?
         } else {
             let upload_id = target.create_multipart(key, attrs, None).await?;
             let guard = AbortGuard {
@@ -612,7 +629,17 @@ impl Transferer {
                 .map(|(i, off, len)| async move {
                     let n = i as i32 + 1;
                     let etag = target
-                        .upload_part_copy(key, upload_id_ref, n, source, key, entry.version_id.as_deref(), off, len)
+                        .upload_part_copy(
+                            key,
+                            upload_id_ref,
+                            n,
+                            CopySource {
+                                storage: source,
+                                key,
+                                version: entry.version_id.as_deref(),
+                            },
+                            (off, len),
+                        )
                         .await?;
                     Ok(PartInfo {
                         number: n,
@@ -705,7 +732,10 @@ impl Transferer {
                 // --auto-chunksize: confirm every part's size, the HEADs in parallel.
                 let sizes: Vec<(u64, Option<u64>)> = stream::iter(2..=n)
                     .map(|p| async move {
-                        let got = s3.head_version(key, Some(p as i32), version).await?.map(|h| h.entry.size);
+                        let got = s3
+                            .head_version(key, Some(p as i32), version)
+                            .await?
+                            .map(|h| h.entry.size);
                         Ok::<_, Error>((p, got))
                     })
                     .buffer_unordered(self.cfg.max_parallel_uploads)
@@ -754,7 +784,8 @@ impl Transferer {
         };
         let algo = stored.as_ref().map(|((a, _), _)| *a);
         let (layout, known) = if verify || stored.is_some() {
-            self.layout_of_version(source, key, entry.version_id.as_deref(), entry.size, &etag).await?
+            self.layout_of_version(source, key, entry.version_id.as_deref(), entry.size, &etag)
+                .await?
         } else {
             (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
         };
@@ -776,7 +807,7 @@ impl Transferer {
         let mut parts: Vec<(u64, PartDigest)> = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
                 let digest = self
-                    .retry_part(key, || self.download_range(source, key, file_ref, off, len, algo, entry.version_id.as_deref()))
+                    .retry_part(key, || self.download_range(source, entry, file_ref, (off, len), algo))
                     .await?;
                 Ok::<_, Error>((i, digest))
             })
@@ -846,13 +877,12 @@ impl Transferer {
     async fn download_range(
         &self,
         source: &S3Storage,
-        key: &str,
+        entry: &Entry,
         file: &IoFile,
-        offset: u64,
-        len: u64,
+        (offset, len): (u64, u64),
         algo: Option<additional::ChecksumAlgorithm>,
-        version: Option<&str>,
     ) -> Result<PartDigest> {
+        let (key, version) = (entry.key.as_str(), entry.version_id.as_deref());
         let mut hasher = PartHasher::with_checksum(algo);
         if len == 0 {
             return Ok(hasher.finish_all());
