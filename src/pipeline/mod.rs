@@ -111,6 +111,11 @@ impl Sync {
             cfg: cfg.clone(),
             reporter: self.reporter.clone(),
             limits: crate::ratelimit::Limits::new(cfg.rate_limit_objects, cfg.rate_limit_bandwidth),
+            journal: if cfg.dry_run {
+                None
+            } else {
+                crate::transfer::resume::Journal::open_default()
+            },
             cleanups: Default::default(),
         });
 

@@ -753,6 +753,52 @@ impl S3Storage {
         })
     }
 
+    /// The parts already uploaded to a multipart upload: `(part number, ETag, size)`; `None` when the
+    /// upload no longer exists.
+    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Option<Vec<(i32, String, u64)>>> {
+        let full = self.full_key(key);
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .set_request_payer(self.payer())
+                .key(&full)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    return match self.err("ListParts", &full, e) {
+                        Error::S3 {
+                            kind: S3ErrorKind::NotFound,
+                            ..
+                        } => Ok(None),
+                        Error::S3 { message, .. } if message.contains("NoSuchUpload") => Ok(None),
+                        other => Err(other),
+                    }
+                }
+            };
+            for p in resp.parts() {
+                if let (Some(n), Some(e)) = (p.part_number(), p.e_tag()) {
+                    out.push((
+                        n,
+                        crate::checksum::normalize_etag(e),
+                        p.size().unwrap_or(0).max(0) as u64,
+                    ));
+                }
+            }
+            match resp.next_part_number_marker() {
+                Some(m) if resp.is_truncated() == Some(true) => marker = Some(m.to_string()),
+                _ => return Ok(Some(out)),
+            }
+        }
+    }
+
     /// Aborts a multipart upload.
     pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
         let full = self.full_key(key);

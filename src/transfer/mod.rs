@@ -3,6 +3,7 @@
 //! result against the digest the other side reports.
 
 pub mod body;
+pub mod resume;
 
 use crate::checksum::additional;
 use crate::checksum::{
@@ -56,6 +57,8 @@ pub struct Transferer {
     pub reporter: Arc<Reporter>,
     /// Rate limits.
     pub limits: crate::ratelimit::Limits,
+    /// The resume journal of multipart uploads (none in dry runs or without a writable state dir).
+    pub journal: Option<resume::Journal>,
     /// Clean-ups started by cancelled transfers (multipart aborts), awaited before the run ends.
     pub cleanups: Cleanups,
 }
@@ -103,11 +106,15 @@ struct AbortGuard {
     upload_id: String,
     armed: bool,
     cleanups: Cleanups,
+    journal: Option<PathBuf>,
 }
 
 impl AbortGuard {
     async fn abort_now(mut self) {
         self.armed = false;
+        if let Some(p) = &self.journal {
+            resume::Journal::remove(p);
+        }
         if let Err(e) = self.s3.abort_multipart(&self.key, &self.upload_id).await {
             tracing::warn!(key = %self.key, error = %e, "could not abort the multipart upload");
         }
@@ -118,10 +125,16 @@ impl Drop for AbortGuard {
     fn drop(&mut self) {
         if self.armed {
             let (s3, key, id) = (self.s3.clone(), self.key.clone(), self.upload_id.clone());
+            let journal = self.journal.take();
             if let Ok(h) = tokio::runtime::Handle::try_current() {
                 self.cleanups.push(h.spawn(async move {
                     match s3.abort_multipart(&key, &id).await {
-                        Ok(()) => tracing::info!(key, "aborted the unfinished multipart upload"),
+                        Ok(()) => {
+                            if let Some(p) = journal {
+                                resume::Journal::remove(&p);
+                            }
+                            tracing::info!(key, "aborted the unfinished multipart upload")
+                        }
                         Err(e) => tracing::warn!(key, error = %e, "could not abort the multipart upload"),
                     }
                 }));
@@ -348,6 +361,7 @@ impl Transferer {
         src: PartSource<'_>,
         layout: PartLayout,
         attrs: &crate::attributes::ObjectAttributes,
+        source_id: &str,
     ) -> Result<Uploaded> {
         let md5_header = |d: &Md5Digest| self.cfg.content_md5.then(|| b64(d));
         let checksum_header = |p: &PartDigest| {
@@ -372,27 +386,42 @@ impl Transferer {
                 written,
             });
         }
-        let upload_id = target.create_multipart(key, attrs, self.cfg.checksum).await?;
+        let (upload_id, journal, reuse) = self.start_or_resume(target, key, attrs, &layout, source_id).await?;
         let guard = AbortGuard {
             s3: target.clone(),
             key: key.to_string(),
             upload_id: upload_id.clone(),
             armed: true,
             cleanups: self.cleanups.clone(),
+            journal: journal.clone(),
         };
         let src = &src;
         let upload_id_ref = &upload_id;
+        let reuse = &reuse;
         let parts: Result<Vec<(PartInfo, PartDigest)>> = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
                 let (body, digest) = self.retry_part(key, || self.read_part(src, off, len)).await?;
                 let n = i as i32 + 1;
                 let checksum = checksum_header(&digest);
+                let md5 = hex::encode(digest.md5);
+                if let Some((etag, size)) = reuse.get(&n) {
+                    if *size == len && *etag == md5 {
+                        debug!(key, part = n, "part already uploaded by an earlier run; reused");
+                        return Ok((
+                            PartInfo {
+                                number: n,
+                                etag: etag.clone(),
+                                checksum,
+                            },
+                            digest,
+                        ));
+                    }
+                }
                 let written = self
                     .retry_part(key, || {
                         target.upload_part(key, upload_id_ref, n, body.clone(), md5_header(&digest.md5), &checksum)
                     })
                     .await?;
-                let md5 = hex::encode(digest.md5);
                 if self.cfg.verify_etag
                     && self.target_etag_is_md5()
                     && etag_is_md5_form(&written.etag)
@@ -449,6 +478,9 @@ impl Transferer {
             Ok(written) => {
                 let mut guard = guard;
                 guard.armed = false;
+                if let Some(p) = &journal {
+                    resume::Journal::remove(p);
+                }
                 Ok(Uploaded {
                     computed_etag: etag_from_parts(&md5s, true),
                     computed_checksum,
@@ -460,6 +492,68 @@ impl Transferer {
                 Err(e)
             }
         }
+    }
+
+    /// Starts a multipart upload, or resumes the one an interrupted earlier run left for the same key
+    /// and the same source bytes (the parts already on the server are reused when their ETags match).
+    /// A stale upload of ours is aborted. Returns the upload id, its journal record and the parts
+    /// already uploaded.
+    async fn start_or_resume(
+        &self,
+        target: &S3Storage,
+        key: &str,
+        attrs: &crate::attributes::ObjectAttributes,
+        layout: &PartLayout,
+        source_id: &str,
+    ) -> Result<(String, Option<PathBuf>, std::collections::HashMap<i32, (String, u64)>)> {
+        let mut reuse = std::collections::HashMap::new();
+        let path = self
+            .journal
+            .as_ref()
+            .map(|j| j.path_for(target.bucket(), &target.full_key(key)));
+        if let Some(p) = &path {
+            if let Some(rec) = resume::Journal::load(p) {
+                let same = rec.size == layout.size
+                    && rec.source_id == source_id
+                    && rec.part_size == layout.part_size
+                    && self.cfg.checksum.is_none();
+                let parts = if same {
+                    target.list_parts(key, &rec.upload_id).await.ok().flatten()
+                } else {
+                    None
+                };
+                match parts {
+                    Some(parts) => {
+                        tracing::info!(
+                            key,
+                            parts = parts.len(),
+                            "resuming the multipart upload of an interrupted run"
+                        );
+                        reuse = parts.into_iter().map(|(n, e, sz)| (n, (e, sz))).collect();
+                        return Ok((rec.upload_id, path, reuse));
+                    }
+                    None => {
+                        if let Err(e) = target.abort_multipart(key, &rec.upload_id).await {
+                            debug!(key, error = %e, "stale multipart upload could not be aborted (already gone?)");
+                        }
+                        resume::Journal::remove(p);
+                    }
+                }
+            }
+        }
+        let upload_id = target.create_multipart(key, attrs, self.cfg.checksum).await?;
+        if let Some(p) = &path {
+            let rec = resume::UploadRecord {
+                upload_id: upload_id.clone(),
+                size: layout.size,
+                source_id: source_id.to_string(),
+                part_size: layout.part_size,
+            };
+            if let Err(e) = resume::Journal::save(p, &rec) {
+                debug!(key, error = %e, "cannot write the resume journal");
+            }
+        }
+        Ok((upload_id, path, reuse))
     }
 
     /// Checks an uploaded object's ETag and additional checksum against those computed from the bytes.
@@ -522,8 +616,18 @@ impl Transferer {
             .map_err(|e| Error::local("open", &path, e))?;
         let size = file.len().map_err(|e| Error::local("stat", &path, e))?;
         let layout = PartLayout::for_upload(size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize);
+        let mtime = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|e| Error::local("stat", &path, e))?;
+        let source_id = format!(
+            "{size}-{}",
+            mtime
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
         let up = self
-            .put_with_layout(target, &entry.key, PartSource::Local(&file), layout, attrs)
+            .put_with_layout(target, &entry.key, PartSource::Local(&file), layout, attrs, &source_id)
             .await
             .map_err(|e| with_key(e, &entry.key))?;
         let (verified, warning) = self.verify_upload(&entry.key, &layout, &up)?;
@@ -566,6 +670,7 @@ impl Transferer {
                 PartSource::S3(source, &entry.key, entry.version_id.as_deref()),
                 layout,
                 attrs,
+                &src_etag,
             )
             .await
             .map_err(|e| with_key(e, &entry.key))?;
@@ -623,6 +728,7 @@ impl Transferer {
                 upload_id: upload_id.clone(),
                 armed: true,
                 cleanups: self.cleanups.clone(),
+                journal: None,
             };
             let upload_id_ref = &upload_id;
             let parts: Result<Vec<PartInfo>> = stream::iter(layout.parts())

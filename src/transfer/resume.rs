@@ -1,0 +1,98 @@
+//! The resume journal: one small file per multipart upload in flight, so that after a crash
+//! (`kill -9`, power loss) the next run either resumes that upload — reusing every part already on the
+//! server whose ETag matches the bytes — or aborts it. Uploads are only ever resumed or aborted when
+//! the journal says they are ours; other clients' uploads are never touched.
+
+use std::path::{Path, PathBuf};
+
+/// Where journal records live (`$S3SYNC_STATE_DIR`, else `~/.cache/s3sync/resume`).
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+/// One multipart upload of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// The upload id.
+    pub upload_id: String,
+    /// Object size.
+    pub size: u64,
+    /// Identity of the source bytes (local: size and mtime; S3: the source ETag).
+    pub source_id: String,
+    /// Part size of the upload.
+    pub part_size: u64,
+}
+
+impl Journal {
+    /// The default journal, when its directory can be created.
+    pub fn open_default() -> Option<Journal> {
+        let dir = std::env::var_os("S3SYNC_STATE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/s3sync/resume")))?;
+        Journal::open(dir)
+    }
+
+    /// A journal in `dir` (created if needed).
+    pub fn open(dir: PathBuf) -> Option<Journal> {
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(Journal { dir })
+    }
+
+    /// The record file of an upload target (endpoint-independent: bucket and full key).
+    pub fn path_for(&self, bucket: &str, full_key: &str) -> PathBuf {
+        let id = crate::checksum::md5_of(format!("{bucket}\0{full_key}").as_bytes());
+        self.dir.join(format!("{}.upload", hex::encode(id)))
+    }
+
+    /// Reads a record, if any.
+    pub fn load(path: &Path) -> Option<UploadRecord> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut l = text.lines();
+        Some(UploadRecord {
+            upload_id: l.next()?.to_string(),
+            size: l.next()?.parse().ok()?,
+            source_id: l.next()?.to_string(),
+            part_size: l.next()?.parse().ok()?,
+        })
+    }
+
+    /// Writes a record atomically (temp file + rename).
+    pub fn save(path: &Path, r: &UploadRecord) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            format!("{}\n{}\n{}\n{}\n", r.upload_id, r.size, r.source_id, r.part_size),
+        )?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Removes a record (the upload completed or was aborted).
+    pub fn remove(path: &Path) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path().to_path_buf()).unwrap();
+        let p = j.path_for("b", "k/ü");
+        assert_ne!(p, j.path_for("b", "k/u"));
+        assert_eq!(Journal::load(&p), None);
+        let r = UploadRecord {
+            upload_id: "id-1".into(),
+            size: 10,
+            source_id: "10-123".into(),
+            part_size: 5,
+        };
+        Journal::save(&p, &r).unwrap();
+        assert_eq!(Journal::load(&p), Some(r));
+        Journal::remove(&p);
+        assert_eq!(Journal::load(&p), None);
+    }
+}
