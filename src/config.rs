@@ -151,6 +151,12 @@ pub struct Config {
     pub enable_versioning: bool,
     /// Sync the state of a versioned source at this instant (`--point-in-time`).
     pub point_in_time: Option<std::time::SystemTime>,
+    /// Copy the source's current tags to up-to-date targets (`--sync-latest-tagging`).
+    pub sync_latest_tagging: bool,
+    /// Also compare metadata in `--report-sync-status`.
+    pub report_metadata_sync_status: bool,
+    /// Also compare tags in `--report-sync-status`.
+    pub report_tagging_sync_status: bool,
 }
 
 impl Config {
@@ -192,6 +198,9 @@ impl Config {
                 max_delete: None,
                 enable_versioning: false,
                 point_in_time: None,
+                sync_latest_tagging: false,
+                report_metadata_sync_status: false,
+                report_tagging_sync_status: false,
             },
         }
     }

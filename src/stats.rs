@@ -16,6 +16,14 @@ pub enum SyncStatus {
     Missing,
     /// Both exist with equal sizes but their digests cannot be compared.
     Unverifiable,
+    /// System and user metadata are equal (`--report-metadata-sync-status`).
+    MetadataMatch,
+    /// Metadata differ.
+    MetadataMismatch,
+    /// Tag sets are equal (`--report-tagging-sync-status`).
+    TaggingMatch,
+    /// Tag sets differ.
+    TaggingMismatch,
 }
 
 impl SyncStatus {
@@ -26,7 +34,19 @@ impl SyncStatus {
             SyncStatus::Mismatch => "MISMATCH",
             SyncStatus::Missing => "MISSING",
             SyncStatus::Unverifiable => "UNVERIFIABLE",
+            SyncStatus::MetadataMatch => "METADATA_MATCH",
+            SyncStatus::MetadataMismatch => "METADATA_MISMATCH",
+            SyncStatus::TaggingMatch => "TAGGING_MATCH",
+            SyncStatus::TaggingMismatch => "TAGGING_MISMATCH",
         }
+    }
+
+    /// Whether this outcome means source and target agree.
+    pub fn is_match(&self) -> bool {
+        matches!(
+            self,
+            SyncStatus::Match | SyncStatus::MetadataMatch | SyncStatus::TaggingMatch
+        )
     }
 }
 
@@ -194,9 +214,11 @@ impl Reporter {
 
     /// Records a `--report-sync-status` outcome; anything but a match is a warning.
     pub fn status(&self, key: &str, status: SyncStatus) {
-        if status == SyncStatus::Match {
+        if status.is_match() {
             tracing::info!(key, status = status.as_str(), "sync status");
-            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            if status == SyncStatus::Match {
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            }
         } else {
             tracing::warn!(key, status = status.as_str(), "sync status");
             self.counters.warnings.fetch_add(1, Ordering::Relaxed);

@@ -509,3 +509,70 @@ async fn rate_limits_shape_the_run() {
     let rate = 20.0 / t.elapsed().as_secs_f64();
     assert!((9.0..=10.6).contains(&rate), "{rate:.2} objects/s, limit 10/s");
 }
+
+#[tokio::test]
+async fn latest_tagging_and_metadata_tagging_reports() {
+    let srv = server().await;
+    if srv.is_garage() {
+        eprintln!("garage has no tagging; moto covers this test");
+        return;
+    }
+    let b1 = srv.bucket().await;
+    let b2 = srv.bucket().await;
+    srv.client
+        .put_object()
+        .bucket(&b1)
+        .key("o")
+        .body(aws_sdk_s3::primitives::ByteStream::from(b"data".to_vec()))
+        .tagging("v=1")
+        .metadata("m", "1")
+        .send()
+        .await
+        .unwrap();
+    let (src, dst) = (format!("s3://{b1}/"), format!("s3://{b2}/"));
+    srv.run(&[&src, &dst]).expect(0);
+    let r = srv.run(&[
+        "--report-sync-status",
+        "--report-metadata-sync-status",
+        "--report-tagging-sync-status",
+        &src,
+        &dst,
+    ]);
+    r.expect(0);
+    assert!(
+        r.stdout.contains("MATCH o") && r.stdout.contains("METADATA_MATCH o") && r.stdout.contains("TAGGING_MATCH o"),
+        "{}",
+        r.stdout
+    );
+    // Only the tags change at the source.
+    srv.client
+        .put_object_tagging()
+        .bucket(&b1)
+        .key("o")
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .tag_set(aws_sdk_s3::types::Tag::builder().key("v").value("2").build().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let r = srv.run(&["--report-sync-status", "--report-tagging-sync-status", &src, &dst]);
+    r.expect(3);
+    assert!(r.stdout.contains("TAGGING_MISMATCH o"), "{}", r.stdout);
+    let r = srv.run(&["--sync-latest-tagging", &src, &dst]);
+    r.expect(0);
+    assert_eq!(r.transferred(), 0, "only the tags moved");
+    let t = srv
+        .client
+        .get_object_tagging()
+        .bucket(&b2)
+        .key("o")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.tag_set()[0].value(), "2");
+    let r = srv.run(&["--report-sync-status", "--report-tagging-sync-status", &src, &dst]);
+    r.expect(0);
+}

@@ -248,6 +248,13 @@ impl CliArgs {
                 c.max_delete = self.max_delete;
                 c.enable_versioning = self.enable_versioning;
                 c.point_in_time = self.point_in_time.map(Into::into);
+                c.sync_latest_tagging = self.sync_latest_tagging;
+                c.report_metadata_sync_status = self.report_metadata_sync_status;
+                c.report_tagging_sync_status = self.report_tagging_sync_status;
+                // As the reference: --sync-latest-tagging looks at every object with a HEAD.
+                if self.sync_latest_tagging {
+                    c.head_each_target = true;
+                }
                 // As the reference: a point-in-time sync always overwrites the target.
                 if self.point_in_time.is_some() {
                     c.remove_modified_filter = true;

@@ -342,13 +342,7 @@ async fn process(tr: &Transferer, job: Job) {
     let target = match job.target {
         TargetState::Listed(t) => t,
         TargetState::Lookup => match lookup(&tr.target, &s.key).await {
-            Ok(t) => {
-                if decide(cfg.check, &s, t.as_ref()) == Verdict::Skip {
-                    rep.skipped(&s.key);
-                    return;
-                }
-                t
-            }
+            Ok(t) => t,
             Err(e) => return rep.failed(&s.key, e.to_string()),
         },
     };
@@ -363,11 +357,22 @@ async fn process(tr: &Transferer, job: Job) {
     if cfg.report_sync_status {
         return report_status(tr, &s, target.as_ref()).await;
     }
+    if let (true, Some(t)) = (cfg.sync_latest_tagging, &target) {
+        match sync_latest_tagging(tr, &s, t).await {
+            Ok(true) => return rep.skipped(&s.key),
+            Ok(false) => {}
+            Err(e) => return rep.failed(&s.key, e.to_string()),
+        }
+    }
     let verdict = if cfg.remove_modified_filter {
         Verdict::Transfer
     } else {
         decide(cfg.check, &s, target.as_ref())
     };
+    if verdict == Verdict::Skip {
+        debug!(key = %s.key, "object filtered: target is up to date");
+        return rep.skipped(&s.key);
+    }
     if let (Verdict::CompareEtag, Some(t)) = (verdict, &target) {
         match same_digest(tr, &s, t).await {
             Ok(Some(true)) => {
@@ -481,6 +486,66 @@ async fn report_status(tr: &Transferer, s: &Entry, target: Option<&Entry>) {
         },
     };
     rep.status(&s.key, status);
+    // Metadata and tagging are compared only for S3 on both sides, as the reference does.
+    let (End::S3(src), End::S3(dst), Some(_)) = (&tr.source, &tr.target, target) else {
+        return;
+    };
+    if tr.cfg.report_metadata_sync_status {
+        match (src.head(&s.key, None).await, dst.head(&s.key, None).await) {
+            (Ok(Some(a)), Ok(Some(b))) => {
+                let strip = |mut m: crate::attributes::ObjectAttributes| {
+                    m.metadata.remove(crate::attributes::LAST_MODIFIED_METADATA);
+                    m.metadata.remove(crate::attributes::VERSION_ID_METADATA);
+                    m
+                };
+                let same = strip(a.attributes) == strip(b.attributes);
+                rep.status(
+                    &s.key,
+                    if same {
+                        SyncStatus::MetadataMatch
+                    } else {
+                        SyncStatus::MetadataMismatch
+                    },
+                );
+            }
+            (Err(e), _) | (_, Err(e)) => rep.failed(&s.key, e.to_string()),
+            _ => {}
+        }
+    }
+    if tr.cfg.report_tagging_sync_status {
+        match (src.get_tags(&s.key).await, dst.get_tags(&s.key).await) {
+            (Ok(a), Ok(b)) => rep.status(
+                &s.key,
+                if a == b {
+                    SyncStatus::TaggingMatch
+                } else {
+                    SyncStatus::TaggingMismatch
+                },
+            ),
+            (Err(e), _) | (_, Err(e)) => rep.failed(&s.key, e.to_string()),
+        }
+    }
+}
+
+/// `--sync-latest-tagging`: when the target object is up to date, copy the source's current tags to
+/// it if they differ. Returns whether the object was handled (tags in sync or synced).
+async fn sync_latest_tagging(tr: &Transferer, s: &Entry, t: &Entry) -> Result<bool> {
+    let (End::S3(src), End::S3(dst)) = (&tr.source, &tr.target) else {
+        return Ok(false);
+    };
+    if s.etag.is_none() || s.etag != t.etag {
+        return Ok(false);
+    }
+    let (a, b) = (src.get_tags(&s.key).await?, dst.get_tags(&s.key).await?);
+    if a != b {
+        if tr.cfg.dry_run {
+            info!(key = %s.key, "[dry-run] tagging synced.");
+        } else {
+            dst.put_tags(&s.key, &a).await?;
+            info!(key = %s.key, "tagging synced.");
+        }
+    }
+    Ok(true)
 }
 
 async fn run_deletions(

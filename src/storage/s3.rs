@@ -246,6 +246,36 @@ impl S3Storage {
         self.get_tags_version(key, None).await
     }
 
+    /// Replaces the tag set of an object.
+    pub async fn put_tags(&self, key: &str, tags: &[(String, String)]) -> Result<()> {
+        use aws_sdk_s3::types::{Tag, Tagging};
+        let full = self.full_key(key);
+        let set: Vec<Tag> = tags
+            .iter()
+            .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+            .collect();
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| Error::S3 {
+                operation: "PutObjectTagging",
+                bucket: self.bucket.clone(),
+                key: full.clone(),
+                kind: S3ErrorKind::Other,
+                message: e.to_string(),
+            })?;
+        self.client
+            .put_object_tagging()
+            .bucket(&self.bucket)
+            .set_request_payer(self.payer())
+            .key(&full)
+            .tagging(tagging)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("PutObjectTagging", &full, e))
+    }
+
     /// The tag set of one version of an object.
     pub async fn get_tags_version(&self, key: &str, version_id: Option<&str>) -> Result<Vec<(String, String)>> {
         let full = self.full_key(key);
