@@ -1551,11 +1551,7 @@ mod tests {
         ]);
         assert_eq!(
             unsupported.unsupported_options(),
-            vec![
-                "--report-tagging-sync-status",
-                "--lua-vm-memory-limit",
-                "--allow-lua-unsafe-vm"
-            ]
+            vec!["--lua-vm-memory-limit", "--allow-lua-unsafe-vm"]
         );
         // Setting the Lua memory limit to its default value is not "set".
         assert!(parse_ok(&["--lua-vm-memory-limit", "64MiB"])
