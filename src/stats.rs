@@ -100,6 +100,7 @@ pub enum SyncEvent {
 pub struct Counters {
     transferred: AtomicU64,
     bytes: AtomicU64,
+    live_bytes: AtomicU64,
     etag_verified: AtomicU64,
     skipped: AtomicU64,
     deleted: AtomicU64,
@@ -115,8 +116,10 @@ pub struct Counters {
 pub struct Stats {
     /// Objects transferred.
     pub transferred: u64,
-    /// Bytes transferred.
+    /// Bytes of the objects transferred.
     pub bytes: u64,
+    /// Bytes moved so far, including attempts that were retried (for progress display).
+    pub live_bytes: u64,
     /// Objects whose ETag was verified.
     pub etag_verified: u64,
     /// Objects up to date.
@@ -174,12 +177,13 @@ impl Reporter {
 
     /// Counts bytes as they move (for the progress bar).
     pub fn add_bytes(&self, n: u64) {
-        self.counters.bytes.fetch_add(n, Ordering::Relaxed);
+        self.counters.live_bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Records a completed transfer.
     pub fn transferred(&self, key: &str, bytes: u64, etag_verified: bool) {
         self.counters.transferred.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
         if etag_verified {
             self.counters.etag_verified.fetch_add(1, Ordering::Relaxed);
         }
@@ -245,6 +249,7 @@ impl Reporter {
         Stats {
             transferred: c.transferred.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
+            live_bytes: c.live_bytes.load(Ordering::Relaxed),
             etag_verified: c.etag_verified.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
             deleted: c.deleted.load(Ordering::Relaxed),

@@ -398,7 +398,6 @@ async fn process(tr: &Transferer, job: Job) {
     tr.limits.object().await;
     if cfg.dry_run {
         info!(key = %s.key, size = s.size, "[dry-run] sync completed.");
-        rep.add_bytes(s.size);
         rep.transferred(&s.key, s.size, false);
         return;
     }

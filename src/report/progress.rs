@@ -25,17 +25,17 @@ impl Progress {
             loop {
                 let s = reporter.snapshot();
                 let secs = started.elapsed().as_secs_f64().max(0.001);
-                let rate = s.bytes as f64 / secs;
+                let rate = s.live_bytes as f64 / secs;
                 let mut msg = format!(
                     "{} objects, {} ({}/s), skipped {}, failed {}",
                     s.transferred,
-                    super::human_bytes(s.bytes),
+                    super::human_bytes(s.live_bytes),
                     super::human_bytes(rate as u64),
                     s.skipped,
                     s.failed
                 );
                 if s.listing_done && s.planned_bytes > 0 {
-                    let left = s.planned_bytes.saturating_sub(s.bytes);
+                    let left = s.planned_bytes.saturating_sub(s.live_bytes);
                     let eta = if rate > 0.0 { left as f64 / rate } else { 0.0 };
                     msg.push_str(&format!(
                         " of {} objects, {} total, ETA {:.0}s",
