@@ -105,6 +105,23 @@ macro_rules! checksum_of {
     };
 }
 
+/// Sends a request that carries object bytes (signed payload unless `--disable-payload-signing`)
+/// and reads the ETag and the asked-for checksum from its response.
+macro_rules! send_body {
+    ($self:expr, $req:expr, $op:literal, $full:expr, $checksum:expr) => {{
+        let resp = if $self.payload_signing {
+            $req.send().await
+        } else {
+            $req.customize().disable_payload_signing().send().await
+        }
+        .map_err(|e| $self.err($op, $full, e))?;
+        Written {
+            etag: resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default(),
+            checksum: $checksum.as_ref().and_then(|(a, _)| checksum_of!(resp, *a)),
+        }
+    }};
+}
+
 /// Sets SSE-C headers (`$alg`, `$key`, `$md5` setter names) on a request builder when the end has a key.
 macro_rules! with_sse_c {
     ($req:expr, $sse:expr) => {
@@ -623,16 +640,7 @@ impl S3Storage {
             .set_content_md5(content_md5)
             .body(crate::transfer::body::chunk_stream(body));
         let req = with_named_checksum!(with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c), checksum);
-        let resp = if self.payload_signing {
-            req.send().await
-        } else {
-            req.customize().disable_payload_signing().send().await
-        }
-        .map_err(|e| self.err("PutObject", &full, e))?;
-        Ok(Written {
-            etag: resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default(),
-            checksum: checksum.as_ref().and_then(|(a, _)| checksum_of!(resp, *a)),
-        })
+        Ok(send_body!(self, req, "PutObject", &full, checksum))
     }
 
     /// Starts a multipart upload; returns its upload id.
@@ -688,16 +696,7 @@ impl S3Storage {
             .set_content_md5(content_md5)
             .body(crate::transfer::body::chunk_stream(body));
         let req = with_named_checksum!(with_sse_c!(req, &self.sse_c), checksum);
-        let resp = if self.payload_signing {
-            req.send().await
-        } else {
-            req.customize().disable_payload_signing().send().await
-        }
-        .map_err(|e| self.err("UploadPart", &full, e))?;
-        Ok(Written {
-            etag: resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default(),
-            checksum: checksum.as_ref().and_then(|(a, _)| checksum_of!(resp, *a)),
-        })
+        Ok(send_body!(self, req, "UploadPart", &full, checksum))
     }
 
     /// Copies a byte range (`(offset, len)`) of another object into a part (UploadPartCopy); returns the

@@ -110,13 +110,35 @@ struct AbortGuard {
 }
 
 impl AbortGuard {
-    async fn abort_now(mut self) {
+    /// Awaits one step of the upload; a failed step aborts the upload.
+    async fn step<T>(&mut self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match fut.await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.abort_now().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn abort_now(&mut self) {
+        if !self.armed {
+            return;
+        }
         self.armed = false;
         if let Some(p) = &self.journal {
             resume::Journal::remove(p);
         }
         if let Err(e) = self.s3.abort_multipart(&self.key, &self.upload_id).await {
             tracing::warn!(key = %self.key, error = %e, "could not abort the multipart upload");
+        }
+    }
+
+    /// The upload completed: nothing to abort, its journal record is done.
+    fn finish(mut self) {
+        self.armed = false;
+        if let Some(p) = &self.journal {
+            resume::Journal::remove(p);
         }
     }
 }
@@ -387,18 +409,18 @@ impl Transferer {
             });
         }
         let (upload_id, journal, reuse) = self.start_or_resume(target, key, attrs, &layout, source_id).await?;
-        let guard = AbortGuard {
+        let mut guard = AbortGuard {
             s3: target.clone(),
             key: key.to_string(),
             upload_id: upload_id.clone(),
             armed: true,
             cleanups: self.cleanups.clone(),
-            journal: journal.clone(),
+            journal,
         };
         let src = &src;
         let upload_id_ref = &upload_id;
         let reuse = &reuse;
-        let parts: Result<Vec<(PartInfo, PartDigest)>> = stream::iter(layout.parts())
+        let parts = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
                 let (body, digest) = self.retry_part(key, || self.read_part(src, off, len)).await?;
                 let n = i as i32 + 1;
@@ -454,15 +476,8 @@ impl Transferer {
                 ))
             })
             .buffer_unordered(self.cfg.max_parallel_uploads)
-            .try_collect()
-            .await;
-        let mut parts = match parts {
-            Ok(p) => p,
-            Err(e) => {
-                guard.abort_now().await;
-                return Err(e);
-            }
-        };
+            .try_collect::<Vec<(PartInfo, PartDigest)>>();
+        let mut parts = guard.step(parts).await?;
         parts.sort_by_key(|p| p.0.number);
         let (infos, digests): (Vec<PartInfo>, Vec<PartDigest>) = parts.into_iter().unzip();
         let md5s: Vec<Md5Digest> = digests.iter().map(|d| d.md5).collect();
@@ -471,27 +486,14 @@ impl Transferer {
             (Some((a, additional::ChecksumType::FullObject)), Some(v)) => Some((a, v.clone())),
             _ => None,
         };
-        match target
-            .complete_multipart(key, &upload_id, infos, self.cfg.checksum, full_object_value)
-            .await
-        {
-            Ok(written) => {
-                let mut guard = guard;
-                guard.armed = false;
-                if let Some(p) = &journal {
-                    resume::Journal::remove(p);
-                }
-                Ok(Uploaded {
-                    computed_etag: etag_from_parts(&md5s, true),
-                    computed_checksum,
-                    written,
-                })
-            }
-            Err(e) => {
-                guard.abort_now().await;
-                Err(e)
-            }
-        }
+        let complete = target.complete_multipart(key, &upload_id, infos, self.cfg.checksum, full_object_value);
+        let written = guard.step(complete).await?;
+        guard.finish();
+        Ok(Uploaded {
+            computed_etag: etag_from_parts(&md5s, true),
+            computed_checksum,
+            written,
+        })
     }
 
     /// Starts a multipart upload, or resumes the one an interrupted earlier run left for the same key
@@ -722,7 +724,7 @@ impl Transferer {
                 .await?
         } else {
             let upload_id = target.create_multipart(key, attrs, None).await?;
-            let guard = AbortGuard {
+            let mut guard = AbortGuard {
                 s3: target.clone(),
                 key: key.clone(),
                 upload_id: upload_id.clone(),
@@ -731,7 +733,7 @@ impl Transferer {
                 journal: None,
             };
             let upload_id_ref = &upload_id;
-            let parts: Result<Vec<PartInfo>> = stream::iter(layout.parts())
+            let parts = stream::iter(layout.parts())
                 .map(|(i, off, len)| async move {
                     let n = i as i32 + 1;
                     let etag = target
@@ -754,27 +756,14 @@ impl Transferer {
                     })
                 })
                 .buffer_unordered(self.cfg.max_parallel_uploads)
-                .try_collect()
-                .await;
-            let mut parts = match parts {
-                Ok(p) => p,
-                Err(e) => {
-                    guard.abort_now().await;
-                    return Err(e);
-                }
-            };
+                .try_collect::<Vec<PartInfo>>();
+            let mut parts = guard.step(parts).await?;
             parts.sort_by_key(|p| p.number);
-            match target.complete_multipart(key, &upload_id, parts, None, None).await {
-                Ok(w) => {
-                    let mut guard = guard;
-                    guard.armed = false;
-                    w.etag
-                }
-                Err(e) => {
-                    guard.abort_now().await;
-                    return Err(e);
-                }
-            }
+            let written = guard
+                .step(target.complete_multipart(key, &upload_id, parts, None, None))
+                .await?;
+            guard.finish();
+            written.etag
         };
         self.reporter.add_bytes(entry.size);
         let mut verified = false;
