@@ -39,6 +39,8 @@ pub struct ClientConfig {
     pub accelerate: bool,
     /// Pay for requests as the requester (`x-amz-request-payer`).
     pub request_payer: bool,
+    /// Proxy for the S3 requests (`--https-proxy`, `http(s)://[user:password@]host:port`).
+    pub https_proxy: Option<String>,
 }
 
 /// Retry and timeout settings of the S3 clients and of s3sync's own whole-object retry.

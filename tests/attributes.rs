@@ -576,3 +576,38 @@ async fn latest_tagging_and_metadata_tagging_reports() {
     let r = srv.run(&["--report-sync-status", "--report-tagging-sync-status", &src, &dst]);
     r.expect(0);
 }
+
+#[tokio::test]
+async fn https_proxy_carries_every_request_with_its_credentials() {
+    use std::io::BufRead;
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let mut proxy = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forward_proxy.py"))
+        .env("PROXY_AUTH", "user:secret")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 for the test proxy");
+    let mut lines = std::io::BufReader::new(proxy.stdout.take().unwrap()).lines();
+    let port: u16 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", b"through the proxy".to_vec())]);
+    let r = srv.run(&[
+        "--https-proxy",
+        &format!("http://user:secret@127.0.0.1:{port}"),
+        &s(src.path()),
+        &format!("s3://{bucket}/"),
+    ]);
+    proxy.kill().unwrap();
+    let _ = proxy.wait();
+    let log = log.join().unwrap();
+    r.expect(0);
+    assert!(!r.stderr.contains("secret"), "proxy credentials never appear in output");
+    assert_eq!(srv.get(&bucket, "a").await, b"through the proxy");
+    assert!(
+        log.iter().any(|l| l.starts_with("PROXY PUT") && l.ends_with("auth=ok")),
+        "{log:?}"
+    );
+    assert!(log.iter().all(|l| l.ends_with("auth=ok")), "{log:?}");
+}

@@ -1063,6 +1063,17 @@ pub struct CliArgs {
     )]
     pub delete: bool,
 
+    /// Proxy for S3 requests.
+    #[arg(
+        long,
+        env = "HTTPS_PROXY",
+        value_name = "HTTPS_PROXY",
+        help_heading = "Advanced",
+        help = "Proxy server for S3 requests, proxy authentication is supported.\n\
+                Example: http(s)://user:password@proxy:port"
+    )]
+    pub https_proxy: Option<String>,
+
     /// Stop deleting after this many objects.
     #[arg(
         long,
@@ -1244,8 +1255,9 @@ mod tests {
             }
             with_env += 1;
         }
-        // 112 env-backed arguments of the reference (incl. SOURCE/TARGET) + --io-pool-size + --max-delete.
-        assert_eq!(with_env, 114);
+        // 112 env-backed arguments of the reference (incl. SOURCE/TARGET) + --io-pool-size + --max-delete
+        // + --https-proxy (feature-gated in the reference).
+        assert_eq!(with_env, 115);
     }
 
     #[test]
@@ -1563,6 +1575,7 @@ mod tests {
     #[test]
     fn every_unimplemented_option_is_listed() {
         const IMPLEMENTED: &[&str] = &[
+            "https_proxy",
             "report_tagging_sync_status",
             "report_metadata_sync_status",
             "sync_latest_tagging",

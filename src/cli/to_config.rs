@@ -101,6 +101,7 @@ impl CliArgs {
             sse_c,
             accelerate,
             request_payer,
+            https_proxy: self.https_proxy.clone(),
         };
         let sse_c = |alg: &Option<String>, key: &Option<String>, md5: &Option<String>| -> Result<Option<SseC>> {
             match (alg, key) {

@@ -254,7 +254,7 @@ async fn open_end(loc: &Location, client: &crate::config::ClientConfig, cfg: &Co
     Ok(match loc {
         Location::Local(p) => End::Local(LocalStorage::new(p.clone(), cfg.ignore_symlinks)),
         Location::S3 { bucket, prefix } => {
-            let c = build_client(client, &cfg.retry).await;
+            let c = build_client(client, &cfg.retry).await?;
             End::S3(S3Storage::new(
                 c,
                 bucket.clone(),

@@ -1,6 +1,7 @@
 //! Building an `aws-sdk-s3` client for one end from its [`ClientConfig`] and the shared retry settings.
 
 use crate::config::{ClientConfig, RetryConfig};
+use crate::error::{Error, Result};
 use aws_config::retry::RetryConfig as SdkRetry;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -9,8 +10,36 @@ use aws_runtime::env_config::file::{EnvConfigFileKind as ProfileFileKind, EnvCon
 use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::Client;
 
+/// An HTTP client that sends every S3 request through `proxy` (`http(s)://[user:password@]host:port`).
+fn proxied_http_client(proxy: &str) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient> {
+    use aws_smithy_http_client::{proxy::ProxyConfig, tls, Connector};
+    let invalid = |m: String| Error::InvalidArgument(format!("invalid --https-proxy: {m}"));
+    let (scheme, rest) = proxy
+        .split_once("://")
+        .ok_or_else(|| invalid("expected http(s)://host:port".into()))?;
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let mut config = ProxyConfig::all(format!("{scheme}://{host}")).map_err(|e| invalid(e.to_string()))?;
+    if let Some((user, password)) = auth.and_then(|a| a.split_once(':')) {
+        config = config.with_basic_auth(user, password);
+    }
+    Ok(
+        aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+            let mut b = Connector::builder().proxy_config(config.clone());
+            b.set_connector_settings(settings.cloned());
+            if let Some(rc) = components {
+                b.set_sleep_impl(rc.sleep_impl());
+            }
+            b.tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                .build()
+        }),
+    )
+}
+
 /// Creates the S3 client of one end.
-pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Client {
+pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Client> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if c.aws_config_file.is_some() || c.aws_shared_credentials_file.is_some() {
         let mut files = ProfileFiles::builder().include_default_config_file(c.aws_config_file.is_none());
@@ -34,6 +63,9 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Client {
     }
     if let Some(u) = &c.endpoint_url {
         loader = loader.endpoint_url(u);
+    }
+    if let Some(proxy) = &c.https_proxy {
+        loader = loader.http_client(proxied_http_client(proxy)?);
     }
     let mut timeouts = TimeoutConfig::builder();
     if let Some(d) = retry.connect_timeout {
@@ -70,5 +102,5 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Client {
     if shared.region().is_none() {
         b = b.region(Region::new("us-east-1"));
     }
-    Client::from_conf(b.build())
+    Ok(Client::from_conf(b.build()))
 }
