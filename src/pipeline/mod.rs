@@ -10,7 +10,7 @@ mod spill;
 mod versioned;
 
 use crate::compare::{decide, CheckMode, Verdict};
-use crate::config::{Config, POOL_CHUNK_SIZE};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::stats::{Reporter, Stats, SyncEvent, SyncStatus};
@@ -21,7 +21,6 @@ use crate::storage::Entry;
 use crate::transfer::{End, Transferer};
 use diff::{Pair, TargetState};
 use futures::StreamExt;
-use s3sync_io::{ChunkPool, IoEngine};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -93,19 +92,8 @@ impl Sync {
         if cfg.verify_etag && (kms || cfg.source_client.sse_c.is_some() || cfg.target_client.sse_c.is_some()) {
             tracing::warn!("ETags of SSE-C and SSE-KMS objects are not MD5 digests: ETag verification is off for them; use --additional-checksum-algorithm for end-to-end verification");
         }
-        let budget = cfg.pool_budget();
-        let pool = ChunkPool::new(POOL_CHUNK_SIZE, (budget as usize).div_ceil(POOL_CHUNK_SIZE))?;
-        let io = IoEngine::new(pool)?;
-        debug!(
-            backend = ?io.backend(),
-            built_for = env!("S3SYNC_BUILD_BACKEND"),
-            fixed_buffers = io.uses_fixed_buffers(),
-            pool_bytes = budget,
-            "I/O engine ready"
-        );
-
         let transferer = Arc::new(Transferer {
-            io,
+            io: crate::transfer::LazyIo::new(cfg.pool_budget()),
             source: source.clone(),
             target: target.clone(),
             cfg: cfg.clone(),

@@ -45,8 +45,9 @@ pub struct Moved {
 
 /// Everything a transfer needs, shared by all workers.
 pub struct Transferer {
-    /// The I/O engine (and its chunk pool).
-    pub io: IoEngine,
+    /// The I/O engine and its chunk pool, created on first use (a run with nothing to transfer never
+    /// allocates or pins the pool).
+    pub io: LazyIo,
     /// Source end.
     pub source: End,
     /// Target end.
@@ -61,6 +62,41 @@ pub struct Transferer {
     pub journal: Option<resume::Journal>,
     /// Clean-ups started by cancelled transfers (multipart aborts), awaited before the run ends.
     pub cleanups: Cleanups,
+}
+
+/// The I/O engine of a run, created when the first transfer needs it.
+#[derive(Debug)]
+pub struct LazyIo {
+    cell: std::sync::OnceLock<IoEngine>,
+    pool_bytes: u64,
+}
+
+impl LazyIo {
+    /// An engine whose pool will hold `pool_bytes` in chunks of [`crate::config::POOL_CHUNK_SIZE`].
+    pub fn new(pool_bytes: u64) -> Self {
+        LazyIo {
+            cell: std::sync::OnceLock::new(),
+            pool_bytes,
+        }
+    }
+
+    /// The engine, creating it (and allocating the pool) on first use.
+    pub fn get(&self) -> Result<&IoEngine> {
+        if let Some(io) = self.cell.get() {
+            return Ok(io);
+        }
+        let cs = crate::config::POOL_CHUNK_SIZE;
+        let pool = s3sync_io::ChunkPool::new(cs, (self.pool_bytes as usize).div_ceil(cs))?;
+        let io = IoEngine::new(pool)?;
+        debug!(
+            backend = ?io.backend(),
+            built_for = env!("S3SYNC_BUILD_BACKEND"),
+            fixed_buffers = io.uses_fixed_buffers(),
+            pool_bytes = self.pool_bytes,
+            "I/O engine ready"
+        );
+        Ok(self.cell.get_or_init(|| io))
+    }
 }
 
 /// Background clean-up tasks that must finish before the process exits.
@@ -195,7 +231,7 @@ fn stream_error(key: &str, bucket: &str, e: impl std::fmt::Display) -> Error {
 
 impl Transferer {
     fn chunk_size(&self) -> u64 {
-        self.io.pool().chunk_size() as u64
+        crate::config::POOL_CHUNK_SIZE as u64
     }
 
     /// Moves one source entry to the target.
@@ -295,7 +331,7 @@ impl Transferer {
     async fn read_part(&self, src: &PartSource<'_>, offset: u64, len: u64) -> Result<(Vec<Bytes>, PartDigest)> {
         let cs = self.chunk_size();
         let n = len.div_ceil(cs) as usize;
-        let chunks = self.io.pool().acquire_many(n).await?;
+        let chunks = self.io.get()?.pool().acquire_many(n).await?;
         let mut hasher = PartHasher::with_checksum(self.cfg.checksum.map(|c| c.0));
         let mut out = Vec::with_capacity(n);
         match src {
@@ -306,6 +342,7 @@ impl Transferer {
                     async move {
                         let c = self
                             .io
+                            .get()?
                             .read_at(file, c, off, want)
                             .await
                             .map_err(|e| Error::local("read", "source file", e))?;
@@ -613,6 +650,7 @@ impl Transferer {
         let path = local.root().join(&entry.key);
         let file = self
             .io
+            .get()?
             .open_read(&path)
             .await
             .map_err(|e| Error::local("open", &path, e))?;
@@ -887,6 +925,7 @@ impl Transferer {
         let tmp = LocalStorage::temp_path_for(&final_path);
         let file = self
             .io
+            .get()?
             .create_new(&tmp)
             .await
             .map_err(|e| Error::local("create", &tmp, e))?;
@@ -895,6 +934,7 @@ impl Transferer {
             armed: true,
         };
         self.io
+            .get()?
             .set_len(&file, entry.size)
             .await
             .map_err(|e| Error::local("allocate", &tmp, e))?;
@@ -913,7 +953,11 @@ impl Transferer {
         parts.sort_by_key(|p| p.0);
         let parts: Vec<PartDigest> = parts.into_iter().map(|p| p.1).collect();
         let digests: Vec<Md5Digest> = parts.iter().map(|p| p.md5).collect();
-        self.io.fsync(&file).await.map_err(|e| Error::local("fsync", &tmp, e))?;
+        self.io
+            .get()?
+            .fsync(&file)
+            .await
+            .map_err(|e| Error::local("fsync", &tmp, e))?;
         drop(file);
         let mut verified = false;
         let mut warning = None;
@@ -957,6 +1001,7 @@ impl Transferer {
         let mtime = filetime::FileTime::from_system_time(entry.mtime);
         filetime::set_file_mtime(&tmp, mtime).map_err(|e| Error::local("set mtime", &tmp, e))?;
         self.io
+            .get()?
             .rename(&tmp, &final_path)
             .await
             .map_err(|e| Error::local("rename", &final_path, e))?;
@@ -987,6 +1032,7 @@ impl Transferer {
         let mut cur = None;
         let write = |c: s3sync_io::Chunk, at: u64| async move {
             self.io
+                .get()?
                 .write_at(file, c, at)
                 .await
                 .map_err(|e| Error::local("write", "temporary file", e))
@@ -997,7 +1043,7 @@ impl Transferer {
             let mut data = &frame[..];
             while !data.is_empty() {
                 if cur.is_none() {
-                    cur = Some(self.io.pool().acquire().await);
+                    cur = Some(self.io.get()?.pool().acquire().await);
                 }
                 let Some(c) = cur.as_mut() else { continue };
                 let n = c.extend_from_slice(data);
@@ -1061,6 +1107,7 @@ impl Transferer {
     ) -> Result<Vec<PartDigest>> {
         let file = self
             .io
+            .get()?
             .open_read(path)
             .await
             .map_err(|e| Error::local("open", path, e))?;
@@ -1071,9 +1118,10 @@ impl Transferer {
             let mut pos = off;
             while pos < off + len {
                 let want = cs.min(off + len - pos) as usize;
-                let c = self.io.pool().acquire().await;
+                let c = self.io.get()?.pool().acquire().await;
                 let c = self
                     .io
+                    .get()?
                     .read_at(&file, c, pos, want)
                     .await
                     .map_err(|e| Error::local("read", path, e))?;
