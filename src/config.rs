@@ -177,7 +177,7 @@ impl Config {
                 check: CheckMode::Mtime,
                 head_each_target: false,
                 remove_modified_filter: false,
-                worker_size: 16,
+                worker_size: 64,
                 max_parallel_uploads: 16,
                 multipart_threshold: 8 * MIB,
                 multipart_chunksize: 8 * MIB,

@@ -642,15 +642,17 @@ fn shorten(line: &str, max: usize) -> String {
     format!("{} ...", &line[..cut])
 }
 
-/// The WARN lines of a run that speak of a fault, a retry or a recovery.
+/// The WARN lines of a run that speak of a fault, a retry or a recovery (see [`FAULT_WORDS`]).
 fn fault_warnings(stderr: &str) -> Vec<String> {
     stderr
         .lines()
-        .filter(|l| l.contains("WARN"))
-        .filter(|l| {
-            let low = l.to_lowercase();
+        .filter_map(|l| l.find("WARN").map(|at| (l, &l[at..])))
+        .filter(|(_, text)| {
+            // The text after the level only: the timestamp before it may contain "500" or "503".
+            let low = text.to_lowercase();
             FAULT_WORDS.iter().any(|w| low.contains(w))
         })
+        .map(|(l, _)| l)
         .map(str::to_string)
         .collect()
 }

@@ -656,16 +656,13 @@ impl Transferer {
             .map_err(|e| Error::local("open", &path, e))?;
         let size = file.len().map_err(|e| Error::local("stat", &path, e))?;
         let layout = PartLayout::for_upload(size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize);
-        let mtime = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map_err(|e| Error::local("stat", &path, e))?;
-        let source_id = format!(
-            "{size}-{}",
-            mtime
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
+        // Identity of the bytes for resuming: size and the listed modification time.
+        let mtime_ns = entry
+            .mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let source_id = format!("{size}-{mtime_ns}");
         let up = self
             .put_with_layout(target, &entry.key, PartSource::Local(&file), layout, attrs, &source_id)
             .await
