@@ -569,3 +569,45 @@ async fn killed_upload_resumes_from_the_parts_on_the_server() {
     assert_eq!(srv.get(&b2, "big").await, changed);
     assert_eq!(srv.open_uploads(&b2).await, 0, "the stale upload was aborted");
 }
+
+#[tokio::test]
+async fn symlinks_are_followed_unless_ignored() {
+    let srv = server().await;
+    let src = tmpdir();
+    let outside = tmpdir();
+    std::fs::write(outside.path().join("real"), b"linked bytes").unwrap();
+    write_tree(src.path(), &[("plain", b"p".to_vec())]);
+    std::os::unix::fs::symlink(outside.path().join("real"), src.path().join("link")).unwrap();
+    let b1 = srv.bucket().await;
+    srv.run(&[&s(src.path()), &format!("s3://{b1}/")]).expect(0);
+    assert_eq!(srv.keys(&b1).await, vec!["link", "plain"]);
+    assert_eq!(srv.get(&b1, "link").await, b"linked bytes");
+    let b2 = srv.bucket().await;
+    srv.run(&["--ignore-symlinks", &s(src.path()), &format!("s3://{b2}/")])
+        .expect(0);
+    assert_eq!(srv.keys(&b2).await, vec!["plain"]);
+}
+
+#[tokio::test]
+async fn directory_markers_become_directories_and_prefixes_are_verbatim() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    srv.put(&bucket, "data/empty-dir/", b"").await;
+    srv.put(&bucket, "data/f", b"f").await;
+    srv.put(&bucket, "database", b"not under data/").await;
+    let dst = tmpdir();
+    srv.run(&[&format!("s3://{bucket}/data/"), &s(dst.path())]).expect(0);
+    assert!(dst.path().join("empty-dir").is_dir());
+    assert_eq!(read_tree(dst.path()), vec![("f".to_string(), b"f".to_vec())]);
+    let r = srv.run(&[&format!("s3://{bucket}/data/"), &s(dst.path())]);
+    assert_eq!(
+        r.expect(0).transferred(),
+        0,
+        "the marker's directory counts as up to date"
+    );
+    // No slash is added to a prefix: s3://b/p + "foo" is "pfoo".
+    let src = tmpdir();
+    write_tree(src.path(), &[("foo", b"x".to_vec())]);
+    srv.run(&[&s(src.path()), &format!("s3://{bucket}/pre")]).expect(0);
+    assert!(srv.keys(&bucket).await.contains(&"prefoo".to_string()));
+}
