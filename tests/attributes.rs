@@ -229,6 +229,39 @@ async fn sse_and_storage_class_headers_reach_the_server() {
         assert_eq!(h.server_side_encryption().map(|s| s.as_str()), Some("AES256"), "{key}");
         assert_eq!(h.storage_class().map(|s| s.as_str()), Some("STANDARD_IA"), "{key}");
     }
+    // SSE-KMS with a key id; the run says why ETags are not verified, and the CRC32C checksum is.
+    let b2 = srv.bucket().await;
+    let kms = "arn:aws:kms:us-east-1:123456789012:key/s3sync-test";
+    let r = srv.run(&[
+        "--sse",
+        "aws:kms",
+        "--sse-kms-key-id",
+        kms,
+        "--additional-checksum-algorithm",
+        "CRC32C",
+        &s(src.path()),
+        &format!("s3://{b2}/"),
+    ]);
+    r.expect(0);
+    assert!(r.stderr.contains("not MD5"), "{}", r.stderr);
+    let h = srv.client.head_object().bucket(&b2).key("a").send().await.unwrap();
+    assert_eq!(h.server_side_encryption().map(|s| s.as_str()), Some("aws:kms"));
+    assert_eq!(h.ssekms_key_id(), Some(kms));
+    // --acl reaches the object.
+    let b3 = srv.bucket().await;
+    srv.run(&["--acl", "public-read", &s(src.path()), &format!("s3://{b3}/")])
+        .expect(0);
+    let acl = srv.client.get_object_acl().bucket(&b3).key("a").send().await.unwrap();
+    assert!(
+        acl.grants().iter().any(|g| g
+            .grantee()
+            .and_then(|x| x.uri())
+            .is_some_and(|u| u.ends_with("AllUsers"))),
+        "{acl:?}"
+    );
+    // --sse-kms-key-id without --sse aws:kms is refused.
+    srv.run(&["--sse-kms-key-id", kms, &s(src.path()), &format!("s3://{b2}/")])
+        .expect(2);
 }
 
 #[tokio::test]
