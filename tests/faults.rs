@@ -463,3 +463,45 @@ fn proxy_recognises_s3_operations() {
     assert_eq!(op(Method::DELETE, "/b/k", false), Op::DeleteObject);
     assert_eq!(op(Method::POST, "/b?delete", false), Op::DeleteObjects);
 }
+
+/// S3->S3 through the client: bytes corrupted while reading the source are checked against the source's
+/// ETag before the target object is committed, so they never land, and the next run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_source_reads_are_never_committed_s3_to_s3() {
+    let srv = server().await;
+    let b1 = srv.bucket().await;
+    let b2 = srv.bucket().await;
+    let small = data(300_000, 61);
+    let big = data(11 * MIB + 3, 62);
+    let src = tmpdir();
+    write_tree(src.path(), &[("small", small.clone()), ("big", big.clone())]);
+    srv.run(&with_mp(&[&s(src.path()), &format!("s3://{b1}/")])).expect(0);
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::FlipByte, When::Always).ops(&[Op::GetObject])],
+    )
+    .await;
+    let r = run_via(
+        &proxy,
+        &with_mp(&[
+            "--force-retry-count",
+            "1",
+            &format!("s3://{b1}/"),
+            &format!("s3://{b2}/"),
+        ]),
+    )
+    .await;
+    proxy.assert_injected();
+    r.expect(1);
+    assert!(
+        srv.keys(&b2).await.is_empty(),
+        "nothing corrupted was committed: {:?}",
+        srv.keys(&b2).await
+    );
+    assert_eq!(srv.open_uploads(&b2).await, 0);
+    let r = srv.run(&with_mp(&[&format!("s3://{b1}/"), &format!("s3://{b2}/")]));
+    r.expect(0);
+    assert_eq!(r.transferred(), 2);
+    assert_eq!(srv.get(&b2, "small").await, small);
+    assert!(srv.get(&b2, "big").await == big);
+}

@@ -312,6 +312,8 @@ struct RoundRec {
     exit3: Vec<String>,
     /// The ERROR lines of a faulty run that exited 1 (what outlived the retries).
     errors: Vec<String>,
+    /// The faults the proxy injected, one line each (request, operation, kind, detail).
+    injections: Vec<String>,
     secs: f64,
 }
 
@@ -842,6 +844,12 @@ async fn round(ctx: &Ctx, pairs: &mut [Pair], n: usize, last_end: SystemTime) ->
             rec.kill_ms,
             rec.codes
         );
+        if !rec.injections.is_empty() {
+            let _ = write!(m, "\n  injected faults:");
+            for i in rec.injections.iter().take(40) {
+                let _ = write!(m, "\n    {i}");
+            }
+        }
         for r in runs {
             let _ = write!(
                 m,
@@ -866,6 +874,16 @@ async fn round(ctx: &Ctx, pairs: &mut [Pair], n: usize, last_end: SystemTime) ->
         rec.faults[i] = proxy.injected_of(*k);
     }
     rec.requests = proxy.requests();
+    rec.injections = proxy
+        .injections()
+        .iter()
+        .map(|i| {
+            shorten(
+                &format!("#{} {} ({:?}): {:?} {}", i.seq, i.request, i.op, i.fault, i.detail),
+                300,
+            )
+        })
+        .collect();
     drop(proxy);
     rec.codes.push(faulty.outcome.label());
     rec.killed = faulty.outcome == Outcome::Killed;

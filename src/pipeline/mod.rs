@@ -222,6 +222,9 @@ impl Sync {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        if !cfg.dry_run && !cfg.report_sync_status {
+            transferer.sweep_journal().await;
+        }
 
         if cfg.delete && !cfg.report_sync_status {
             if source_failed {

@@ -129,6 +129,14 @@ struct Uploaded {
     computed_checksum: Option<String>,
 }
 
+/// The bytes an upload reads: where from, their identity for resuming, and the ETag they must have
+/// (an S3 source's, when its part layout is known).
+struct UploadSource<'a> {
+    parts: PartSource<'a>,
+    id: String,
+    expected_etag: Option<String>,
+}
+
 /// Where the bytes of a part come from.
 enum PartSource<'a> {
     Local(&'a IoFile),
@@ -417,11 +425,26 @@ impl Transferer {
         &self,
         target: &S3Storage,
         key: &str,
-        src: PartSource<'_>,
+        source: UploadSource<'_>,
         layout: PartLayout,
         attrs: &crate::attributes::ObjectAttributes,
-        source_id: &str,
     ) -> Result<Uploaded> {
+        let UploadSource {
+            parts: src,
+            id: source_id,
+            expected_etag,
+        } = source;
+        // Bytes read from an S3 source are checked against its ETag before anything is committed, so a
+        // corrupted read never becomes the target object.
+        let check_source = |computed: &str| match expected_etag {
+            Some(want) if self.cfg.verify_etag && want != computed => Err(Error::Verification {
+                what: "source ETag",
+                key: key.to_string(),
+                expected: want.to_string(),
+                actual: computed.to_string(),
+            }),
+            _ => Ok(()),
+        };
         let md5_header = |d: &Md5Digest| self.cfg.content_md5.then(|| b64(d));
         let checksum_header = |p: &PartDigest| {
             self.cfg
@@ -435,6 +458,7 @@ impl Transferer {
         };
         if !layout.multipart {
             let (body, digest) = self.read_part(&src, 0, layout.size).await?;
+            check_source(&etag_from_parts(&[digest.md5], false))?;
             let written = target
                 .put_object(key, body, md5_header(&digest.md5), &checksum_header(&digest), attrs)
                 .await?;
@@ -445,7 +469,7 @@ impl Transferer {
                 written,
             });
         }
-        let (upload_id, journal, reuse) = self.start_or_resume(target, key, attrs, &layout, source_id).await?;
+        let (upload_id, journal, reuse) = self.start_or_resume(target, key, attrs, &layout, &source_id).await?;
         let mut guard = AbortGuard {
             s3: target.clone(),
             key: key.to_string(),
@@ -518,6 +542,9 @@ impl Transferer {
         parts.sort_by_key(|p| p.0.number);
         let (infos, digests): (Vec<PartInfo>, Vec<PartDigest>) = parts.into_iter().unzip();
         let md5s: Vec<Md5Digest> = digests.iter().map(|d| d.md5).collect();
+        guard
+            .step(async { check_source(&etag_from_parts(&md5s, true)) })
+            .await?;
         let computed_checksum = object_checksum(&digests);
         let full_object_value = match (self.cfg.checksum, &computed_checksum) {
             (Some((a, additional::ChecksumType::FullObject)), Some(v)) => Some((a, v.clone())),
@@ -531,6 +558,26 @@ impl Transferer {
             computed_checksum,
             written,
         })
+    }
+
+    /// After a completed run, uploads of ours to this target that are still in the journal were not
+    /// needed by this run (their objects are up to date, e.g. the process was killed after the server
+    /// completed the upload): abort them and forget them.
+    pub async fn sweep_journal(&self) {
+        let (Some(journal), End::S3(target)) = (&self.journal, &self.target) else {
+            return;
+        };
+        for (path, rec) in journal.records() {
+            if rec.bucket != target.bucket() || !rec.key.starts_with(target.prefix()) {
+                continue;
+            }
+            let key = &rec.key[target.prefix().len()..];
+            match target.abort_multipart(key, &rec.upload_id).await {
+                Ok(()) => tracing::info!(key, "aborted a stale multipart upload of an earlier run"),
+                Err(e) => debug!(key, error = %e, "stale multipart upload already gone"),
+            }
+            resume::Journal::remove(&path);
+        }
     }
 
     /// Starts a multipart upload, or resumes the one an interrupted earlier run left for the same key
@@ -587,6 +634,8 @@ impl Transferer {
                 size: layout.size,
                 source_id: source_id.to_string(),
                 part_size: layout.part_size,
+                bucket: target.bucket().to_string(),
+                key: target.full_key(key),
             };
             if let Err(e) = resume::Journal::save(p, &rec) {
                 debug!(key, error = %e, "cannot write the resume journal");
@@ -664,7 +713,17 @@ impl Transferer {
             .unwrap_or(0);
         let source_id = format!("{size}-{mtime_ns}");
         let up = self
-            .put_with_layout(target, &entry.key, PartSource::Local(&file), layout, attrs, &source_id)
+            .put_with_layout(
+                target,
+                &entry.key,
+                UploadSource {
+                    parts: PartSource::Local(&file),
+                    id: source_id,
+                    expected_etag: None,
+                },
+                layout,
+                attrs,
+            )
             .await
             .map_err(|e| with_key(e, &entry.key))?;
         let (verified, warning) = self.verify_upload(&entry.key, &layout, &up)?;
@@ -704,10 +763,14 @@ impl Transferer {
             .put_with_layout(
                 target,
                 &entry.key,
-                PartSource::S3(source, &entry.key, entry.version_id.as_deref()),
+                UploadSource {
+                    parts: PartSource::S3(source, &entry.key, entry.version_id.as_deref()),
+                    id: src_etag.clone(),
+                    expected_etag: (known && self.source_etag_is_md5() && etag_is_md5_form(&src_etag))
+                        .then(|| src_etag.clone()),
+                },
                 layout,
                 attrs,
-                &src_etag,
             )
             .await
             .map_err(|e| with_key(e, &entry.key))?;

@@ -22,6 +22,10 @@ pub struct UploadRecord {
     pub source_id: String,
     /// Part size of the upload.
     pub part_size: u64,
+    /// Target bucket.
+    pub bucket: String,
+    /// Target key (full, with the prefix).
+    pub key: String,
 }
 
 impl Journal {
@@ -54,6 +58,8 @@ impl Journal {
             size: l.next()?.parse().ok()?,
             source_id: l.next()?.to_string(),
             part_size: l.next()?.parse().ok()?,
+            bucket: l.next()?.to_string(),
+            key: String::from_utf8(hex::decode(l.next()?).ok()?).ok()?,
         })
     }
 
@@ -65,6 +71,17 @@ impl Journal {
             format!("{}\n{}\n{}\n{}\n", r.upload_id, r.size, r.source_id, r.part_size),
         )?;
         std::fs::rename(tmp, path)
+    }
+
+    /// Every record in the journal.
+    pub fn records(&self) -> Vec<(PathBuf, UploadRecord)> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "upload"))
+            .filter_map(|p| Journal::load(&p).map(|r| (p, r)))
+            .collect()
     }
 
     /// Removes a record (the upload completed or was aborted).
@@ -91,7 +108,8 @@ mod tests {
             part_size: 5,
         };
         Journal::save(&p, &r).unwrap();
-        assert_eq!(Journal::load(&p), Some(r));
+        assert_eq!(Journal::load(&p), Some(r.clone()));
+        assert_eq!(j.records(), vec![(p.clone(), r)]);
         Journal::remove(&p);
         assert_eq!(Journal::load(&p), None);
     }
