@@ -106,6 +106,8 @@ mod tests {
             size: 10,
             source_id: "10-123".into(),
             part_size: 5,
+            bucket: "b".into(),
+            key: "k/ü\nx".into(),
         };
         Journal::save(&p, &r).unwrap();
         assert_eq!(Journal::load(&p), Some(r.clone()));
