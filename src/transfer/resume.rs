@@ -66,10 +66,16 @@ impl Journal {
     /// Writes a record atomically (temp file + rename).
     pub fn save(path: &Path, r: &UploadRecord) -> std::io::Result<()> {
         let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            format!("{}\n{}\n{}\n{}\n", r.upload_id, r.size, r.source_id, r.part_size),
-        )?;
+        let text = format!(
+            "{}\n{}\n{}\n{}\n{}\n{}\n",
+            r.upload_id,
+            r.size,
+            r.source_id,
+            r.part_size,
+            r.bucket,
+            hex::encode(r.key.as_bytes())
+        );
+        std::fs::write(&tmp, text)?;
         std::fs::rename(tmp, path)
     }
 
