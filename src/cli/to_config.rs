@@ -264,3 +264,53 @@ impl CliArgs {
             .build()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<Config> {
+        let mut all = vec!["s3sync"];
+        all.extend_from_slice(args);
+        CliArgs::try_parse_from(all)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?
+            .to_config()
+    }
+
+    #[test]
+    fn express_one_zone_defaults_to_crc64nvme() {
+        let c = config(&["./d", "s3://bucket--usw2-az1--x-s3/p/"]).unwrap();
+        assert_eq!(
+            c.checksum,
+            Some((ChecksumAlgorithm::Crc64Nvme, ChecksumType::FullObject))
+        );
+        let c = config(&["s3://bucket--usw2-az1--x-s3/p/", "./d"]).unwrap();
+        assert!(c.enable_additional_checksum);
+        let c = config(&[
+            "--disable-express-one-zone-additional-checksum",
+            "./d",
+            "s3://bucket--usw2-az1--x-s3/",
+        ])
+        .unwrap();
+        assert_eq!(c.checksum, None);
+        let c = config(&["./d", "s3://plain-bucket/"]).unwrap();
+        assert_eq!(c.checksum, None);
+    }
+
+    #[test]
+    fn contradictory_options_are_refused() {
+        assert!(config(&["--full-object-checksum", "./d", "s3://b/"]).is_err());
+        assert!(config(&[
+            "--additional-checksum-algorithm",
+            "SHA256",
+            "--full-object-checksum",
+            "./d",
+            "s3://b/"
+        ])
+        .is_err());
+        assert!(config(&["--server-side-copy", "./d", "s3://b/"]).is_err());
+        assert!(config(&["./a", "./b"]).is_err());
+        assert!(config(&["--enable-versioning", "./d", "s3://b/"]).is_err());
+    }
+}
