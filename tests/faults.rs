@@ -66,57 +66,6 @@ async fn run_via(proxy: &FaultProxy, args: &[&str]) -> Run {
     run
 }
 
-/// Uploads `data` directly to the server as a multipart object with `part`-byte parts, so that its
-/// ETag has the `-N` form and a download is made of several ranged GETs.
-async fn put_multipart(srv: &Server, bucket: &str, key: &str, data: &[u8], part: usize) {
-    let c = &srv.client;
-    let up = c
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .expect("create multipart upload");
-    let id = up.upload_id().expect("upload id").to_string();
-    let mut done = Vec::new();
-    for (i, chunk) in data.chunks(part).enumerate() {
-        let n = i as i32 + 1;
-        let r = c
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(&id)
-            .part_number(n)
-            .body(aws_sdk_s3::primitives::ByteStream::from(chunk.to_vec()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("upload part {n}: {e:?}"));
-        done.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(n)
-                .set_e_tag(r.e_tag().map(str::to_string))
-                .build(),
-        );
-    }
-    c.complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(&id)
-        .multipart_upload(
-            aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("complete multipart upload");
-    assert_eq!(
-        srv.etag(bucket, key).await,
-        multipart_etag(data, part),
-        "setup: multipart ETag of {key}"
-    );
-}
-
 /// The names in a directory, sorted (temporary files included).
 fn names(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(dir) {

@@ -458,51 +458,6 @@ fn plan_faults(rng: &mut Rng) -> (Vec<Rule>, String) {
     (rules, desc.join(" "))
 }
 
-/// Uploads `data` directly to the server as a multipart object with `part`-byte parts.
-async fn put_multipart(srv: &Server, bucket: &str, key: &str, data: &[u8], part: usize) {
-    let c = &srv.client;
-    let up = c
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("setup: create multipart upload {key}: {e:?}"));
-    let id = up.upload_id().expect("upload id").to_string();
-    let mut done = Vec::new();
-    for (i, chunk) in data.chunks(part).enumerate() {
-        let n = i as i32 + 1;
-        let r = c
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(&id)
-            .part_number(n)
-            .body(aws_sdk_s3::primitives::ByteStream::from(chunk.to_vec()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("setup: upload part {n} of {key}: {e:?}"));
-        done.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(n)
-                .set_e_tag(r.e_tag().map(str::to_string))
-                .build(),
-        );
-    }
-    c.complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(&id)
-        .multipart_upload(
-            aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("setup: complete multipart upload {key}: {e:?}"));
-}
-
 /// Applies changes to a source, directly (never through the proxy).
 async fn apply(srv: &Server, src: &End, changes: &[Change]) {
     for c in changes {
