@@ -122,6 +122,9 @@ impl Cleanups {
     }
 }
 
+/// Parts at least this large are hashed on a blocking thread (see `read_part`).
+const OFFLOAD_HASH_BYTES: u64 = 1024 * 1024;
+
 /// What an upload reported and what was computed from its bytes.
 struct Uploaded {
     written: Written,
@@ -364,8 +367,23 @@ impl Transferer {
                     }
                 });
                 self.limits.bytes(len).await;
-                for c in futures::future::try_join_all(reads).await? {
-                    hasher.update(c.as_slice());
+                let chunks = futures::future::try_join_all(reads).await?;
+                // The parts of one object are read by one task; hashing a large part on a blocking thread
+                // lets the parts of a single large file use every core.
+                let chunks = if len >= OFFLOAD_HASH_BYTES {
+                    let (h, chunks) = tokio::task::spawn_blocking(move || {
+                        chunks.iter().for_each(|c| hasher.update(c.as_slice()));
+                        (hasher, chunks)
+                    })
+                    .await
+                    .map_err(|e| Error::local("hash", "source file", std::io::Error::other(e)))?;
+                    hasher = h;
+                    chunks
+                } else {
+                    chunks.iter().for_each(|c| hasher.update(c.as_slice()));
+                    chunks
+                };
+                for c in chunks {
                     self.reporter.add_bytes(c.len() as u64);
                     out.push(c.freeze());
                 }
