@@ -1356,12 +1356,30 @@ def parse_args(argv=None):
     return a
 
 
+KEEP_MARKER = "<!-- Generated above by bench/run.py; hand-written text below this line is kept on re-runs. -->"
+
+
+def write_markdown(path: Path, generated: str) -> None:
+    """Write the generated report, keeping hand-written text that follows it in the existing file: the
+    text after KEEP_MARKER, or (a file from before the marker) the sections after "## Not run"."""
+    tail = ""
+    if path.exists():
+        old = path.read_text()
+        if KEEP_MARKER in old:
+            tail = old.split(KEEP_MARKER, 1)[1].lstrip("\n")
+        elif "\n## Not run\n" in old:
+            after = old.split("\n## Not run\n", 1)[1]
+            i = after.find("\n## ")
+            tail = after[i + 1:] if i >= 0 else ""
+    path.write_text(generated + "\n" + KEEP_MARKER + "\n" + ("\n" + tail if tail else ""))
+
+
 def report_only(args) -> int:
     results = json.loads(Path(args.out_json).read_text())
     finalize(results)
     write_json(Path(args.out_json), results)
     if args.out_md:
-        Path(args.out_md).write_text(render_markdown(results))
+        write_markdown(Path(args.out_md), render_markdown(results))
         log(f"wrote {args.out_md}")
     return 0
 
@@ -1410,7 +1428,7 @@ def main(argv=None) -> int:
         write_json(Path(args.out_json), results)
         log(f"wrote {args.out_json}")
         if args.out_md:
-            Path(args.out_md).write_text(render_markdown(results))
+            write_markdown(Path(args.out_md), render_markdown(results))
             log(f"wrote {args.out_md}")
     print_summary(results)
     return 1 if bench.failed else 0
