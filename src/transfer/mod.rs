@@ -106,6 +106,7 @@ pub struct Cleanups(Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
 impl Cleanups {
     fn push(&self, h: tokio::task::JoinHandle<()>) {
         if let Ok(mut v) = self.0.lock() {
+            v.retain(|h| !h.is_finished());
             v.push(h);
         }
     }
@@ -578,6 +579,29 @@ impl Transferer {
         })
     }
 
+    /// Starts a multipart upload in a task of its own: if this transfer is cancelled while the request is
+    /// in flight, the upload the server creates is aborted as soon as its id arrives, never orphaned.
+    async fn create_multipart(
+        &self,
+        target: &S3Storage,
+        key: &str,
+        attrs: &crate::attributes::ObjectAttributes,
+        checksum: Option<(additional::ChecksumAlgorithm, additional::ChecksumType)>,
+    ) -> Result<String> {
+        let (t, k, a) = (target.clone(), key.to_string(), attrs.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cleanups.push(tokio::spawn(async move {
+            let created = t.create_multipart(&k, &a, checksum).await;
+            if let Err(Ok(id)) = tx.send(created) {
+                match t.abort_multipart(&k, &id).await {
+                    Ok(()) => tracing::info!(key = %k, "aborted a multipart upload created while cancelling"),
+                    Err(e) => tracing::warn!(key = %k, error = %e, "could not abort the multipart upload"),
+                }
+            }
+        }));
+        rx.await.map_err(|_| Error::Cancelled)?
+    }
+
     /// After a completed run, uploads of ours to this target that are still in the journal were not
     /// needed by this run (their objects are up to date, e.g. the process was killed after the server
     /// completed the upload): abort them and forget them.
@@ -645,7 +669,7 @@ impl Transferer {
                 }
             }
         }
-        let upload_id = target.create_multipart(key, attrs, self.cfg.checksum).await?;
+        let upload_id = self.create_multipart(target, key, attrs, self.cfg.checksum).await?;
         if let Some(p) = &path {
             let rec = resume::UploadRecord {
                 upload_id: upload_id.clone(),
@@ -839,7 +863,7 @@ impl Transferer {
                 .copy_object(key, source, key, entry.version_id.as_deref(), attrs)
                 .await?
         } else {
-            let upload_id = target.create_multipart(key, attrs, None).await?;
+            let upload_id = self.create_multipart(target, key, attrs, None).await?;
             let mut guard = AbortGuard {
                 s3: target.clone(),
                 key: key.clone(),
