@@ -32,16 +32,18 @@ pub enum ChecksumAlgorithm {
 }
 
 impl ChecksumAlgorithm {
+    /// Every algorithm, CRCs last.
+    pub const ALL: [ChecksumAlgorithm; 5] = [
+        ChecksumAlgorithm::Sha256,
+        ChecksumAlgorithm::Sha1,
+        ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32c,
+        ChecksumAlgorithm::Crc64Nvme,
+    ];
+
     /// Parses the CLI/S3 spelling (`SHA256`, `SHA1`, `CRC32`, `CRC32C`, `CRC64NVME`), ignoring ASCII case.
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ChecksumAlgorithm; 5] = [
-            ChecksumAlgorithm::Sha256,
-            ChecksumAlgorithm::Sha1,
-            ChecksumAlgorithm::Crc32,
-            ChecksumAlgorithm::Crc32c,
-            ChecksumAlgorithm::Crc64Nvme,
-        ];
-        ALL.into_iter().find(|a| a.as_str().eq_ignore_ascii_case(s))
+        Self::ALL.into_iter().find(|a| a.as_str().eq_ignore_ascii_case(s))
     }
 
     /// The CLI/S3 spelling of the algorithm (`SHA256`, `SHA1`, `CRC32`, `CRC32C`, `CRC64NVME`).
@@ -272,13 +274,7 @@ pub fn split_part_count(value: &str) -> (&str, Option<u64>) {
 mod tests {
     use super::*;
 
-    const ALL: [ChecksumAlgorithm; 5] = [
-        ChecksumAlgorithm::Sha256,
-        ChecksumAlgorithm::Sha1,
-        ChecksumAlgorithm::Crc32,
-        ChecksumAlgorithm::Crc32c,
-        ChecksumAlgorithm::Crc64Nvme,
-    ];
+    const ALL: [ChecksumAlgorithm; 5] = ChecksumAlgorithm::ALL;
     const CRCS: [ChecksumAlgorithm; 3] = [
         ChecksumAlgorithm::Crc32,
         ChecksumAlgorithm::Crc32c,

@@ -578,15 +578,9 @@ impl S3Storage {
                 },
                 attributes: ObjectAttributes::from_head(&h),
                 parts_count: h.parts_count().and_then(|n| u64::try_from(n).ok()),
-                checksum: [
-                    ChecksumAlgorithm::Crc64Nvme,
-                    ChecksumAlgorithm::Crc32c,
-                    ChecksumAlgorithm::Crc32,
-                    ChecksumAlgorithm::Sha256,
-                    ChecksumAlgorithm::Sha1,
-                ]
-                .into_iter()
-                .find_map(|a| checksum_of!(h, a).map(|v| (a, v))),
+                checksum: ChecksumAlgorithm::ALL
+                    .into_iter()
+                    .find_map(|a| checksum_of!(h, a).map(|v| (a, v))),
                 full_object_checksum: h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::FullObject),
             })),
             Err(e) => match self.err("HeadObject", &full, e) {
