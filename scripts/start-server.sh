@@ -163,10 +163,17 @@ if [ "$NAME" = garage ]; then
   node=$(garage_cli node id -q 2>/dev/null | cut -d@ -f1) || true
   { [ -n "$node" ] &&
     garage_cli layout assign -z dc1 -c 10GB "$node" &&
-    garage_cli layout apply --version 1 &&
-    garage_cli key import --yes -n s3sync-test "$KEY_ID" "$KEY_SECRET" &&
-    garage_cli key allow --create-bucket "$KEY_ID"; } >"$DIR/setup.log" 2>&1 ||
-    die "garage: layout/key setup failed (node id '${node:-?}'):$(echo; tail -n 30 "$DIR/setup.log")"
+    garage_cli layout apply --version 1; } >"$DIR/setup.log" 2>&1 ||
+    die "garage: layout setup failed (node id '${node:-?}'):$(echo; tail -n 30 "$DIR/setup.log")"
+  # Right after `layout apply` Garage may answer "Layout not ready": retry the key set-up until it is.
+  key_deadline=$((SECONDS + TIMEOUT))
+  until { garage_cli key info "$KEY_ID" >/dev/null 2>&1 ||
+    garage_cli key import --yes -n s3sync-test "$KEY_ID" "$KEY_SECRET"; } >>"$DIR/setup.log" 2>&1 &&
+    garage_cli key allow --create-bucket "$KEY_ID" >>"$DIR/setup.log" 2>&1; do
+    [ "$SECONDS" -lt "$key_deadline" ] ||
+      die "garage: key setup failed for ${TIMEOUT}s:$(echo; tail -n 30 "$DIR/setup.log")"
+    sleep 0.5
+  done
   wait_for "S3 answer on $URL" answers_http || die "garage exited after setup; last lines of $LOG:$(echo; tail -n 30 "$LOG")"
 fi
 trap - EXIT

@@ -4,8 +4,8 @@
 # Usage: scripts/test.sh [-- ARGS...]
 #   ARGS go to every test binary (after cargo's `--`): a test-name filter, --nocapture, --exact, ...
 # Steps: install the S3 servers (cached) -> cargo build --all-targets -> unit tests
-#   (cargo test --workspace --lib --bins; cargo test -p s3sync-io) -> for each server, start it and run
-#   `cargo test` of every tests/*.rs target once per I/O backend (S3SYNC_IO_BACKEND) -> stop it ->
+#   (cargo test --no-fail-fast --workspace --lib --bins; cargo test --no-fail-fast -p s3sync-io) -> for each server, start it and run
+#   `cargo test --no-fail-fast` of every tests/*.rs target once per I/O backend (S3SYNC_IO_BACKEND) -> stop it ->
 #   scripts/bench-smoke.sh if it exists and is executable. Prints a summary table; exits 1 if anything failed.
 # Env:
 #   S3SYNC_SERVERS       servers to test against (default "moto garage")
@@ -83,8 +83,8 @@ done
 step "build" cargo build --all-targets || { summary; exit 1; }
 
 if [ "${S3SYNC_UNIT:-1}" != 0 ]; then
-  step "unit (lib+bins)" cargo test --workspace --lib --bins -- "${EXTRA[@]}" || true
-  step "s3sync-io (all tests)" cargo test -p s3sync-io -- "${EXTRA[@]}" || true
+  step "unit (lib+bins)" cargo test --no-fail-fast --workspace --lib --bins -- "${EXTRA[@]}" || true
+  step "s3sync-io (all tests)" cargo test --no-fail-fast -p s3sync-io -- "${EXTRA[@]}" || true
 fi
 
 # Every tests/*.rs is an integration test target that needs a server.
@@ -103,7 +103,7 @@ if [ "${#TEST_TARGETS[@]}" -gt 0 ]; then
     STARTED+=("$S3SYNC_SERVER_DIR")
     for backend in $BACKENDS; do
       step "integration $server/$backend" env S3SYNC_IO_BACKEND="$backend" \
-        cargo test "${TEST_TARGETS[@]}" -- --test-threads="$THREADS" "${EXTRA[@]}" || true
+        cargo test --no-fail-fast "${TEST_TARGETS[@]}" -- --test-threads="$THREADS" "${EXTRA[@]}" || true
     done
     scripts/stop-server.sh "$S3SYNC_SERVER_DIR" || true
     unset "${SERVER_VARS[@]}"

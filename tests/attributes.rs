@@ -497,7 +497,9 @@ async fn max_delete_stops_deleting_and_warns() {
 #[tokio::test]
 async fn rate_limits_shape_the_run() {
     let srv = server().await;
-    // Bandwidth: 6 MiB at 1 MiB/s with one second of burst credit takes about 5 s.
+    // Only upper bounds: a limit must never be exceeded (one second of burst credit is allowed for),
+    // but how far below the limit a loaded machine runs is not this test's business (benchmarks).
+    // Bandwidth: 6 MiB at 1 MiB/s with one second of burst credit takes at least 5 s.
     let bucket = srv.bucket().await;
     let src = tmpdir();
     write_tree(src.path(), &[("a", data(3 * MIB, 1)), ("b", data(3 * MIB, 2))]);
@@ -512,7 +514,7 @@ async fn rate_limits_shape_the_run() {
     let secs = t.elapsed().as_secs_f64();
     let rate = 5.0 / secs; // MiB/s beyond the burst
     assert!(
-        (0.9..=1.06).contains(&rate),
+        rate <= 1.06,
         "upload bandwidth {rate:.3} MiB/s over {secs:.2} s, limit 1 MiB/s"
     );
     // The same limit applies to downloads.
@@ -526,11 +528,9 @@ async fn rate_limits_shape_the_run() {
     ])
     .expect(0);
     let rate = 5.0 / t.elapsed().as_secs_f64();
-    assert!(
-        (0.9..=1.06).contains(&rate),
-        "download bandwidth {rate:.3} MiB/s, limit 1 MiB/s"
-    );
-    // Objects: 30 objects at 10/s with 10 of burst take about 2 s.
+    assert!(rate <= 1.06, "download bandwidth {rate:.3} MiB/s, limit 1 MiB/s");
+    assert_eq!(std::fs::read(dst.path().join("a")).unwrap(), data(3 * MIB, 1));
+    // Objects: 30 objects at 10/s with 10 of burst take at least 2 s.
     let b2 = srv.bucket().await;
     let many = tmpdir();
     let files: Vec<(String, Vec<u8>)> = (0..30).map(|i| (format!("f{i:02}"), vec![i as u8])).collect();
@@ -540,7 +540,7 @@ async fn rate_limits_shape_the_run() {
     srv.run(&["--rate-limit-objects", "10", &s(many.path()), &format!("s3://{b2}/")])
         .expect(0);
     let rate = 20.0 / t.elapsed().as_secs_f64();
-    assert!((9.0..=10.6).contains(&rate), "{rate:.2} objects/s, limit 10/s");
+    assert!(rate <= 10.6, "{rate:.2} objects/s, limit 10/s");
 }
 
 #[tokio::test]
