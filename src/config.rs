@@ -12,8 +12,8 @@ use std::time::Duration;
 
 const MIB: u64 = 1024 * 1024;
 
-/// How to reach and authenticate against one S3 end.
-#[derive(Debug, Clone, Default)]
+/// How to reach and authenticate against one S3 end. Its `Debug` output shows no secret.
+#[derive(Clone, Default)]
 pub struct ClientConfig {
     /// Named profile of the AWS config files.
     pub profile: Option<String>,
@@ -41,6 +41,35 @@ pub struct ClientConfig {
     pub request_payer: bool,
     /// Proxy for the S3 requests (`--https-proxy`, `http(s)://[user:password@]host:port`).
     pub https_proxy: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        // A proxy URL may carry a password: show its scheme and host only.
+        let proxy = self
+            .https_proxy
+            .as_deref()
+            .map(|p| match (p.split_once("://"), p.rsplit_once('@')) {
+                (Some((scheme, _)), Some((_, host))) => format!("{scheme}://<redacted>@{host}"),
+                _ => p.to_string(),
+            });
+        f.debug_struct("ClientConfig")
+            .field("profile", &self.profile)
+            .field("access_key", &hidden(&self.access_key))
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("force_path_style", &self.force_path_style)
+            .field("aws_config_file", &self.aws_config_file)
+            .field("aws_shared_credentials_file", &self.aws_shared_credentials_file)
+            .field("sse_c", &self.sse_c)
+            .field("accelerate", &self.accelerate)
+            .field("request_payer", &self.request_payer)
+            .field("https_proxy", &proxy)
+            .finish()
+    }
 }
 
 /// Retry and timeout settings of the S3 clients and of s3sync's own whole-object retry.
@@ -331,5 +360,24 @@ impl ConfigBuilder {
     pub fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = super::ClientConfig {
+            access_key: Some("AKIAEXAMPLEKEY".into()),
+            secret_access_key: Some("s3cr3t-value".into()),
+            session_token: Some("token-value".into()),
+            https_proxy: Some("http://user:pa55word@proxy:3128".into()),
+            ..Default::default()
+        };
+        let shown = format!("{c:?}");
+        for secret in ["AKIAEXAMPLEKEY", "s3cr3t-value", "token-value", "pa55word"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        assert!(shown.contains("proxy:3128"));
     }
 }

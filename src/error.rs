@@ -81,6 +81,37 @@ pub enum Error {
         /// What changed.
         message: String,
     },
+    /// A path inside the local target crosses a symbolic link; s3sync never writes or deletes through
+    /// one.
+    #[error("{link} is a symbolic link inside the target: not followed (key {key})")]
+    SymlinkInTarget {
+        /// The link.
+        link: PathBuf,
+        /// The key whose path crosses it.
+        key: String,
+    },
+    /// A listing left an entry out on purpose (a symbolic-link loop, a name that is not UTF-8). Counted
+    /// as a warning, not as an error.
+    #[error("{reason}")]
+    Skipped {
+        /// The key (or the best rendering of the name) of the entry.
+        key: String,
+        /// Why it was left out.
+        reason: String,
+    },
+    /// An object needs parts larger than the chunk pool holds (found before anything is uploaded).
+    #[error("{key}: parts of {part_size} bytes do not fit the {pool} byte chunk pool; raise --io-pool-size")]
+    PartTooLarge {
+        /// The object key.
+        key: String,
+        /// The part size the object needs.
+        part_size: u64,
+        /// The pool's size in bytes.
+        pool: u64,
+    },
+    /// A listing task ended abnormally before its end.
+    #[error("the listing ended abnormally: {0}")]
+    ListingAborted(String),
     /// The chunk pool or an I/O backend failed.
     #[error(transparent)]
     Io(#[from] s3sync_io::IoError),

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod filter;
 pub mod location;
+pub mod owner;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod report;

@@ -61,14 +61,8 @@ fn main() -> ExitCode {
             })),
             _ => None,
         };
-        let cancel = sync.cancellation_token();
         let reporter = sync.reporter();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("interrupted: stopping (in-flight multipart uploads are aborted)");
-                cancel.cancel();
-            }
-        });
+        let signal_code = signals::watch(sync.cancellation_token());
         let progress = show_progress.then(|| Progress::start(reporter.clone()));
         let result = sync.run().await;
         let _ = done_tx.send(());
@@ -82,16 +76,92 @@ fn main() -> ExitCode {
         if !quiet && started {
             eprintln!("{}", summary_line(&reporter.snapshot()));
         }
-        match result {
+        let code = match result {
             Ok(stats) => stats.exit_code(warn_as_error),
             Err(Error::Cancelled) => EXIT_ERROR,
             Err(e) => {
                 eprintln!("s3sync: error: {e}");
                 e.exit_code()
             }
+        };
+        match signal_code.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => code,
+            signalled => signalled,
         }
     });
     ExitCode::from(code as u8)
+}
+
+/// SIGINT and SIGTERM: the first one cancels the run (it then winds down: multipart uploads aborted,
+/// temporary files removed, summary printed) and sets the exit code (130 / 143); a second one exits at
+/// once with that code.
+mod signals {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    /// Exit code of a run stopped by SIGINT.
+    const EXIT_SIGINT: i32 = 130;
+    /// Exit code of a run stopped by SIGTERM.
+    const EXIT_SIGTERM: i32 = 143;
+
+    /// Starts watching for the signals; the returned code is 0 until one arrives.
+    pub fn watch(cancel: CancellationToken) -> Arc<AtomicI32> {
+        let code = Arc::new(AtomicI32::new(0));
+        let seen = code.clone();
+        tokio::spawn(async move {
+            let mut term = terminate();
+            loop {
+                let got = tokio::select! {
+                    r = tokio::signal::ctrl_c() => match r {
+                        Ok(()) => EXIT_SIGINT,
+                        Err(_) => return,
+                    },
+                    _ = recv(&mut term) => EXIT_SIGTERM,
+                };
+                if seen
+                    .compare_exchange(0, got, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    eprintln!("s3sync: interrupted again: exiting now");
+                    std::process::exit(seen.load(Ordering::SeqCst));
+                }
+                tracing::warn!(
+                    "interrupted: stopping (in-flight multipart uploads are aborted; interrupt again to exit at once)"
+                );
+                cancel.cancel();
+            }
+        });
+        code
+    }
+
+    #[cfg(unix)]
+    type Term = Option<tokio::signal::unix::Signal>;
+    #[cfg(not(unix))]
+    type Term = Option<()>;
+
+    #[cfg(unix)]
+    fn terminate() -> Term {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+    }
+    #[cfg(not(unix))]
+    fn terminate() -> Term {
+        None
+    }
+
+    #[cfg(unix)]
+    async fn recv(t: &mut Term) {
+        match t {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    async fn recv(_: &mut Term) {
+        std::future::pending().await
+    }
 }
 
 fn fail(e: &Error) -> ExitCode {

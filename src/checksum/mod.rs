@@ -157,12 +157,18 @@ impl PartLayout {
         if size >= threshold && size > 0 {
             PartLayout {
                 size,
-                part_size: chunksize.max(1),
+                part_size: chunksize.max(Self::min_part_size(size)),
                 multipart: true,
             }
         } else {
             PartLayout::single(size)
         }
+    }
+
+    /// The smallest part size (a whole number of MiB) that fits `size` bytes in S3's 10,000 parts.
+    pub fn min_part_size(size: u64) -> u64 {
+        const MIB: u64 = 1024 * 1024;
+        size.div_ceil(MAX_PARTS).div_ceil(MIB).max(1) * MIB
     }
 
     /// One part holding the whole object.
@@ -208,8 +214,26 @@ impl PartLayout {
     }
 }
 
+/// The most parts a multipart upload may have.
+pub const MAX_PARTS: u64 = 10_000;
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn part_size_grows_to_fit_ten_thousand_parts() {
+        const MIB: u64 = 1024 * 1024;
+        const GIB: u64 = 1024 * MIB;
+        let l = PartLayout::for_upload(100 * GIB, 8 * MIB, 8 * MIB);
+        assert_eq!(l.part_size, 11 * MIB);
+        assert!(l.part_count() <= MAX_PARTS);
+        let l = PartLayout::for_upload(5 * 1024 * GIB, 8 * MIB, 8 * MIB);
+        assert!(l.part_count() <= MAX_PARTS, "{}", l.part_count());
+        assert_eq!(l.part_size % MIB, 0);
+        // Small objects keep the chunk size asked for.
+        assert_eq!(PartLayout::for_upload(78 * GIB, 8 * MIB, 8 * MIB).part_size, 8 * MIB);
+        assert_eq!(PartLayout::for_upload(20 * MIB, 8 * MIB, 5 * MIB).part_size, 5 * MIB);
+    }
+
     use super::*;
 
     #[test]

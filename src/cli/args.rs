@@ -77,7 +77,7 @@ pub fn parse_regex(s: &str) -> Result<Regex, String> {
 }
 
 /// Command line arguments of `s3sync`.
-#[derive(Parser, Debug, Clone)]
+#[derive(Parser, Clone)]
 #[command(
     name = "s3sync",
     version,
@@ -1086,6 +1086,17 @@ pub struct CliArgs {
         help = "Don't delete more than this many objects; the rest are reported as warnings [requires --delete]"
     )]
     pub max_delete: Option<u64>,
+}
+
+/// Shows where from and where to, never the options: several hold secrets (keys, SSE-C keys, proxy
+/// passwords).
+impl std::fmt::Debug for CliArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CliArgs")
+            .field("source", &self.source)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CliArgs {

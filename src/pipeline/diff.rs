@@ -18,6 +18,18 @@ pub enum Pair {
     TargetOnly(Entry),
     /// A listing failed; the flag says whether it was the source listing.
     ListingError(String, bool),
+    /// A listing left an entry out on purpose (key, why): a warning, the listing is still complete.
+    ListingWarning(String, String),
+}
+
+impl Pair {
+    /// The pair that reports a listing's error.
+    fn of_error(e: crate::error::Error, is_source: bool) -> Pair {
+        match e {
+            crate::error::Error::Skipped { key, reason } => Pair::ListingWarning(key, reason),
+            e => Pair::ListingError(e.to_string(), is_source),
+        }
+    }
 }
 
 /// What is known of the target for a source entry.
@@ -83,6 +95,7 @@ pub async fn merge(
         is_source: false,
     };
     let mut ordered = true;
+    let mut target_complete = true;
     let mut s = None;
     let mut t = None;
     let mut src_done = false;
@@ -98,11 +111,7 @@ pub async fn merge(
                     }
                 }
                 Pulled::Error(e) => {
-                    if out
-                        .send(Pair::ListingError(e.to_string(), src.is_source))
-                        .await
-                        .is_err()
-                    {
+                    if out.send(Pair::of_error(e, src.is_source)).await.is_err() {
                         return ordered;
                     }
                 }
@@ -114,11 +123,10 @@ pub async fn merge(
                 Pulled::Entry(e) => t = Some(e),
                 Pulled::OutOfOrder(_) => ordered = false,
                 Pulled::Error(e) => {
-                    if out
-                        .send(Pair::ListingError(e.to_string(), tgt.is_source))
-                        .await
-                        .is_err()
-                    {
+                    let pair = Pair::of_error(e, tgt.is_source);
+                    // Absent from an incomplete target listing proves nothing: look later keys up.
+                    target_complete &= matches!(pair, Pair::ListingWarning(..));
+                    if out.send(pair).await.is_err() {
                         return ordered;
                     }
                 }
@@ -130,7 +138,7 @@ pub async fn merge(
             (Some(se), None) => {
                 let state = if !listed {
                     no_target_listing.clone()
-                } else if ordered {
+                } else if ordered && target_complete {
                     TargetState::Listed(None)
                 } else {
                     TargetState::Lookup
@@ -141,7 +149,7 @@ pub async fn merge(
             (Some(se), Some(te)) => match se.key.as_bytes().cmp(te.key.as_bytes()) {
                 std::cmp::Ordering::Less => {
                     t = Some(te);
-                    let state = if ordered {
+                    let state = if ordered && target_complete {
                         TargetState::Listed(None)
                     } else {
                         TargetState::Lookup
@@ -220,6 +228,33 @@ mod tests {
     async fn unlisted_target_means_lookup() {
         let (out, _) = run(&["a"], None).await;
         assert_eq!(out, vec![Pair::Source(entry("a"), TargetState::Lookup)]);
+    }
+
+    #[tokio::test]
+    async fn failed_target_listing_means_lookup_for_later_keys() {
+        let (stx, srx) = mpsc::channel(4);
+        let (ttx, trx) = mpsc::channel(4);
+        let (otx, mut orx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            for k in ["a", "c"] {
+                stx.send(Ok(entry(k))).await.unwrap();
+            }
+        });
+        tokio::spawn(async move {
+            ttx.send(Ok(entry("a"))).await.unwrap();
+            ttx.send(Err(crate::error::Error::InvalidArgument("page 2 failed".into())))
+                .await
+                .unwrap();
+        });
+        let h = tokio::spawn(merge(srx, Some(trx), TargetState::Lookup, otx));
+        let mut out = Vec::new();
+        while let Some(p) = orx.recv().await {
+            out.push(p);
+        }
+        h.await.unwrap();
+        assert!(out.contains(&Pair::ListingError("page 2 failed".into(), false)));
+        // "c" may exist in the part of the target listing that was never read.
+        assert!(out.contains(&Pair::Source(entry("c"), TargetState::Lookup)), "{out:?}");
     }
 
     #[tokio::test]

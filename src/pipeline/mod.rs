@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::stats::{Reporter, Stats, SyncEvent, SyncStatus};
 use crate::storage::client::build_client;
-use crate::storage::local::LocalStorage;
+use crate::storage::local::{LocalStorage, WalkRole};
 use crate::storage::s3::S3Storage;
 use crate::storage::Entry;
 use crate::transfer::{End, Transferer};
@@ -78,10 +78,17 @@ impl Sync {
         self.events_rx = None;
         let cfg = self.cfg.clone();
         cfg.validate()?;
-        let source = open_end(&cfg.source, &cfg.source_client, &cfg).await?;
-        let target = open_end(&cfg.target, &cfg.target_client, &cfg).await?;
-        check_end(&source, true).await?;
-        check_end(&target, false).await?;
+        // Opening both ends may wait on the network: a cancellation ends the run here at once.
+        let (source, target) = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(Error::Cancelled),
+            ends = async {
+                let source = open_end(&cfg.source, &cfg.source_client, &cfg).await?;
+                let target = open_end(&cfg.target, &cfg.target_client, &cfg).await?;
+                check_end(&source, true).await?;
+                check_end(&target, false).await?;
+                Ok::<_, Error>((source, target))
+            } => ends?,
+        };
         if let (End::Local(l), false) = (&target, cfg.dry_run) {
             tokio::fs::create_dir_all(l.root())
                 .await
@@ -105,6 +112,7 @@ impl Sync {
                 crate::transfer::resume::Journal::open_default()
             },
             cleanups: Default::default(),
+            dirty_dirs: Default::default(),
         });
 
         if cfg.enable_versioning {
@@ -120,11 +128,22 @@ impl Sync {
 
         // Listers.
         let (src_tx, src_rx) = mpsc::channel(LISTING_CHANNEL);
-        spawn_lister(source.clone(), src_tx, cfg.max_keys, false, cfg.point_in_time);
+        spawn_lister(
+            source.clone(),
+            src_tx,
+            cfg.max_keys,
+            WalkRole::Source,
+            cfg.point_in_time,
+        );
         let list_target = cfg.delete || !(cfg.head_each_target || cfg.remove_modified_filter);
         let tgt_rx = list_target.then(|| {
             let (tx, rx) = mpsc::channel(LISTING_CHANNEL);
-            spawn_lister(target.clone(), tx, cfg.max_keys, !cfg.dry_run, None);
+            let role = if cfg.dry_run {
+                WalkRole::TargetDryRun
+            } else {
+                WalkRole::Target
+            };
+            spawn_lister(target.clone(), tx, cfg.max_keys, role, None);
             rx
         });
         let no_listing = if cfg.remove_modified_filter {
@@ -159,7 +178,7 @@ impl Sync {
 
         // Route pairs: skip/plan here (cheap), transfers to the workers, deletions to the spill file.
         let mut deletions = spill::Spill::new(cfg.delete)?;
-        let mut source_failed = false;
+        let mut listing_failed = false;
         loop {
             let pair = tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -168,10 +187,11 @@ impl Sync {
             let Some(pair) = pair else { break };
             match pair {
                 Pair::ListingError(msg, is_source) => {
-                    source_failed |= is_source;
+                    listing_failed = true;
                     let side = if is_source { "source" } else { "target" };
                     self.reporter.failed("", format!("{side} listing failed: {msg}"));
                 }
+                Pair::ListingWarning(key, why) => self.reporter.warning(&key, why),
                 Pair::TargetOnly(t) => {
                     if cfg.delete && cfg.filters.accepts_key(&t.key) {
                         deletions.push(&t.key)?;
@@ -199,26 +219,34 @@ impl Sync {
                             continue;
                         }
                     }
-                    if job_tx
-                        .send(Job {
-                            source: s,
-                            target: state,
-                        })
-                        .await
-                        .is_err()
-                    {
+                    let job = Job {
+                        source: s,
+                        target: state,
+                    };
+                    // Workers stop taking jobs on cancellation: never wait on a full queue then.
+                    let sent = tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        r = job_tx.send(job) => r,
+                    };
+                    if sent.is_err() {
                         break;
                     }
                 }
             }
         }
         drop(job_tx);
+        // Nobody reads pairs any more: the merge (and through it the listers) ends at its next send.
+        drop(pair_rx);
+        if self.cancel.is_cancelled() {
+            merge.abort();
+        }
         let ordered = merge.await.unwrap_or(false);
         self.reporter.listing_done();
         for w in workers {
             let _ = w.await;
         }
         transferer.cleanups.wait().await;
+        transferer.dirty_dirs.flush().await;
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -227,9 +255,11 @@ impl Sync {
         }
 
         if cfg.delete && !cfg.report_sync_status {
-            if source_failed {
-                self.reporter
-                    .warning("", "deletion skipped: the source listing did not complete".into());
+            if listing_failed {
+                self.reporter.warning(
+                    "",
+                    "deletion skipped: a listing did not complete (see the errors above)".into(),
+                );
             } else if !ordered {
                 self.reporter
                     .warning("", "deletion skipped: a listing was not in key order".into());
@@ -272,18 +302,28 @@ async fn check_end(end: &End, is_source: bool) -> Result<()> {
     }
 }
 
+/// Runs a lister in its own task. Its end is reported on the channel: an error, or a task that ended
+/// abnormally (a panic), arrives as an error entry, so a listing that stopped early is never taken
+/// for a complete one.
 fn spawn_lister(
     end: End,
     tx: mpsc::Sender<Result<Entry>>,
     max_keys: i32,
-    clean_temp: bool,
+    role: WalkRole,
     point_in_time: Option<std::time::SystemTime>,
 ) {
     tokio::spawn(async move {
-        let res = match (&end, point_in_time) {
-            (End::Local(l), _) => l.list(tx.clone(), clean_temp).await,
-            (End::S3(s), None) => s.list(max_keys, tx.clone()).await,
-            (End::S3(s), Some(t)) => list_at(s, max_keys, t, tx.clone()).await,
+        let list_tx = tx.clone();
+        let lister = tokio::spawn(async move {
+            match (&end, point_in_time) {
+                (End::Local(l), _) => l.list(list_tx, role).await,
+                (End::S3(s), None) => s.list(max_keys, list_tx).await,
+                (End::S3(s), Some(t)) => list_at(s, max_keys, t, list_tx).await,
+            }
+        });
+        let res = match lister.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::ListingAborted(e.to_string())),
         };
         if let Err(e) = res {
             let _ = tx.send(Err(e)).await;
@@ -313,9 +353,7 @@ async fn list_at(
             break;
         }
     }
-    lister
-        .await
-        .map_err(|e| Error::InvalidArgument(format!("version listing task failed: {e}")))?
+    lister.await.map_err(|e| Error::ListingAborted(e.to_string()))?
 }
 
 /// Looks up the target of one key (for `--head-each-target` and unordered listings).
@@ -538,6 +576,8 @@ async fn sync_latest_tagging(tr: &Transferer, s: &Entry, t: &Entry) -> Result<bo
     Ok(true)
 }
 
+/// Deletes the keys of the spill file, `worker_size` at a time, streaming them (memory does not grow
+/// with their number). Stops at cancellation and then reports it as the run's end.
 async fn run_deletions(
     target: &End,
     mut spill: spill::Spill,
@@ -547,53 +587,62 @@ async fn run_deletions(
 ) -> Result<()> {
     let keys = spill.drain()?;
     let budget = std::sync::atomic::AtomicU64::new(cfg.max_delete.unwrap_or(u64::MAX));
-    let budget = &budget;
-    let stream = futures::stream::iter(keys).map(|key| async move {
-        let key = key?;
-        if cancel.is_cancelled() {
-            return Ok(());
-        }
-        let allowed = budget
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |b| b.checked_sub(1),
-            )
-            .is_ok();
-        if !allowed {
-            rep.warning(&key, "not deleted: --max-delete reached".into());
-            return Ok(());
-        }
-        if cfg.dry_run {
-            info!(key = %key, "[dry-run] delete completed.");
-            rep.deleted(&key);
-            return Ok(());
-        }
-        let res = match target {
-            End::S3(s) => s.delete(&key).await,
-            End::Local(l) => match l.path_for(&key) {
-                Ok(p) => tokio::fs::remove_file(&p)
-                    .await
-                    .or_else(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .map_err(|e| Error::local("delete", &p, e)),
-                Err(e) => Err(Error::InvalidArgument(e.to_string())),
-            },
-        };
-        match res {
-            Ok(()) => {
-                info!(key = %key, "delete completed.");
-                rep.deleted(&key);
+    let failure = std::sync::Mutex::new(None::<Error>);
+    let (budget, failure) = (&budget, &failure);
+    futures::stream::iter(keys)
+        .take_while(|_| std::future::ready(!cancel.is_cancelled()))
+        .for_each_concurrent(cfg.worker_size, |key| async move {
+            let key = match key {
+                Ok(k) => k,
+                Err(e) => {
+                    if let Ok(mut f) = failure.lock() {
+                        f.get_or_insert(e);
+                    }
+                    return;
+                }
+            };
+            let allowed = budget
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |b| b.checked_sub(1),
+                )
+                .is_ok();
+            if !allowed {
+                rep.warning(&key, "not deleted: --max-delete reached".into());
+                return;
             }
-            Err(e) => rep.failed(&key, e.to_string()),
-        }
-        Ok::<(), Error>(())
-    });
-    let results: Vec<Result<()>> = stream.buffer_unordered(cfg.worker_size).collect().await;
-    results.into_iter().collect()
+            if cfg.dry_run {
+                info!(key = %key, "[dry-run] delete completed.");
+                rep.deleted(&key);
+                return;
+            }
+            let res = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = delete_one(target, &key) => r,
+            };
+            match res {
+                Ok(()) => {
+                    info!(key = %key, "delete completed.");
+                    rep.deleted(&key);
+                }
+                Err(e) => rep.failed(&key, e.to_string()),
+            }
+        })
+        .await;
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    match failure.lock().ok().and_then(|mut f| f.take()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Deletes one key of the target: an S3 object, or a local file (or link, never what it points to).
+async fn delete_one(target: &End, key: &str) -> Result<()> {
+    match target {
+        End::S3(s) => s.delete(key).await,
+        End::Local(l) => l.remove(key).await,
+    }
 }

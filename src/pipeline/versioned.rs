@@ -33,7 +33,10 @@ pub(super) async fn run(
         let (rx, tr, target, cancel) = (rx.clone(), tr.clone(), target.clone(), cancel.clone());
         workers.push(tokio::spawn(async move {
             loop {
-                let next = { rx.lock().await.recv().await };
+                let next = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    n = async { rx.lock().await.recv().await } => n,
+                };
                 let Some(kv) = next else { break };
                 match kv {
                     Ok(kv) if tr.cfg.filters.accepts_key(&kv.key) => {
@@ -48,18 +51,25 @@ pub(super) async fn run(
             }
         }));
     }
+    // The workers hold the only receivers now: when they stop, the lister's next send fails.
+    drop(rx);
     for w in workers {
         let _ = w.await;
     }
     tr.reporter.listing_done();
-    match lister.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            tr.reporter.failed("", format!("source listing failed: {e}"));
-            Ok(())
-        }
-        Err(e) => Err(Error::InvalidArgument(format!("version listing task failed: {e}"))),
+    if cancel.is_cancelled() {
+        lister.abort();
+        return Err(Error::Cancelled);
     }
+    match lister.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tr.reporter.failed("", format!("source listing failed: {e}")),
+        Err(e) => tr.reporter.failed(
+            "",
+            format!("source listing failed: the listing task ended abnormally: {e}"),
+        ),
+    }
+    Ok(())
 }
 
 /// The source last-modified time the target's current version was copied from, if it was copied by

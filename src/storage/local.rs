@@ -89,7 +89,7 @@ impl LocalStorage {
         let Ok(path) = self.path_for(key) else {
             return Ok(None);
         };
-        match tokio::fs::metadata(&path).await {
+        match tokio::fs::symlink_metadata(&path).await {
             Ok(m) if m.is_file() => Ok(Some(Entry {
                 key: key.to_string(),
                 size: m.len(),
@@ -111,18 +111,24 @@ impl LocalStorage {
     }
 
     /// Walks the tree and sends every file in UTF-8 byte order of its key. Runs on a blocking thread.
-    /// With `clean_temp`, leftovers of earlier s3sync runs that are no longer alive are removed.
-    pub async fn list(&self, tx: mpsc::Sender<Result<Entry>>, clean_temp: bool) -> Result<()> {
+    ///
+    /// The source walk follows symbolic links (unless `--ignore-symlinks`) and skips a link that leads
+    /// back to a directory on its own path (a loop) with a warning. The target walk never follows a
+    /// link: a link inside the target is listed as an entry of its own, so that `--delete` can remove
+    /// the link itself and nothing behind it. Entries that cannot be read are sent as errors (they make
+    /// the listing incomplete). With `clean_temp`, leftovers of s3sync runs that are provably dead are
+    /// removed.
+    pub async fn list(&self, tx: mpsc::Sender<Result<Entry>>, role: WalkRole) -> Result<()> {
         let me = self.clone();
-        let res = tokio::task::spawn_blocking(move || me.walk(&tx, clean_temp))
+        let res = tokio::task::spawn_blocking(move || me.walk(&tx, role))
             .await
             .map_err(|e| Error::local("walk", self.root.clone(), std::io::Error::other(e)))?;
         res
     }
 
-    fn walk(&self, tx: &mpsc::Sender<Result<Entry>>, clean_temp: bool) -> Result<()> {
-        match fs::metadata(&self.root) {
-            Ok(m) if m.is_dir() => {}
+    fn walk(&self, tx: &mpsc::Sender<Result<Entry>>, role: WalkRole) -> Result<()> {
+        let root_meta = match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => m,
             Ok(_) => {
                 return Err(Error::InvalidArgument(format!(
                     "{} is not a directory",
@@ -131,59 +137,91 @@ impl LocalStorage {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::local("open directory", &self.root, e)),
-        }
+        };
+        let send = |item: Result<Entry>| tx.blocking_send(item).is_ok();
         // A stack of sorted directory listings; directories sort as "name/" so that the walk order
-        // equals the byte order of the full keys.
-        let mut stack: Vec<std::vec::IntoIter<DirItem>> =
-            vec![self.read_sorted(&self.root, "", clean_temp)?.into_iter()];
+        // equals the byte order of the full keys. `on_path` holds the identity of every directory of
+        // the current path, to recognise a link that leads back into it.
+        let (first, errors) = self.read_sorted(&self.root, "", role);
+        for e in errors {
+            if !send(Err(e)) {
+                return Ok(());
+            }
+        }
+        let mut stack: Vec<std::vec::IntoIter<DirItem>> = vec![first.into_iter()];
+        let mut on_path: Vec<DirId> = vec![dir_id(&root_meta)];
         while let Some(top) = stack.last_mut() {
             let Some(item) = top.next() else {
                 stack.pop();
+                on_path.pop();
                 continue;
             };
-            if item.is_dir {
-                if stack.len() > 256 {
-                    warn!(path = %item.path.display(), "directory nesting too deep (symlink loop?), skipped");
+            if let Some(id) = item.dir {
+                // Without directory identities (not unix), a depth limit stands in for loop detection.
+                if (id.is_some() && on_path.contains(&id)) || (id.is_none() && stack.len() > 256) {
+                    let msg = format!(
+                        "{} leads back to a directory it is inside of (symbolic link loop): not followed",
+                        item.path.display()
+                    );
+                    let skipped = Error::Skipped {
+                        key: item.key.clone(),
+                        reason: msg,
+                    };
+                    if !send(Err(skipped)) {
+                        return Ok(());
+                    }
                     continue;
                 }
-                let children = match self.read_sorted(&item.path, &item.key, clean_temp) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        if tx.blocking_send(Err(e)).is_err() {
-                            return Ok(());
-                        }
-                        continue;
+                let (children, errors) = self.read_sorted(&item.path, &item.key, role);
+                for e in errors {
+                    if !send(Err(e)) {
+                        return Ok(());
                     }
-                };
+                }
                 stack.push(children.into_iter());
-            } else if tx
-                .blocking_send(Ok(Entry {
-                    key: item.key,
-                    size: item.size,
-                    mtime: item.mtime,
-                    etag: None,
-                    version_id: None,
-                }))
-                .is_err()
-            {
+                on_path.push(id);
+            } else if !send(Ok(Entry {
+                key: item.key,
+                size: item.size,
+                mtime: item.mtime,
+                etag: None,
+                version_id: None,
+            })) {
                 return Ok(()); // receiver gone: the run is ending
             }
         }
         Ok(())
     }
 
-    fn read_sorted(&self, dir: &Path, key_prefix: &str, clean_temp: bool) -> Result<Vec<DirItem>> {
-        let rd = fs::read_dir(dir).map_err(|e| Error::local("read directory", dir, e))?;
+    /// The entries of one directory, sorted by key, and the errors of those that could not be read.
+    fn read_sorted(&self, dir: &Path, key_prefix: &str, role: WalkRole) -> (Vec<DirItem>, Vec<Error>) {
         let mut items = Vec::new();
+        let mut errors = Vec::new();
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                errors.push(Error::local("read directory", dir, e));
+                return (items, errors);
+            }
+        };
         for ent in rd {
-            let ent = ent.map_err(|e| Error::local("read directory", dir, e))?;
+            let ent = match ent {
+                Ok(ent) => ent,
+                Err(e) => {
+                    errors.push(Error::local("read directory", dir, e));
+                    break;
+                }
+            };
             let path = ent.path();
             let Some(name) = ent.file_name().to_str().map(str::to_string) else {
-                warn!(path = %path.display(), "file name is not UTF-8, skipped");
+                errors.push(Error::Skipped {
+                    key: format!("{key_prefix}{}", ent.file_name().to_string_lossy()),
+                    reason: format!("{}: file name is not UTF-8, skipped", path.display()),
+                });
                 continue;
             };
             if name.starts_with(TEMP_PREFIX) {
-                if clean_temp && temp_owner_gone(&name) {
+                if role == WalkRole::Target && temp_owner_dead(&name) {
                     match fs::remove_file(&path) {
                         Ok(()) => debug!(path = %path.display(), "removed leftover temporary file"),
                         Err(e) => warn!(path = %path.display(), error = %e, "cannot remove leftover temporary file"),
@@ -191,21 +229,42 @@ impl LocalStorage {
                 }
                 continue;
             }
-            let ft = ent.file_type().map_err(|e| Error::local("stat", &path, e))?;
-            if ft.is_symlink() && self.ignore_symlinks {
+            let is_link = match ent.file_type() {
+                Ok(ft) => ft.is_symlink(),
+                Err(e) => {
+                    errors.push(Error::local("stat", &path, e));
+                    continue;
+                }
+            };
+            if is_link && self.ignore_symlinks {
                 continue;
             }
-            let meta = match fs::metadata(&path) {
+            let follow = role.follows_links();
+            let meta = if follow {
+                fs::metadata(&path)
+            } else {
+                fs::symlink_metadata(&path)
+            };
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
-                    warn!(path = %path.display(), error = %e, "cannot stat, skipped");
+                    errors.push(Error::local("stat", &path, e));
                     continue;
                 }
             };
             let is_dir = meta.is_dir();
-            if !is_dir && !meta.is_file() {
+            // In the target, a link is an entry of its own (never followed); elsewhere only files count.
+            let listed_link = is_link && !follow;
+            if !is_dir && !meta.is_file() && !listed_link {
                 continue; // sockets, fifos, devices
             }
+            let mtime = match meta.modified() {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(Error::local("stat", &path, e));
+                    continue;
+                }
+            };
             let key = if is_dir {
                 format!("{key_prefix}{name}/")
             } else {
@@ -214,45 +273,146 @@ impl LocalStorage {
             items.push(DirItem {
                 key,
                 path,
-                is_dir,
+                dir: is_dir.then(|| dir_id(&meta)),
                 size: meta.len(),
-                mtime: meta.modified().map_err(|e| Error::local("stat", dir, e))?,
+                mtime,
             });
         }
         items.sort_unstable_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-        Ok(items)
+        (items, errors)
     }
 
-    /// A fresh temporary path beside `final_path`, recognisable as ours and tied to this process.
+    /// Refuses a path inside the root whose parent directories cross a symbolic link: s3sync never
+    /// writes or deletes through a link inside the target. Components that do not exist yet are fine
+    /// (they will be created as plain directories).
+    pub fn check_no_link_on_path(&self, key: &str, path: &Path) -> Result<()> {
+        let Ok(rel) = path.strip_prefix(&self.root) else {
+            return Err(Error::InvalidArgument(format!(
+                "key {key:?} refused: escapes the target"
+            )));
+        };
+        let mut cur = self.root.clone();
+        let mut comps = rel.components().peekable();
+        while let Some(c) = comps.next() {
+            if comps.peek().is_none() {
+                break; // the entry itself: a link there is replaced or removed, never followed
+            }
+            cur.push(c);
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::SymlinkInTarget {
+                        link: cur,
+                        key: key.to_string(),
+                    })
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::local("stat", &cur, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the parent directories of `path` (a path inside the root), refusing to go through a
+    /// symbolic link.
+    pub async fn create_parents(&self, key: &str, path: &Path) -> Result<()> {
+        self.check_no_link_on_path(key, path)?;
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| Error::local("create directory", parent, e))?;
+            // A link may have been put in place meanwhile: check again now that the path exists.
+            self.check_no_link_on_path(key, path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the file (or link, never what it points to) of `key`, then the parent directories that
+    /// this left empty, up to the root. A missing file is not an error.
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        let path = self.path_for(key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.check_no_link_on_path(key, &path)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::local("delete", &path, e)),
+        }
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || !d.starts_with(&self.root) {
+                break;
+            }
+            // Fails (and stops) on the first directory that still holds something.
+            if tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    /// A fresh temporary path beside `final_path`, recognisable as ours and tied to this run. The name
+    /// stays within the 255 bytes a file name may have, cutting the original name at a character
+    /// boundary.
     pub fn temp_path_for(final_path: &Path) -> PathBuf {
+        const NAME_MAX: usize = 255;
         let name = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
-        let short: String = name.chars().take(100).collect();
-        let tmp = format!(
-            "{TEMP_PREFIX}{}.{:016x}.{short}",
-            std::process::id(),
+        let head = format!(
+            "{TEMP_PREFIX}{}.{:016x}.",
+            crate::owner::Owner::current().token(),
             rand::random::<u64>()
         );
-        final_path.with_file_name(tmp)
+        let mut cut = NAME_MAX.saturating_sub(head.len()).min(name.len());
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        final_path.with_file_name(format!("{head}{}", &name[..cut]))
     }
 }
 
-/// Whether the process that wrote a temporary file is gone (so the file is a crash leftover).
-fn temp_owner_gone(name: &str) -> bool {
-    let pid = name
-        .strip_prefix(TEMP_PREFIX)
-        .and_then(|r| r.split('.').next())
-        .and_then(|p| p.parse::<u32>().ok());
-    match pid {
-        Some(pid) if pid == std::process::id() => false,
-        Some(pid) if cfg!(target_os = "linux") => !Path::new(&format!("/proc/{pid}")).exists(),
-        _ => false,
+/// Which end of a sync a walk lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkRole {
+    /// The source: links are followed (unless ignored), loops skipped.
+    Source,
+    /// The target: links are never followed, and leftovers of dead runs are removed.
+    Target,
+    /// The target of a dry run: as `Target`, but nothing is removed.
+    TargetDryRun,
+}
+
+impl WalkRole {
+    fn follows_links(self) -> bool {
+        self == WalkRole::Source
     }
+}
+
+/// The identity of a directory (device and inode), where the platform has one.
+type DirId = Option<(u64, u64)>;
+
+#[cfg(unix)]
+fn dir_id(m: &fs::Metadata) -> DirId {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+#[cfg(not(unix))]
+fn dir_id(_: &fs::Metadata) -> DirId {
+    None
+}
+
+/// Whether the run that wrote a temporary file is provably gone (so the file is a crash leftover).
+fn temp_owner_dead(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|r| r.split('.').next())
+        .and_then(crate::owner::Owner::parse)
+        .is_some_and(|o| o.is_dead())
 }
 
 struct DirItem {
     key: String,
     path: PathBuf,
-    is_dir: bool,
+    /// For directories, their identity.
+    dir: Option<DirId>,
     size: u64,
     mtime: std::time::SystemTime,
 }
@@ -292,7 +452,7 @@ mod tests {
         fs::write(root.join(".s3sync-tmp.999999999.0.b"), "x").unwrap();
         let (tx, mut rx) = mpsc::channel(4);
         let s = LocalStorage::new(root, false);
-        let h = tokio::spawn(async move { s.list(tx, false).await });
+        let h = tokio::spawn(async move { s.list(tx, WalkRole::Source).await });
         let mut keys = Vec::new();
         while let Some(e) = rx.recv().await {
             keys.push(e.unwrap().key);
@@ -302,5 +462,92 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
         assert_eq!(keys, vec!["A", "a-c", "a.txt", "a/a", "a/b", "b", "z/y/x", "ü"]);
+    }
+
+    /// Every item a walk sends: keys of entries, `Err` texts of errors and warnings.
+    async fn walk_all(root: &Path, role: WalkRole) -> (Vec<String>, Vec<String>) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let s = LocalStorage::new(root, false);
+        let h = tokio::spawn(async move { s.list(tx, role).await });
+        let (mut keys, mut errs) = (Vec::new(), Vec::new());
+        while let Some(e) = rx.recv().await {
+            match e {
+                Ok(e) => keys.push(e.key),
+                Err(e) => errs.push(e.to_string()),
+            }
+        }
+        h.await.unwrap().unwrap();
+        (keys, errs)
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn source_walk_skips_link_loops_once_and_target_walk_never_follows_links() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("o"), "o").unwrap();
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("a"), "a").unwrap();
+        fs::write(root.join("d/b"), "b").unwrap();
+        symlink(".", root.join("loop")).unwrap();
+        symlink("..", root.join("d/up")).unwrap();
+        symlink(outside.path(), root.join("out")).unwrap();
+        let (keys, errs) = walk_all(root, WalkRole::Source).await;
+        assert_eq!(keys, vec!["a", "d/b", "out/o"]);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().all(|e| e.contains("loop")), "{errs:?}");
+        // The target walk lists the links themselves and never what is behind them.
+        let (keys, errs) = walk_all(root, WalkRole::TargetDryRun).await;
+        assert_eq!(keys, vec!["a", "d/b", "d/up", "loop", "out"]);
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn dangling_links_in_the_source_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).unwrap();
+        fs::write(dir.path().join("a"), "a").unwrap();
+        let (keys, errs) = walk_all(dir.path(), WalkRole::Source).await;
+        assert_eq!(keys, vec!["a"]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn writes_and_deletes_never_go_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("x"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("linked")).unwrap();
+        let s = LocalStorage::new(dir.path(), false);
+        let p = s.path_for("linked/x").unwrap();
+        let err = s.create_parents("linked/x", &p).await.unwrap_err();
+        assert!(matches!(err, Error::SymlinkInTarget { .. }), "{err}");
+        assert!(matches!(s.remove("linked/x").await, Err(Error::SymlinkInTarget { .. })));
+        assert!(outside.path().join("x").exists());
+        // The link itself may go.
+        s.remove("linked").await.unwrap();
+        assert!(outside.path().join("x").exists());
+        assert!(fs::symlink_metadata(dir.path().join("linked")).is_err());
+        // A plain new path is fine, and emptied directories go with their last file.
+        let p = s.path_for("n/m/f").unwrap();
+        s.create_parents("n/m/f", &p).await.unwrap();
+        fs::write(&p, "f").unwrap();
+        s.remove("n/m/f").await.unwrap();
+        assert!(!dir.path().join("n").exists());
+    }
+
+    #[test]
+    fn temp_names_fit_in_255_bytes() {
+        let name: String = "語".repeat(85); // 255 bytes
+        let tmp = LocalStorage::temp_path_for(&Path::new("/t").join(&name));
+        let tmp_name = tmp.file_name().unwrap().to_str().unwrap();
+        assert!(tmp_name.len() <= 255, "{}", tmp_name.len());
+        assert!(tmp_name.starts_with(TEMP_PREFIX));
+        assert!(tmp_name.ends_with('語'));
+        assert!(!temp_owner_dead(tmp_name), "our own temporary file");
     }
 }

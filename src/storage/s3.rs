@@ -118,6 +118,7 @@ macro_rules! send_body {
         Written {
             etag: resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default(),
             checksum: $checksum.as_ref().and_then(|(a, _)| checksum_of!(resp, *a)),
+            etag_is_md5: etag_is_digest(resp.server_side_encryption(), resp.sse_customer_algorithm()),
         }
     }};
 }
@@ -203,6 +204,29 @@ pub struct Written {
     pub etag: String,
     /// The additional checksum the server reports, if any.
     pub checksum: Option<String>,
+    /// Whether the ETag can be an MD5 of the bytes: not when the response says the object is
+    /// encrypted with SSE-KMS or SSE-C (whatever was asked for: a bucket may encrypt by default).
+    pub etag_is_md5: bool,
+}
+
+/// A ranged GET's body and what its response says about the object.
+pub struct Ranged {
+    /// The bytes.
+    pub body: ByteStream,
+    /// Whether the object's ETag can be an MD5 of its bytes (see [`Written::etag_is_md5`]).
+    pub etag_is_md5: bool,
+}
+
+/// Whether an object's ETag can be an MD5 digest of its bytes, from the encryption a response reports:
+/// the ETags of SSE-KMS, DSSE-KMS and SSE-C objects are not.
+pub fn etag_is_digest(
+    sse: Option<&aws_sdk_s3::types::ServerSideEncryption>,
+    sse_customer_algorithm: Option<&str>,
+) -> bool {
+    use aws_sdk_s3::types::ServerSideEncryption as Sse;
+    let kms = matches!(sse, Some(Sse::AwsKms) | Some(Sse::AwsKmsDsse))
+        || sse.is_some_and(|s| s.as_str().starts_with("aws:kms"));
+    !kms && sse_customer_algorithm.is_none()
 }
 
 /// One part of a multipart upload, for CompleteMultipartUpload.
@@ -386,6 +410,17 @@ impl S3Storage {
             })
     }
 
+    /// The error of a listing the server ended before its end.
+    fn incomplete(&self, operation: &'static str, message: &str) -> Error {
+        Error::S3 {
+            operation,
+            bucket: self.bucket.clone(),
+            key: self.prefix.clone(),
+            kind: S3ErrorKind::Other,
+            message: message.to_string(),
+        }
+    }
+
     /// Lists every object under the prefix in key order and sends it with the prefix removed.
     pub async fn list(&self, max_keys: i32, tx: mpsc::Sender<Result<Entry>>) -> Result<()> {
         let mut token: Option<String> = None;
@@ -423,9 +458,15 @@ impl S3Storage {
                     return Ok(());
                 }
             }
-            match resp.next_continuation_token() {
-                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => return Ok(()),
+            match (resp.is_truncated() == Some(true), resp.next_continuation_token()) {
+                (true, Some(t)) if !t.is_empty() => token = Some(t.to_string()),
+                (true, _) => {
+                    return Err(self.incomplete(
+                        "ListObjectsV2",
+                        "the server says the listing is truncated but gives no continuation token",
+                    ))
+                }
+                (false, _) => return Ok(()),
             }
         }
     }
@@ -441,6 +482,7 @@ impl S3Storage {
                 .client
                 .list_object_versions()
                 .bucket(&self.bucket)
+                .set_request_payer(self.payer())
                 .prefix(&self.prefix)
                 .max_keys(max_keys)
                 .set_key_marker(key_marker.take())
@@ -516,7 +558,10 @@ impl S3Storage {
                 key_marker = resp.next_key_marker().map(str::to_string);
                 version_marker = resp.next_version_id_marker().map(str::to_string);
                 if key_marker.is_none() {
-                    break;
+                    return Err(self.incomplete(
+                        "ListObjectVersions",
+                        "the server says the listing is truncated but gives no next key marker",
+                    ));
                 }
             } else {
                 break;
@@ -595,9 +640,22 @@ impl S3Storage {
 
     /// Starts a GET of `len` bytes at `offset` (the whole object when `len` covers it) and returns the
     /// body stream.
-    pub async fn get_range(&self, key: &str, version_id: Option<&str>, offset: u64, len: u64) -> Result<ByteStream> {
+    pub async fn get_range(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        etag: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Ranged> {
         let full = self.full_key(key);
         let range = (len > 0).then(|| format!("bytes={}-{}", offset, offset + len - 1));
+        // Every range of one object is pinned to the same bytes: the version, else the listed ETag
+        // (an object overwritten mid-download fails with 412 instead of mixing two objects).
+        let if_match = match (version_id, etag) {
+            (None, Some(e)) if !e.is_empty() => Some(format!("\"{e}\"")),
+            _ => None,
+        };
         let resp = self
             .client
             .get_object()
@@ -605,12 +663,24 @@ impl S3Storage {
             .set_request_payer(self.payer())
             .key(&full)
             .set_range(range)
+            .set_if_match(if_match)
             .set_version_id(version_id.map(str::to_string));
-        let resp = with_sse_c!(resp, &self.sse_c)
-            .send()
-            .await
-            .map_err(|e| self.err("GetObject", &full, e))?;
-        Ok(resp.body)
+        let resp = with_sse_c!(resp, &self.sse_c).send().await.map_err(|e| {
+            if let SdkError::ServiceError(se) = &e {
+                if se.raw().status().as_u16() == 412 {
+                    return Error::ObjectChanged {
+                        key: key.to_string(),
+                        message: "the object was replaced during the transfer (its ETag no longer matches the listing)"
+                            .into(),
+                    };
+                }
+            }
+            self.err("GetObject", &full, e)
+        })?;
+        Ok(Ranged {
+            etag_is_md5: etag_is_digest(resp.server_side_encryption(), resp.sse_customer_algorithm()),
+            body: resp.body,
+        })
     }
 
     /// PutObject of a body made of pool chunks; returns the ETag and checksum the server reports.
@@ -773,6 +843,7 @@ impl S3Storage {
         Ok(Written {
             etag: resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default(),
             checksum: checksum.and_then(|(a, _)| checksum_of!(resp, a)),
+            etag_is_md5: etag_is_digest(resp.server_side_encryption(), None) && self.sse_c.is_none(),
         })
     }
 

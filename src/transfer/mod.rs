@@ -62,6 +62,51 @@ pub struct Transferer {
     pub journal: Option<resume::Journal>,
     /// Clean-ups started by cancelled transfers (multipart aborts), awaited before the run ends.
     pub cleanups: Cleanups,
+    /// Local directories that received files since their last fsync.
+    pub dirty_dirs: DirtyDirs,
+}
+
+/// Directories whose new entries (renamed-in files) are not yet durable. Each is fsynced once, when
+/// the set grows past a bound and at the end of the run, instead of once per file.
+#[derive(Debug, Default)]
+pub struct DirtyDirs(std::sync::Mutex<std::collections::HashSet<PathBuf>>);
+
+impl DirtyDirs {
+    /// At most this many directories wait for their fsync.
+    const BOUND: usize = 1024;
+
+    /// Notes that `dir` received a file; flushes everything when the set is full.
+    pub async fn add(&self, dir: &std::path::Path) {
+        let full = match self.0.lock() {
+            Ok(mut set) => {
+                set.insert(dir.to_path_buf());
+                set.len() >= Self::BOUND
+            }
+            Err(_) => false,
+        };
+        if full {
+            self.flush().await;
+        }
+    }
+
+    /// Fsyncs every noted directory (errors are logged: the files themselves are already durable).
+    pub async fn flush(&self) {
+        let dirs: Vec<PathBuf> = match self.0.lock() {
+            Ok(mut set) => set.drain().collect(),
+            Err(_) => return,
+        };
+        if dirs.is_empty() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for d in dirs {
+                if let Err(e) = std::fs::File::open(&d).and_then(|f| f.sync_all()) {
+                    debug!(dir = %d.display(), error = %e, "cannot fsync the directory");
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// The I/O engine of a run, created when the first transfer needs it.
@@ -144,7 +189,17 @@ struct UploadSource<'a> {
 /// Where the bytes of a part come from.
 enum PartSource<'a> {
     Local(&'a IoFile),
-    S3(&'a S3Storage, &'a str, Option<&'a str>),
+    S3(S3Part<'a>),
+}
+
+/// An S3 object read in ranges, all pinned to the listed version or ETag.
+struct S3Part<'a> {
+    s3: &'a S3Storage,
+    key: &'a str,
+    version: Option<&'a str>,
+    etag: Option<&'a str>,
+    /// Set when a response says the object's ETag is not an MD5 of its bytes (SSE-KMS, SSE-C).
+    opaque_etag: &'a std::sync::atomic::AtomicBool,
 }
 
 /// Aborts a multipart upload unless disarmed, also when the owning task is cancelled.
@@ -244,6 +299,11 @@ fn stream_error(key: &str, bucket: &str, e: impl std::fmt::Display) -> Error {
 impl Transferer {
     fn chunk_size(&self) -> u64 {
         crate::config::POOL_CHUNK_SIZE as u64
+    }
+
+    /// How many bytes the chunk pool holds: the most one part may have.
+    fn pool_bytes(&self) -> Result<u64> {
+        Ok(self.io.get()?.pool().capacity() as u64 * self.chunk_size())
     }
 
     /// Moves one source entry to the target.
@@ -389,8 +449,18 @@ impl Transferer {
                     out.push(c.freeze());
                 }
             }
-            PartSource::S3(s3, key, version) => {
-                let mut body = s3.get_range(key, *version, offset, len).await?;
+            PartSource::S3(S3Part {
+                s3,
+                key,
+                version,
+                etag,
+                opaque_etag,
+            }) => {
+                let ranged = s3.get_range(key, *version, *etag, offset, len).await?;
+                if !ranged.etag_is_md5 {
+                    opaque_etag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                let mut body = ranged.body;
                 let mut pending = chunks.into_iter();
                 let mut cur = pending.next();
                 while let Some(frame) = body.next().await {
@@ -453,10 +523,27 @@ impl Transferer {
             id: source_id,
             expected_etag,
         } = source;
+        let largest_part = if layout.multipart {
+            layout.part_size.min(layout.size)
+        } else {
+            layout.size
+        };
+        let pool = self.pool_bytes()?;
+        if largest_part > pool {
+            return Err(Error::PartTooLarge {
+                key: key.to_string(),
+                part_size: largest_part,
+                pool,
+            });
+        }
         // Bytes read from an S3 source are checked against its ETag before anything is committed, so a
         // corrupted read never becomes the target object.
+        let opaque = |src: &PartSource<'_>| match src {
+            PartSource::S3(p) => p.opaque_etag.load(std::sync::atomic::Ordering::Relaxed),
+            PartSource::Local(_) => false,
+        };
         let check_source = |computed: &str| match expected_etag {
-            Some(want) if self.cfg.verify_etag && want != computed => Err(Error::Verification {
+            Some(want) if self.cfg.verify_etag && !opaque(&src) && want != computed => Err(Error::Verification {
                 what: "source ETag",
                 key: key.to_string(),
                 expected: want.to_string(),
@@ -526,6 +613,7 @@ impl Transferer {
                     .await?;
                 if self.cfg.verify_etag
                     && self.target_etag_is_md5()
+                    && written.etag_is_md5
                     && etag_is_md5_form(&written.etag)
                     && written.etag != md5
                 {
@@ -613,6 +701,10 @@ impl Transferer {
             if rec.bucket != target.bucket() || !rec.key.starts_with(target.prefix()) {
                 continue;
             }
+            if rec.owned_by_live_run() {
+                debug!(key = %rec.key, "multipart upload of another live run left alone");
+                continue;
+            }
             let key = &rec.key[target.prefix().len()..];
             match target.abort_multipart(key, &rec.upload_id).await {
                 Ok(()) => tracing::info!(key, "aborted a stale multipart upload of an earlier run"),
@@ -639,6 +731,18 @@ impl Transferer {
             .journal
             .as_ref()
             .map(|j| j.path_for(target.bucket(), &target.full_key(key)));
+        let mut path = path;
+        if let Some(rec) = path.as_deref().and_then(resume::Journal::load) {
+            if rec.owned_by_live_run() {
+                // Another live run is uploading this key: neither resume nor abort its upload, and
+                // keep its record.
+                debug!(
+                    key,
+                    "another live run is uploading this key; starting a separate upload"
+                );
+                path = None;
+            }
+        }
         if let Some(p) = &path {
             if let Some(rec) = resume::Journal::load(p) {
                 let same = rec.size == layout.size
@@ -678,6 +782,7 @@ impl Transferer {
                 part_size: layout.part_size,
                 bucket: target.bucket().to_string(),
                 key: target.full_key(key),
+                owner: crate::owner::Owner::current().token(),
             };
             if let Err(e) = resume::Journal::save(p, &rec) {
                 debug!(key, error = %e, "cannot write the resume journal");
@@ -712,7 +817,11 @@ impl Transferer {
         }
         let reported = &up.written.etag;
         let computed = &up.computed_etag;
-        if !self.cfg.verify_etag || (layout.multipart && !self.cfg.verify_multipart) || !self.target_etag_is_md5() {
+        if !self.cfg.verify_etag
+            || (layout.multipart && !self.cfg.verify_multipart)
+            || !self.target_etag_is_md5()
+            || !up.written.etag_is_md5
+        {
             return Ok((false, warning));
         }
         if !etag_is_md5_form(reported) {
@@ -784,6 +893,7 @@ impl Transferer {
         attrs: &crate::attributes::ObjectAttributes,
     ) -> Result<Moved> {
         let src_etag = entry.etag.clone().unwrap_or_default();
+        let opaque_etag = std::sync::atomic::AtomicBool::new(false);
         // Write with the source's own part layout when it is known, so the ETags come out identical.
         let (layout, known) = match etag_part_count(&src_etag) {
             Some(_) => {
@@ -796,6 +906,14 @@ impl Transferer {
                 false,
             ),
         };
+        // Parts larger than the pool cannot be held: write with our own part size instead (the source
+        // ETag is then not comparable; the target's is still verified).
+        let (layout, known) = if layout.multipart && layout.part_size > self.pool_bytes()? {
+            debug!(key = %entry.key, part_size = layout.part_size, "source parts exceed the chunk pool; using the configured part size");
+            (layout, false)
+        } else {
+            (layout, known)
+        };
         let layout = if layout.multipart && !known {
             PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize)
         } else {
@@ -806,7 +924,13 @@ impl Transferer {
                 target,
                 &entry.key,
                 UploadSource {
-                    parts: PartSource::S3(source, &entry.key, entry.version_id.as_deref()),
+                    parts: PartSource::S3(S3Part {
+                        s3: source,
+                        key: &entry.key,
+                        version: entry.version_id.as_deref(),
+                        etag: entry.etag.as_deref(),
+                        opaque_etag: &opaque_etag,
+                    }),
                     id: src_etag.clone(),
                     expected_etag: (known && self.source_etag_is_md5() && etag_is_md5_form(&src_etag))
                         .then(|| src_etag.clone()),
@@ -818,7 +942,8 @@ impl Transferer {
             .map_err(|e| with_key(e, &entry.key))?;
         let (verified, mut warning) = self.verify_upload(&entry.key, &layout, &up)?;
         let computed = up.computed_etag;
-        if self.cfg.verify_etag && self.source_etag_is_md5() && etag_is_md5_form(&src_etag) && computed != src_etag {
+        let source_md5 = self.source_etag_is_md5() && !opaque_etag.load(std::sync::atomic::Ordering::Relaxed);
+        if self.cfg.verify_etag && source_md5 && etag_is_md5_form(&src_etag) && computed != src_etag {
             if known {
                 return Err(Error::Verification {
                     what: "source ETag",
@@ -989,6 +1114,7 @@ impl Transferer {
     async fn download(&self, source: &S3Storage, local: &LocalStorage, entry: &Entry) -> Result<Moved> {
         let key = &entry.key;
         let final_path = local.path_for(key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        local.create_parents(key, &final_path).await?;
         if entry.is_dir_marker() {
             tokio::fs::create_dir_all(&final_path)
                 .await
@@ -998,11 +1124,6 @@ impl Transferer {
                 etag_verified: false,
                 warning: None,
             });
-        }
-        if let Some(parent) = final_path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| Error::local("create directory", parent, e))?;
         }
         let etag = entry.etag.clone().unwrap_or_default();
         let verify = self.cfg.verify_etag
@@ -1041,10 +1162,14 @@ impl Transferer {
             .await
             .map_err(|e| Error::local("allocate", &tmp, e))?;
         let file_ref = &file;
+        let opaque_etag = std::sync::atomic::AtomicBool::new(false);
+        let opaque_ref = &opaque_etag;
         let mut parts: Vec<(u64, PartDigest)> = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
                 let digest = self
-                    .retry_part(key, || self.download_range(source, entry, file_ref, (off, len), algo))
+                    .retry_part(key, || {
+                        self.download_range(source, entry, file_ref, (off, len), algo, opaque_ref)
+                    })
                     .await?;
                 Ok::<_, Error>((i, digest))
             })
@@ -1063,7 +1188,12 @@ impl Transferer {
         drop(file);
         let mut verified = false;
         let mut warning = None;
-        if verify {
+        if verify && opaque_etag.load(std::sync::atomic::Ordering::Relaxed) {
+            debug!(
+                key,
+                "the object is encrypted with SSE-KMS or SSE-C: its ETag is not an MD5, not verified"
+            );
+        } else if verify {
             let computed = etag_from_parts(&digests, layout.multipart);
             if computed == etag {
                 verified = true;
@@ -1102,12 +1232,17 @@ impl Transferer {
         }
         let mtime = filetime::FileTime::from_system_time(entry.mtime);
         filetime::set_file_mtime(&tmp, mtime).map_err(|e| Error::local("set mtime", &tmp, e))?;
+        // The directories may have been swapped for a link while the bytes arrived.
+        local.check_no_link_on_path(key, &final_path)?;
         self.io
             .get()?
             .rename(&tmp, &final_path)
             .await
             .map_err(|e| Error::local("rename", &final_path, e))?;
         guard.armed = false;
+        if let Some(dir) = final_path.parent() {
+            self.dirty_dirs.add(dir).await;
+        }
         Ok(Moved {
             bytes: entry.size,
             etag_verified: verified,
@@ -1123,13 +1258,23 @@ impl Transferer {
         file: &IoFile,
         (offset, len): (u64, u64),
         algo: Option<additional::ChecksumAlgorithm>,
+        opaque_etag: &std::sync::atomic::AtomicBool,
     ) -> Result<PartDigest> {
         let (key, version) = (entry.key.as_str(), entry.version_id.as_deref());
         let mut hasher = PartHasher::with_checksum(algo);
-        if len == 0 {
+        // An empty object whose ETag is the MD5 of nothing needs no request; any other empty object is
+        // fetched, so that its response tells whether its ETag is a digest at all (SSE-KMS).
+        const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+        if len == 0 && entry.etag.as_deref().is_none_or(|e| e == EMPTY_MD5) {
             return Ok(hasher.finish_all());
         }
-        let mut body = source.get_range(key, version, offset, len).await?;
+        let ranged = source
+            .get_range(key, version, entry.etag.as_deref(), offset, len)
+            .await?;
+        if !ranged.etag_is_md5 {
+            opaque_etag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut body = ranged.body;
         let mut pos = offset;
         let mut cur = None;
         let write = |c: s3sync_io::Chunk, at: u64| async move {

@@ -26,6 +26,19 @@ pub struct UploadRecord {
     pub bucket: String,
     /// Target key (full, with the prefix).
     pub key: String,
+    /// The run that started the upload ([`crate::owner::Owner::token`]).
+    pub owner: String,
+}
+
+impl UploadRecord {
+    /// Whether the run that wrote this record may still be working on the upload (alive, or not
+    /// provably dead), so that nobody else may resume or abort it.
+    pub fn owned_by_live_run(&self) -> bool {
+        match crate::owner::Owner::parse(&self.owner) {
+            Some(o) => !o.is_me() && !o.is_dead(),
+            None => true,
+        }
+    }
 }
 
 impl Journal {
@@ -60,23 +73,32 @@ impl Journal {
             part_size: l.next()?.parse().ok()?,
             bucket: l.next()?.to_string(),
             key: String::from_utf8(hex::decode(l.next()?).ok()?).ok()?,
+            owner: l.next().unwrap_or_default().to_string(),
         })
     }
 
-    /// Writes a record atomically (temp file + rename).
+    /// Writes a record atomically and durably (temp file, fsync, rename, fsync of the directory).
     pub fn save(path: &Path, r: &UploadRecord) -> std::io::Result<()> {
+        use std::io::Write;
         let tmp = path.with_extension("tmp");
         let text = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}\n",
+            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
             r.upload_id,
             r.size,
             r.source_id,
             r.part_size,
             r.bucket,
-            hex::encode(r.key.as_bytes())
+            hex::encode(r.key.as_bytes()),
+            r.owner
         );
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(tmp, path)
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Every record in the journal.
@@ -114,7 +136,9 @@ mod tests {
             part_size: 5,
             bucket: "b".into(),
             key: "k/ü\nx".into(),
+            owner: crate::owner::Owner::current().token(),
         };
+        assert!(!r.owned_by_live_run(), "our own record");
         Journal::save(&p, &r).unwrap();
         assert_eq!(Journal::load(&p), Some(r.clone()));
         assert_eq!(j.records(), vec![(p.clone(), r)]);

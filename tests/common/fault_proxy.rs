@@ -65,7 +65,18 @@ pub enum Fault {
     FlipByte,
     /// Forward, and hold the response for this many milliseconds.
     Latency(u64),
+    /// Forward a listing, but answer as a non-conforming server may: `IsTruncated` true and no
+    /// continuation token (or next key marker), as if the listing ended early.
+    DropContinuationToken,
+    /// Forward, but make the object look SSE-KMS encrypted: the response says
+    /// `x-amz-server-side-encryption: aws:kms` and every ETag (headers and listing bodies) becomes
+    /// [`KMS_ETAG`], which is 32 hex digits but not the MD5 of the bytes. A request's `If-Match` is
+    /// dropped (it names that ETag; use on servers that do not check signatures, i.e. moto).
+    KmsEtag,
 }
+
+/// The ETag [`Fault::KmsEtag`] gives every object.
+pub const KMS_ETAG: &str = "0123456789abcdef0123456789abcdef";
 
 impl Fault {
     /// The name of the kind, without parameters (`Latency(200)` is `"Latency"`).
@@ -77,6 +88,8 @@ impl Fault {
             Fault::Truncate => "Truncate",
             Fault::FlipByte => "FlipByte",
             Fault::Latency(_) => "Latency",
+            Fault::DropContinuationToken => "DropContinuationToken",
+            Fault::KmsEtag => "KmsEtag",
         }
     }
 
@@ -564,6 +577,9 @@ async fn handle(
     }
 
     let (mut parts, body) = req.into_parts();
+    if fault == Some(Fault::KmsEtag) {
+        parts.headers.remove(hyper::header::IF_MATCH);
+    }
     let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     parts.uri = format!("{}{pq}", shared.upstream).parse()?;
     // The Host header (signed by the client) is forwarded as is: the client does not add its own.
@@ -581,6 +597,9 @@ async fn handle(
     if let Some(Fault::Latency(ms)) = fault {
         shared.record(seq, &line, op, Fault::Latency(ms), format!("({ms} ms)"));
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(f @ (Fault::DropContinuationToken | Fault::KmsEtag)) = fault {
+        return rewrite(&shared, seq, &line, op, f, upstream).await;
     }
     let (parts, body) = upstream.into_parts();
     let len: Option<u64> = parts
@@ -625,6 +644,74 @@ async fn handle(
         pos: 0,
     };
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// Applies a rewriting fault to a whole (buffered) upstream response.
+async fn rewrite(
+    shared: &Shared,
+    seq: usize,
+    line: &str,
+    op: Op,
+    f: Fault,
+    upstream: Response<Incoming>,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let (mut parts, body) = upstream.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    let is_xml = parts.status.is_success() && text.trim_start().starts_with("<?xml");
+    match f {
+        Fault::DropContinuationToken if is_xml => {
+            for tag in ["NextContinuationToken", "NextKeyMarker", "NextVersionIdMarker"] {
+                text = strip_element(&text, tag);
+            }
+            text = text.replace("<IsTruncated>false</IsTruncated>", "<IsTruncated>true</IsTruncated>");
+            shared.record(seq, line, op, f, "(truncated, no continuation token)".into());
+        }
+        Fault::KmsEtag => {
+            if parts.headers.contains_key(hyper::header::ETAG) {
+                parts
+                    .headers
+                    .insert(hyper::header::ETAG, format!("\"{KMS_ETAG}\"").parse()?);
+            }
+            if parts.status.is_success() {
+                parts.headers.insert("x-amz-server-side-encryption", "aws:kms".parse()?);
+            }
+            if is_xml {
+                text = replace_elements(&text, "ETag", &format!("&quot;{KMS_ETAG}&quot;"));
+            }
+            shared.record(seq, line, op, f, String::new());
+        }
+        _ => {}
+    }
+    let body = if is_xml { Bytes::from(text) } else { bytes };
+    parts.headers.insert(CONTENT_LENGTH, body.len().into());
+    Ok(Response::from_parts(
+        parts,
+        Full::new(body).map_err(|never| match never {}).boxed(),
+    ))
+}
+
+/// `xml` without any `<tag>…</tag>` element.
+fn strip_element(xml: &str, tag: &str) -> String {
+    replace_elements(xml, tag, "\u{0}").replace(&format!("<{tag}>\u{0}</{tag}>"), "")
+}
+
+/// `xml` with the content of every `<tag>…</tag>` element replaced by `value`.
+fn replace_elements(xml: &str, tag: &str, value: &str) -> String {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push_str(&rest[..i]);
+        out.push_str(&open);
+        out.push_str(value);
+        out.push_str(&close);
+        rest = &after[j + close.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An S3-style XML error response.
