@@ -10,8 +10,7 @@ use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When, KMS_ETAG};
 use common::*;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The most a run may take to stop after SIGINT or SIGTERM.
 const STOP_WITHIN: Duration = Duration::from_secs(5);
@@ -140,57 +139,6 @@ async fn symlink_loops_in_the_source_are_skipped_with_a_warning() {
     run.expect(3);
     assert!(run.stderr.contains("loop"), "{}", run.stderr);
     assert_eq!(srv.keys(&bucket).await, vec!["a", "d/b"]);
-}
-
-/// Starts the binary, waits until `started` holds (or the run ends), sends `signal`, and returns
-/// the run and how long it took to end after the signal.
-async fn interrupt_when<F, Fut>(
-    srv: &Server,
-    args: &[&str],
-    signal: &str,
-    twice: bool,
-    started: F,
-) -> Option<(Run, Duration)>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let mut child = tokio::process::Command::from(srv.command(args))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            eprintln!("the run ended before it could be interrupted");
-            return None;
-        }
-        if started().await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run never reached the point to interrupt"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = child.id().unwrap().to_string();
-    let sent = Instant::now();
-    std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .unwrap();
-    if twice {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = std::process::Command::new("kill").args([signal, &pid]).status();
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("the run did not stop within 60 s of {signal}"))
-        .unwrap();
-    Some((Run::from(out), sent.elapsed()))
 }
 
 /// 30,000 small files and one large one.
@@ -500,4 +448,33 @@ async fn source_parts_larger_than_the_pool_are_copied() {
     ]);
     assert!(run.code == 0 || run.code == 3, "exit {}:\n{}", run.code, run.stderr);
     assert_eq!(srv.get(&b2, "big").await, body);
+}
+
+#[tokio::test]
+async fn sdk_tracing_does_not_show_the_sse_c_key() {
+    use base64::Engine;
+    use md5::Digest;
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("f", b"secret bytes".to_vec())]);
+    let raw = [7u8; 32];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.encode(raw);
+    let key_md5 = b64.encode(md5::Md5::digest(raw));
+    let run = srv.run(&[
+        "--aws-sdk-tracing",
+        "-vvv",
+        "--target-sse-c",
+        "AES256",
+        "--target-sse-c-key",
+        &key,
+        "--target-sse-c-key-md5",
+        &key_md5,
+        &s(src.path()),
+        &s3(&bucket),
+    ]);
+    run.expect(0);
+    assert!(run.stderr.contains("PutObject"), "the SDK's tracing is on");
+    assert!(!run.stderr.contains(&key), "the SSE-C key is shown in clear");
 }

@@ -174,3 +174,75 @@ async fn every_version_is_synced_in_order_and_point_in_time_restores() {
     .expect(0);
     assert_eq!(srv.keys(&b3).await, vec!["j"]);
 }
+
+#[tokio::test]
+async fn point_in_time_verifies_the_checksum_of_the_version_it_reads() {
+    let srv = server().await;
+    if srv.is_garage() {
+        eprintln!("garage has no versioning; moto covers this test");
+        return;
+    }
+    let src = versioned_bucket(&srv).await;
+    for body in [&b"version one"[..], &b"version two, longer"[..]] {
+        srv.client
+            .put_object()
+            .bucket(&src)
+            .key("k")
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let sv = versions(&srv, &src).await;
+    let local = tmpdir();
+    let run = srv.run(&[
+        "--point-in-time",
+        &rfc3339_between(&sv[0].3, &sv[1].3),
+        "--enable-additional-checksum",
+        "-v",
+        &format!("s3://{src}/"),
+        &s(local.path()),
+    ]);
+    run.expect(0);
+    assert_eq!(
+        read_tree(local.path()),
+        vec![("k".to_string(), b"version one".to_vec())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_a_versioned_run_within_seconds() {
+    let srv = server().await;
+    if srv.is_garage() {
+        eprintln!("garage has no versioning; moto covers this test");
+        return;
+    }
+    let src = versioned_bucket(&srv).await;
+    let puts = (0..400).map(|i| {
+        let srv = &srv;
+        let src = &src;
+        async move { srv.put(src, &format!("k{i:04}"), b"v").await }
+    });
+    futures::future::join_all(puts).await;
+    let dst = versioned_bucket(&srv).await;
+    let args = [
+        "--enable-versioning",
+        "--worker-size",
+        "1",
+        &format!("s3://{src}/"),
+        &format!("s3://{dst}/"),
+    ];
+    let some_copied = || async { !srv.keys(&dst).await.is_empty() };
+    let Some((run, took)) = interrupt_when(&srv, &args, "-INT", false, some_copied).await else {
+        return;
+    };
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {took:?} after SIGINT:\n{}",
+        run.stderr
+    );
+    run.expect(130);
+    assert!(srv.keys(&dst).await.len() < 400, "the run stopped early");
+}

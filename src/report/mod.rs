@@ -35,7 +35,9 @@ pub fn init_tracing(opts: &LogOptions) {
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| {
             if opts.aws_sdk {
-                level.to_string()
+                // The signer traces whole requests, headers included: SSE-C keys would be shown in
+                // clear. Its debug level and everything else of the SDK stay available.
+                format!("{level},aws_sigv4=debug")
             } else {
                 format!("off,s3sync={level},s3sync_io={level}")
             }

@@ -1133,7 +1133,7 @@ impl Transferer {
         // The stored additional checksum, when downloads are to be verified with it.
         let stored = match self.cfg.enable_additional_checksum {
             true => source
-                .head(key, None)
+                .head_version(key, None, entry.version_id.as_deref())
                 .await?
                 .and_then(|h| h.checksum.map(|c| (c, h.full_object_checksum))),
             false => None,

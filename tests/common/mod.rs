@@ -7,7 +7,8 @@ pub mod fault_proxy;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const MIB: usize = 1024 * 1024;
 
@@ -326,4 +327,55 @@ pub fn s(p: &Path) -> String {
 
 pub fn path(p: &Path, rel: &str) -> PathBuf {
     p.join(rel)
+}
+
+/// Starts the binary, waits until `started` holds (or the run ends), sends `signal`, and returns
+/// the run and how long it took to end after the signal.
+pub async fn interrupt_when<F, Fut>(
+    srv: &Server,
+    args: &[&str],
+    signal: &str,
+    twice: bool,
+    started: F,
+) -> Option<(Run, Duration)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut child = tokio::process::Command::from(srv.command(args))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            eprintln!("the run ended before it could be interrupted");
+            return None;
+        }
+        if started().await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached the point to interrupt"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    let sent = Instant::now();
+    std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap();
+    if twice {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = std::process::Command::new("kill").args([signal, &pid]).status();
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the run did not stop within 60 s of {signal}"))
+        .unwrap();
+    Some((Run::from(out), sent.elapsed()))
 }
