@@ -161,7 +161,7 @@ async fn sigint_stops_an_upload_of_30000_files_within_seconds() {
     big_tree(src.path());
     let args = ["--multipart-threshold", "8MiB", &s(src.path()), &s3(&bucket)];
     let some_uploaded = || async { !srv.keys(&bucket).await.is_empty() };
-    let Some((run, took)) = interrupt_when(&srv, &args, "-INT", false, some_uploaded).await else {
+    let Some((run, took)) = interrupt_when(srv.command(&args), "-INT", false, some_uploaded).await else {
         return;
     };
     assert!(took < STOP_WITHIN, "stopped {took:?} after SIGINT:\n{}", run.stderr);
@@ -190,7 +190,7 @@ async fn sigterm_stops_a_download_within_seconds() {
         let p = dst_path.clone();
         async move { std::fs::read_dir(&p).map(|d| d.count() > 2).unwrap_or(false) }
     };
-    let Some((run, took)) = interrupt_when(&srv, &args, "-TERM", false, some_written).await else {
+    let Some((run, took)) = interrupt_when(srv.command(&args), "-TERM", false, some_written).await else {
         return;
     };
     assert!(took < STOP_WITHIN, "stopped {took:?} after SIGTERM:\n{}", run.stderr);
@@ -217,7 +217,7 @@ async fn sigint_during_deletions_stops_and_does_not_exit_0() {
     let empty = tmpdir();
     let args = ["--delete", "--worker-size", "1", &s(empty.path()), &s3(&bucket)];
     let some_deleted = || async { srv.keys(&bucket).await.len() < 3000 };
-    let Some((run, took)) = interrupt_when(&srv, &args, "-INT", true, some_deleted).await else {
+    let Some((run, took)) = interrupt_when(srv.command(&args), "-INT", true, some_deleted).await else {
         return;
     };
     assert!(took < STOP_WITHIN, "stopped {took:?} after SIGINT:\n{}", run.stderr);
@@ -477,4 +477,83 @@ async fn sdk_tracing_does_not_show_the_sse_c_key() {
     run.expect(0);
     assert!(run.stderr.contains("PutObject"), "the SDK's tracing is on");
     assert!(!run.stderr.contains(&key), "the SSE-C key is shown in clear");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_slow_listing_stops_within_seconds() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    let files: Vec<(String, Vec<u8>)> = (0..40).map(|i| (format!("k{i:02}"), vec![i as u8])).collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    write_tree(src.path(), &refs);
+    srv.run(&[&s(src.path()), &s3(&bucket)]).expect(0);
+    // Every listing page takes 1.5 s: the listing alone would take 12 s.
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::Latency(1500), When::Always).ops(&[Op::ListObjectsV2])],
+    )
+    .await;
+    let dst = tmpdir();
+    let args = ["--max-keys", "5", "--delete", &s3(&bucket), &s(dst.path())];
+    let t0 = std::time::Instant::now();
+    let listing_underway = || async move { t0.elapsed() > Duration::from_millis(2500) };
+    let cmd = srv.command_via(&proxy.url(), &args);
+    let Some((run, took)) = interrupt_when(cmd, "-INT", false, listing_underway).await else {
+        panic!("the listing ended before it could be interrupted");
+    };
+    proxy.assert_injected();
+    assert!(took < STOP_WITHIN, "stopped {took:?} after SIGINT:\n{}", run.stderr);
+    run.expect(130);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unordered_listing_switches_delete_off_and_still_syncs() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let files: Vec<(String, Vec<u8>)> = (0..10).map(|i| (format!("k{i:02}"), vec![i as u8])).collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let src = tmpdir();
+    write_tree(src.path(), &refs);
+    srv.run(&[&s(src.path()), &s3(&bucket)]).expect(0);
+    let dst = tmpdir();
+    write_tree(
+        dst.path(),
+        &[("zz-extra", b"mine".to_vec()), ("k03", b"stale".to_vec())],
+    );
+    // Older than the object: compared (looked up, as the listing is not trusted) and replaced.
+    filetime::set_file_mtime(dst.path().join("k03"), filetime::FileTime::from_unix_time(1, 0)).unwrap();
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::ReverseListing, When::Always).ops(&[Op::ListObjectsV2])],
+    )
+    .await;
+    let run = run_through(&proxy, &["--delete", &s3(&bucket), &s(dst.path())]).await;
+    proxy.assert_injected();
+    run.expect(3);
+    assert!(run.stderr.contains("not in key order"), "{}", run.stderr);
+    let mut want = refs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>();
+    want.push(("zz-extra".into(), b"mine".to_vec()));
+    assert_eq!(read_tree(dst.path()), want, "every object synced, nothing deleted");
+}
+
+#[tokio::test]
+async fn a_key_that_changed_from_directory_to_file_converges_with_delete() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    srv.put(&bucket, "x", b"now a file").await;
+    let dst = tmpdir();
+    write_tree(dst.path(), &[("x/old", b"was in a directory".to_vec())]);
+    let first = srv.run(&["--delete", &s3(&bucket), &s(dst.path())]);
+    first.expect(1);
+    assert!(first.stderr.contains("directory"), "{}", first.stderr);
+    assert_eq!(first.deleted(), 1);
+    srv.run(&["--delete", &s3(&bucket), &s(dst.path())]).expect(0);
+    assert_eq!(read_tree(dst.path()), vec![("x".into(), b"now a file".to_vec())]);
+    // Without --delete a directory that holds files is never removed to make room.
+    write_tree(dst.path(), &[]);
+    let other = tmpdir();
+    write_tree(other.path(), &[("x/keep", b"k".to_vec())]);
+    srv.run(&[&s3(&bucket), &s(other.path())]).expect(1);
+    assert_eq!(read_tree(other.path()), vec![("x/keep".into(), b"k".to_vec())]);
 }

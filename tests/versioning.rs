@@ -235,7 +235,7 @@ async fn sigint_stops_a_versioned_run_within_seconds() {
         &format!("s3://{dst}/"),
     ];
     let some_copied = || async { !srv.keys(&dst).await.is_empty() };
-    let Some((run, took)) = interrupt_when(&srv, &args, "-INT", false, some_copied).await else {
+    let Some((run, took)) = interrupt_when(srv.command(&args), "-INT", false, some_copied).await else {
         return;
     };
     assert!(

@@ -327,6 +327,25 @@ impl LocalStorage {
         Ok(())
     }
 
+    /// Makes room for the file of `key` where a directory is (the key changed from a directory to an
+    /// object): an empty directory is removed; one that still holds files is an error, since its
+    /// files are not s3sync's to remove (`--delete` removes them, and the next run writes the file).
+    pub async fn clear_empty_dir(&self, key: &str, path: &Path) -> Result<()> {
+        match tokio::fs::symlink_metadata(path).await {
+            Ok(m) if m.is_dir() => match tokio::fs::remove_dir(path).await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(Error::local(
+                    "write",
+                    path,
+                    std::io::Error::other(format!(
+                        "a directory that still holds files is where the object {key:?} goes (--delete removes its extraneous files; rerun then)"
+                    )),
+                )),
+            },
+            _ => Ok(()),
+        }
+    }
+
     /// Removes the file (or link, never what it points to) of `key`, then the parent directories that
     /// this left empty, up to the root. A missing file is not an error.
     pub async fn remove(&self, key: &str) -> Result<()> {

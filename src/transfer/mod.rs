@@ -1234,6 +1234,7 @@ impl Transferer {
         filetime::set_file_mtime(&tmp, mtime).map_err(|e| Error::local("set mtime", &tmp, e))?;
         // The directories may have been swapped for a link while the bytes arrived.
         local.check_no_link_on_path(key, &final_path)?;
+        local.clear_empty_dir(key, &final_path).await?;
         self.io
             .get()?
             .rename(&tmp, &final_path)

@@ -73,6 +73,8 @@ pub enum Fault {
     /// [`KMS_ETAG`], which is 32 hex digits but not the MD5 of the bytes. A request's `If-Match` is
     /// dropped (it names that ETag; use on servers that do not check signatures, i.e. moto).
     KmsEtag,
+    /// Forward a listing with its entries in reverse key order (a server that does not sort).
+    ReverseListing,
 }
 
 /// The ETag [`Fault::KmsEtag`] gives every object.
@@ -90,6 +92,7 @@ impl Fault {
             Fault::Latency(_) => "Latency",
             Fault::DropContinuationToken => "DropContinuationToken",
             Fault::KmsEtag => "KmsEtag",
+            Fault::ReverseListing => "ReverseListing",
         }
     }
 
@@ -598,7 +601,7 @@ async fn handle(
         shared.record(seq, &line, op, Fault::Latency(ms), format!("({ms} ms)"));
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    if let Some(f @ (Fault::DropContinuationToken | Fault::KmsEtag)) = fault {
+    if let Some(f @ (Fault::DropContinuationToken | Fault::KmsEtag | Fault::ReverseListing)) = fault {
         return rewrite(&shared, seq, &line, op, f, upstream).await;
     }
     let (parts, body) = upstream.into_parts();
@@ -667,6 +670,10 @@ async fn rewrite(
             text = text.replace("<IsTruncated>false</IsTruncated>", "<IsTruncated>true</IsTruncated>");
             shared.record(seq, line, op, f, "(truncated, no continuation token)".into());
         }
+        Fault::ReverseListing if is_xml => {
+            text = reverse_elements(&text, "Contents");
+            shared.record(seq, line, op, f, "(entries reversed)".into());
+        }
         Fault::KmsEtag => {
             if parts.headers.contains_key(hyper::header::ETAG) {
                 parts
@@ -689,6 +696,22 @@ async fn rewrite(
         parts,
         Full::new(body).map_err(|never| match never {}).boxed(),
     ))
+}
+
+/// `xml` with the `<tag>…</tag>` elements in reverse order (all of them must be consecutive, as the
+/// entries of a listing are).
+fn reverse_elements(xml: &str, tag: &str) -> String {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let (Some(first), Some(last)) = (xml.find(&open), xml.rfind(&close)) else {
+        return xml.to_string();
+    };
+    let end = last + close.len();
+    let mut items: Vec<String> = xml[first..end]
+        .split_inclusive(close.as_str())
+        .map(|p| p.trim().to_string())
+        .collect();
+    items.reverse();
+    format!("{}{}{}", &xml[..first], items.concat(), &xml[end..])
 }
 
 /// `xml` without any `<tag>…</tag>` element.

@@ -130,12 +130,17 @@ impl Server {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_via(&self.endpoint, args)
+    }
+
+    /// As [`Server::command`], with both endpoints set to `endpoint` (e.g. a fault proxy's URL).
+    pub fn command_via(&self, endpoint: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3sync"));
         cmd.args([
             "--source-endpoint-url",
-            &self.endpoint,
+            endpoint,
             "--target-endpoint-url",
-            &self.endpoint,
+            endpoint,
             "--source-force-path-style",
             "--target-force-path-style",
             "--force-retry-interval-milliseconds",
@@ -331,18 +336,12 @@ pub fn path(p: &Path, rel: &str) -> PathBuf {
 
 /// Starts the binary, waits until `started` holds (or the run ends), sends `signal`, and returns
 /// the run and how long it took to end after the signal.
-pub async fn interrupt_when<F, Fut>(
-    srv: &Server,
-    args: &[&str],
-    signal: &str,
-    twice: bool,
-    started: F,
-) -> Option<(Run, Duration)>
+pub async fn interrupt_when<F, Fut>(cmd: Command, signal: &str, twice: bool, started: F) -> Option<(Run, Duration)>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let mut child = tokio::process::Command::from(srv.command(args))
+    let mut child = tokio::process::Command::from(cmd)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
