@@ -178,6 +178,8 @@ pub struct Config {
     pub rate_limit_bandwidth: Option<u64>,
     /// Delete at most this many objects (`--max-delete`).
     pub max_delete: Option<u64>,
+    /// The part of the key space this run handles (`--shard-count`), `None`: all of it.
+    pub shard: Option<crate::shard::Shard>,
     /// Sync every version, oldest first, to a versioned target (`--enable-versioning`).
     pub enable_versioning: bool,
     /// Sync the state of a versioned source at this instant (`--point-in-time`).
@@ -227,6 +229,7 @@ impl Config {
                 rate_limit_objects: None,
                 rate_limit_bandwidth: None,
                 max_delete: None,
+                shard: None,
                 enable_versioning: false,
                 point_in_time: None,
                 sync_latest_tagging: false,

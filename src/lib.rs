@@ -24,6 +24,7 @@ pub mod owner;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod report;
+pub mod shard;
 pub mod stats;
 pub mod storage;
 pub mod transfer;

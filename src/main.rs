@@ -3,7 +3,7 @@
 use clap::Parser;
 use s3sync::cli::CliArgs;
 use s3sync::error::{EXIT_ERROR, EXIT_INVALID_ARGS};
-use s3sync::report::{init_tracing, progress::Progress, summary_line};
+use s3sync::report::{init_tracing, json_summary as json_summary_line, progress::Progress, summary_line};
 use s3sync::{Error, Sync, SyncEvent};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -29,6 +29,25 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR as u8);
         }
     };
+    if let Some(n) = args.make_shard_plan {
+        return match runtime.block_on(s3sync::pipeline::make_shard_plan(&cfg, n)) {
+            Ok(plan) => match serde_json::to_string_pretty(&plan) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("s3sync: error: cannot write the shard plan: {e}");
+                    ExitCode::from(EXIT_ERROR as u8)
+                }
+            },
+            Err(e) => {
+                eprintln!("s3sync: error: {e}");
+                ExitCode::from(e.exit_code() as u8)
+            }
+        };
+    }
+    let json_summary = args.json_summary.then(|| cfg.shard.clone());
     let warn_as_error = cfg.warn_as_error;
     let show_progress = args.quiet == 0 && !args.json_tracing && std::io::stderr().is_terminal();
     let quiet = args.quiet > 0;
@@ -84,10 +103,14 @@ fn main() -> ExitCode {
                 e.exit_code()
             }
         };
-        match signal_code.load(std::sync::atomic::Ordering::SeqCst) {
+        let code = match signal_code.load(std::sync::atomic::Ordering::SeqCst) {
             0 => code,
             signalled => signalled,
+        };
+        if let Some(shard) = &json_summary {
+            println!("{}", json_summary_line(&reporter.snapshot(), shard.as_ref(), code));
         }
+        code
     });
     ExitCode::from(code as u8)
 }

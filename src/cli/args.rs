@@ -780,7 +780,66 @@ pub struct CliArgs {
     )]
     pub target_sse_c_key_md5: Option<String>,
 
+    // ---------------------------------------------------------------- Sharding
+    /// Number of shards a job is split into (each shard is one s3sync process)
+    #[arg(
+        long,
+        env = "SHARD_COUNT",
+        value_parser = clap::value_parser!(u32).range(1..),
+        help_heading = "Sharding",
+        help = "Split the job into this many shards, each run by one s3sync process. Without --shard-plan, keys\n\
+                are assigned by hash (MD5 of the key relative to the sync root, first 8 bytes as a little-endian u64,\n\
+                modulo the count)"
+    )]
+    pub shard_count: Option<u32>,
+
+    /// Which shard this process runs
+    #[arg(
+        long,
+        env = "SHARD_INDEX",
+        requires = "shard_count",
+        help_heading = "Sharding",
+        help = "Which shard this process runs, 0-based [requires --shard-count].\n\
+                Default: JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX, the first that is set"
+    )]
+    pub shard_index: Option<u32>,
+
+    /// Range plan of the job (made by --make-shard-plan)
+    #[arg(
+        long,
+        env = "SHARD_PLAN",
+        value_name = "FILE",
+        requires = "shard_count",
+        help_heading = "Sharding",
+        help = "Range plan made by --make-shard-plan: each shard lists only its own key range on both sides\n\
+                [requires --shard-count]"
+    )]
+    pub shard_plan: Option<std::path::PathBuf>,
+
+    /// Print a range plan for N shards (JSON, on stdout) and exit
+    #[arg(
+        long,
+        env = "MAKE_SHARD_PLAN",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        conflicts_with_all = ["shard_count", "shard_index", "shard_plan"],
+        help_heading = "Sharding",
+        help = "List the source once and print a range plan for N shards balanced by object count (JSON, on\n\
+                stdout), then exit. Pass the same SOURCE and TARGET as the shards will"
+    )]
+    pub make_shard_plan: Option<u32>,
+
     // --------------------------------------------------------------- Reporting
+    /// Print the end-of-run summary as one JSON line on stdout
+    #[arg(
+        long,
+        env = "JSON_SUMMARY",
+        help_heading = "Reporting",
+        help = "Print the end-of-run summary as one JSON line on stdout (with the shard, for aggregating the logs\n\
+                of a sharded job)"
+    )]
+    pub json_summary: bool,
+
     /// Report sync status to the target storage.
     #[arg(
         long,
@@ -1269,8 +1328,8 @@ mod tests {
             with_env += 1;
         }
         // 112 env-backed arguments of the reference (incl. SOURCE/TARGET) + --io-pool-size + --max-delete
-        // + --https-proxy (feature-gated in the reference).
-        assert_eq!(with_env, 115);
+        // + --https-proxy (feature-gated in the reference) + the four sharding options + --json-summary.
+        assert_eq!(with_env, 120);
     }
 
     #[test]
@@ -1701,6 +1760,11 @@ mod tests {
             "filter_mtime_after",
             "filter_smaller_size",
             "filter_larger_size",
+            "shard_count",
+            "shard_index",
+            "shard_plan",
+            "make_shard_plan",
+            "json_summary",
         ];
         let cmd = CliArgs::command();
         for arg in cmd.get_arguments() {

@@ -40,6 +40,7 @@ impl CliArgs {
         };
         let source = Location::parse(source)?;
         let target = Location::parse(target)?;
+        let shard = self.shard(&source, &target)?;
         let parse_algo = |name: &String| {
             ChecksumAlgorithm::parse(name)
                 .ok_or_else(|| Error::InvalidArgument(format!("unknown checksum algorithm {name}")))
@@ -247,6 +248,7 @@ impl CliArgs {
                 c.rate_limit_objects = self.rate_limit_objects.map(u64::from);
                 c.rate_limit_bandwidth = self.rate_limit_bandwidth;
                 c.max_delete = self.max_delete;
+                c.shard = shard;
                 c.enable_versioning = self.enable_versioning;
                 c.point_in_time = self.point_in_time.map(Into::into);
                 c.sync_latest_tagging = self.sync_latest_tagging;
@@ -262,6 +264,54 @@ impl CliArgs {
                 }
             })
             .build()
+    }
+}
+
+impl CliArgs {
+    /// The shard of this run: `--shard-count` with `--shard-index` (or the index a batch system sets),
+    /// by hash, or by the range of `--shard-plan`.
+    fn shard(&self, source: &Location, target: &Location) -> Result<Option<crate::shard::Shard>> {
+        let Some(count) = self.shard_count else {
+            return Ok(None);
+        };
+        const INDEX_VARS: [&str; 3] = [
+            "JOB_COMPLETION_INDEX",
+            "SLURM_ARRAY_TASK_ID",
+            "AWS_BATCH_JOB_ARRAY_INDEX",
+        ];
+        let index = match self.shard_index {
+            Some(i) => i,
+            None => {
+                let (name, value) = INDEX_VARS
+                    .iter()
+                    .find_map(|v| std::env::var(v).ok().map(|x| (*v, x)))
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(
+                            "--shard-count needs --shard-index (or JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID, AWS_BATCH_JOB_ARRAY_INDEX)".into(),
+                        )
+                    })?;
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::InvalidArgument(format!("{name}={value} is not a shard index")))?
+            }
+        };
+        if index >= count {
+            return Err(Error::InvalidArgument(format!(
+                "shard index {index} is out of range for {count} shards (0..{count})"
+            )));
+        }
+        let shard = match &self.shard_plan {
+            Some(path) => {
+                crate::shard::ShardPlan::load(path)?.shard(index, count, &source.to_string(), &target.to_string())?
+            }
+            None => crate::shard::Shard {
+                index,
+                count,
+                mode: crate::shard::ShardMode::Hash,
+            },
+        };
+        Ok(Some(shard))
     }
 }
 

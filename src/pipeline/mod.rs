@@ -128,12 +128,17 @@ impl Sync {
 
         // Listers.
         let (src_tx, src_rx) = mpsc::channel(LISTING_CHANNEL);
+        let shard = cfg.shard.clone();
+        if let Some(sh) = &shard {
+            info!(shard = %sh.label(), "this run handles one shard of the job");
+        }
         spawn_lister(
             source.clone(),
             src_tx,
             cfg.max_keys,
             WalkRole::Source,
             cfg.point_in_time,
+            shard.clone(),
         );
         let list_target = cfg.delete || !(cfg.head_each_target || cfg.remove_modified_filter);
         let tgt_rx = list_target.then(|| {
@@ -143,7 +148,7 @@ impl Sync {
             } else {
                 WalkRole::Target
             };
-            spawn_lister(target.clone(), tx, cfg.max_keys, role, None);
+            spawn_lister(target.clone(), tx, cfg.max_keys, role, None, shard.clone());
             rx
         });
         let no_listing = if cfg.remove_modified_filter {
@@ -305,19 +310,31 @@ async fn check_end(end: &End, is_source: bool) -> Result<()> {
 /// Runs a lister in its own task. Its end is reported on the channel: an error, or a task that ended
 /// abnormally (a panic), arrives as an error entry, so a listing that stopped early is never taken
 /// for a complete one.
+///
+/// With a shard, only the shard's keys are passed on (a range shard starts its S3 listing after its
+/// lower bound and stops an ordered listing past its upper bound), so the diff — deletions included —
+/// never sees another shard's keys.
 fn spawn_lister(
     end: End,
     tx: mpsc::Sender<Result<Entry>>,
     max_keys: i32,
     role: WalkRole,
     point_in_time: Option<std::time::SystemTime>,
+    shard: Option<crate::shard::Shard>,
 ) {
+    let start_after = shard.as_ref().and_then(|s| s.start_after().map(str::to_string));
+    let (list_tx, filter) = match shard {
+        None => (tx.clone(), None),
+        Some(sh) => {
+            let (raw_tx, raw_rx) = mpsc::channel(LISTING_CHANNEL);
+            (raw_tx, Some(tokio::spawn(shard_filter(sh, raw_rx, tx.clone()))))
+        }
+    };
     tokio::spawn(async move {
-        let list_tx = tx.clone();
         let lister = tokio::spawn(async move {
             match (&end, point_in_time) {
                 (End::Local(l), _) => l.list(list_tx, role).await,
-                (End::S3(s), None) => s.list(max_keys, list_tx).await,
+                (End::S3(s), None) => s.list(max_keys, start_after.as_deref(), list_tx).await,
                 (End::S3(s), Some(t)) => list_at(s, max_keys, t, list_tx).await,
             }
         });
@@ -325,10 +342,45 @@ fn spawn_lister(
             Ok(r) => r,
             Err(e) => Err(Error::ListingAborted(e.to_string())),
         };
+        // The error comes after every entry the shard filter still passes on.
+        if let Some(f) = filter {
+            let _ = f.await;
+        }
         if let Err(e) = res {
             let _ = tx.send(Err(e)).await;
         }
     });
+}
+
+/// Passes on the entries of one shard. Once an ordered listing is past the shard's range, the rest is
+/// not read (the lister stops at its next send).
+async fn shard_filter(
+    shard: crate::shard::Shard,
+    mut rx: mpsc::Receiver<Result<Entry>>,
+    tx: mpsc::Sender<Result<Entry>>,
+) {
+    let mut last: Option<String> = None;
+    let mut ordered = true;
+    while let Some(item) = rx.recv().await {
+        let entry = match item {
+            Ok(e) => e,
+            Err(e) => {
+                if tx.send(Err(e)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        ordered &= last.as_deref().is_none_or(|l| l.as_bytes() < entry.key.as_bytes());
+        if ordered && shard.is_past(&entry.key) {
+            return;
+        }
+        let mine = shard.contains(&entry.key);
+        last = Some(entry.key.clone());
+        if mine && tx.send(Ok(entry)).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Lists the objects of a versioned bucket as they were at `t` (`--point-in-time`).
@@ -645,4 +697,31 @@ async fn delete_one(target: &End, key: &str) -> Result<()> {
         End::S3(s) => s.delete(key).await,
         End::Local(l) => l.remove(key).await,
     }
+}
+
+/// Lists the source of `cfg` once and makes a range plan for `count` shards, balanced by object count
+/// (`--make-shard-plan`). A listing error fails the plan: split points from a partial listing would
+/// still partition every key, but not evenly.
+pub async fn make_shard_plan(cfg: &Config, count: u32) -> Result<crate::shard::ShardPlan> {
+    let source = open_end(&cfg.source, &cfg.source_client, cfg).await?;
+    check_end(&source, true).await?;
+    let (tx, mut rx) = mpsc::channel(LISTING_CHANNEL);
+    spawn_lister(source, tx, cfg.max_keys, WalkRole::Source, cfg.point_in_time, None);
+    let mut sample = crate::shard::KeySample::default();
+    while let Some(item) = rx.recv().await {
+        match item {
+            Ok(e) => sample.push(&e.key),
+            Err(Error::Skipped { reason, .. }) => tracing::warn!("{reason}"),
+            Err(e) => return Err(e),
+        }
+    }
+    let objects = sample.seen();
+    Ok(crate::shard::ShardPlan {
+        version: 1,
+        source: cfg.source.to_string(),
+        target: cfg.target.to_string(),
+        shard_count: count,
+        objects,
+        bounds: crate::shard::split_points(&sample.into_sorted(), count),
+    })
 }

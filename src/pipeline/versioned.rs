@@ -39,7 +39,10 @@ pub(super) async fn run(
                 };
                 let Some(kv) = next else { break };
                 match kv {
-                    Ok(kv) if tr.cfg.filters.accepts_key(&kv.key) => {
+                    Ok(kv)
+                        if tr.cfg.filters.accepts_key(&kv.key)
+                            && tr.cfg.shard.as_ref().is_none_or(|sh| sh.contains(&kv.key)) =>
+                    {
                         tokio::select! {
                             _ = cancel.cancelled() => break,
                             _ = sync_key(&tr, &target, kv) => {}

@@ -75,6 +75,29 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The end-of-run summary as one JSON object on one line (`--json-summary`), with the shard of a
+/// sharded job, so the logs of many shards can be aggregated.
+pub fn json_summary(s: &Stats, shard: Option<&crate::shard::Shard>, exit_code: i32) -> String {
+    serde_json::json!({
+        "shard_index": shard.map(|x| x.index),
+        "shard_count": shard.map(|x| x.count),
+        "shard_mode": shard.map(|x| match x.mode {
+            crate::shard::ShardMode::Hash => "hash",
+            crate::shard::ShardMode::Range { .. } => "range",
+        }),
+        "transferred": s.transferred,
+        "bytes": s.bytes,
+        "etag_verified": s.etag_verified,
+        "skipped": s.skipped,
+        "deleted": s.deleted,
+        "errors": s.failed,
+        "warnings": s.warnings,
+        "duration_sec": s.elapsed.as_secs_f64(),
+        "exit_code": exit_code,
+    })
+    .to_string()
+}
+
 /// The one-line summary printed at the end of a run.
 pub fn summary_line(s: &Stats) -> String {
     let secs = s.elapsed.as_secs_f64().max(0.001);

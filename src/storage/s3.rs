@@ -421,9 +421,11 @@ impl S3Storage {
         }
     }
 
-    /// Lists every object under the prefix in key order and sends it with the prefix removed.
-    pub async fn list(&self, max_keys: i32, tx: mpsc::Sender<Result<Entry>>) -> Result<()> {
+    /// Lists every object under the prefix in key order (after the relative key `start_after`, when
+    /// given) and sends it with the prefix removed.
+    pub async fn list(&self, max_keys: i32, start_after: Option<&str>, tx: mpsc::Sender<Result<Entry>>) -> Result<()> {
         let mut token: Option<String> = None;
+        let start_after = start_after.map(|k| self.full_key(k));
         loop {
             let resp = self
                 .client
@@ -432,6 +434,7 @@ impl S3Storage {
                 .set_request_payer(self.payer())
                 .prefix(&self.prefix)
                 .max_keys(max_keys)
+                .set_start_after(start_after.clone())
                 .set_continuation_token(token.take())
                 .send()
                 .await
