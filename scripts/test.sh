@@ -4,7 +4,8 @@
 # Usage: scripts/test.sh [-- ARGS...]
 #   ARGS go to every test binary (after cargo's `--`): a test-name filter, --nocapture, --exact, ...
 # Steps: install the S3 servers (cached) -> cargo build --all-targets -> unit tests
-#   (cargo test --no-fail-fast --workspace --lib --bins; cargo test --no-fail-fast -p s3sync-io) -> for each server, start it and run
+#   (cargo test --no-fail-fast --workspace --lib --bins; cargo test --no-fail-fast -p s3sync-io) -> the
+#   deployment files (deploy/kubernetes/check_manifests.py) -> for each server, start it and run
 #   `cargo test --no-fail-fast` of every tests/*.rs target once per I/O backend (S3SYNC_IO_BACKEND) -> stop it ->
 #   scripts/bench-smoke.sh if it exists and is executable. Prints a summary table; exits 1 if anything failed.
 # Env:
@@ -85,6 +86,12 @@ step "build" cargo build --all-targets || { summary; exit 1; }
 if [ "${S3SYNC_UNIT:-1}" != 0 ]; then
   step "unit (lib+bins)" cargo test --no-fail-fast --workspace --lib --bins -- "${EXTRA[@]}" || true
   step "s3sync-io (all tests)" cargo test --no-fail-fast -p s3sync-io -- "${EXTRA[@]}" || true
+fi
+
+# The deployment files (Indexed Job, Dockerfile): parsed and checked with the moto venv's PyYAML.
+VENV_PY="${S3SYNC_CACHE:-$HOME/.cache/s3sync}/moto-venv/bin/python"
+if [ -x "$VENV_PY" ]; then
+  step "deploy manifests" "$VENV_PY" deploy/kubernetes/check_manifests.py || true
 fi
 
 # Every tests/*.rs is an integration test target that needs a server.
