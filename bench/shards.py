@@ -115,6 +115,8 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--objects", type=int, default=100_000)
+    ap.add_argument("--noop-only", action="store_true",
+                    help="upload once with one process (not a row), then time only the no-op jobs")
     args = ap.parse_args()
     env = start_garage()
     state = env["S3SYNC_SERVER_DIR"]
@@ -128,14 +130,28 @@ def main():
             for i in range(args.objects):
                 with open(os.path.join(src, f"d{i % 100:03}", f"f{i:07}"), "wb") as f:
                     f.write(b"x" * 100)
+            shared = None
+            if args.noop_only:
+                shared = f"s3://bench-noop-{int(time.time())}/"
+                create_bucket(env, shared[5:-1])
+                log("populating", shared)
+                t0 = time.monotonic()
+                wall, rss, codes = run_job(env, 1, "-", None, src, shared)
+                log(f"populated in {wall:.0f} s (exit {codes})")
             for shards in (1, 2, 4):
                 for mode in (["hash", "range"] if shards > 1 else ["-"]):
-                    bucket = f"bench-{shards}-{mode.strip('-') or 'one'}-{int(time.time())}"
-                    create_bucket(env, bucket)
-                    dst = f"s3://{bucket}/"
+                    if shared:
+                        dst = shared
+                    else:
+                        bucket = f"bench-{shards}-{mode.strip('-') or 'one'}-{int(time.time())}"
+                        create_bucket(env, bucket)
+                        dst = f"s3://{bucket}/"
                     plan = make_plan(env, shards, src, dst, work) if mode == "range" else None
                     l0 = list_requests(env)
-                    up_wall, up_rss, up_codes = run_job(env, shards, mode, plan, src, dst)
+                    if shared:
+                        up_wall, up_rss, up_codes = float("nan"), [0.0], []
+                    else:
+                        up_wall, up_rss, up_codes = run_job(env, shards, mode, plan, src, dst)
                     l1 = list_requests(env)
                     noop_wall, noop_rss, noop_codes = run_job(env, shards, mode, plan, src, dst)
                     l2 = list_requests(env)
@@ -147,8 +163,10 @@ def main():
                     rows.append(row)
     finally:
         subprocess.run([str(ROOT / "scripts" / "stop-server.sh"), state], check=False)
-    print(f"### Sharded runs ({args.objects:,} objects of 100 B, Garage on the same machine)\n")
-    print(f"Machine: {machine()}. Command: `scripts/bench-shards.sh --objects {args.objects}`; one run each, "
+    what = "no-op" if args.noop_only else "upload and no-op"
+    print(f"### Sharded runs: {what}, {args.objects:,} objects of 100 B, Garage on the same machine\n")
+    flag = " --noop-only" if args.noop_only else ""
+    print(f"Machine: {machine()}. Command: `scripts/bench-shards.sh --objects {args.objects}{flag}`; one run each, "
           "all shards of a job started at once; list requests are Garage's own ListObjectsV2 counter "
           "(the upload's listings are of the target only: its source is a local directory).\n")
     print("| shards | mode | upload wall | upload list requests | no-op wall | no-op list requests "

@@ -7,6 +7,7 @@
 //! our pid namespace and that pid is gone or now belongs to a process started at another time.
 
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 /// The identity of one run of s3sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,7 @@ impl Owner {
                 boot: hash32(&read("/proc/sys/kernel/random/boot_id")),
                 pid_ns: hash32(&pid_namespace()),
                 pid,
-                start: start_time(pid).unwrap_or(0),
+                start: start_time(pid).flatten().unwrap_or(0),
             }
         })
     }
@@ -71,26 +72,97 @@ impl Owner {
         self == Owner::current()
     }
 
-    /// Whether the run is certainly no longer alive (so its leftovers may be removed).
-    pub fn is_dead(&self) -> bool {
-        self.is_dead_seen_from(Owner::current(), start_time)
+    /// Whether the run is certainly no longer alive (so its leftovers may be removed). `written` is
+    /// when the leftover was last written: a run of an earlier boot of this host is dead only if the
+    /// leftover is older than this boot (a host hash can repeat across machines: cloned images,
+    /// containers without a machine id that share a host name).
+    pub fn is_dead(&self, written: Option<SystemTime>) -> bool {
+        let before_boot = match (written, boot_time()) {
+            (Some(w), Some(b)) => w < b,
+            _ => false,
+        };
+        self.is_dead_seen_from(Owner::current(), before_boot, process_state)
     }
 
-    fn is_dead_seen_from(&self, me: &Owner, start_of: impl Fn(u32) -> Option<u64>) -> bool {
+    fn is_dead_seen_from(&self, me: &Owner, written_before_boot: bool, state_of: impl Fn(u32) -> Process) -> bool {
         if self.host != me.host || self == me {
             return false; // another host or container, or ourselves: nothing is provable
         }
         if self.boot != me.boot {
-            return true; // this host has rebooted since
+            return written_before_boot; // this host has rebooted since
         }
         if self.pid_ns != me.pid_ns || self.start == 0 || !cfg!(target_os = "linux") {
             return false;
         }
-        match start_of(self.pid) {
-            None => true,                           // no such process
-            Some(started) => started != self.start, // the pid was reused
+        match state_of(self.pid) {
+            Process::Gone => true,
+            Process::Running(started) => started != self.start, // the pid was reused
+            Process::Unknown => false,
         }
     }
+}
+
+/// What this host says of a process id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Process {
+    /// No such process (or a zombie).
+    Gone,
+    /// A process started at this time (clock ticks after boot).
+    Running(u64),
+    /// It exists, or may, but its start time cannot be read (another user's, `hidepid`).
+    Unknown,
+}
+
+/// Whether a leftover of an unidentified owner (written by a version of s3sync before owners were
+/// recorded) may be removed: only once it is older than this boot, or a week old.
+pub fn legacy_leftover_is_dead(written: Option<SystemTime>) -> bool {
+    let Some(w) = written else { return false };
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    boot_time().is_some_and(|b| w < b) || SystemTime::now().duration_since(w).is_ok_and(|age| age > week)
+}
+
+/// Whether the owner named by `token` is dead: a parsed owner by [`Owner::is_dead`], an unparsable
+/// one (an older version's) by [`legacy_leftover_is_dead`].
+pub fn leftover_is_dead(token: &str, written: Option<SystemTime>) -> bool {
+    match Owner::parse(token) {
+        Some(o) => o.is_dead(written),
+        None => legacy_leftover_is_dead(written),
+    }
+}
+
+/// When this host booted (`btime` of `/proc/stat`).
+fn boot_time() -> Option<SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+/// Whether `pid` runs, and since when. Existence is asked of the kernel (`kill(pid, 0)`: only ESRCH
+/// means gone), so a process hidden from `/proc` (`hidepid`) or of another user is never taken for dead.
+#[cfg(unix)]
+fn process_state(pid: u32) -> Process {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return Process::Unknown;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
+    let r = unsafe { libc::kill(p, 0) };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return Process::Gone;
+    }
+    match start_time(pid) {
+        Some(Some(t)) => Process::Running(t),
+        Some(None) => Process::Gone, // a zombie
+        None => Process::Unknown,
+    }
+}
+#[cfg(not(unix))]
+fn process_state(_: u32) -> Process {
+    Process::Unknown
 }
 
 fn read(path: &str) -> String {
@@ -114,16 +186,16 @@ fn pid_namespace() -> String {
         .unwrap_or_default()
 }
 
-/// The start time of a live process (field 22 of `/proc/<pid>/stat`), `None` when there is no such
-/// process or it has exited and only waits to be reaped (a zombie).
-fn start_time(pid: u32) -> Option<u64> {
+/// The start time of a process (field 22 of `/proc/<pid>/stat`): `None` when it cannot be read,
+/// `Some(None)` for a process that has exited and only waits to be reaped (a zombie).
+fn start_time(pid: u32) -> Option<Option<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
     let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
     if matches!(fields.next(), Some("Z") | Some("X")) {
-        return None;
+        return Some(None);
     }
-    Some(fields.nth(18)?.parse().unwrap_or(0))
+    Some(fields.nth(18)?.parse().ok())
 }
 
 fn hash32(s: &str) -> u32 {
@@ -159,25 +231,55 @@ mod tests {
     #[test]
     fn only_provably_dead_runs_are_dead() {
         let me = owner(1, 1, 10, 100);
-        let alive = |pid: u32| (pid == 20).then_some(200);
+        let state = |pid: u32| match pid {
+            20 => Process::Running(200),
+            40 => Process::Unknown,
+            _ => Process::Gone,
+        };
         // Same host, same boot: pid gone, or reused by a later process.
-        assert!(owner(1, 1, 30, 5).is_dead_seen_from(&me, alive));
-        assert!(owner(1, 1, 20, 199).is_dead_seen_from(&me, alive));
-        assert!(!owner(1, 1, 20, 200).is_dead_seen_from(&me, alive));
-        // Same host, rebooted since.
-        assert!(owner(1, 0, 20, 200).is_dead_seen_from(&me, alive));
+        assert!(owner(1, 1, 30, 5).is_dead_seen_from(&me, false, state));
+        assert!(owner(1, 1, 20, 199).is_dead_seen_from(&me, false, state));
+        assert!(!owner(1, 1, 20, 200).is_dead_seen_from(&me, false, state));
+        // A process we may not look at (another user's, hidepid) is not dead.
+        assert!(!owner(1, 1, 40, 5).is_dead_seen_from(&me, false, state));
+        // Same host, another boot: dead only when the leftover is older than this boot.
+        assert!(owner(1, 0, 20, 200).is_dead_seen_from(&me, true, state));
+        assert!(!owner(1, 0, 20, 200).is_dead_seen_from(&me, false, state));
         // Another host or container: never provable.
-        assert!(!owner(2, 1, 30, 5).is_dead_seen_from(&me, alive));
+        assert!(!owner(2, 1, 30, 5).is_dead_seen_from(&me, true, state));
         let mut other_ns = owner(1, 1, 30, 5);
         other_ns.pid_ns = 8;
-        assert!(!other_ns.is_dead_seen_from(&me, alive));
+        assert!(!other_ns.is_dead_seen_from(&me, true, state));
         // Ourselves.
-        assert!(!me.is_dead_seen_from(&me, alive));
+        assert!(!me.is_dead_seen_from(&me, true, state));
     }
 
     #[test]
-    fn this_process_is_alive() {
-        assert!(!Owner::current().is_dead());
-        assert!(start_time(std::process::id()).is_some());
+    fn this_process_is_alive_and_an_exited_one_is_dead() {
+        let now = Some(SystemTime::now());
+        assert!(!Owner::current().is_dead(now));
+        assert_eq!(
+            process_state(std::process::id()),
+            Process::Running(Owner::current().start)
+        );
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let dead = Owner {
+            pid,
+            start: 1,
+            ..Owner::current().clone()
+        };
+        assert!(dead.is_dead(now));
+    }
+
+    #[test]
+    fn legacy_leftovers_are_removed_only_when_old() {
+        assert!(!legacy_leftover_is_dead(Some(SystemTime::now())));
+        assert!(legacy_leftover_is_dead(Some(
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1)
+        )));
+        assert!(!legacy_leftover_is_dead(None));
+        assert!(!leftover_is_dead("999999", Some(SystemTime::now())));
     }
 }

@@ -54,6 +54,25 @@ async fn delete_never_follows_a_link_in_the_target() {
 }
 
 #[tokio::test]
+async fn a_link_in_the_target_is_replaced_never_written_through() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    srv.put(&bucket, "a", b"from s3").await;
+    let outside = tmpdir();
+    std::fs::write(outside.path().join("real"), b"outside!").unwrap();
+    let dst = tmpdir();
+    // Same size as the object and newer: a link must still not count as up to date.
+    symlink(outside.path().join("real"), dst.path().join("a")).unwrap();
+    srv.run(&[&s3(&bucket), &s(dst.path())]).expect(0);
+    assert!(!std::fs::symlink_metadata(dst.path().join("a"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(dst.path().join("a")).unwrap(), b"from s3");
+    assert_eq!(std::fs::read(outside.path().join("real")).unwrap(), b"outside!");
+}
+
+#[tokio::test]
 async fn download_through_a_link_in_the_target_is_refused() {
     let srv = server().await;
     let bucket = srv.bucket().await;

@@ -12,12 +12,12 @@ use std::path::Path;
 
 const SHARDS: u32 = 8;
 
-/// 20,000 objects on Garage (as the issue asks); moto is much slower per request, so 2,000 there.
+/// 20,000 objects on Garage (as the issue asks); moto is much slower per request, so 1,000 there.
 fn object_count(srv: &Server) -> usize {
     if srv.is_garage() {
         20_000
     } else {
-        2_000
+        1_000
     }
 }
 

@@ -173,7 +173,11 @@ impl Sync {
                 loop {
                     let job = { rx.lock().await.recv().await };
                     let Some(job) = job else { break };
+                    if cancel.is_cancelled() {
+                        break;
+                    }
                     tokio::select! {
+                        biased;
                         _ = cancel.cancelled() => break,
                         _ = process(&tr, job) => {}
                     }
@@ -342,18 +346,22 @@ fn spawn_lister(
             Ok(r) => r,
             Err(e) => Err(Error::ListingAborted(e.to_string())),
         };
-        // The error comes after every entry the shard filter still passes on.
-        if let Some(f) = filter {
-            let _ = f.await;
-        }
-        if let Err(e) = res {
+        // The error comes after every entry the shard filter still passes on; a filter that ended
+        // abnormally makes the listing incomplete too.
+        let filtered = match filter {
+            Some(f) => f.await.map_err(|e| Error::ListingAborted(e.to_string())),
+            None => Ok(()),
+        };
+        for e in [res.err(), filtered.err()].into_iter().flatten() {
             let _ = tx.send(Err(e)).await;
         }
     });
 }
 
-/// Passes on the entries of one shard. Once an ordered listing is past the shard's range, the rest is
-/// not read (the lister stops at its next send).
+/// Passes on the entries of one shard. Once a listing is past the shard's range, the rest is not read
+/// (the lister stops at its next send) — but only after the listing has shown order (two entries in
+/// ascending order, none out of order so far): an unordered listing is read to its end, so the merge
+/// sees its disorder and switches `--delete` off.
 async fn shard_filter(
     shard: crate::shard::Shard,
     mut rx: mpsc::Receiver<Result<Entry>>,
@@ -371,8 +379,9 @@ async fn shard_filter(
                 continue;
             }
         };
-        ordered &= last.as_deref().is_none_or(|l| l.as_bytes() < entry.key.as_bytes());
-        if ordered && shard.is_past(&entry.key) {
+        let in_order = last.as_deref().map(|l| l.as_bytes() < entry.key.as_bytes());
+        ordered &= in_order.unwrap_or(true);
+        if ordered && in_order == Some(true) && shard.is_past(&entry.key) {
             return;
         }
         let mine = shard.contains(&entry.key);

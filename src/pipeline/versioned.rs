@@ -43,7 +43,11 @@ pub(super) async fn run(
                         if tr.cfg.filters.accepts_key(&kv.key)
                             && tr.cfg.shard.as_ref().is_none_or(|sh| sh.contains(&kv.key)) =>
                     {
+                        if cancel.is_cancelled() {
+                            break;
+                        }
                         tokio::select! {
+                            biased;
                             _ = cancel.cancelled() => break,
                             _ = sync_key(&tr, &target, kv) => {}
                         }

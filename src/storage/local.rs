@@ -221,7 +221,8 @@ impl LocalStorage {
                 continue;
             };
             if name.starts_with(TEMP_PREFIX) {
-                if role == WalkRole::Target && temp_owner_dead(&name) {
+                let written = ent.metadata().and_then(|m| m.modified()).ok();
+                if role == WalkRole::Target && temp_owner_dead(&name, written) {
                     match fs::remove_file(&path) {
                         Ok(()) => debug!(path = %path.display(), "removed leftover temporary file"),
                         Err(e) => warn!(path = %path.display(), error = %e, "cannot remove leftover temporary file"),
@@ -270,11 +271,18 @@ impl LocalStorage {
             } else {
                 format!("{key_prefix}{name}")
             };
+            // A link in the target never compares as up to date (whatever its own size and time):
+            // an object of its key replaces it; --delete removes it.
+            let (size, mtime) = if listed_link {
+                (u64::MAX, std::time::SystemTime::UNIX_EPOCH)
+            } else {
+                (meta.len(), mtime)
+            };
             items.push(DirItem {
                 key,
                 path,
                 dir: is_dir.then(|| dir_id(&meta)),
-                size: meta.len(),
+                size,
                 mtime,
             });
         }
@@ -314,17 +322,21 @@ impl LocalStorage {
     }
 
     /// Creates the parent directories of `path` (a path inside the root), refusing to go through a
-    /// symbolic link.
-    pub async fn create_parents(&self, key: &str, path: &Path) -> Result<()> {
+    /// symbolic link. Returns whether a directory had to be created.
+    pub async fn create_parents(&self, key: &str, path: &Path) -> Result<bool> {
         self.check_no_link_on_path(key, path)?;
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| Error::local("create directory", parent, e))?;
-            // A link may have been put in place meanwhile: check again now that the path exists.
-            self.check_no_link_on_path(key, path)?;
+        let Some(parent) = path.parent() else {
+            return Ok(false);
+        };
+        if tokio::fs::symlink_metadata(parent).await.is_ok_and(|m| m.is_dir()) {
+            return Ok(false);
         }
-        Ok(())
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Error::local("create directory", parent, e))?;
+        // A link may have been put in place meanwhile: check again now that the path exists.
+        self.check_no_link_on_path(key, path)?;
+        Ok(true)
     }
 
     /// Makes room for the file of `key` where a directory is (the key changed from a directory to an
@@ -420,11 +432,10 @@ fn dir_id(_: &fs::Metadata) -> DirId {
 }
 
 /// Whether the run that wrote a temporary file is provably gone (so the file is a crash leftover).
-fn temp_owner_dead(name: &str) -> bool {
+fn temp_owner_dead(name: &str, written: Option<std::time::SystemTime>) -> bool {
     name.strip_prefix(TEMP_PREFIX)
         .and_then(|r| r.split('.').next())
-        .and_then(crate::owner::Owner::parse)
-        .is_some_and(|o| o.is_dead())
+        .is_some_and(|owner| crate::owner::leftover_is_dead(owner, written))
 }
 
 struct DirItem {
@@ -567,6 +578,9 @@ mod tests {
         assert!(tmp_name.len() <= 255, "{}", tmp_name.len());
         assert!(tmp_name.starts_with(TEMP_PREFIX));
         assert!(tmp_name.ends_with('語'));
-        assert!(!temp_owner_dead(tmp_name), "our own temporary file");
+        assert!(
+            !temp_owner_dead(tmp_name, Some(std::time::SystemTime::UNIX_EPOCH)),
+            "our own temporary file"
+        );
     }
 }

@@ -701,7 +701,7 @@ impl Transferer {
             if rec.bucket != target.bucket() || !rec.key.starts_with(target.prefix()) {
                 continue;
             }
-            if rec.owned_by_live_run() {
+            if rec.owned_by_live_run(&path) {
                 debug!(key = %rec.key, "multipart upload of another live run left alone");
                 continue;
             }
@@ -732,8 +732,11 @@ impl Transferer {
             .as_ref()
             .map(|j| j.path_for(target.bucket(), &target.full_key(key)));
         let mut path = path;
-        if let Some(rec) = path.as_deref().and_then(resume::Journal::load) {
-            if rec.owned_by_live_run() {
+        if let Some((p, rec)) = path
+            .as_deref()
+            .and_then(|p| resume::Journal::load(p).map(|r| (p.to_path_buf(), r)))
+        {
+            if rec.owned_by_live_run(&p) {
                 // Another live run is uploading this key: neither resume nor abort its upload, and
                 // keep its record.
                 debug!(
@@ -762,6 +765,14 @@ impl Transferer {
                             "resuming the multipart upload of an interrupted run"
                         );
                         reuse = parts.into_iter().map(|(n, e, sz)| (n, (e, sz))).collect();
+                        // The upload is ours now: other runs must see a live owner.
+                        let adopted = resume::UploadRecord {
+                            owner: crate::owner::Owner::current().token(),
+                            ..rec.clone()
+                        };
+                        if let Err(e) = resume::Journal::save(p, &adopted) {
+                            debug!(key, error = %e, "cannot write the resume journal");
+                        }
                         return Ok((rec.upload_id, path, reuse));
                     }
                     None => {
@@ -1111,11 +1122,27 @@ impl Transferer {
         Ok((PartLayout::multipart(size, self.cfg.multipart_chunksize), false))
     }
 
+    /// Creates the parent directories of a file to be written, never through a link; directories it
+    /// creates are fsynced with the files at the end of the run.
+    async fn create_parents(&self, local: &LocalStorage, key: &str, path: &std::path::Path) -> Result<()> {
+        if local.create_parents(key, path).await? {
+            let mut dir = path.parent();
+            while let Some(d) = dir {
+                if !d.starts_with(local.root()) {
+                    break;
+                }
+                self.dirty_dirs.add(d).await;
+                dir = d.parent();
+            }
+        }
+        Ok(())
+    }
+
     async fn download(&self, source: &S3Storage, local: &LocalStorage, entry: &Entry) -> Result<Moved> {
         let key = &entry.key;
         let final_path = local.path_for(key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        local.create_parents(key, &final_path).await?;
         if entry.is_dir_marker() {
+            self.create_parents(local, key, &final_path).await?;
             tokio::fs::create_dir_all(&final_path)
                 .await
                 .map_err(|e| Error::local("create directory", &final_path, e))?;
@@ -1146,12 +1173,18 @@ impl Transferer {
             (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
         };
         let tmp = LocalStorage::temp_path_for(&final_path);
-        let file = self
-            .io
-            .get()?
-            .create_new(&tmp)
-            .await
-            .map_err(|e| Error::local("create", &tmp, e))?;
+        // The parents are made right before the temporary file goes in. A run deleting files in the
+        // same tree (another shard with --delete) may remove a directory it emptied in between: then
+        // make it again, once.
+        self.create_parents(local, key, &final_path).await?;
+        let file = match self.io.get()?.create_new(&tmp).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.create_parents(local, key, &final_path).await?;
+                self.io.get()?.create_new(&tmp).await
+            }
+            other => other,
+        }
+        .map_err(|e| Error::local("create", &tmp, e))?;
         let mut guard = TempGuard {
             path: tmp.clone(),
             armed: true,

@@ -31,13 +31,15 @@ pub struct UploadRecord {
 }
 
 impl UploadRecord {
-    /// Whether the run that wrote this record may still be working on the upload (alive, or not
-    /// provably dead), so that nobody else may resume or abort it.
-    pub fn owned_by_live_run(&self) -> bool {
-        match crate::owner::Owner::parse(&self.owner) {
-            Some(o) => !o.is_me() && !o.is_dead(),
-            None => true,
+    /// Whether the run that wrote this record (the file at `path`) may still be working on the upload
+    /// (alive, or not provably dead), so that nobody else may resume or abort it. Records of versions
+    /// before owners were recorded count as dead once they are older than this boot or a week.
+    pub fn owned_by_live_run(&self, path: &Path) -> bool {
+        if crate::owner::Owner::parse(&self.owner).is_some_and(|o| o.is_me()) {
+            return false;
         }
+        let written = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        !crate::owner::leftover_is_dead(&self.owner, written)
     }
 }
 
@@ -138,7 +140,7 @@ mod tests {
             key: "k/ü\nx".into(),
             owner: crate::owner::Owner::current().token(),
         };
-        assert!(!r.owned_by_live_run(), "our own record");
+        assert!(!r.owned_by_live_run(&p), "our own record");
         Journal::save(&p, &r).unwrap();
         assert_eq!(Journal::load(&p), Some(r.clone()));
         assert_eq!(j.records(), vec![(p.clone(), r)]);
