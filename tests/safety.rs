@@ -576,3 +576,42 @@ async fn a_key_that_changed_from_directory_to_file_converges_with_delete() {
     srv.run(&[&s3(&bucket), &s(other.path())]).expect(1);
     assert_eq!(read_tree(other.path()), vec![("x/keep".into(), b"k".to_vec())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_replaced_during_its_download_fails_instead_of_mixing_versions() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    put_multipart(&srv, &bucket, "obj", &data(15 * MIB, 1), 5 * MIB).await;
+    // Every GET is held 1 s by the proxy after the server answered: the object is replaced while the
+    // first range is held, so the later ranges would read the new object.
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::Latency(1000), When::Always).ops(&[Op::GetObject])],
+    )
+    .await;
+    let dst = tmpdir();
+    let args = [
+        "--max-parallel-uploads",
+        "1",
+        "--force-retry-count",
+        "1",
+        &s3(&bucket),
+        &s(dst.path()),
+    ];
+    let child = tokio::process::Command::from(srv.command_via(&proxy.url(), &args))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while proxy.requests_of(Op::GetObject) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no GetObject reached the proxy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    srv.put(&bucket, "obj", &data(15 * MIB, 2)).await;
+    let run = Run::from(child.wait_with_output().await.unwrap());
+    run.expect(1);
+    assert!(run.stderr.contains("replaced during the transfer"), "{}", run.stderr);
+    assert!(!dst.path().join("obj").exists(), "nothing under the final name");
+}
