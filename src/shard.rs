@@ -69,6 +69,23 @@ impl Shard {
         }
     }
 
+    /// Whether some key starting with `prefix` may belong to this shard (false only when every such
+    /// key is outside a range shard's range), so a walk can skip a whole directory.
+    pub fn may_hold_prefix(&self, prefix: &str) -> bool {
+        let ShardMode::Range { after, upto } = &self.mode else {
+            return true;
+        };
+        let p = prefix.as_bytes();
+        // Every key under the prefix is >= the prefix.
+        if upto.as_deref().is_some_and(|u| u.as_bytes() < p) {
+            return false;
+        }
+        // A lower bound past the prefix that does not extend it is above every key under it.
+        !after
+            .as_deref()
+            .is_some_and(|a| a.as_bytes() > p && !a.as_bytes().starts_with(p))
+    }
+
     /// The key a listing may start after (`StartAfter`), for range shards.
     pub fn start_after(&self) -> Option<&str> {
         match &self.mode {
@@ -308,5 +325,8 @@ mod tests {
         let s0 = plan.shard(0, 2, "s3://a/", "s3://b/").unwrap();
         assert!(s0.contains("m") && !s0.contains("n") && s0.is_past("n"));
         assert_eq!(s1.start_after(), Some("m"));
+        // Directory pruning: s1 owns ("m", …), s0 owns (…, "m"].
+        assert!(s1.may_hold_prefix("m/") && s1.may_hold_prefix("z/") && !s1.may_hold_prefix("a/"));
+        assert!(s0.may_hold_prefix("a/") && !s0.may_hold_prefix("n/") && !s0.may_hold_prefix("m/"));
     }
 }

@@ -282,7 +282,9 @@ impl Sync {
 
 async fn open_end(loc: &Location, client: &crate::config::ClientConfig, cfg: &Config) -> Result<End> {
     Ok(match loc {
-        Location::Local(p) => End::Local(LocalStorage::new(p.clone(), cfg.ignore_symlinks)),
+        Location::Local(p) => {
+            End::Local(LocalStorage::new(p.clone(), cfg.ignore_symlinks).with_shard(cfg.shard.clone()))
+        }
         Location::S3 { bucket, prefix } => {
             let c = build_client(client, &cfg.retry).await?;
             End::S3(S3Storage::new(

@@ -16,6 +16,8 @@ pub const TEMP_PREFIX: &str = ".s3sync-tmp.";
 pub struct LocalStorage {
     root: PathBuf,
     ignore_symlinks: bool,
+    /// The shard of a sharded job: walks skip what belongs to other shards.
+    shard: Option<crate::shard::Shard>,
 }
 
 /// Why a key cannot be mapped to a local path.
@@ -34,7 +36,15 @@ impl LocalStorage {
         LocalStorage {
             root: root.into(),
             ignore_symlinks,
+            shard: None,
         }
+    }
+
+    /// The same end, walked for one shard of a sharded job (the walk may skip other shards' entries;
+    /// the lister's shard filter still decides).
+    pub fn with_shard(mut self, shard: Option<crate::shard::Shard>) -> Self {
+        self.shard = shard;
+        self
     }
 
     /// The root directory.
@@ -230,17 +240,28 @@ impl LocalStorage {
                 }
                 continue;
             }
-            let is_link = match ent.file_type() {
-                Ok(ft) => ft.is_symlink(),
+            let ft = match ent.file_type() {
+                Ok(ft) => ft,
                 Err(e) => {
                     errors.push(Error::local("stat", &path, e));
                     continue;
                 }
             };
+            let is_link = ft.is_symlink();
             if is_link && self.ignore_symlinks {
                 continue;
             }
             let follow = role.follows_links();
+            // A shard neither stats the files of other shards nor walks directories outside its range.
+            if let Some(sh) = &self.shard {
+                let as_entry = ft.is_file() || (is_link && !follow);
+                if as_entry && !sh.contains(&format!("{key_prefix}{name}")) {
+                    continue;
+                }
+                if ft.is_dir() && !sh.may_hold_prefix(&format!("{key_prefix}{name}/")) {
+                    continue;
+                }
+            }
             let meta = if follow {
                 fs::metadata(&path)
             } else {
@@ -532,6 +553,37 @@ mod tests {
         let (keys, errs) = walk_all(root, WalkRole::TargetDryRun).await;
         assert_eq!(keys, vec!["a", "d/b", "d/up", "loop", "out"]);
         assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_range_shard_walks_only_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a/1", "b/1", "b/2", "c/1", "d/1", "top"] {
+            let p = dir.path().join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, f).unwrap();
+        }
+        let shard = crate::shard::Shard {
+            index: 1,
+            count: 3,
+            mode: crate::shard::ShardMode::Range {
+                after: Some("b/1".into()),
+                upto: Some("c/1".into()),
+            },
+        };
+        // Unreadable directories outside the range are not even opened.
+        let s = LocalStorage::new(dir.path(), false).with_shard(Some(shard));
+        fs::remove_dir_all(dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("nowhere", dir.path().join("d")).ok();
+        let (tx, mut rx) = mpsc::channel(4);
+        let h = tokio::spawn(async move { s.list(tx, WalkRole::TargetDryRun).await });
+        let mut keys = Vec::new();
+        while let Some(e) = rx.recv().await {
+            keys.push(e.unwrap().key);
+        }
+        h.await.unwrap().unwrap();
+        assert_eq!(keys, vec!["b/2", "c/1"]);
     }
 
     #[cfg(unix)]
