@@ -376,5 +376,7 @@ where
         .await
         .unwrap_or_else(|_| panic!("the run did not stop within 60 s of {signal}"))
         .unwrap();
-    Some((Run::from(out), sent.elapsed()))
+    let took = sent.elapsed();
+    eprintln!("the run ended {took:?} after {signal}");
+    Some((Run::from(out), took))
 }
