@@ -94,13 +94,19 @@ impl Shard {
         }
     }
 
-    /// A short label for logs and the JSON summary (`3/8 hash`).
+    /// A short label for logs (`3/8 hash`).
     pub fn label(&self) -> String {
-        let mode = match self.mode {
+        format!("{}/{} {}", self.index, self.count, self.mode.name())
+    }
+}
+
+impl ShardMode {
+    /// `hash` or `range`.
+    pub fn name(&self) -> &'static str {
+        match self {
             ShardMode::Hash => "hash",
             ShardMode::Range { .. } => "range",
-        };
-        format!("{}/{} {mode}", self.index, self.count)
+        }
     }
 }
 

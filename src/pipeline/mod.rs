@@ -173,9 +173,7 @@ impl Sync {
                 loop {
                     let job = { rx.lock().await.recv().await };
                     let Some(job) = job else { break };
-                    if cancel.is_cancelled() {
-                        break;
-                    }
+                    // Biased: a job taken after cancellation never starts.
                     tokio::select! {
                         biased;
                         _ = cancel.cancelled() => break,

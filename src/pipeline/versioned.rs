@@ -43,9 +43,7 @@ pub(super) async fn run(
                         if tr.cfg.filters.accepts_key(&kv.key)
                             && tr.cfg.shard.as_ref().is_none_or(|sh| sh.contains(&kv.key)) =>
                     {
-                        if cancel.is_cancelled() {
-                            break;
-                        }
+                        // Biased: a key taken after cancellation never starts.
                         tokio::select! {
                             biased;
                             _ = cancel.cancelled() => break,

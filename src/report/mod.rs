@@ -81,10 +81,7 @@ pub fn json_summary(s: &Stats, shard: Option<&crate::shard::Shard>, exit_code: i
     serde_json::json!({
         "shard_index": shard.map(|x| x.index),
         "shard_count": shard.map(|x| x.count),
-        "shard_mode": shard.map(|x| match x.mode {
-            crate::shard::ShardMode::Hash => "hash",
-            crate::shard::ShardMode::Range { .. } => "range",
-        }),
+        "shard_mode": shard.map(|x| x.mode.name()),
         "transferred": s.transferred,
         "bytes": s.bytes,
         "etag_verified": s.etag_verified,

@@ -126,8 +126,8 @@ impl LocalStorage {
     /// back to a directory on its own path (a loop) with a warning. The target walk never follows a
     /// link: a link inside the target is listed as an entry of its own, so that `--delete` can remove
     /// the link itself and nothing behind it. Entries that cannot be read are sent as errors (they make
-    /// the listing incomplete). With `clean_temp`, leftovers of s3sync runs that are provably dead are
-    /// removed.
+    /// the listing incomplete). The target walk of a real run ([`WalkRole::Target`]) removes leftovers
+    /// of s3sync runs that are provably dead.
     pub async fn list(&self, tx: mpsc::Sender<Result<Entry>>, role: WalkRole) -> Result<()> {
         let me = self.clone();
         let res = tokio::task::spawn_blocking(move || me.walk(&tx, role))
@@ -149,16 +149,19 @@ impl LocalStorage {
             Err(e) => return Err(Error::local("open directory", &self.root, e)),
         };
         let send = |item: Result<Entry>| tx.blocking_send(item).is_ok();
+        // Reads one directory, sending the errors of its unreadable entries; `None`: the receiver is
+        // gone (the run is ending).
+        let read = |dir: &Path, prefix: &str| {
+            let (items, errors) = self.read_sorted(dir, prefix, role);
+            errors.into_iter().all(|e| send(Err(e))).then(|| items.into_iter())
+        };
         // A stack of sorted directory listings; directories sort as "name/" so that the walk order
         // equals the byte order of the full keys. `on_path` holds the identity of every directory of
         // the current path, to recognise a link that leads back into it.
-        let (first, errors) = self.read_sorted(&self.root, "", role);
-        for e in errors {
-            if !send(Err(e)) {
-                return Ok(());
-            }
-        }
-        let mut stack: Vec<std::vec::IntoIter<DirItem>> = vec![first.into_iter()];
+        let Some(first) = read(&self.root, "") else {
+            return Ok(());
+        };
+        let mut stack: Vec<std::vec::IntoIter<DirItem>> = vec![first];
         let mut on_path: Vec<DirId> = vec![dir_id(&root_meta)];
         while let Some(top) = stack.last_mut() {
             let Some(item) = top.next() else {
@@ -182,13 +185,10 @@ impl LocalStorage {
                     }
                     continue;
                 }
-                let (children, errors) = self.read_sorted(&item.path, &item.key, role);
-                for e in errors {
-                    if !send(Err(e)) {
-                        return Ok(());
-                    }
-                }
-                stack.push(children.into_iter());
+                let Some(children) = read(&item.path, &item.key) else {
+                    return Ok(());
+                };
+                stack.push(children);
                 on_path.push(id);
             } else if !send(Ok(Entry {
                 key: item.key,

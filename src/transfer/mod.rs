@@ -202,6 +202,25 @@ struct S3Part<'a> {
     opaque_etag: &'a std::sync::atomic::AtomicBool,
 }
 
+impl S3Part<'_> {
+    /// GETs `len` bytes at `offset`, noting whether the response says the ETag is opaque.
+    async fn get_range(&self, offset: u64, len: u64) -> Result<aws_sdk_s3::primitives::ByteStream> {
+        let ranged = self
+            .s3
+            .get_range(self.key, self.version, self.etag, offset, len)
+            .await?;
+        if !ranged.etag_is_md5 {
+            self.opaque_etag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(ranged.body)
+    }
+
+    /// Whether a response so far said that the object's ETag is not an MD5 of its bytes.
+    fn etag_is_opaque(&self) -> bool {
+        self.opaque_etag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Aborts a multipart upload unless disarmed, also when the owning task is cancelled.
 struct AbortGuard {
     s3: S3Storage,
@@ -449,18 +468,9 @@ impl Transferer {
                     out.push(c.freeze());
                 }
             }
-            PartSource::S3(S3Part {
-                s3,
-                key,
-                version,
-                etag,
-                opaque_etag,
-            }) => {
-                let ranged = s3.get_range(key, *version, *etag, offset, len).await?;
-                if !ranged.etag_is_md5 {
-                    opaque_etag.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                let mut body = ranged.body;
+            PartSource::S3(part) => {
+                let (s3, key) = (part.s3, part.key);
+                let mut body = part.get_range(offset, len).await?;
                 let mut pending = chunks.into_iter();
                 let mut cur = pending.next();
                 while let Some(frame) = body.next().await {
@@ -539,7 +549,7 @@ impl Transferer {
         // Bytes read from an S3 source are checked against its ETag before anything is committed, so a
         // corrupted read never becomes the target object.
         let opaque = |src: &PartSource<'_>| match src {
-            PartSource::S3(p) => p.opaque_etag.load(std::sync::atomic::Ordering::Relaxed),
+            PartSource::S3(p) => p.etag_is_opaque(),
             PartSource::Local(_) => false,
         };
         let check_source = |computed: &str| match expected_etag {
@@ -727,27 +737,24 @@ impl Transferer {
         source_id: &str,
     ) -> Result<(String, Option<PathBuf>, std::collections::HashMap<i32, (String, u64)>)> {
         let mut reuse = std::collections::HashMap::new();
-        let path = self
+        let mut path = self
             .journal
             .as_ref()
             .map(|j| j.path_for(target.bucket(), &target.full_key(key)));
-        let mut path = path;
-        if let Some((p, rec)) = path
-            .as_deref()
-            .and_then(|p| resume::Journal::load(p).map(|r| (p.to_path_buf(), r)))
-        {
-            if rec.owned_by_live_run(&p) {
+        let mut record = path.as_deref().and_then(resume::Journal::load);
+        if let (Some(p), Some(rec)) = (&path, &record) {
+            if rec.owned_by_live_run(p) {
                 // Another live run is uploading this key: neither resume nor abort its upload, and
                 // keep its record.
                 debug!(
                     key,
                     "another live run is uploading this key; starting a separate upload"
                 );
-                path = None;
+                (path, record) = (None, None);
             }
         }
         if let Some(p) = &path {
-            if let Some(rec) = resume::Journal::load(p) {
+            if let Some(rec) = record {
                 let same = rec.size == layout.size
                     && rec.source_id == source_id
                     && rec.part_size == layout.part_size
@@ -919,12 +926,11 @@ impl Transferer {
         };
         // Parts larger than the pool cannot be held: write with our own part size instead (the source
         // ETag is then not comparable; the target's is still verified).
-        let (layout, known) = if layout.multipart && layout.part_size > self.pool_bytes()? {
+        let fits_pool = !layout.multipart || layout.part_size <= self.pool_bytes()?;
+        if !fits_pool {
             debug!(key = %entry.key, part_size = layout.part_size, "source parts exceed the chunk pool; using the configured part size");
-            (layout, false)
-        } else {
-            (layout, known)
-        };
+        }
+        let known = known && fits_pool;
         let layout = if layout.multipart && !known {
             PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize)
         } else {
@@ -1196,13 +1202,18 @@ impl Transferer {
             .map_err(|e| Error::local("allocate", &tmp, e))?;
         let file_ref = &file;
         let opaque_etag = std::sync::atomic::AtomicBool::new(false);
-        let opaque_ref = &opaque_etag;
+        let object = S3Part {
+            s3: source,
+            key,
+            version: entry.version_id.as_deref(),
+            etag: entry.etag.as_deref(),
+            opaque_etag: &opaque_etag,
+        };
+        let object = &object;
         let mut parts: Vec<(u64, PartDigest)> = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
                 let digest = self
-                    .retry_part(key, || {
-                        self.download_range(source, entry, file_ref, (off, len), algo, opaque_ref)
-                    })
+                    .retry_part(key, || self.download_range(object, file_ref, (off, len), algo))
                     .await?;
                 Ok::<_, Error>((i, digest))
             })
@@ -1221,7 +1232,7 @@ impl Transferer {
         drop(file);
         let mut verified = false;
         let mut warning = None;
-        if verify && opaque_etag.load(std::sync::atomic::Ordering::Relaxed) {
+        if verify && object.etag_is_opaque() {
             debug!(
                 key,
                 "the object is encrypted with SSE-KMS or SSE-C: its ETag is not an MD5, not verified"
@@ -1287,28 +1298,20 @@ impl Transferer {
     /// Downloads one range into the file at its offset, one pool chunk at a time, hashing in flight.
     async fn download_range(
         &self,
-        source: &S3Storage,
-        entry: &Entry,
+        object: &S3Part<'_>,
         file: &IoFile,
         (offset, len): (u64, u64),
         algo: Option<additional::ChecksumAlgorithm>,
-        opaque_etag: &std::sync::atomic::AtomicBool,
     ) -> Result<PartDigest> {
-        let (key, version) = (entry.key.as_str(), entry.version_id.as_deref());
+        let key = object.key;
         let mut hasher = PartHasher::with_checksum(algo);
         // An empty object whose ETag is the MD5 of nothing needs no request; any other empty object is
         // fetched, so that its response tells whether its ETag is a digest at all (SSE-KMS).
         const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
-        if len == 0 && entry.etag.as_deref().is_none_or(|e| e == EMPTY_MD5) {
+        if len == 0 && object.etag.is_none_or(|e| e == EMPTY_MD5) {
             return Ok(hasher.finish_all());
         }
-        let ranged = source
-            .get_range(key, version, entry.etag.as_deref(), offset, len)
-            .await?;
-        if !ranged.etag_is_md5 {
-            opaque_etag.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        let mut body = ranged.body;
+        let mut body = object.get_range(offset, len).await?;
         let mut pos = offset;
         let mut cur = None;
         let write = |c: s3sync_io::Chunk, at: u64| async move {
@@ -1319,7 +1322,7 @@ impl Transferer {
                 .map_err(|e| Error::local("write", "temporary file", e))
         };
         while let Some(frame) = body.next().await {
-            let frame = frame.map_err(|e| stream_error(key, source.bucket(), e))?;
+            let frame = frame.map_err(|e| stream_error(key, object.s3.bucket(), e))?;
             self.limits.bytes(frame.len() as u64).await;
             let mut data = &frame[..];
             while !data.is_empty() {
@@ -1356,7 +1359,7 @@ impl Transferer {
         if pos != offset + len {
             return Err(Error::S3 {
                 operation: "GetObject",
-                bucket: source.bucket().to_string(),
+                bucket: object.s3.bucket().to_string(),
                 key: key.to_string(),
                 kind: S3ErrorKind::Retryable,
                 message: format!(
