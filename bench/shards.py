@@ -50,17 +50,22 @@ def base_args(env):
             "--target-force-path-style", "--source-force-path-style", "-q"]
 
 
+def shard_args(env, shards, index, mode, plan):
+    """The command line of shard `index` of a job (no shard options for a job of one)."""
+    args = base_args(env)
+    if shards > 1:
+        args += ["--shard-count", str(shards), "--shard-index", str(index)]
+        if mode == "range":
+            args += ["--shard-plan", plan]
+    return args
+
+
 def run_job(env, shards, mode, plan, src, dst):
     """All shards at once; returns (wall seconds, [peak RSS MiB per shard], exit codes)."""
     procs = []
     t0 = time.monotonic()
     for i in range(shards):
-        args = base_args(env)
-        if shards > 1:
-            args += ["--shard-count", str(shards), "--shard-index", str(i)]
-            if mode == "range":
-                args += ["--shard-plan", plan]
-        args += [src, dst]
+        args = shard_args(env, shards, i, mode, plan) + [src, dst]
         procs.append(subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL))
     rss, codes = {}, {}
     while len(codes) < len(procs):
@@ -78,13 +83,8 @@ def per_shard_lists(env, shards, mode, plan, src, dst):
     """ListObjectsV2 requests of each shard alone (a no-op run of that shard)."""
     out = []
     for i in range(shards):
-        args = base_args(env)
-        if shards > 1:
-            args += ["--shard-count", str(shards), "--shard-index", str(i)]
-            if mode == "range":
-                args += ["--shard-plan", plan]
         before = list_requests(env)
-        subprocess.run(args + [src, dst], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(shard_args(env, shards, i, mode, plan) + [src, dst], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
         out.append(list_requests(env) - before)
     return out
 

@@ -534,8 +534,7 @@ async fn rate_limits_shape_the_run() {
     let b2 = srv.bucket().await;
     let many = tmpdir();
     let files: Vec<(String, Vec<u8>)> = (0..30).map(|i| (format!("f{i:02}"), vec![i as u8])).collect();
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    write_tree(many.path(), &refs);
+    write_tree(many.path(), &files);
     let t = std::time::Instant::now();
     srv.run(&["--rate-limit-objects", "10", &s(many.path()), &format!("s3://{b2}/")])
         .expect(0);

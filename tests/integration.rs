@@ -33,8 +33,7 @@ async fn round_trip_every_direction_is_byte_identical() {
     let bucket2 = srv.bucket().await;
     let src = tmpdir();
     let files = sizes();
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    write_tree(src.path(), &refs);
+    write_tree(src.path(), &files);
 
     // local -> S3
     let r = srv.run(&with_mp(&[&s(src.path()), &format!("s3://{bucket}/p/")]));

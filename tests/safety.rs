@@ -199,8 +199,7 @@ async fn sigterm_stops_a_download_within_seconds() {
     let bucket = srv.bucket().await;
     let src = tmpdir();
     let files: Vec<(String, Vec<u8>)> = (0..2000).map(|i| (format!("k{i:05}"), data(2000, i))).collect();
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    write_tree(src.path(), &refs);
+    write_tree(src.path(), &files);
     srv.run(&[&s(src.path()), &s3(&bucket)]).expect(0);
     let dst = tmpdir();
     let args = ["--worker-size", "2", &s3(&bucket), &s(dst.path())];
@@ -230,8 +229,7 @@ async fn sigint_during_deletions_stops_and_does_not_exit_0() {
     let bucket = srv.bucket().await;
     let src = tmpdir();
     let files: Vec<(String, Vec<u8>)> = (0..3000).map(|i| (format!("k{i:05}"), vec![1])).collect();
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    write_tree(src.path(), &refs);
+    write_tree(src.path(), &files);
     srv.run(&[&s(src.path()), &s3(&bucket)]).expect(0);
     let empty = tmpdir();
     let args = ["--delete", "--worker-size", "1", &s(empty.path()), &s3(&bucket)];
@@ -303,11 +301,10 @@ async fn a_listing_that_ends_without_a_token_is_an_error_and_deletes_nothing() {
     let srv = server().await;
     let bucket = srv.bucket().await;
     let files: Vec<(String, Vec<u8>)> = (0..10).map(|i| (format!("k{i:02}"), vec![i as u8])).collect();
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let dst = tmpdir();
-    write_tree(dst.path(), &refs);
+    write_tree(dst.path(), &files);
     let src = tmpdir();
-    write_tree(src.path(), &refs);
+    write_tree(src.path(), &files);
     srv.run(&[&s(src.path()), &s3(&bucket)]).expect(0);
     let proxy = FaultProxy::start(
         &srv.endpoint,
@@ -504,8 +501,7 @@ async fn sigint_during_a_slow_listing_stops_within_seconds() {
     let bucket = srv.bucket().await;
     let src = tmpdir();
     let files: Vec<(String, Vec<u8>)> = (0..40).map(|i| (format!("k{i:02}"), vec![i as u8])).collect();
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    write_tree(src.path(), &refs);
+    write_tree(src.path(), &files);
     srv.run(&[&s(src.path()), &s3(&bucket)]).expect(0);
     // Every listing page takes 1.5 s: the listing alone would take 12 s.
     let proxy = FaultProxy::start(
@@ -531,9 +527,8 @@ async fn an_unordered_listing_switches_delete_off_and_still_syncs() {
     let srv = server().await;
     let bucket = srv.bucket().await;
     let files: Vec<(String, Vec<u8>)> = (0..10).map(|i| (format!("k{i:02}"), vec![i as u8])).collect();
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let src = tmpdir();
-    write_tree(src.path(), &refs);
+    write_tree(src.path(), &files);
     srv.run(&[&s(src.path()), &s3(&bucket)]).expect(0);
     let dst = tmpdir();
     write_tree(
@@ -551,7 +546,7 @@ async fn an_unordered_listing_switches_delete_off_and_still_syncs() {
     proxy.assert_injected();
     run.expect(3);
     assert!(run.stderr.contains("not in key order"), "{}", run.stderr);
-    let mut want = refs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>();
+    let mut want = files.clone();
     want.push(("zz-extra".into(), b"mine".to_vec()));
     assert_eq!(read_tree(dst.path()), want, "every object synced, nothing deleted");
 }
@@ -570,7 +565,6 @@ async fn a_key_that_changed_from_directory_to_file_converges_with_delete() {
     srv.run(&["--delete", &s3(&bucket), &s(dst.path())]).expect(0);
     assert_eq!(read_tree(dst.path()), vec![("x".into(), b"now a file".to_vec())]);
     // Without --delete a directory that holds files is never removed to make room.
-    write_tree(dst.path(), &[]);
     let other = tmpdir();
     write_tree(other.path(), &[("x/keep", b"k".to_vec())]);
     srv.run(&[&s3(&bucket), &s(other.path())]).expect(1);

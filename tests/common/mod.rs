@@ -277,9 +277,9 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Writes files (relative path, bytes) under `root`.
-pub fn write_tree(root: &Path, files: &[(&str, Vec<u8>)]) {
+pub fn write_tree<K: AsRef<str>>(root: &Path, files: &[(K, Vec<u8>)]) {
     for (rel, bytes) in files {
-        let p = root.join(rel);
+        let p = root.join(rel.as_ref());
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, bytes).unwrap();
     }
