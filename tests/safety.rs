@@ -9,7 +9,7 @@ mod common;
 use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When, KMS_ETAG};
 use common::*;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The most a run may take to stop after SIGINT or SIGTERM.
@@ -93,15 +93,13 @@ async fn download_through_a_link_in_the_target_is_refused() {
 }
 
 /// Runs the binary as an unprivileged user (nobody) when the tests run as root, so that file
-/// permissions apply; the binary is copied where that user can execute it.
+/// permissions apply; the binary is copied once where that user can execute it.
 fn run_unprivileged(srv: &Server, args: &[&str], home: &Path) -> Run {
     let mut cmd = srv.command(args);
     cmd.env("HOME", home).env("S3SYNC_STATE_DIR", home.join("state"));
     if is_root() {
         use std::os::unix::process::CommandExt;
-        let bin = home.join("s3sync");
-        std::fs::copy(env!("CARGO_BIN_EXE_s3sync"), &bin).unwrap();
-        let mut c2 = std::process::Command::new(&bin);
+        let mut c2 = std::process::Command::new(unprivileged_binary());
         c2.args(cmd.get_args());
         for (k, v) in cmd.get_envs() {
             if let Some(v) = v {
@@ -111,7 +109,34 @@ fn run_unprivileged(srv: &Server, args: &[&str], home: &Path) -> Run {
         c2.uid(65534).gid(65534);
         cmd = c2;
     }
-    Run::from(cmd.output().expect("run s3sync"))
+    Run::from(output_retrying_busy(&mut cmd))
+}
+
+/// The test binary copied (once per test process) into a directory every user can read.
+fn unprivileged_binary() -> &'static Path {
+    static BIN: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &BIN.get_or_init(|| {
+        let dir = open_dir();
+        let bin = dir.path().join("s3sync");
+        std::fs::copy(env!("CARGO_BIN_EXE_s3sync"), &bin).unwrap();
+        (dir, bin)
+    })
+    .1
+}
+
+/// Runs `cmd`, retrying while exec fails with ETXTBSY: a child forked by a concurrent test can
+/// hold the freshly written binary open for a moment between its fork and its exec.
+fn output_retrying_busy(cmd: &mut std::process::Command) -> std::process::Output {
+    let mut attempts = 0;
+    loop {
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other.expect("run s3sync"),
+        }
+    }
 }
 
 /// A directory every user may enter and write.
