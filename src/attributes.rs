@@ -81,6 +81,45 @@ pub struct ObjectAttributes {
     pub sse: Option<String>,
     /// KMS key id.
     pub sse_kms_key_id: Option<String>,
+    /// Pay for the write as the requester (set by a preprocess callback; the end's
+    /// `--target-request-payer` applies to every request anyway).
+    pub request_payer: bool,
+    /// Preconditions of the write (optimistic locking).
+    pub preconditions: Preconditions,
+}
+
+/// Preconditions of one object's write, decided from [`crate::config::WriteConditions`] and the
+/// ETags the listings showed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// `If-Match` on PutObject, CompleteMultipartUpload (the target's ETag as listed).
+    pub if_match: Option<String>,
+    /// `If-None-Match: *` on PutObject, CompleteMultipartUpload.
+    pub if_none_match: bool,
+    /// `x-amz-copy-source-if-match` on CopyObject, UploadPartCopy (the source's ETag as listed).
+    pub copy_source_if_match: Option<String>,
+}
+
+impl Preconditions {
+    /// The `If-Match` header value (quoted ETag).
+    pub fn if_match_header(&self) -> Option<String> {
+        self.if_match.as_deref().map(quote)
+    }
+
+    /// The `If-None-Match` header value.
+    pub fn if_none_match_header(&self) -> Option<String> {
+        self.if_none_match.then(|| "*".to_string())
+    }
+
+    /// The `x-amz-copy-source-if-match` header value (quoted ETag).
+    pub fn copy_source_if_match_header(&self) -> Option<String> {
+        self.copy_source_if_match.as_deref().map(quote)
+    }
+}
+
+/// An ETag as headers carry it: in double quotes.
+pub fn quote(etag: &str) -> String {
+    format!("\"{}\"", etag.trim_matches('"'))
 }
 
 impl ObjectAttributes {
@@ -196,6 +235,7 @@ macro_rules! apply_attributes {
             .set_acl(a.acl.as_deref().map(aws_sdk_s3::types::ObjectCannedAcl::from))
             .set_server_side_encryption(a.sse.as_deref().map(aws_sdk_s3::types::ServerSideEncryption::from))
             .set_ssekms_key_id(a.sse_kms_key_id.clone())
+            .set_request_payer(a.request_payer.then_some(aws_sdk_s3::types::RequestPayer::Requester))
     }};
 }
 

@@ -41,6 +41,8 @@ pub struct ClientConfig {
     pub request_payer: bool,
     /// Proxy for the S3 requests (`--https-proxy`, `http(s)://[user:password@]host:port`).
     pub https_proxy: Option<String>,
+    /// Send requests unsigned, without credentials (`--source-no-sign-request`: public buckets).
+    pub no_sign_request: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -68,6 +70,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("accelerate", &self.accelerate)
             .field("request_payer", &self.request_payer)
             .field("https_proxy", &proxy)
+            .field("no_sign_request", &self.no_sign_request)
             .finish()
     }
 }
@@ -190,6 +193,33 @@ pub struct Config {
     pub report_metadata_sync_status: bool,
     /// Also compare tags in `--report-sync-status`.
     pub report_tagging_sync_status: bool,
+    /// `--delete` also removes target objects that `--filter-exclude-regex` matches (`--delete-excluded`).
+    pub delete_excluded: bool,
+    /// Archived objects that cannot be read (GLACIER, DEEP_ARCHIVE) are skipped silently instead of
+    /// with a warning (`--ignore-glacier-warnings`).
+    pub ignore_glacier_warnings: bool,
+    /// Compare additional checksums after transfers (off: `--disable-additional-checksum-verify`; the
+    /// checksum is still sent and stored).
+    pub verify_additional_checksum: bool,
+    /// Preconditions sent with writes and deletes (optimistic locking).
+    pub conditions: WriteConditions,
+    /// User callbacks: filter, preprocess and event (Rust implementations or Lua scripts).
+    pub callbacks: crate::callback::Callbacks,
+}
+
+/// Preconditions sent with the requests that change the target, so that a concurrent writer is
+/// detected (HTTP 412) instead of overwritten.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteConditions {
+    /// `If-Match: <target ETag as listed>` on PutObject, CompleteMultipartUpload and DeleteObject
+    /// (`--if-match`).
+    pub if_match: bool,
+    /// `If-None-Match: *` on PutObject and CompleteMultipartUpload: only create, never overwrite
+    /// (`--if-none-match`).
+    pub if_none_match: bool,
+    /// `x-amz-copy-source-if-match: <source ETag as listed>` on CopyObject and UploadPartCopy
+    /// (`--copy-source-if-match`).
+    pub copy_source_if_match: bool,
 }
 
 impl Config {
@@ -235,6 +265,11 @@ impl Config {
                 sync_latest_tagging: false,
                 report_metadata_sync_status: false,
                 report_tagging_sync_status: false,
+                delete_excluded: false,
+                ignore_glacier_warnings: false,
+                verify_additional_checksum: true,
+                conditions: WriteConditions::default(),
+                callbacks: Default::default(),
             },
         }
     }
@@ -285,6 +320,30 @@ impl Config {
             && !matches!(self.attributes.sse.as_deref(), Some("aws:kms" | "aws:kms:dsse"))
         {
             return invalid("--sse-kms-key-id needs --sse aws:kms or aws:kms:dsse");
+        }
+        if (self.conditions.if_match || self.conditions.if_none_match) && !self.target.is_s3() {
+            return invalid("--if-match and --if-none-match need an S3 target");
+        }
+        if self.conditions.if_match && self.conditions.if_none_match {
+            return invalid("--if-match and --if-none-match cannot be used together");
+        }
+        if self.conditions.if_match && self.remove_modified_filter && !self.head_each_target {
+            return invalid(
+                "--if-match needs the target's ETag: use --head-each-target, or remove --remove-modified-filter",
+            );
+        }
+        if self.conditions.copy_source_if_match && !self.server_side_copy {
+            return invalid("--copy-source-if-match needs --server-side-copy");
+        }
+        if (self.conditions.if_match || self.conditions.copy_source_if_match)
+            && (self.enable_versioning || self.point_in_time.is_some())
+        {
+            return invalid(
+                "--if-match and --copy-source-if-match cannot be used with --enable-versioning or --point-in-time",
+            );
+        }
+        if self.delete_excluded && !self.delete {
+            return invalid("--delete-excluded needs --delete");
         }
         if self.check.compares_digests() && self.remove_modified_filter {
             return invalid("--remove-modified-filter cannot be combined with an update check option");

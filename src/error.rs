@@ -24,6 +24,12 @@ pub enum S3ErrorKind {
     NotFound,
     /// The endpoint could not be reached (connection refused, DNS, timeout).
     Unreachable,
+    /// The object is archived (GLACIER, DEEP_ARCHIVE, an archive tier) and not restored
+    /// (`InvalidObjectState`): it cannot be read.
+    Archived,
+    /// A conditional request's precondition (`If-Match`, `If-None-Match`,
+    /// `x-amz-copy-source-if-match`) did not hold (HTTP 412): the object changed since it was seen.
+    PreconditionFailed,
     /// Throttling or a server-side failure that may succeed when retried.
     Retryable,
     /// Anything else.
@@ -115,6 +121,10 @@ pub enum Error {
     /// The chunk pool or an I/O backend failed.
     #[error(transparent)]
     Io(#[from] s3sync_io::IoError),
+    /// A filter or preprocess callback failed (a script error, a timeout, an invalid value); it stops
+    /// the run.
+    #[error("{0}")]
+    Callback(#[from] crate::callback::CallbackError),
     /// The run was cancelled.
     #[error("cancelled")]
     Cancelled,

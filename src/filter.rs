@@ -81,7 +81,15 @@ impl Filters {
             && exc(&self.exclude_tag_regex, &f.tags)
     }
 
-    /// Whether a key passes the key filters (also used to keep excluded target objects from deletion).
+    /// Whether `--delete` may remove a target-only key: keys outside `--filter-include-regex` are
+    /// never touched; keys matching `--filter-exclude-regex` are protected unless `delete_excluded`
+    /// (`--delete-excluded`).
+    pub fn may_delete(&self, key: &str, delete_excluded: bool) -> bool {
+        self.include_regex.as_ref().is_none_or(|r| r.is_match(key))
+            && (delete_excluded || self.exclude_regex.as_ref().is_none_or(|r| !r.is_match(key)))
+    }
+
+    /// Whether a key passes the key filters.
     pub fn accepts_key(&self, key: &str) -> bool {
         self.include_regex.as_ref().is_none_or(|r| r.is_match(key))
             && self.exclude_regex.as_ref().is_none_or(|r| !r.is_match(key))

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod attributes;
+pub mod callback;
 pub mod checksum;
 pub mod cli;
 pub mod compare;

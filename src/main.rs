@@ -49,8 +49,15 @@ fn main() -> ExitCode {
     }
     let json_summary = args.json_summary.then(|| cfg.shard.clone());
     let warn_as_error = cfg.warn_as_error;
-    let show_progress = args.quiet == 0 && !args.json_tracing && std::io::stderr().is_terminal();
-    let quiet = args.quiet > 0;
+    // --show-no-progress hides the bar and the summary line, as in the reference; a bar between
+    // per-object log lines (-v, or a dry run) would only garble them.
+    let show_progress = args.quiet == 0
+        && args.verbose == 0
+        && !args.dry_run
+        && !args.show_no_progress
+        && !args.json_tracing
+        && std::io::stderr().is_terminal();
+    let quiet = args.quiet > 0 || args.show_no_progress;
     let code = runtime.block_on(async move {
         let report_status = cfg.report_sync_status;
         let mut sync = Sync::new(cfg);

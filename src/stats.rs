@@ -50,9 +50,53 @@ impl SyncStatus {
     }
 }
 
-/// What happened to one object.
+/// What happened in a run: to the run itself or to one object. The event callback
+/// ([`crate::callback::EventCallback`]) receives the same events, as [`crate::callback::EventData`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SyncEvent {
+    /// The run starts (both ends are open).
+    PipelineStart,
+    /// The run ended, with its final statistics.
+    PipelineEnd {
+        /// The statistics.
+        stats: Stats,
+    },
+    /// An object's transfer starts.
+    Started {
+        /// Relative key.
+        key: String,
+        /// Its size.
+        size: u64,
+    },
+    /// An object was left out by a filter (the filter callback, or content type, metadata or tags).
+    Filtered {
+        /// Relative key.
+        key: String,
+        /// Which filter.
+        message: String,
+    },
+    /// The preprocess callback cancelled an object (counted as skipped).
+    Cancelled {
+        /// Relative key.
+        key: String,
+    },
+    /// An object's additional checksum was verified end to end.
+    ChecksumVerified {
+        /// Relative key.
+        key: String,
+    },
+    /// An object's ETag or additional checksum did not match (the object also fails).
+    Mismatch {
+        /// Relative key.
+        key: String,
+        /// Additional checksum (`true`) or ETag.
+        checksum: bool,
+        /// The value the other side reports.
+        expected: String,
+        /// The value computed from the bytes.
+        actual: String,
+    },
     /// Transferred (or would be, in a dry run) and verified where possible.
     Transferred {
         /// Relative key.
@@ -140,11 +184,13 @@ pub struct Stats {
     pub elapsed: Duration,
 }
 
-/// Counters plus the optional event sink; one per run, shared by all stages.
+/// Counters plus the event sinks (the [`crate::Sync::events`] stream and the event callback); one
+/// per run, shared by all stages. Every event passes through [`Reporter::emit`].
 #[derive(Debug)]
 pub struct Reporter {
     counters: Counters,
     events: Option<mpsc::UnboundedSender<SyncEvent>>,
+    callback: Option<mpsc::UnboundedSender<SyncEvent>>,
     started: std::time::Instant,
 }
 
@@ -154,14 +200,79 @@ impl Reporter {
         Reporter {
             counters: Counters::default(),
             events,
+            callback: None,
             started: std::time::Instant::now(),
         }
     }
 
+    /// Also forwards every event to `callback` (the event callback's dispatcher).
+    pub fn with_callback(mut self, callback: mpsc::UnboundedSender<SyncEvent>) -> Self {
+        self.callback = Some(callback);
+        self
+    }
+
     fn emit(&self, e: SyncEvent) {
+        if let Some(tx) = &self.callback {
+            let _ = tx.send(e.clone());
+        }
         if let Some(tx) = &self.events {
             let _ = tx.send(e);
         }
+    }
+
+    /// Records the start of the run.
+    pub fn pipeline_start(&self) {
+        self.emit(SyncEvent::PipelineStart);
+    }
+
+    /// Records the end of the run, with its statistics.
+    pub fn pipeline_end(&self) {
+        self.emit(SyncEvent::PipelineEnd { stats: self.snapshot() });
+    }
+
+    /// Records the start of an object's transfer.
+    pub fn started(&self, key: &str, size: u64) {
+        self.emit(SyncEvent::Started {
+            key: key.to_string(),
+            size,
+        });
+    }
+
+    /// Records an object left out by a filter.
+    pub fn filtered(&self, key: &str, message: &str) {
+        tracing::debug!(key, "object filtered: {message}");
+        self.emit(SyncEvent::Filtered {
+            key: key.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    /// Records an object cancelled by the preprocess callback (counted as skipped).
+    pub fn cancelled(&self, key: &str) {
+        tracing::info!(key, "object cancelled by the preprocess callback");
+        self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+        self.emit(SyncEvent::Cancelled { key: key.to_string() });
+    }
+
+    /// Records an object whose additional checksum was verified.
+    pub fn checksum_verified(&self, key: &str) {
+        self.emit(SyncEvent::ChecksumVerified { key: key.to_string() });
+    }
+
+    /// Records and logs a failed object; a digest mismatch is also reported as such.
+    pub fn failed_with(&self, key: &str, error: &crate::Error) {
+        if let crate::Error::Verification {
+            what, expected, actual, ..
+        } = error
+        {
+            self.emit(SyncEvent::Mismatch {
+                key: key.to_string(),
+                checksum: what.contains("checksum"),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            });
+        }
+        self.failed(key, error.to_string());
     }
 
     /// Records a planned transfer (the diff decided an object needs to move).

@@ -34,6 +34,14 @@ pub const DEFAULT_MULTIPART_CHUNKSIZE: &str = "8MiB";
 pub const DEFAULT_LUA_VM_MEMORY_LIMIT_STR: &str = "64MiB";
 /// Default `--lua-vm-memory-limit` in bytes.
 pub const DEFAULT_LUA_VM_MEMORY_LIMIT: u64 = 64 * MIB;
+/// Default `--lua-callback-timeout-milliseconds`.
+pub const DEFAULT_LUA_CALLBACK_TIMEOUT_MILLISECONDS: u64 = 10_000;
+/// Default `--max-parallel-listings`.
+pub const DEFAULT_MAX_PARALLEL_LISTINGS: u16 = 16;
+/// Default `--max-parallel-listing-max-depth`.
+pub const DEFAULT_MAX_PARALLEL_LISTING_MAX_DEPTH: u16 = 2;
+/// Default `--object-listing-queue-size`.
+pub const DEFAULT_OBJECT_LISTING_QUEUE_SIZE: u32 = 200_000;
 
 /// Values accepted by `--storage-class`.
 pub const STORAGE_CLASSES: [&str; 9] = [
@@ -104,6 +112,10 @@ pub struct CliArgs {
     /// A simulation mode. No actions will be performed
     #[arg(long, env = "DRY_RUN", help_heading = "General")]
     pub dry_run: bool,
+
+    /// Don't show the progress bar
+    #[arg(long, env = "SHOW_NO_PROGRESS", help_heading = "General")]
+    pub show_no_progress: bool,
 
     /// Use server-side copy (both source and target must be S3).
     #[arg(
@@ -222,6 +234,15 @@ pub struct CliArgs {
     /// Use request payer for the source bucket
     #[arg(long, env = "SOURCE_REQUEST_PAYER", help_heading = "Source Options")]
     pub source_request_payer: bool,
+
+    /// Do not sign requests for the source bucket (anonymous access for public buckets)
+    #[arg(
+        long,
+        env = "SOURCE_NO_SIGN_REQUEST",
+        conflicts_with_all = ["source_profile", "source_access_key"],
+        help_heading = "Source Options"
+    )]
+    pub source_no_sign_request: bool,
 
     /// Force path-style addressing for source endpoint
     #[arg(long, env = "SOURCE_FORCE_PATH_STYLE", help_heading = "Source Options")]
@@ -496,6 +517,16 @@ pub struct CliArgs {
     #[arg(long, env = "DISABLE_ETAG_VERIFY", help_heading = "Verification")]
     pub disable_etag_verify: bool,
 
+    /// Disable additional checksum verification, but still send the additional checksum on upload.
+    #[arg(
+        long,
+        env = "DISABLE_ADDITIONAL_CHECKSUM_VERIFY",
+        help_heading = "Verification",
+        help = "Disable additional checksum verification \n\
+                But use additional checksum for upload (The hash value is stored in the target object)."
+    )]
+    pub disable_additional_checksum_verify: bool,
+
     // ------------------------------------------------------------- Performance
     /// Number of workers for synchronization. The default is 64 (the original s3sync: 16): object stores
     /// answer small requests with tens of milliseconds of latency, so objects/s grow with the number in
@@ -548,6 +579,46 @@ pub struct CliArgs {
                 Default: derived from --max-parallel-uploads and --multipart-chunksize, at most 64MiB"
     )]
     pub io_pool_size: Option<u64>,
+
+    /// Maximum number of parallel listings of objects.
+    #[arg(
+        long,
+        env = "MAX_PARALLEL_LISTINGS",
+        default_value_t = DEFAULT_MAX_PARALLEL_LISTINGS,
+        value_parser = clap::value_parser!(u16).range(1..),
+        help_heading = "Performance"
+    )]
+    pub max_parallel_listings: u16,
+
+    /// Maximum depth (sub directory/prefix) of parallel listings.
+    #[arg(
+        long,
+        env = "MAX_PARALLEL_LISTING_MAX_DEPTH",
+        default_value_t = DEFAULT_MAX_PARALLEL_LISTING_MAX_DEPTH,
+        value_parser = clap::value_parser!(u16).range(1..),
+        help_heading = "Performance"
+    )]
+    pub max_parallel_listing_max_depth: u16,
+
+    /// Queue size for object listings
+    #[arg(
+        long,
+        env = "OBJECT_LISTING_QUEUE_SIZE",
+        default_value_t = DEFAULT_OBJECT_LISTING_QUEUE_SIZE,
+        value_parser = clap::value_parser!(u32).range(1..),
+        help_heading = "Performance"
+    )]
+    pub object_listing_queue_size: u32,
+
+    /// Allow parallel listings in express one zone storage class.
+    #[arg(
+        long,
+        env = "ALLOW_PARALLEL_LISTINGS_IN_EXPRESS_ONE_ZONE",
+        help_heading = "Performance",
+        help = "Allow parallel listings in express one zone storage class.\n\
+                It may include multipart upload in progress objects in the listing result."
+    )]
+    pub allow_parallel_listings_in_express_one_zone: bool,
 
     // ------------------------------------------------------ Multipart Settings
     /// Object size threshold (bytes) that s3sync uses for multipart upload.
@@ -679,6 +750,33 @@ pub struct CliArgs {
                 --head-each-target options are automatically enabled."
     )]
     pub sync_latest_tagging: bool,
+
+    // ------------------------------------------------------- Object Annotation
+    /// Copy object annotations from the source if necessary.
+    #[arg(
+        long,
+        env = "ENABLE_SYNC_OBJECT_ANNOTATIONS",
+        help_heading = "Object Annotation",
+        help = "Copy object annotations from the source if necessary.\n\
+                If this option is enabled, extra API calls are required."
+    )]
+    pub enable_sync_object_annotations: bool,
+
+    /// Don't use ETag for update annotation checking
+    #[arg(long, env = "DISABLE_CHECK_ANNOTATION_ETAG", help_heading = "Object Annotation")]
+    pub disable_check_annotation_etag: bool,
+
+    /// Copy the latest object annotation from the source if necessary.
+    #[arg(
+        long,
+        env = "SYNC_LATEST_OBJECT_ANNOTATIONS",
+        conflicts_with_all = ["enable_versioning"],
+        help_heading = "Object Annotation",
+        help = "Copy the latest object annotation from the source if necessary.\n\
+                If this option is enabled, the --remove-modified-filter and\n\
+                --head-each-target options are automatically enabled. And extra API calls are required."
+    )]
+    pub sync_latest_object_annotations: bool,
 
     // -------------------------------------------------------------- Versioning
     /// Sync all version objects in the source storage to the target versioning storage.
@@ -876,6 +974,17 @@ pub struct CliArgs {
     )]
     pub report_tagging_sync_status: bool,
 
+    /// Report annotations sync status to the target storage.
+    #[arg(
+        long,
+        env = "REPORT_ANNOTATIONS_SYNC_STATUS",
+        requires = "report_sync_status",
+        help_heading = "Reporting",
+        help = "Report annotations sync status to the target storage.\n\
+                It must be used with --report-sync-status."
+    )]
+    pub report_annotations_sync_status: bool,
+
     // --------------------------------------------------------- Tracing/Logging
     /// Show trace as json format
     #[arg(long, env = "JSON_TRACING", help_heading = "Tracing/Logging")]
@@ -892,6 +1001,17 @@ pub struct CliArgs {
     /// Disable ANSI terminal colors
     #[arg(long, env = "DISABLE_COLOR_TRACING", help_heading = "Tracing/Logging")]
     pub disable_color_tracing: bool,
+
+    /// Output all tracing to stderr.
+    #[arg(
+        long,
+        env = "TRACING_STDERR",
+        help_heading = "Tracing/Logging",
+        help = "Output all tracing to stderr. This release always writes tracing to stderr (stdout carries\n\
+                only --report-sync-status lines, --json-summary and --make-shard-plan output); accepted so\n\
+                that scripts written for s3sync 1.62.4 run unchanged."
+    )]
+    pub tracing_stderr: bool,
 
     // ----------------------------------------------------------- Retry Options
     /// Maximum retry attempts that s3sync retry handler use
@@ -1101,6 +1221,18 @@ pub struct CliArgs {
     )]
     pub lua_vm_memory_limit: u64,
 
+    /// Timeout in milliseconds for Lua callback execution. Zero means no timeout.
+    #[arg(
+        long,
+        env = "LUA_CALLBACK_TIMEOUT_MILLISECONDS",
+        default_value_t = DEFAULT_LUA_CALLBACK_TIMEOUT_MILLISECONDS,
+        help_heading = "Lua scripting support",
+        help = "Timeout in milliseconds for Lua callback execution.\n\
+                Zero means no timeout.\n\
+                If the timeout is exceeded, the callback will be terminated with an error."
+    )]
+    pub lua_callback_timeout_milliseconds: u64,
+
     // --------------------------------------------------------------- Dangerous
     /// Allow unsafe Lua VM functions in the Lua script.
     #[arg(
@@ -1145,6 +1277,51 @@ pub struct CliArgs {
         help = "Don't delete more than this many objects; the rest are reported as warnings [requires --delete]"
     )]
     pub max_delete: Option<u64>,
+
+    /// With --delete, --filter-exclude-regex does not protect target objects from deletion.
+    #[arg(
+        long,
+        env = "DELETE_EXCLUDED",
+        requires = "delete",
+        help_heading = "Advanced",
+        help = "When used in combination with --delete options, supplied --filter-exclude-regex patterns will not prevent an object from being deleted.\n"
+    )]
+    pub delete_excluded: bool,
+
+    /// Add an If-Match header for PutObject/CompleteMultipartUpload/DeleteObject requests.
+    #[arg(
+        long,
+        env = "IF_MATCH",
+        conflicts_with_all = ["if_none_match"],
+        help_heading = "Advanced",
+        help = "Add an If-Match header for PutObject/CompleteMultipartUpload/DeleteObject requests.\n\
+                This is for like an optimistic lock."
+    )]
+    pub if_match: bool,
+
+    /// Add an x-amz-copy-source-if-match header for CopyObject/UploadPartCopy requests.
+    #[arg(
+        long,
+        env = "COPY_SOURCE_IF_MATCH",
+        help_heading = "Advanced",
+        help = "Add an x-amz-copy-source-if-match header for CopyObject/UploadPartCopy requests.\n\
+                This is for like an optimistic lock."
+    )]
+    pub copy_source_if_match: bool,
+
+    /// Uploads the object only if the object key name does not already exist in the specified bucket.
+    #[arg(
+        long,
+        env = "IF_NONE_MATCH",
+        help_heading = "Advanced",
+        help = "Uploads the object only if the object key name does not already exist in the specified bucket.\n\
+                This is for like an optimistic lock."
+    )]
+    pub if_none_match: bool,
+
+    /// Suppress warnings related to Amazon S3 Glacier storage class objects during GetObject requests
+    #[arg(long, env = "IGNORE_GLACIER_WARNINGS", help_heading = "Advanced")]
+    pub ignore_glacier_warnings: bool,
 }
 
 /// Shows where from and where to, never the options: several hold secrets (keys, SSE-C keys, proxy
@@ -1166,13 +1343,11 @@ impl CliArgs {
     pub fn unsupported_options(&self) -> Vec<&'static str> {
         // One line per option: delete the line once the option is implemented.
         #[rustfmt::skip]
-        let checks = [
-            (self.preprocess_callback_lua_script.is_some(), "--preprocess-callback-lua-script"),
-            (self.event_callback_lua_script.is_some(), "--event-callback-lua-script"),
-            (self.filter_callback_lua_script.is_some(), "--filter-callback-lua-script"),
-            (self.allow_lua_os_library, "--allow-lua-os-library"),
-            (self.lua_vm_memory_limit != DEFAULT_LUA_VM_MEMORY_LIMIT, "--lua-vm-memory-limit"),
-            (self.allow_lua_unsafe_vm, "--allow-lua-unsafe-vm"),
+        let checks: [(bool, &'static str); 4] = [
+            (self.enable_sync_object_annotations, "--enable-sync-object-annotations"),
+            (self.sync_latest_object_annotations, "--sync-latest-object-annotations"),
+            (self.report_annotations_sync_status, "--report-annotations-sync-status"),
+            (self.disable_check_annotation_etag, "--disable-check-annotation-etag"),
         ];
         checks
             .into_iter()
@@ -1328,8 +1503,9 @@ mod tests {
             with_env += 1;
         }
         // 112 env-backed arguments of the reference (incl. SOURCE/TARGET) + --io-pool-size + --max-delete
-        // + --https-proxy (feature-gated in the reference) + the four sharding options + --json-summary.
-        assert_eq!(with_env, 120);
+        // + --https-proxy (feature-gated in the reference) + the four sharding options + --json-summary
+        // + the 18 options of 1.62.4 its README does not show.
+        assert_eq!(with_env, 138);
     }
 
     #[test]
@@ -1512,8 +1688,8 @@ mod tests {
 
     #[test]
     fn unsupported_options_listing() {
-        let a = parse_ok(&["--allow-lua-unsafe-vm", "--check-etag", "s3://a", "b"]);
-        assert_eq!(a.unsupported_options(), vec!["--allow-lua-unsafe-vm"]);
+        let a = parse_ok(&["--enable-sync-object-annotations", "--check-etag", "s3://a", "b"]);
+        assert_eq!(a.unsupported_options(), vec!["--enable-sync-object-annotations"]);
 
         let implemented = parse_ok(&[
             "--dry-run",
@@ -1630,17 +1806,14 @@ mod tests {
             "--lua-vm-memory-limit",
             "1MiB",
             "--allow-lua-unsafe-vm",
+            "--disable-check-annotation-etag",
             "a",
             "b",
         ]);
         assert_eq!(
             unsupported.unsupported_options(),
-            vec!["--lua-vm-memory-limit", "--allow-lua-unsafe-vm"]
+            vec!["--disable-check-annotation-etag"]
         );
-        // Setting the Lua memory limit to its default value is not "set".
-        assert!(parse_ok(&["--lua-vm-memory-limit", "64MiB"])
-            .unsupported_options()
-            .is_empty());
     }
 
     /// Every option not in the implemented list is reported when set.
@@ -1765,6 +1938,26 @@ mod tests {
             "shard_plan",
             "make_shard_plan",
             "json_summary",
+            "preprocess_callback_lua_script",
+            "event_callback_lua_script",
+            "filter_callback_lua_script",
+            "allow_lua_os_library",
+            "allow_lua_unsafe_vm",
+            "lua_vm_memory_limit",
+            "lua_callback_timeout_milliseconds",
+            "show_no_progress",
+            "source_no_sign_request",
+            "disable_additional_checksum_verify",
+            "max_parallel_listings",
+            "max_parallel_listing_max_depth",
+            "object_listing_queue_size",
+            "allow_parallel_listings_in_express_one_zone",
+            "tracing_stderr",
+            "delete_excluded",
+            "if_match",
+            "copy_source_if_match",
+            "if_none_match",
+            "ignore_glacier_warnings",
         ];
         let cmd = CliArgs::command();
         for arg in cmd.get_arguments() {
@@ -1806,7 +1999,9 @@ mod tests {
                     "--target-sse-c-key=k",
                     "--target-sse-c-key-md5=m",
                 ],
-                "report_metadata_sync_status" | "report_tagging_sync_status" => &["--report-sync-status"],
+                "report_metadata_sync_status" | "report_tagging_sync_status" | "report_annotations_sync_status" => {
+                    &["--report-sync-status"]
+                }
                 _ => &[],
             };
             argv.extend(extra.iter().map(|s| s.to_string()));
@@ -1818,5 +2013,53 @@ mod tests {
                 a.unsupported_options()
             );
         }
+    }
+
+    /// Every option of the released s3sync 1.62.4 (its complete `--help`, kept beside this file)
+    /// exists here with the same environment variable, so scripts written for it keep working.
+    #[test]
+    fn every_reference_option_exists_with_its_env_var() {
+        let reference = include_str!("reference-help-1.62.4.txt");
+        let mut expected: Vec<(String, Option<String>)> = Vec::new();
+        for line in reference.lines() {
+            let t = line.trim_start();
+            // Option lines are indented by 2 (`  -v, --verbose`) or 6 (`      --dry-run`); deeper
+            // lines are help text, which may mention other options.
+            let indent = line.len() - t.len();
+            let is_option = (indent == 2 || indent == 6) && t.starts_with('-');
+            if is_option {
+                let long = t
+                    .split([' ', ',', '.'])
+                    .find(|w| w.starts_with("--"))
+                    .map(str::to_string);
+                if let Some(long) = long {
+                    expected.push((long, None));
+                }
+            } else if let (Some(start), Some(last)) = (t.find("[env: "), expected.last_mut()) {
+                let name = t[start + 6..].trim_end_matches(']').trim_end_matches('=');
+                last.1 = Some(name.to_string());
+            }
+        }
+        assert!(expected.len() > 120, "parsed {} reference options", expected.len());
+        let cmd = CliArgs::command();
+        let ours: std::collections::HashMap<String, Option<String>> = cmd
+            .get_arguments()
+            .filter_map(|a| {
+                let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
+                a.get_long().map(|l| (format!("--{l}"), env))
+            })
+            .collect();
+        let mut missing = Vec::new();
+        for (flag, env) in &expected {
+            if flag == "--help" || flag == "--version" {
+                continue;
+            }
+            match ours.get(flag) {
+                None => missing.push(format!("{flag} (absent)")),
+                Some(our_env) if our_env != env => missing.push(format!("{flag}: env {our_env:?}, reference {env:?}")),
+                Some(_) => {}
+            }
+        }
+        assert!(missing.is_empty(), "differences from s3sync 1.62.4: {missing:#?}");
     }
 }

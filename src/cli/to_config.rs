@@ -18,6 +18,8 @@ impl CliArgs {
         LogOptions {
             verbosity: self.verbose as i16 - self.quiet as i16,
             json: self.json_tracing,
+            // A dry run shows what it would do, one line per object, as the reference does.
+            dry_run: self.dry_run,
             no_color: self.disable_color_tracing,
             aws_sdk: self.aws_sdk_tracing,
             span_events: self.span_events_tracing,
@@ -103,6 +105,7 @@ impl CliArgs {
             accelerate,
             request_payer,
             https_proxy: self.https_proxy.clone(),
+            no_sign_request: false,
         };
         let sse_c = |alg: &Option<String>, key: &Option<String>, md5: &Option<String>| -> Result<Option<SseC>> {
             match (alg, key) {
@@ -262,8 +265,52 @@ impl CliArgs {
                 if self.point_in_time.is_some() {
                     c.remove_modified_filter = true;
                 }
+                c.delete_excluded = self.delete_excluded;
+                c.ignore_glacier_warnings = self.ignore_glacier_warnings;
+                c.verify_additional_checksum = !self.disable_additional_checksum_verify;
+                c.conditions = crate::config::WriteConditions {
+                    if_match: self.if_match,
+                    if_none_match: self.if_none_match,
+                    copy_source_if_match: self.copy_source_if_match,
+                };
+                c.source_client.no_sign_request = self.source_no_sign_request;
             })
             .build()
+            .and_then(|mut c| {
+                // Scripts are compiled last, once every other option is known to be valid.
+                c.callbacks = self.lua_callbacks()?;
+                Ok(c)
+            })
+    }
+
+    /// The Lua callbacks of `--*-callback-lua-script`, each script loaded and compiled now, so a
+    /// broken script fails the run before any transfer.
+    fn lua_callbacks(&self) -> Result<crate::callback::Callbacks> {
+        use crate::callback::lua::{LuaEvent, LuaFilter, LuaPreprocess, LuaSettings};
+        use crate::callback::EventType;
+        use std::path::Path;
+        use std::sync::Arc;
+        let settings = LuaSettings {
+            allow_os_library: self.allow_lua_os_library,
+            allow_unsafe_vm: self.allow_lua_unsafe_vm,
+            memory_limit: self.lua_vm_memory_limit,
+            timeout: (self.lua_callback_timeout_milliseconds > 0)
+                .then(|| Duration::from_millis(self.lua_callback_timeout_milliseconds)),
+        };
+        let mut callbacks = crate::callback::Callbacks::default();
+        if let Some(p) = &self.filter_callback_lua_script {
+            callbacks.filter = Some(Arc::new(LuaFilter::load(Path::new(p), &settings)?));
+        }
+        if let Some(p) = &self.preprocess_callback_lua_script {
+            callbacks.preprocess = Some(Arc::new(LuaPreprocess::load(Path::new(p), &settings)?));
+        }
+        if let Some(p) = &self.event_callback_lua_script {
+            callbacks.event = Some((
+                Arc::new(LuaEvent::load(Path::new(p), &settings)?),
+                EventType::ALL_EVENTS,
+            ));
+        }
+        Ok(callbacks)
     }
 }
 

@@ -34,6 +34,31 @@ pub struct Sync {
     reporter: Arc<Reporter>,
     cancel: CancellationToken,
     events_rx: Option<mpsc::UnboundedReceiver<SyncEvent>>,
+    callback_rx: Option<mpsc::UnboundedReceiver<SyncEvent>>,
+    stop: Arc<Stop>,
+}
+
+/// How a run is stopped from inside: a filter or preprocess callback that fails ends the run with its
+/// error (the cancellation token stops every stage; the error is what `run` returns).
+#[derive(Debug)]
+pub struct Stop {
+    token: CancellationToken,
+    error: std::sync::Mutex<Option<Error>>,
+}
+
+impl Stop {
+    /// Stops the run with `e` (the first error wins).
+    pub fn fail(&self, e: Error) {
+        tracing::error!("{e}");
+        if let Ok(mut slot) = self.error.lock() {
+            slot.get_or_insert(e);
+        }
+        self.token.cancel();
+    }
+
+    fn take(&self) -> Option<Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
 }
 
 /// A unit of work for the transfer workers.
@@ -46,11 +71,24 @@ impl Sync {
     /// A run of `cfg`.
     pub fn new(cfg: Config) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let mut reporter = Reporter::new(Some(tx));
+        let mut callback_rx = None;
+        if cfg.callbacks.event.is_some() {
+            let (ctx, crx) = mpsc::unbounded_channel();
+            reporter = reporter.with_callback(ctx);
+            callback_rx = Some(crx);
+        }
+        let cancel = CancellationToken::new();
         Sync {
             cfg: Arc::new(cfg),
-            reporter: Arc::new(Reporter::new(Some(tx))),
-            cancel: CancellationToken::new(),
+            reporter: Arc::new(reporter),
+            stop: Arc::new(Stop {
+                token: cancel.clone(),
+                error: Default::default(),
+            }),
+            cancel,
             events_rx: Some(rx),
+            callback_rx,
         }
     }
 
@@ -76,8 +114,29 @@ impl Sync {
     pub async fn run(mut self) -> Result<Stats> {
         // Unread events would accumulate: drop the receiver unless the caller took it.
         self.events_rx = None;
+        self.cfg.validate()?;
+        let dispatcher = self.callback_rx.take().and_then(|rx| {
+            let (cb, mask) = self.cfg.callbacks.event.clone()?;
+            Some(tokio::spawn(dispatch_events(rx, cb, mask, self.cfg.dry_run)))
+        });
+        self.reporter.pipeline_start();
+        let result = self.run_stages().await;
+        let result = match (result, self.stop.take()) {
+            (Err(Error::Cancelled), Some(e)) => Err(e),
+            (r, _) => r,
+        };
+        if let Err(e) = &result {
+            self.reporter.failed("", e.to_string());
+        }
+        self.reporter.pipeline_end();
+        if let Some(d) = dispatcher {
+            let _ = d.await;
+        }
+        result
+    }
+
+    async fn run_stages(&mut self) -> Result<Stats> {
         let cfg = self.cfg.clone();
-        cfg.validate()?;
         // Opening both ends may wait on the network: a cancellation ends the run here at once.
         let (source, target) = tokio::select! {
             _ = self.cancel.cancelled() => return Err(Error::Cancelled),
@@ -113,6 +172,7 @@ impl Sync {
             },
             cleanups: Default::default(),
             dirty_dirs: Default::default(),
+            stop: self.stop.clone(),
         });
 
         if cfg.enable_versioning {
@@ -200,13 +260,26 @@ impl Sync {
                 }
                 Pair::ListingWarning(key, why) => self.reporter.warning(&key, why),
                 Pair::TargetOnly(t) => {
-                    if cfg.delete && cfg.filters.accepts_key(&t.key) {
-                        deletions.push(&t.key)?;
+                    if cfg.delete && cfg.filters.may_delete(&t.key, cfg.delete_excluded) {
+                        deletions.push(&t.key, t.etag.as_deref().filter(|_| cfg.conditions.if_match))?;
                     }
                 }
                 Pair::Source(s, state) => {
                     if !cfg.filters.accepts(&s) {
                         continue;
+                    }
+                    if let Some(f) = &cfg.callbacks.filter {
+                        match f.filter(&crate::callback::SourceObject::from_entry(&s)).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                self.reporter.filtered(&s.key, "filter callback");
+                                continue;
+                            }
+                            Err(e) => {
+                                self.stop.fail(e.into());
+                                break;
+                            }
+                        }
                     }
                     if let End::Local(l) = &target {
                         if let Err(e) = l.path_for(&s.key) {
@@ -477,23 +550,28 @@ async fn process(tr: &Transferer, job: Job) {
     if cfg.filters.needs_head() || cfg.filters.needs_tags() {
         match object_facts(tr, &s).await {
             Ok(f) if cfg.filters.accepts_facts(&f) => {}
-            Ok(_) => {
-                debug!(key = %s.key, "object filtered by its content type, metadata or tags");
-                return;
-            }
+            Ok(_) => return rep.filtered(&s.key, "content type, metadata or tag filter"),
             Err(e) => return rep.failed(&s.key, e.to_string()),
         }
     }
     rep.planned(s.size);
     tr.limits.object().await;
     if cfg.dry_run {
-        info!(key = %s.key, size = s.size, "[dry-run] sync completed.");
+        info!(
+            key = %s.key,
+            source_version_id = s.version_id.as_deref().unwrap_or(""),
+            source_last_modified = %crate::callback::rfc3339(s.mtime),
+            size = s.size,
+            "[dry-run] sync completed."
+        );
         rep.transferred(&s.key, s.size, false);
         return;
     }
+    rep.started(&s.key, s.size);
     let mut attempt = 0;
     loop {
-        match tr.transfer(&s).await {
+        match tr.transfer(&s, target.as_ref()).await {
+            Ok(m) if m.cancelled => return rep.cancelled(&s.key),
             Ok(m) => {
                 if let Some(w) = m.warning {
                     rep.warning(&s.key, w);
@@ -508,7 +586,49 @@ async fn process(tr: &Transferer, job: Job) {
                 tokio::time::sleep(cfg.retry.force_retry_interval).await;
             }
             Err(Error::InvalidArgument(m)) => return rep.warning(&s.key, m),
-            Err(e) => return rep.failed(&s.key, e.to_string()),
+            Err(e @ Error::Callback(_)) => return tr.stop.fail(e),
+            Err(Error::S3 {
+                kind: crate::error::S3ErrorKind::Archived,
+                ..
+            }) if cfg.ignore_glacier_warnings => {
+                debug!(key = %s.key, "archived object skipped (--ignore-glacier-warnings)");
+                return rep.skipped(&s.key);
+            }
+            Err(
+                e @ Error::S3 {
+                    kind: crate::error::S3ErrorKind::Archived,
+                    ..
+                },
+            ) => {
+                return rep.warning(
+                    &s.key,
+                    format!("skipped: the object is archived (GLACIER/DEEP_ARCHIVE) and not restored: {e}"),
+                )
+            }
+            Err(e) => return rep.failed_with(&s.key, &e),
+        }
+    }
+}
+
+/// Feeds the event callback, one event at a time and in order, until the run's last event. A failing
+/// callback is a warning in the log; the run goes on.
+async fn dispatch_events(
+    mut rx: mpsc::UnboundedReceiver<SyncEvent>,
+    cb: Arc<dyn crate::callback::EventCallback>,
+    mask: crate::callback::EventType,
+    dry_run: bool,
+) {
+    while let Some(e) = rx.recv().await {
+        let last = matches!(e, SyncEvent::PipelineEnd { .. });
+        for data in crate::callback::EventData::from_sync_event(&e, dry_run) {
+            if mask.contains(data.event_type) {
+                if let Err(err) = cb.on_event(&data).await {
+                    tracing::warn!("{err}");
+                }
+            }
+        }
+        if last {
+            break;
         }
     }
 }
@@ -653,7 +773,7 @@ async fn run_deletions(
     futures::stream::iter(keys)
         .take_while(|_| std::future::ready(!cancel.is_cancelled()))
         .for_each_concurrent(cfg.worker_size, |key| async move {
-            let key = match key {
+            let (key, etag) = match key {
                 Ok(k) => k,
                 Err(e) => {
                     if let Ok(mut f) = failure.lock() {
@@ -674,13 +794,13 @@ async fn run_deletions(
                 return;
             }
             if cfg.dry_run {
-                info!(key = %key, "[dry-run] delete completed.");
+                info!(key = %key, if_match = etag.as_deref().unwrap_or(""), "[dry-run] delete completed.");
                 rep.deleted(&key);
                 return;
             }
             let res = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = delete_one(target, &key) => r,
+                r = delete_one(target, &key, etag.as_deref()) => r,
             };
             match res {
                 Ok(()) => {
@@ -701,9 +821,9 @@ async fn run_deletions(
 }
 
 /// Deletes one key of the target: an S3 object, or a local file (or link, never what it points to).
-async fn delete_one(target: &End, key: &str) -> Result<()> {
+async fn delete_one(target: &End, key: &str, if_match: Option<&str>) -> Result<()> {
     match target {
-        End::S3(s) => s.delete(key).await,
+        End::S3(s) => s.delete(key, if_match).await,
         End::Local(l) => l.remove(key).await,
     }
 }

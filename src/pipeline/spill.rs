@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
-/// An append-only list of keys on disk.
+/// An append-only list of keys (each with the ETag a conditional delete sends) on disk.
 pub struct Spill {
     file: Option<BufWriter<File>>,
     count: u64,
@@ -24,19 +24,21 @@ impl Spill {
         Ok(Spill { file, count: 0 })
     }
 
-    /// Appends a key.
-    pub fn push(&mut self, key: &str) -> Result<()> {
+    /// Appends a key and, for `--if-match`, the target ETag it was listed with.
+    pub fn push(&mut self, key: &str, etag: Option<&str>) -> Result<()> {
         let Some(f) = self.file.as_mut() else { return Ok(()) };
-        let len = u32::try_from(key.len()).map_err(|_| Error::InvalidArgument("key too long".into()))?;
-        f.write_all(&len.to_le_bytes())
-            .and_then(|_| f.write_all(key.as_bytes()))
-            .map_err(|e| Error::local("write", "deletion list", e))?;
+        for field in [key, etag.unwrap_or("")] {
+            let len = u32::try_from(field.len()).map_err(|_| Error::InvalidArgument("key too long".into()))?;
+            f.write_all(&len.to_le_bytes())
+                .and_then(|_| f.write_all(field.as_bytes()))
+                .map_err(|e| Error::local("write", "deletion list", e))?;
+        }
         self.count += 1;
         Ok(())
     }
 
-    /// Reads the keys back, in the order pushed.
-    pub fn drain(&mut self) -> Result<impl Iterator<Item = Result<String>>> {
+    /// Reads the keys (and ETags) back, in the order pushed.
+    pub fn drain(&mut self) -> Result<impl Iterator<Item = Result<(String, Option<String>)>>> {
         let io = |e| Error::local("read", "deletion list", e);
         let reader = match self.file.take() {
             Some(w) => {
@@ -54,15 +56,14 @@ impl Spill {
             }
             remaining -= 1;
             let r = reader.as_mut()?;
-            let mut len = [0u8; 4];
-            if let Err(e) = r.read_exact(&mut len) {
-                return Some(Err(io(e)));
-            }
-            let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
-            if let Err(e) = r.read_exact(&mut buf) {
-                return Some(Err(io(e)));
-            }
-            Some(String::from_utf8(buf).map_err(|e| io(std::io::Error::other(e))))
+            let mut field = || -> Result<String> {
+                let mut len = [0u8; 4];
+                r.read_exact(&mut len).map_err(io)?;
+                let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+                r.read_exact(&mut buf).map_err(io)?;
+                String::from_utf8(buf).map_err(|e| io(std::io::Error::other(e)))
+            };
+            Some(field().and_then(|key| Ok((key, Some(field()?).filter(|e| !e.is_empty())))))
         }))
     }
 }
@@ -74,10 +75,17 @@ mod tests {
     #[test]
     fn round_trips_keys() {
         let mut s = Spill::new(true).unwrap();
-        for k in ["a", "dir/ü b", ""] {
-            s.push(k).unwrap();
+        for (k, e) in [("a", None), ("dir/ü b", Some("etag")), ("", None)] {
+            s.push(k, e).unwrap();
         }
-        let keys: Vec<String> = s.drain().unwrap().map(|k| k.unwrap()).collect();
-        assert_eq!(keys, vec!["a", "dir/ü b", ""]);
+        let keys: Vec<(String, Option<String>)> = s.drain().unwrap().map(|k| k.unwrap()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("a".into(), None),
+                ("dir/ü b".into(), Some("etag".into())),
+                ("".into(), None)
+            ]
+        );
     }
 }

@@ -113,7 +113,7 @@ async fn sync_key(tr: &Transferer, target: &S3Storage, kv: KeyVersions) {
             if i == last {
                 if tr.cfg.dry_run {
                     info!(key = %kv.key, "[dry-run] delete marker synced.");
-                } else if let Err(e) = target.delete(&kv.key).await {
+                } else if let Err(e) = target.delete(&kv.key, None).await {
                     return rep.failed(&kv.key, e.to_string());
                 }
                 rep.deleted(&kv.key);
@@ -126,9 +126,14 @@ async fn sync_key(tr: &Transferer, target: &S3Storage, kv: KeyVersions) {
             rep.transferred(&kv.key, v.entry.size, false);
             continue;
         }
+        rep.started(&kv.key, v.entry.size);
         let mut attempt = 0;
         loop {
-            match tr.transfer(&v.entry).await {
+            match tr.transfer(&v.entry, None).await {
+                Ok(m) if m.cancelled => {
+                    rep.cancelled(&kv.key);
+                    break;
+                }
                 Ok(m) => {
                     if let Some(w) = m.warning {
                         rep.warning(&kv.key, w);
@@ -142,7 +147,8 @@ async fn sync_key(tr: &Transferer, target: &S3Storage, kv: KeyVersions) {
                     debug!(key = %kv.key, attempt, error = %e, "retrying the version");
                     tokio::time::sleep(tr.cfg.retry.force_retry_interval).await;
                 }
-                Err(e) => return rep.failed(&kv.key, e.to_string()),
+                Err(e @ crate::Error::Callback(_)) => return tr.stop.fail(e),
+                Err(e) => return rep.failed_with(&kv.key, &e),
             }
         }
     }

@@ -18,11 +18,18 @@ pub struct LogOptions {
     pub aws_sdk: bool,
     /// Log span open/close events.
     pub span_events: bool,
+    /// A dry run: at least info level, so every planned copy and delete shows (unless `-q`).
+    pub dry_run: bool,
 }
 
 /// Installs the global tracing subscriber (stderr). `RUST_LOG` overrides the verbosity flags.
 pub fn init_tracing(opts: &LogOptions) {
-    let level = match opts.verbosity {
+    let verbosity = if opts.dry_run && opts.verbosity == 0 {
+        1
+    } else {
+        opts.verbosity
+    };
+    let level = match verbosity {
         i16::MIN..=-2 => "off",
         -1 => "error",
         0 => "warn",

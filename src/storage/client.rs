@@ -55,7 +55,9 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Clien
     if let Some(p) = &c.profile {
         loader = loader.profile_name(p);
     }
-    if let (Some(ak), Some(sk)) = (&c.access_key, &c.secret_access_key) {
+    if c.no_sign_request {
+        loader = loader.no_credentials();
+    } else if let (Some(ak), Some(sk)) = (&c.access_key, &c.secret_access_key) {
         loader = loader.credentials_provider(Credentials::new(ak, sk, c.session_token.clone(), None, "s3sync-cli"));
     }
     if let Some(r) = &c.region {

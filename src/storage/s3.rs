@@ -155,6 +155,16 @@ pub struct HeadInfo {
     pub checksum: Option<ChecksumValue>,
     /// Whether the stored checksum is a full-object checksum.
     pub full_object_checksum: bool,
+    /// Storage class (absent for STANDARD).
+    pub storage_class: Option<String>,
+    /// Number of tags (`x-amz-tagging-count`).
+    pub tag_count: Option<i32>,
+    /// Server-side encryption.
+    pub server_side_encryption: Option<String>,
+    /// KMS key id.
+    pub ssekms_key_id: Option<String>,
+    /// SSE-C algorithm.
+    pub sse_customer_algorithm: Option<String>,
 }
 
 /// The object a server-side copy reads.
@@ -261,6 +271,11 @@ impl S3Storage {
 
     fn payer(&self) -> Option<aws_sdk_s3::types::RequestPayer> {
         self.request_payer.then_some(aws_sdk_s3::types::RequestPayer::Requester)
+    }
+
+    /// The request payer of a write: this end's, or the object's (set by a preprocess callback).
+    fn payer_for(&self, attrs: &ObjectAttributes) -> Option<aws_sdk_s3::types::RequestPayer> {
+        (self.request_payer || attrs.request_payer).then_some(aws_sdk_s3::types::RequestPayer::Requester)
     }
 
     /// Whether objects of this end are encrypted with a customer key (their ETags are then not MD5s).
@@ -630,6 +645,11 @@ impl S3Storage {
                     .into_iter()
                     .find_map(|a| checksum_of!(h, a).map(|v| (a, v))),
                 full_object_checksum: h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::FullObject),
+                storage_class: h.storage_class().map(|c| c.as_str().to_string()),
+                tag_count: h.tag_count(),
+                server_side_encryption: h.server_side_encryption().map(|c| c.as_str().to_string()),
+                ssekms_key_id: h.ssekms_key_id().map(str::to_string),
+                sse_customer_algorithm: h.sse_customer_algorithm().map(str::to_string),
             })),
             Err(e) => match self.err("HeadObject", &full, e) {
                 Error::S3 {
@@ -705,8 +725,11 @@ impl S3Storage {
             .key(&full)
             .content_length(len as i64)
             .set_content_md5(content_md5)
+            .set_if_match(attrs.preconditions.if_match_header())
+            .set_if_none_match(attrs.preconditions.if_none_match_header())
             .body(crate::transfer::body::chunk_stream(body));
-        let req = with_named_checksum!(with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c), checksum);
+        let req = crate::apply_attributes!(req, attrs).set_request_payer(self.payer_for(attrs));
+        let req = with_named_checksum!(with_sse_c!(req, &self.sse_c), checksum);
         Ok(send_body!(self, req, "PutObject", &full, checksum))
     }
 
@@ -726,7 +749,8 @@ impl S3Storage {
             .key(&full)
             .set_checksum_algorithm(checksum.map(|c| c.0.to_sdk()))
             .set_checksum_type(full_object_type(checksum));
-        let resp = with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c)
+        let req = crate::apply_attributes!(req, attrs).set_request_payer(self.payer_for(attrs));
+        let resp = with_sse_c!(req, &self.sse_c)
             .send()
             .await
             .map_err(|e| self.err("CreateMultipartUpload", &full, e))?;
@@ -775,6 +799,7 @@ impl S3Storage {
         part_number: i32,
         source: CopySource<'_>,
         (offset, len): (u64, u64),
+        copy_source_if_match: Option<String>,
     ) -> Result<String> {
         let CopySource {
             storage: source,
@@ -791,7 +816,8 @@ impl S3Storage {
             .upload_id(upload_id)
             .part_number(part_number)
             .copy_source(source.copy_source(source_key, source_version))
-            .copy_source_range(format!("bytes={}-{}", offset, offset + len.max(1) - 1));
+            .copy_source_range(format!("bytes={}-{}", offset, offset + len.max(1) - 1))
+            .set_copy_source_if_match(copy_source_if_match);
         let resp = with_sse_c!(resp, &self.sse_c);
         let resp = with_sse_c!(
             resp,
@@ -819,6 +845,7 @@ impl S3Storage {
         parts: Vec<PartInfo>,
         checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
         full_object_value: Option<ChecksumValue>,
+        preconditions: &crate::attributes::Preconditions,
     ) -> Result<Written> {
         let full = self.full_key(key);
         let parts = parts
@@ -837,6 +864,8 @@ impl S3Storage {
             .set_request_payer(self.payer())
             .key(&full)
             .upload_id(upload_id)
+            .set_if_match(preconditions.if_match_header())
+            .set_if_none_match(preconditions.if_none_match_header())
             .set_checksum_type(full_object_type(checksum))
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
         let resp = with_checksum!(with_sse_c!(resp, &self.sse_c), &full_object_value)
@@ -929,8 +958,10 @@ impl S3Storage {
             .key(&full)
             .copy_source(source.copy_source(source_key, source_version))
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-            .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace);
-        let req = with_sse_c!(crate::apply_attributes!(req, attrs), &self.sse_c);
+            .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+            .set_copy_source_if_match(attrs.preconditions.copy_source_if_match_header());
+        let req = crate::apply_attributes!(req, attrs).set_request_payer(self.payer_for(attrs));
+        let req = with_sse_c!(req, &self.sse_c);
         let resp = with_sse_c!(
             req,
             &source.sse_c,
@@ -948,14 +979,15 @@ impl S3Storage {
             .unwrap_or_default())
     }
 
-    /// Deletes one object.
-    pub async fn delete(&self, key: &str) -> Result<()> {
+    /// Deletes one object; with `if_match`, only while its ETag is still that one (`--if-match`).
+    pub async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<()> {
         let full = self.full_key(key);
         self.client
             .delete_object()
             .bucket(&self.bucket)
             .set_request_payer(self.payer())
             .key(&full)
+            .set_if_match(if_match.map(crate::attributes::quote))
             .send()
             .await
             .map(|_| ())
@@ -1007,6 +1039,8 @@ where
             let msg = se.err().message().unwrap_or("").to_string();
             let kind = match (status, code.as_str()) {
                 (_, "NoSuchBucket") => S3ErrorKind::NoSuchBucket,
+                (_, "InvalidObjectState") => S3ErrorKind::Archived,
+                (412, _) | (_, "PreconditionFailed") => S3ErrorKind::PreconditionFailed,
                 (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken") => {
                     S3ErrorKind::Auth
                 }
@@ -1085,7 +1119,7 @@ mod tests {
     async fn request_payer_header_is_sent() {
         let (c, rx) = client(false);
         let s = S3Storage::new(c, "b".into(), "p/".into(), true, None).with_request_payer(true);
-        let _ = s.delete("k").await;
+        let _ = s.delete("k", None).await;
         let req = rx.expect_request();
         assert_eq!(req.headers().get("x-amz-request-payer"), Some("requester"));
         assert!(req.uri().contains("p/k"), "{}", req.uri());
@@ -1095,7 +1129,7 @@ mod tests {
     async fn accelerate_uses_the_accelerate_endpoint() {
         let (c, rx) = client(true);
         let s = S3Storage::new(c, "bucket".into(), String::new(), true, None);
-        let _ = s.delete("k").await;
+        let _ = s.delete("k", None).await;
         let req = rx.expect_request();
         assert!(req.uri().contains("s3-accelerate"), "{}", req.uri());
         assert_eq!(req.headers().get("x-amz-request-payer"), None);

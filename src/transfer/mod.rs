@@ -33,7 +33,8 @@ pub enum End {
 }
 
 /// The result of moving one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+
 pub struct Moved {
     /// Bytes moved.
     pub bytes: u64,
@@ -41,6 +42,8 @@ pub struct Moved {
     pub etag_verified: bool,
     /// Something the user should know although the object arrived (e.g. it could not be verified).
     pub warning: Option<String>,
+    /// The preprocess callback cancelled the object: nothing was written.
+    pub cancelled: bool,
 }
 
 /// Everything a transfer needs, shared by all workers.
@@ -64,6 +67,8 @@ pub struct Transferer {
     pub cleanups: Cleanups,
     /// Local directories that received files since their last fsync.
     pub dirty_dirs: DirtyDirs,
+    /// Stops the whole run on an error that must not be retried per object (a failing callback).
+    pub stop: Arc<crate::pipeline::Stop>,
 }
 
 /// Directories whose new entries (renamed-in files) are not yet durable. Each is fsynced once, when
@@ -325,16 +330,27 @@ impl Transferer {
         Ok(self.io.get()?.pool().capacity() as u64 * self.chunk_size())
     }
 
-    /// Moves one source entry to the target.
-    pub async fn transfer(&self, entry: &Entry) -> Result<Moved> {
+    /// Moves one source entry to the target; `target` is the target object as listed (or looked up),
+    /// whose ETag `--if-match` sends.
+    pub async fn transfer(&self, entry: &Entry, target: Option<&Entry>) -> Result<Moved> {
+        let cancelled = Moved {
+            cancelled: true,
+            ..Default::default()
+        };
         match (&self.source, &self.target) {
             (End::Local(l), End::S3(t)) => {
-                let attrs = self.cfg.attributes.for_target(None, &entry.key, entry.mtime);
+                let mut attrs = self.cfg.attributes.for_target(None, &entry.key, entry.mtime);
+                if !self.prepare_write(entry, target, None, &mut attrs).await? {
+                    return Ok(cancelled);
+                }
                 self.upload_local(l, t, entry, &attrs).await
             }
             (End::S3(s), End::Local(l)) => self.download(s, l, entry).await,
             (End::S3(s), End::S3(t)) => {
-                let attrs = self.source_attributes(s, entry).await?;
+                let (mut attrs, head) = self.source_attributes(s, entry).await?;
+                if !self.prepare_write(entry, target, head.as_ref(), &mut attrs).await? {
+                    return Ok(cancelled);
+                }
                 if self.cfg.server_side_copy {
                     self.server_side_copy(s, t, entry, &attrs).await
                 } else {
@@ -364,20 +380,56 @@ impl Transferer {
         }
     }
 
+    /// The last step before an object is written to S3: the preconditions of `--if-match`,
+    /// `--if-none-match` and `--copy-source-if-match`, then the preprocess callback, which may edit the
+    /// attributes. `false`: the callback cancelled the object.
+    async fn prepare_write(
+        &self,
+        entry: &Entry,
+        target: Option<&Entry>,
+        head: Option<&crate::storage::s3::HeadInfo>,
+        attrs: &mut crate::attributes::ObjectAttributes,
+    ) -> Result<bool> {
+        let c = self.cfg.conditions;
+        attrs.preconditions = crate::attributes::Preconditions {
+            if_match: target.and_then(|t| t.etag.clone()).filter(|_| c.if_match),
+            if_none_match: c.if_none_match,
+            copy_source_if_match: entry.etag.clone().filter(|_| c.copy_source_if_match),
+        };
+        let Some(cb) = &self.cfg.callbacks.preprocess else {
+            return Ok(true);
+        };
+        let info = crate::callback::SourceObjectInfo::new(entry, head, attrs);
+        let mut upload = crate::callback::UploadMetadata::from_attributes(attrs);
+        if !cb.preprocess(&info, &mut upload).await? {
+            return Ok(false);
+        }
+        upload.apply_to(attrs)?;
+        Ok(true)
+    }
+
     /// The target attributes of an S3 source object: its metadata (HEAD) and tags (GetObjectTagging),
-    /// each fetched only when the options need it.
+    /// each fetched only when the options (or a preprocess callback) need it; with the HEAD.
     async fn source_attributes(
         &self,
         source: &S3Storage,
         entry: &Entry,
-    ) -> Result<crate::attributes::ObjectAttributes> {
+    ) -> Result<(
+        crate::attributes::ObjectAttributes,
+        Option<crate::storage::s3::HeadInfo>,
+    )> {
         let opts = &self.cfg.attributes;
-        let mut src = if opts.needs_source_attributes() {
+        let mut head = None;
+        let mut src = if opts.needs_source_attributes() || self.cfg.callbacks.preprocess.is_some() {
             match source
                 .head_version(&entry.key, None, entry.version_id.as_deref())
                 .await?
             {
-                Some(h) => h.attributes,
+                Some(h) => {
+                    let a = h.attributes.clone();
+                    head = Some(h);
+                    a
+                }
                 None => {
                     return Err(Error::ObjectChanged {
                         key: entry.key.clone(),
@@ -404,7 +456,7 @@ impl Transferer {
                     .insert(crate::attributes::VERSION_ID_METADATA.into(), v.clone());
             }
         }
-        Ok(attrs)
+        Ok((attrs, head))
     }
 
     /// Whether ETags of the target's new objects are MD5 digests of their bytes (not with SSE-C/KMS).
@@ -634,7 +686,9 @@ impl Transferer {
                         actual: written.etag,
                     });
                 }
-                if let (Some((_, sent)), Some(got)) = (&checksum, &written.checksum) {
+                if let (Some((_, sent)), Some(got), true) =
+                    (&checksum, &written.checksum, self.cfg.verify_additional_checksum)
+                {
                     if sent != got {
                         return Err(Error::Verification {
                             what: "part checksum",
@@ -667,7 +721,14 @@ impl Transferer {
             (Some((a, additional::ChecksumType::FullObject)), Some(v)) => Some((a, v.clone())),
             _ => None,
         };
-        let complete = target.complete_multipart(key, &upload_id, infos, self.cfg.checksum, full_object_value);
+        let complete = target.complete_multipart(
+            key,
+            &upload_id,
+            infos,
+            self.cfg.checksum,
+            full_object_value,
+            &attrs.preconditions,
+        );
         let written = guard.step(complete).await?;
         guard.finish();
         Ok(Uploaded {
@@ -813,7 +874,7 @@ impl Transferer {
     /// Returns whether the ETag was verified, and a warning when the asked-for checksum is missing.
     fn verify_upload(&self, key: &str, layout: &PartLayout, up: &Uploaded) -> Result<(bool, Option<String>)> {
         let mut warning = None;
-        if let Some((algo, _)) = self.cfg.checksum {
+        if let (Some((algo, _)), true) = (self.cfg.checksum, self.cfg.verify_additional_checksum) {
             match (&up.written.checksum, &up.computed_checksum) {
                 (Some(got), Some(want)) if got == want => {
                     trace!(key, additional_checksum_algorithm = %algo, target_checksum = %got, source_checksum = %want, "additional checksum verified.");
@@ -897,6 +958,7 @@ impl Transferer {
             .map_err(|e| with_key(e, &entry.key))?;
         let (verified, warning) = self.verify_upload(&entry.key, &layout, &up)?;
         Ok(Moved {
+            cancelled: false,
             bytes: size,
             etag_verified: verified,
             warning,
@@ -972,6 +1034,7 @@ impl Transferer {
             warning = Some(format!("source ETag {src_etag} not comparable with the written {computed} (part layout unknown); the target was verified"));
         }
         Ok(Moved {
+            cancelled: false,
             bytes: entry.size,
             etag_verified: verified,
             warning,
@@ -1029,6 +1092,7 @@ impl Transferer {
                                 version: entry.version_id.as_deref(),
                             },
                             (off, len),
+                            attrs.preconditions.copy_source_if_match_header(),
                         )
                         .await?;
                     Ok(PartInfo {
@@ -1042,7 +1106,7 @@ impl Transferer {
             let mut parts = guard.step(parts).await?;
             parts.sort_by_key(|p| p.number);
             let written = guard
-                .step(target.complete_multipart(key, &upload_id, parts, None, None))
+                .step(target.complete_multipart(key, &upload_id, parts, None, None, &attrs.preconditions))
                 .await?;
             guard.finish();
             written.etag
@@ -1072,6 +1136,7 @@ impl Transferer {
             }
         }
         Ok(Moved {
+            cancelled: false,
             bytes: entry.size,
             etag_verified: verified,
             warning,
@@ -1153,6 +1218,7 @@ impl Transferer {
                 .await
                 .map_err(|e| Error::local("create directory", &final_path, e))?;
             return Ok(Moved {
+                cancelled: false,
                 bytes: 0,
                 etag_verified: false,
                 warning: None,
@@ -1164,7 +1230,7 @@ impl Transferer {
             && etag_is_md5_form(&etag)
             && (etag_part_count(&etag).is_none() || self.cfg.verify_multipart);
         // The stored additional checksum, when downloads are to be verified with it.
-        let stored = match self.cfg.enable_additional_checksum {
+        let stored = match self.cfg.enable_additional_checksum && self.cfg.verify_additional_checksum {
             true => source
                 .head_version(key, None, entry.version_id.as_deref())
                 .await?
@@ -1289,6 +1355,7 @@ impl Transferer {
             self.dirty_dirs.add(dir).await;
         }
         Ok(Moved {
+            cancelled: false,
             bytes: entry.size,
             etag_verified: verified,
             warning,
