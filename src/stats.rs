@@ -259,6 +259,14 @@ impl Reporter {
         self.emit(SyncEvent::ChecksumVerified { key: key.to_string() });
     }
 
+    /// Reports the error that ended the run to the event sinks (the caller shows it to the user).
+    pub fn run_failed(&self, error: &crate::Error) {
+        self.emit(SyncEvent::Failed {
+            key: String::new(),
+            message: error.to_string(),
+        });
+    }
+
     /// Records and logs a failed object; a digest mismatch is also reported as such.
     pub fn failed_with(&self, key: &str, error: &crate::Error) {
         if let crate::Error::Verification {

@@ -68,7 +68,12 @@ impl Vm {
             lua.load(
                 r#"
                 local load_, loadfile_ = load, loadfile
-                load = function(chunk, name, _, env) return load_(chunk, name, "t", env) end
+                load = function(chunk, name, _, env)
+                  if type(chunk) == "string" and chunk:byte(1) == 27 then
+                    error("binary chunks are not loaded in safe mode (--allow-lua-unsafe-vm allows them)", 2)
+                  end
+                  return load_(chunk, name, "t", env)
+                end
                 loadfile = function(file, _, env) return loadfile_(file, "t", env) end
                 dofile = nil
                 "#,

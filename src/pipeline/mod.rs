@@ -49,7 +49,6 @@ pub struct Stop {
 impl Stop {
     /// Stops the run with `e` (the first error wins).
     pub fn fail(&self, e: Error) {
-        tracing::error!("{e}");
         if let Ok(mut slot) = self.error.lock() {
             slot.get_or_insert(e);
         }
@@ -126,7 +125,7 @@ impl Sync {
             (r, _) => r,
         };
         if let Err(e) = &result {
-            self.reporter.failed("", e.to_string());
+            self.reporter.run_failed(e);
         }
         self.reporter.pipeline_end();
         if let Some(d) = dispatcher {

@@ -55,6 +55,9 @@ pub enum Fault {
     Status503,
     /// Answer `500 InternalError` (S3 XML error body) without forwarding.
     Status500,
+    /// Answer `412 PreconditionFailed` (S3 XML error body) without forwarding, as a server does when
+    /// a conditional write's precondition does not hold.
+    Status412,
     /// Close the connection abruptly (RST) without any response; nothing is forwarded.
     Reset,
     /// Forward, but send only the first half of the response body, then close the connection. The
@@ -86,6 +89,7 @@ impl Fault {
         match self {
             Fault::Status503 => "Status503",
             Fault::Status500 => "Status500",
+            Fault::Status412 => "Status412",
             Fault::Reset => "Reset",
             Fault::Truncate => "Truncate",
             Fault::FlipByte => "FlipByte",
@@ -299,6 +303,8 @@ struct State {
     /// Requests seen per operation.
     by_op: HashMap<Op, usize>,
     log: Vec<Injection>,
+    /// Conditional headers seen (`If-Match`, `If-None-Match`, `x-amz-copy-source-if-match`), in order.
+    conditions: Vec<(Op, String)>,
 }
 
 /// What the request handler was told to do with one request.
@@ -326,6 +332,11 @@ impl Shared {
         st.seq += 1;
         let seq = st.seq;
         *st.by_op.entry(op).or_default() += 1;
+        for name in ["if-match", "if-none-match", "x-amz-copy-source-if-match"] {
+            if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                st.conditions.push((op, format!("{name}: {v}")));
+            }
+        }
         let range = headers.get(RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let target = format!(
             "{method} {} {range}",
@@ -422,6 +433,7 @@ impl FaultProxy {
                 per_key: vec![HashMap::new(); n],
                 by_op: HashMap::new(),
                 log: Vec::new(),
+                conditions: Vec::new(),
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
@@ -461,6 +473,11 @@ impl FaultProxy {
     /// Every injected fault, in order.
     pub fn injections(&self) -> Vec<Injection> {
         self.shared.state().log.clone()
+    }
+
+    /// The conditional headers the requests carried, with their operation, in order.
+    pub fn conditions(&self) -> Vec<(Op, String)> {
+        self.shared.state().conditions.clone()
     }
 
     /// How many requests reached the proxy.
@@ -548,7 +565,7 @@ async fn handle(
     };
     let Decision { seq, fault } = shared.decide(req.method(), req.uri(), req.headers(), op);
     match fault {
-        Some(f @ (Fault::Status503 | Fault::Status500)) => {
+        Some(f @ (Fault::Status503 | Fault::Status500 | Fault::Status412)) => {
             // Read the request body first, so the client gets the response rather than a broken pipe.
             let mut body = req.into_body();
             while let Some(frame) = body.frame().await {
@@ -562,6 +579,12 @@ async fn handle(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "SlowDown",
                     "Please reduce your request rate.",
+                )
+            } else if f == Fault::Status412 {
+                s3_error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold",
                 )
             } else {
                 s3_error(
