@@ -413,6 +413,26 @@ impl ConfigBuilder {
         self.config.attributes = a;
         self
     }
+    /// Registers the filter callback (replaces any other, e.g. a Lua script's).
+    pub fn filter_callback(mut self, cb: std::sync::Arc<dyn crate::callback::FilterCallback>) -> Self {
+        self.config.callbacks.filter = Some(cb);
+        self
+    }
+    /// Registers the preprocess callback (replaces any other, e.g. a Lua script's).
+    pub fn preprocess_callback(mut self, cb: std::sync::Arc<dyn crate::callback::PreprocessCallback>) -> Self {
+        self.config.callbacks.preprocess = Some(cb);
+        self
+    }
+    /// Registers the event callback for the event types in `types` (replaces any other, e.g. a Lua
+    /// script's).
+    pub fn event_callback(
+        mut self,
+        cb: std::sync::Arc<dyn crate::callback::EventCallback>,
+        types: crate::callback::EventType,
+    ) -> Self {
+        self.config.callbacks.event = Some((cb, types));
+        self
+    }
     /// Finishes the builder, checking cross-option rules.
     pub fn build(self) -> Result<Config> {
         self.config.validate()?;

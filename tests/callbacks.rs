@@ -515,3 +515,103 @@ async fn show_no_progress_hides_the_summary() {
     assert!(!run.stderr.contains("transferred"), "{}", run.stderr);
     assert_eq!(srv.keys(&bucket).await, vec!["a"]);
 }
+
+mod rust_callbacks {
+    use super::*;
+    use async_trait::async_trait;
+    use s3sync::callback::{
+        CallbackError, EventCallback, EventData, EventType, FilterCallback, PreprocessCallback, SourceObject,
+        SourceObjectInfo, UploadMetadata,
+    };
+    use s3sync::{ClientConfig, Config, Location, Sync, SyncEvent};
+    use std::sync::{Arc, Mutex};
+
+    struct NoBin;
+    #[async_trait]
+    impl FilterCallback for NoBin {
+        async fn filter(&self, o: &SourceObject) -> Result<bool, CallbackError> {
+            Ok(!o.key.ends_with(".bin"))
+        }
+    }
+
+    struct Stamp;
+    #[async_trait]
+    impl PreprocessCallback for Stamp {
+        async fn preprocess(&self, s: &SourceObjectInfo, u: &mut UploadMetadata) -> Result<bool, CallbackError> {
+            u.metadata
+                .insert("stamp".into(), format!("{}-{}", s.key, s.content_length));
+            Ok(true)
+        }
+    }
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<EventType>>);
+    #[async_trait]
+    impl EventCallback for Log {
+        async fn on_event(&self, e: &EventData) -> Result<(), CallbackError> {
+            self.0.lock().unwrap().push(e.event_type);
+            Ok(())
+        }
+    }
+
+    /// Rust callbacks registered through the library replace the Lua ones the CLI would build, and
+    /// the event callback and the `events()` stream report the same run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rust_callbacks_filter_edit_and_observe_a_library_sync() {
+        let srv = server().await;
+        let bucket = srv.bucket().await;
+        let src = tmpdir();
+        write_tree(src.path(), &[("a.txt", b"aa".to_vec()), ("b.bin", b"b".to_vec())]);
+        let client = ClientConfig {
+            endpoint_url: Some(srv.endpoint.clone()),
+            force_path_style: true,
+            ..Default::default()
+        };
+        let log = Arc::new(Log::default());
+        let cfg = Config::builder(
+            Location::parse(&s(src.path())).unwrap(),
+            Location::parse(&s3(&bucket)).unwrap(),
+        )
+        .target_client(client)
+        .filter_callback(Arc::new(NoBin))
+        .preprocess_callback(Arc::new(Stamp))
+        .event_callback(log.clone(), EventType::SYNC_COMPLETE | EventType::SYNC_FILTERED)
+        .build()
+        .unwrap();
+        let mut sync = Sync::new(cfg);
+        let mut events = sync.events().unwrap();
+        let stats = sync.run().await.unwrap();
+        let mut streamed = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            streamed.push(e);
+        }
+        assert_eq!(stats.transferred, 1);
+        assert_eq!(srv.keys(&bucket).await, vec!["a.txt"]);
+        let h = srv
+            .client
+            .head_object()
+            .bucket(&bucket)
+            .key("a.txt")
+            .send()
+            .await
+            .unwrap();
+        let md = h.metadata().cloned().unwrap_or_default();
+        assert_eq!(md.get("stamp").map(String::as_str), Some("a.txt-2"));
+        let mut seen: Vec<u64> = log.0.lock().unwrap().iter().map(|t| t.0).collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![EventType::SYNC_COMPLETE.0, EventType::SYNC_FILTERED.0],
+            "only the chosen types"
+        );
+        let transferred = streamed
+            .iter()
+            .filter(|e| matches!(e, SyncEvent::Transferred { .. }))
+            .count();
+        let filtered = streamed
+            .iter()
+            .filter(|e| matches!(e, SyncEvent::Filtered { .. }))
+            .count();
+        assert_eq!((transferred, filtered), (1, 1), "{streamed:?}");
+    }
+}
