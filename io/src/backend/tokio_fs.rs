@@ -104,16 +104,61 @@ pub(crate) async fn open_read(path: &Path) -> io::Result<IoFile> {
     blocking(move || File::open(&path).map(IoFile::from_std)).await
 }
 
+/// Where a [`create_new`] stands, shared by the caller and the blocking task that creates the file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Creation {
+    Pending,
+    Created,
+    Delivered,
+    Abandoned,
+}
+
+/// The caller's side of a [`create_new`]: dropped before the file reached the caller (the caller was
+/// cancelled), it removes the file, or tells the blocking task to remove it once made.
+struct CreationGuard {
+    state: std::sync::Arc<std::sync::Mutex<Creation>>,
+    path: std::path::PathBuf,
+}
+
+impl Drop for CreationGuard {
+    fn drop(&mut self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *st == Creation::Created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        if *st != Creation::Delivered {
+            *st = Creation::Abandoned;
+        }
+    }
+}
+
+/// Creates a new file. Cancellation-safe: the blocking open runs on its own thread, so a caller
+/// dropped mid-way would otherwise leave a file nobody owns (a stray temporary file after Ctrl-C).
 pub(crate) async fn create_new(path: &Path) -> io::Result<IoFile> {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Creation::Pending));
+    let guard = CreationGuard {
+        state: state.clone(),
+        path: path.to_path_buf(),
+    };
     let path = path.to_path_buf();
-    blocking(move || {
+    let file = blocking(move || {
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
-        options.open(&path).map(IoFile::from_std)
+        let file = options.open(&path)?;
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        if *st == Creation::Abandoned {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "the creation was cancelled"));
+        }
+        *st = Creation::Created;
+        Ok(IoFile::from_std(file))
     })
-    .await
+    .await?;
+    *guard.state.lock().unwrap_or_else(|p| p.into_inner()) = Creation::Delivered;
+    Ok(file)
 }
 
 pub(crate) async fn set_len(file: IoFile, len: u64) -> io::Result<()> {
