@@ -114,6 +114,18 @@ impl Vm {
         Ok(vm)
     }
 
+    /// Loads a script that must define the global function `name`.
+    fn load_defining(path: &Path, settings: &LuaSettings, name: &str) -> Result<Vm, CallbackError> {
+        let vm = Vm::load(path, settings)?;
+        match vm.function(name) {
+            Some(_) => Ok(vm),
+            None => Err(CallbackError(format!(
+                "Lua script {} defines no function '{name}'",
+                path.display()
+            ))),
+        }
+    }
+
     /// Runs `f` with the deadline set for one call.
     fn with_deadline<R>(&self, f: impl FnOnce() -> mlua::Result<R>) -> mlua::Result<R> {
         if let Ok(mut d) = self.deadline.lock() {
@@ -164,14 +176,7 @@ pub struct LuaFilter(Vm);
 impl LuaFilter {
     /// Loads and compiles the script; it must define `filter`.
     pub fn load(path: &Path, settings: &LuaSettings) -> Result<Self, CallbackError> {
-        let vm = Vm::load(path, settings)?;
-        if vm.function("filter").is_none() {
-            return Err(CallbackError(format!(
-                "Lua script {} defines no function 'filter'",
-                path.display()
-            )));
-        }
-        Ok(LuaFilter(vm))
+        Ok(LuaFilter(Vm::load_defining(path, settings, "filter")?))
     }
 }
 
@@ -205,14 +210,7 @@ pub struct LuaPreprocess(Vm);
 impl LuaPreprocess {
     /// Loads and compiles the script; it must define `preprocess_callback`.
     pub fn load(path: &Path, settings: &LuaSettings) -> Result<Self, CallbackError> {
-        let vm = Vm::load(path, settings)?;
-        if vm.function("preprocess_callback").is_none() {
-            return Err(CallbackError(format!(
-                "Lua script {} defines no function 'preprocess_callback'",
-                path.display()
-            )));
-        }
-        Ok(LuaPreprocess(vm))
+        Ok(LuaPreprocess(Vm::load_defining(path, settings, "preprocess_callback")?))
     }
 }
 

@@ -586,23 +586,20 @@ async fn process(tr: &Transferer, job: Job) {
             }
             Err(Error::InvalidArgument(m)) => return rep.warning(&s.key, m),
             Err(e @ Error::Callback(_)) => return tr.stop.fail(e),
-            Err(Error::S3 {
-                kind: crate::error::S3ErrorKind::Archived,
-                ..
-            }) if cfg.ignore_glacier_warnings => {
-                debug!(key = %s.key, "archived object skipped (--ignore-glacier-warnings)");
-                return rep.skipped(&s.key);
-            }
             Err(
                 e @ Error::S3 {
                     kind: crate::error::S3ErrorKind::Archived,
                     ..
                 },
             ) => {
+                if cfg.ignore_glacier_warnings {
+                    debug!(key = %s.key, "archived object skipped (--ignore-glacier-warnings)");
+                    return rep.skipped(&s.key);
+                }
                 return rep.warning(
                     &s.key,
                     format!("skipped: the object is archived (GLACIER/DEEP_ARCHIVE) and not restored: {e}"),
-                )
+                );
             }
             Err(e) => return rep.failed_with(&s.key, &e),
         }
