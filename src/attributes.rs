@@ -215,7 +215,8 @@ pub fn parse_metadata(s: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 /// Sets every attribute on a PutObject, CreateMultipartUpload or CopyObject request builder; the one
-/// place where attributes become headers.
+/// place where attributes become headers (the request payer and the preconditions are per operation:
+/// see `S3Storage`).
 #[macro_export]
 macro_rules! apply_attributes {
     ($req:expr, $a:expr) => {{
@@ -235,7 +236,6 @@ macro_rules! apply_attributes {
             .set_acl(a.acl.as_deref().map(aws_sdk_s3::types::ObjectCannedAcl::from))
             .set_server_side_encryption(a.sse.as_deref().map(aws_sdk_s3::types::ServerSideEncryption::from))
             .set_ssekms_key_id(a.sse_kms_key_id.clone())
-            .set_request_payer(a.request_payer.then_some(aws_sdk_s3::types::RequestPayer::Requester))
     }};
 }
 

@@ -85,14 +85,20 @@ impl Filters {
     /// never touched; keys matching `--filter-exclude-regex` are protected unless `delete_excluded`
     /// (`--delete-excluded`).
     pub fn may_delete(&self, key: &str, delete_excluded: bool) -> bool {
-        self.include_regex.as_ref().is_none_or(|r| r.is_match(key))
-            && (delete_excluded || self.exclude_regex.as_ref().is_none_or(|r| !r.is_match(key)))
+        self.included(key) && (delete_excluded || !self.excluded(key))
     }
 
     /// Whether a key passes the key filters.
     pub fn accepts_key(&self, key: &str) -> bool {
+        self.included(key) && !self.excluded(key)
+    }
+
+    fn included(&self, key: &str) -> bool {
         self.include_regex.as_ref().is_none_or(|r| r.is_match(key))
-            && self.exclude_regex.as_ref().is_none_or(|r| !r.is_match(key))
+    }
+
+    fn excluded(&self, key: &str) -> bool {
+        self.exclude_regex.as_ref().is_some_and(|r| r.is_match(key))
     }
 }
 

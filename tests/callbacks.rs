@@ -475,6 +475,22 @@ async fn copy_source_if_match_sends_the_source_etag() {
         proxy.conditions()
     );
     assert_eq!(srv.get(&b2, "k").await, b"data");
+    // A single-request server-side copy carries the write preconditions too.
+    srv.put(&b1, "k2", b"more").await;
+    let proxy = FaultProxy::start(&srv.endpoint, vec![]).await;
+    let out = srv
+        .command_via(
+            &proxy.url(),
+            &["--server-side-copy", "--if-none-match", &s3(&b1), &s3(&b2)],
+        )
+        .output()
+        .unwrap();
+    Run::from(out).expect(0);
+    assert_eq!(
+        proxy.conditions(),
+        vec![(Op::CopyObject, "if-none-match: *".to_string())],
+        "only k2 is copied, with If-None-Match"
+    );
 }
 
 #[tokio::test]

@@ -246,3 +246,38 @@ async fn sigint_stops_a_versioned_run_within_seconds() {
     run.expect(130);
     assert!(srv.keys(&dst).await.len() < 400, "the run stopped early");
 }
+
+#[tokio::test]
+async fn the_filter_callback_sees_each_version_with_is_latest() {
+    let srv = server().await;
+    if srv.is_garage() {
+        eprintln!("garage has no versioning; moto covers this test");
+        return;
+    }
+    let src = versioned_bucket(&srv).await;
+    srv.put(&src, "k", b"version one").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    srv.put(&src, "k", b"version two").await;
+    srv.put(&src, "j", b"jay").await;
+    let dir = tmpdir();
+    let script = dir.path().join("latest.lua");
+    std::fs::write(
+        &script,
+        "function filter(o) return o.is_latest and not o.is_delete_marker end",
+    )
+    .unwrap();
+    let dst = versioned_bucket(&srv).await;
+    let r = srv.run(&[
+        "--enable-versioning",
+        "--filter-callback-lua-script",
+        &s(&script),
+        &format!("s3://{src}/"),
+        &format!("s3://{dst}/"),
+    ]);
+    r.expect(0);
+    assert_eq!(r.transferred(), 2, "only the latest versions:\n{}", r.stderr);
+    let dv = versions(&srv, &dst).await;
+    let keys: Vec<&str> = dv.iter().map(|v| v.0.as_str()).collect();
+    assert_eq!(keys, vec!["j", "k"], "{dv:?}");
+    assert_eq!(srv.get(&dst, "k").await, b"version two");
+}

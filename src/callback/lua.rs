@@ -11,6 +11,7 @@ use super::{
 use async_trait::async_trait;
 use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,11 +39,17 @@ impl Default for LuaSettings {
     }
 }
 
+fn timeout_message(ms: u128) -> String {
+    format!("Lua callback timed out after {ms}ms")
+}
+
 /// One VM with one script loaded. Calls are serialised, each with a fresh deadline.
 struct Vm {
     lua: Lua,
     script: PathBuf,
     deadline: Arc<Mutex<Option<Instant>>>,
+    /// Set when the timeout fired during the current call.
+    expired: Arc<AtomicBool>,
     timeout: Option<Duration>,
     memory_limit: u64,
     turn: tokio::sync::Mutex<()>,
@@ -64,18 +71,28 @@ impl Vm {
         };
         if !settings.allow_unsafe_vm {
             // Binary chunks bypass the compiler's checks (crafted bytecode corrupts memory): a safe VM
-            // loads source text only.
+            // loads source text only, through `load`, `loadfile` and `require` alike. Extra arguments
+            // (an environment) are passed on only when given: Lua tells nil from absent there.
             lua.load(
                 r#"
                 local load_, loadfile_ = load, loadfile
-                load = function(chunk, name, _, env)
+                load = function(chunk, name, _, ...)
                   if type(chunk) == "string" and chunk:byte(1) == 27 then
                     error("binary chunks are not loaded in safe mode (--allow-lua-unsafe-vm allows them)", 2)
                   end
-                  return load_(chunk, name, "t", env)
+                  return load_(chunk, name, "t", ...)
                 end
-                loadfile = function(file, _, env) return loadfile_(file, "t", env) end
+                loadfile = function(file, _, ...) return loadfile_(file, "t", ...) end
                 dofile = nil
+                if package and package.searchers then
+                  package.searchers[2] = function(name)
+                    local path, err = package.searchpath(name, package.path)
+                    if not path then return err end
+                    local f, e = loadfile_(path, "t")
+                    if not f then error(e, 2) end
+                    return f, path
+                  end
+                end
                 "#,
             )
             .exec()
@@ -86,31 +103,69 @@ impl Vm {
                 .map_err(|e| fail(e.to_string()))?;
         }
         let deadline = Arc::new(Mutex::new(None::<Instant>));
+        let expired = Arc::new(AtomicBool::new(false));
         if let Some(t) = settings.timeout {
-            let d = deadline.clone();
+            let (d, x) = (deadline.clone(), expired.clone());
             let ms = t.as_millis();
             lua.set_global_hook(HookTriggers::new().every_nth_instruction(1000), move |_, _| {
                 let due = d.lock().map(|g| *g).unwrap_or(None);
                 match due {
-                    Some(due) if Instant::now() >= due => Err(mlua::Error::RuntimeError(format!(
-                        "Lua callback timed out after {ms}ms"
-                    ))),
+                    Some(due) if Instant::now() >= due => {
+                        x.store(true, Ordering::SeqCst);
+                        Err(mlua::Error::RuntimeError(timeout_message(ms)))
+                    }
                     _ => Ok(VmState::Continue),
                 }
             })
             .map_err(|e| fail(e.to_string()))?;
+            // The timeout is a Lua error, which `pcall`, `xpcall` and `coroutine.resume` would
+            // catch: once it fired they raise it again, so a script cannot outlive its deadline.
+            let x = expired.clone();
+            let probe = lua
+                .create_function(move |_, ()| Ok(x.load(Ordering::SeqCst)))
+                .map_err(|e| fail(e.to_string()))?;
+            let guard: mlua::Function = lua
+                .load(
+                    r#"
+                    local expired, message = ...
+                    local pcall_, xpcall_ = pcall, xpcall
+                    local resume_ = coroutine and coroutine.resume
+                    local function rethrow(ok, ...)
+                      if not ok and expired() then error(message, 0) end
+                      return ok, ...
+                    end
+                    pcall = function(...) return rethrow(pcall_(...)) end
+                    xpcall = function(...) return rethrow(xpcall_(...)) end
+                    if resume_ then coroutine.resume = function(...) return rethrow(resume_(...)) end end
+                    "#,
+                )
+                .into_function()
+                .map_err(|e| fail(e.to_string()))?;
+            guard
+                .call::<()>((probe, timeout_message(ms)))
+                .map_err(|e| fail(e.to_string()))?;
         }
         let vm = Vm {
             lua,
             script: path.to_path_buf(),
             deadline,
+            expired,
             timeout: settings.timeout,
             memory_limit: settings.memory_limit,
             turn: tokio::sync::Mutex::new(()),
         };
         let name = format!("@{}", path.display());
-        vm.with_deadline(|| vm.lua.load(&code[..]).set_name(name).exec())
-            .map_err(|e| fail(vm.describe(&e)))?;
+        let chunk = || {
+            let c = vm.lua.load(&code[..]).set_name(name);
+            // A safe VM compiles source text only, the script itself included.
+            let c = if settings.allow_unsafe_vm {
+                c
+            } else {
+                c.set_mode(mlua::ChunkMode::Text)
+            };
+            c.exec()
+        };
+        vm.with_deadline(chunk).map_err(|e| fail(vm.describe(&e)))?;
         Ok(vm)
     }
 
@@ -128,6 +183,7 @@ impl Vm {
 
     /// Runs `f` with the deadline set for one call.
     fn with_deadline<R>(&self, f: impl FnOnce() -> mlua::Result<R>) -> mlua::Result<R> {
+        self.expired.store(false, Ordering::SeqCst);
         if let Ok(mut d) = self.deadline.lock() {
             *d = self.timeout.map(|t| Instant::now() + t);
         }
@@ -475,6 +531,63 @@ mod tests {
         let cb = LuaFilter::load(f.path(), &settings).unwrap();
         let e = cb.filter(&object("k")).await.unwrap_err();
         assert!(e.0.contains("Lua callback timed out after 100ms"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pcall_cannot_swallow_the_timeout() {
+        let settings = LuaSettings {
+            timeout: Some(Duration::from_millis(100)),
+            ..Default::default()
+        };
+        for body in [
+            "function filter(o) while true do pcall(function() while true do end end) end end",
+            "function filter(o) while true do xpcall(function() while true do end end, function(e) return e end) end end",
+            "function filter(o) while true do coroutine.resume(coroutine.create(function() while true do end end)) end end",
+        ] {
+            let f = script(body);
+            let cb = LuaFilter::load(f.path(), &settings).unwrap();
+            let e = cb.filter(&object("k")).await.unwrap_err();
+            assert!(e.0.contains("Lua callback timed out after 100ms"), "{body}: {e}");
+        }
+        // Outside a timeout, pcall still catches ordinary errors.
+        let f = script("function filter(o) local ok = pcall(error, 'x') return not ok end");
+        let cb = LuaFilter::load(f.path(), &settings).unwrap();
+        assert!(cb.filter(&object("k")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn safe_load_keeps_the_environment_and_refuses_bytecode_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = script("function filter(o) return load('return math.pi')() > 3 end");
+        let cb = LuaFilter::load(f.path(), &LuaSettings::default()).unwrap();
+        assert!(
+            cb.filter(&object("k")).await.unwrap(),
+            "load without env sees the globals"
+        );
+        // A module of bytecode found by require.
+        let dump = script(&format!(
+            "function filter(o) package.path = '{}/?.luac' return require('m') end",
+            dir.path().display()
+        ));
+        assert!(unsafe_dump(dir.path().join("m.luac")), "bytecode written");
+        let cb = LuaFilter::load(dump.path(), &LuaSettings::default()).unwrap();
+        let e = cb.filter(&object("k")).await.unwrap_err();
+        assert!(e.0.contains("binary"), "{e}");
+        // A script file that is itself bytecode.
+        let compiled = dir.path().join("script.luac");
+        std::fs::copy(dir.path().join("m.luac"), &compiled).unwrap();
+        let e = LuaFilter::load(&compiled, &LuaSettings::default()).err().unwrap();
+        assert!(e.0.contains("binary"), "{e}");
+    }
+
+    /// Writes a bytecode chunk (`return true`, defining `filter`) with an unrestricted VM.
+    fn unsafe_dump(path: std::path::PathBuf) -> bool {
+        let lua = unsafe { Lua::unsafe_new() };
+        let f: mlua::Function = lua
+            .load("filter = function() return true end return true")
+            .into_function()
+            .unwrap();
+        std::fs::write(path, f.dump(false)).is_ok()
     }
 
     #[tokio::test]

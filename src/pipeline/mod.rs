@@ -267,17 +267,13 @@ impl Sync {
                     if !cfg.filters.accepts(&s) {
                         continue;
                     }
-                    if let Some(f) = &cfg.callbacks.filter {
-                        match f.filter(&crate::callback::SourceObject::from_entry(&s)).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                self.reporter.filtered(&s.key, "filter callback");
-                                continue;
-                            }
-                            Err(e) => {
-                                self.stop.fail(e.into());
-                                break;
-                            }
+                    let object = crate::callback::SourceObject::from_entry(&s);
+                    match passes_filter_callback(&cfg, &self.reporter, &object).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            self.stop.fail(e);
+                            break;
                         }
                     }
                     if let End::Local(l) = &target {
@@ -604,6 +600,19 @@ async fn process(tr: &Transferer, job: Job) {
             Err(e) => return rep.failed_with(&s.key, &e),
         }
     }
+}
+
+/// The filter callback's verdict on one source object (`true` without a callback); an object it
+/// leaves out is reported as filtered. An error must stop the run.
+async fn passes_filter_callback(cfg: &Config, rep: &Reporter, object: &crate::callback::SourceObject) -> Result<bool> {
+    let Some(f) = &cfg.callbacks.filter else {
+        return Ok(true);
+    };
+    let pass = f.filter(object).await?;
+    if !pass {
+        rep.filtered(&object.key, "filter callback");
+    }
+    Ok(pass)
 }
 
 /// Feeds the event callback, one event at a time and in order, until the run's last event. A failing

@@ -959,7 +959,9 @@ impl S3Storage {
             .copy_source(source.copy_source(source_key, source_version))
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
             .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
-            .set_copy_source_if_match(attrs.preconditions.copy_source_if_match_header());
+            .set_copy_source_if_match(attrs.preconditions.copy_source_if_match_header())
+            .set_if_match(attrs.preconditions.if_match_header())
+            .set_if_none_match(attrs.preconditions.if_none_match_header());
         let req = crate::apply_attributes!(req, attrs).set_request_payer(self.payer_for(attrs));
         let req = with_sse_c!(req, &self.sse_c);
         let resp = with_sse_c!(

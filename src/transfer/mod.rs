@@ -34,7 +34,6 @@ pub enum End {
 
 /// The result of moving one object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-
 pub struct Moved {
     /// Bytes moved.
     pub bytes: u64,
