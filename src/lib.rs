@@ -20,6 +20,7 @@ pub mod compare;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod ingest;
 pub mod location;
 pub mod owner;
 pub mod pipeline;

@@ -153,7 +153,7 @@ impl LazyIo {
 pub struct Cleanups(Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
 
 impl Cleanups {
-    fn push(&self, h: tokio::task::JoinHandle<()>) {
+    pub(crate) fn push(&self, h: tokio::task::JoinHandle<()>) {
         if let Ok(mut v) = self.0.lock() {
             v.retain(|h| !h.is_finished());
             v.push(h);
@@ -226,18 +226,18 @@ impl S3Part<'_> {
 }
 
 /// Aborts a multipart upload unless disarmed, also when the owning task is cancelled.
-struct AbortGuard {
-    s3: S3Storage,
-    key: String,
-    upload_id: String,
-    armed: bool,
-    cleanups: Cleanups,
-    journal: Option<PathBuf>,
+pub(crate) struct AbortGuard {
+    pub(crate) s3: S3Storage,
+    pub(crate) key: String,
+    pub(crate) upload_id: String,
+    pub(crate) armed: bool,
+    pub(crate) cleanups: Cleanups,
+    pub(crate) journal: Option<PathBuf>,
 }
 
 impl AbortGuard {
     /// Awaits one step of the upload; a failed step aborts the upload.
-    async fn step<T>(&mut self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) async fn step<T>(&mut self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         match fut.await {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -261,7 +261,7 @@ impl AbortGuard {
     }
 
     /// The upload completed: nothing to abort, its journal record is done.
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.armed = false;
         if let Some(p) = &self.journal {
             resume::Journal::remove(p);
@@ -292,9 +292,9 @@ impl Drop for AbortGuard {
 }
 
 /// Removes a temporary file unless disarmed (also on cancellation).
-struct TempGuard {
-    path: PathBuf,
-    armed: bool,
+pub(crate) struct TempGuard {
+    pub(crate) path: PathBuf,
+    pub(crate) armed: bool,
 }
 
 impl Drop for TempGuard {
@@ -305,11 +305,54 @@ impl Drop for TempGuard {
     }
 }
 
-fn b64(d: &Md5Digest) -> String {
+/// Runs one part-level operation, retrying it alone (not the whole object) on retryable errors, as
+/// often and as far apart as `--force-retry-count` and `--force-retry-interval-milliseconds` say.
+pub(crate) async fn retry_part<T, F, Fut>(retry: &crate::config::RetryConfig, key: &str, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && attempt < retry.force_retry_count => {
+                attempt += 1;
+                debug!(key, attempt, error = %e, "retrying the part");
+                tokio::time::sleep(retry.force_retry_interval).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Starts a multipart upload in a task of its own: if the caller is cancelled while the request is in
+/// flight, the upload the server creates is aborted as soon as its id arrives, never orphaned.
+pub(crate) async fn create_multipart(
+    cleanups: &Cleanups,
+    target: &S3Storage,
+    key: &str,
+    attrs: &crate::attributes::ObjectAttributes,
+    checksum: Option<(additional::ChecksumAlgorithm, additional::ChecksumType)>,
+) -> Result<String> {
+    let (t, k, a) = (target.clone(), key.to_string(), attrs.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    cleanups.push(tokio::spawn(async move {
+        let created = t.create_multipart(&k, &a, checksum).await;
+        if let Err(Ok(id)) = tx.send(created) {
+            match t.abort_multipart(&k, &id).await {
+                Ok(()) => tracing::info!(key = %k, "aborted a multipart upload created while cancelling"),
+                Err(e) => tracing::warn!(key = %k, error = %e, "could not abort the multipart upload"),
+            }
+        }
+    }));
+    rx.await.map_err(|_| Error::Cancelled)?
+}
+
+pub(crate) fn b64(d: &Md5Digest) -> String {
     base64::engine::general_purpose::STANDARD.encode(d)
 }
 
-fn stream_error(key: &str, bucket: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn stream_error(key: &str, bucket: &str, e: impl std::fmt::Display) -> Error {
     Error::S3 {
         operation: "GetObject",
         bucket: bucket.to_string(),
@@ -361,22 +404,12 @@ impl Transferer {
     }
 
     /// Runs one part-level operation, retrying it alone (not the whole object) on retryable errors.
-    async fn retry_part<T, F, Fut>(&self, key: &str, mut op: F) -> Result<T>
+    async fn retry_part<T, F, Fut>(&self, key: &str, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut attempt = 0;
-        loop {
-            match op().await {
-                Err(e) if e.is_retryable() && attempt < self.cfg.retry.force_retry_count => {
-                    attempt += 1;
-                    debug!(key, attempt, error = %e, "retrying the part");
-                    tokio::time::sleep(self.cfg.retry.force_retry_interval).await;
-                }
-                other => return other,
-            }
-        }
+        retry_part(&self.cfg.retry, key, op).await
     }
 
     /// The last step before an object is written to S3: the preconditions of `--if-match`,
@@ -737,8 +770,8 @@ impl Transferer {
         })
     }
 
-    /// Starts a multipart upload in a task of its own: if this transfer is cancelled while the request is
-    /// in flight, the upload the server creates is aborted as soon as its id arrives, never orphaned.
+    /// Starts a multipart upload that is aborted, never orphaned, if this transfer is cancelled while
+    /// the request is in flight.
     async fn create_multipart(
         &self,
         target: &S3Storage,
@@ -746,18 +779,7 @@ impl Transferer {
         attrs: &crate::attributes::ObjectAttributes,
         checksum: Option<(additional::ChecksumAlgorithm, additional::ChecksumType)>,
     ) -> Result<String> {
-        let (t, k, a) = (target.clone(), key.to_string(), attrs.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.cleanups.push(tokio::spawn(async move {
-            let created = t.create_multipart(&k, &a, checksum).await;
-            if let Err(Ok(id)) = tx.send(created) {
-                match t.abort_multipart(&k, &id).await {
-                    Ok(()) => tracing::info!(key = %k, "aborted a multipart upload created while cancelling"),
-                    Err(e) => tracing::warn!(key = %k, error = %e, "could not abort the multipart upload"),
-                }
-            }
-        }));
-        rx.await.map_err(|_| Error::Cancelled)?
+        create_multipart(&self.cleanups, target, key, attrs, checksum).await
     }
 
     /// After a completed run, uploads of ours to this target that are still in the journal were not
@@ -1578,7 +1600,7 @@ impl Transferer {
 
 /// The object-level checksum computed from downloaded parts, in the form of the stored `value`
 /// (composite `…-N`, full-object, or a single-part digest); `None` when the layout does not allow it.
-fn downloaded_checksum(
+pub(crate) fn downloaded_checksum(
     algo: additional::ChecksumAlgorithm,
     value: &str,
     full_object: bool,

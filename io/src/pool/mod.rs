@@ -186,6 +186,19 @@ impl Chunk {
         n
     }
 
+    /// The free space after the filled bytes, for a reader to fill in place (no intermediate
+    /// buffer); follow with [`advance`](Self::advance) by the number of bytes written.
+    pub fn spare_mut(&mut self) -> &mut [u8] {
+        let start = self.filled_len();
+        &mut self.buf_mut()[start..]
+    }
+
+    /// Marks `n` more bytes (written through [`spare_mut`](Self::spare_mut)) as filled, up to the
+    /// capacity.
+    pub fn advance(&mut self, n: usize) {
+        self.set_filled_len(self.filled_len().saturating_add(n));
+    }
+
     /// Empties the chunk (the memory is kept).
     pub fn clear(&mut self) {
         self.set_filled_len(0);

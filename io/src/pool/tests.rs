@@ -71,6 +71,20 @@ async fn chunk_fill_semantics() {
 }
 
 #[tokio::test]
+async fn chunk_fills_in_place_through_spare_mut() {
+    let pool = ChunkPool::new(4096, 1).unwrap();
+    let mut c = pool.acquire().await;
+    c.extend_from_slice(b"ab");
+    assert_eq!(c.spare_mut().len(), 4094);
+    c.spare_mut()[..3].copy_from_slice(b"cde");
+    c.advance(3);
+    assert_eq!(c.as_slice(), b"abcde");
+    c.advance(10_000);
+    assert_eq!(c.len(), 4096);
+    assert!(c.spare_mut().is_empty());
+}
+
+#[tokio::test]
 async fn chunks_return_on_drop() {
     let pool = ChunkPool::new(4096, 3).unwrap();
     let a = pool.acquire().await;
