@@ -5,7 +5,8 @@
 #   ARGS go to every test binary (after cargo's `--`): a test-name filter, --nocapture, --exact, ...
 # Steps: install the S3 servers (cached) -> cargo build --all-targets -> unit tests
 #   (cargo test --no-fail-fast --workspace --lib --bins; cargo test --no-fail-fast -p s3sync-io) -> the
-#   deployment files (deploy/kubernetes/check_manifests.py) -> for each server, start it and run
+#   deployment files (deploy/kubernetes/check_manifests.py) -> docs and packaging (scripts/check-package.sh)
+#   -> for each server, start it and run
 #   `cargo test --no-fail-fast` of every tests/*.rs target once per I/O backend (S3SYNC_IO_BACKEND) -> stop it ->
 #   scripts/bench-smoke.sh if it exists and is executable. Prints a summary table; exits 1 if anything failed.
 # Env:
@@ -92,6 +93,10 @@ fi
 VENV_PY="${S3SYNC_CACHE:-$HOME/.cache/s3sync}/moto-venv/bin/python"
 if [ -x "$VENV_PY" ]; then
   step "deploy manifests" "$VENV_PY" deploy/kubernetes/check_manifests.py || true
+fi
+
+if [ "${S3SYNC_UNIT:-1}" != 0 ]; then
+  step "docs and packaging" scripts/check-package.sh || true
 fi
 
 # Every tests/*.rs is an integration test target that needs a server.

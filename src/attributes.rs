@@ -1,6 +1,6 @@
 //! The attributes of a target object (system and user metadata, tagging, storage class, ACL, SSE) are
 //! decided in one place, [`AttributeOptions::for_target`], from the source object's attributes and the
-//! user's overrides; and turned into request headers in one place, [`apply_attributes!`].
+//! user's overrides; and turned into request headers in one place, [`crate::apply_attributes!`].
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use std::collections::BTreeMap;

@@ -1,7 +1,28 @@
 //! s3sync: a reliable, very fast synchronization tool for Amazon S3 and S3-compatible storage.
 //!
-//! The library is what the CLI runs: build a [`Config`], create a [`Sync`], optionally take its event
-//! stream or cancellation token, and `run` it to get [`Stats`].
+//! The library has two entry points over one engine (a bounded chunk pool, io_uring file I/O on
+//! Linux, every byte hashed once in flight and compared with what S3 reports):
+//!
+//! - [`ingest::Engine`]: single objects. Upload an `AsyncRead` of unknown length
+//!   ([`put_stream`](ingest::Engine::put_stream)) or a file ([`put_file`](ingest::Engine::put_file));
+//!   download to a file ([`get_to_file`](ingest::Engine::get_to_file), which appears only complete and
+//!   verified) or to an `AsyncWrite` ([`get_stream`](ingest::Engine::get_stream)). Multipart is chosen
+//!   by size, parts come from the pool (memory is bounded whatever the stream's length), failed or
+//!   cancelled multipart uploads are aborted, and one `Clone + Send + Sync` engine serves any number
+//!   of concurrent transfers.
+//! - [`Sync`]: whole trees, what the CLI runs. Build a [`Config`], create a [`Sync`], optionally take
+//!   its event stream or cancellation token, and `run` it to get [`Stats`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), s3sync::Error> {
+//! use s3sync::ingest::{Engine, GetOptions, PutOptions};
+//! let engine = Engine::builder().build().await?;
+//! let put = engine.put_file("./report.pdf", "bucket", "reports/2026.pdf", &PutOptions::default()).await?;
+//! assert!(put.etag_verified);
+//! let got = engine.get_to_file("bucket", "reports/2026.pdf", "./copy.pdf", &GetOptions::default()).await?;
+//! println!("{} bytes, ETag {}", got.size, got.etag);
+//! # Ok(()) }
+//! ```
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), s3sync::Error> {
@@ -11,6 +32,8 @@
 //! println!("{} objects transferred", stats.transferred);
 //! # Ok(()) }
 //! ```
+//!
+//! Errors are [`Error`] values; [`Error::exit_code`] maps them to the CLI's exit codes.
 
 pub mod attributes;
 pub mod callback;

@@ -17,6 +17,15 @@ fn main() -> ExitCode {
         CliArgs::completions(shell, &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
+    if args.generate_man_page {
+        return match CliArgs::man_page(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("s3sync: error: cannot write the man page: {e}");
+                ExitCode::from(EXIT_ERROR as u8)
+            }
+        };
+    }
     init_tracing(&args.log_options());
     let cfg = match args.to_config() {
         Ok(c) => c,

@@ -185,7 +185,7 @@ pub struct Stats {
 }
 
 /// Counters plus the event sinks (the [`crate::Sync::events`] stream and the event callback); one
-/// per run, shared by all stages. Every event passes through [`Reporter::emit`].
+/// per run, shared by all stages. Every event passes through `Reporter::emit`.
 #[derive(Debug)]
 pub struct Reporter {
     counters: Counters,

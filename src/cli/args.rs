@@ -1161,6 +1161,10 @@ pub struct CliArgs {
     )]
     pub auto_complete_shell: Option<Shell>,
 
+    /// Writes the man page (roff) to standard output; hidden, so `--help` keeps the original's groups.
+    #[arg(long, hide = true)]
+    pub generate_man_page: bool,
+
     /// Disable stalled stream protection
     #[arg(long, env = "DISABLE_STALLED_STREAM_PROTECTION", help_heading = "Advanced")]
     pub disable_stalled_stream_protection: bool,
@@ -1369,6 +1373,12 @@ impl CliArgs {
         }
     }
 
+    /// Writes the man page of `s3sync` (roff, section 1) to `out`, from the same definitions as
+    /// `--help`.
+    pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        clap_mangen::Man::new(Self::command()).render(out)
+    }
+
     /// Writes a shell completion script for `s3sync` to `out`.
     pub fn completions(shell: Shell, out: &mut dyn std::io::Write) {
         let mut cmd = Self::command();
@@ -1491,7 +1501,7 @@ mod tests {
         let mut with_env = 0;
         for arg in cmd.get_arguments() {
             let id = arg.get_id().as_str();
-            if matches!(id, "verbose" | "quiet" | "help" | "version") {
+            if matches!(id, "verbose" | "quiet" | "help" | "version" | "generate_man_page") {
                 assert!(arg.get_env().is_none(), "{id} must not have env");
                 continue;
             }
@@ -1687,6 +1697,25 @@ mod tests {
     }
 
     #[test]
+    fn man_page_alone() {
+        let a = parse_ok(&["--generate-man-page"]);
+        assert!(a.generate_man_page);
+        let mut out = Vec::new();
+        CliArgs::man_page(&mut out).unwrap();
+        let page = String::from_utf8(out).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH s3sync 1"),
+            "{}",
+            &page[..200]
+        );
+        assert!(page.contains("io\\-pool\\-size"), "every option is in the page");
+        assert!(!CliArgs::command()
+            .render_help()
+            .to_string()
+            .contains("generate-man-page"));
+    }
+
+    #[test]
     fn unsupported_options_listing() {
         let a = parse_ok(&["--enable-sync-object-annotations", "--check-etag", "s3://a", "b"]);
         assert_eq!(a.unsupported_options(), vec!["--enable-sync-object-annotations"]);
@@ -1821,6 +1850,7 @@ mod tests {
     fn every_unimplemented_option_is_listed() {
         const IMPLEMENTED: &[&str] = &[
             "https_proxy",
+            "generate_man_page",
             "report_tagging_sync_status",
             "report_metadata_sync_status",
             "sync_latest_tagging",
