@@ -1158,3 +1158,70 @@ impl RangeTask {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn layout_hasher_cuts_at_the_object_parts_whatever_the_pieces() {
+        let data = bytes(3 * 1000 + 17);
+        let layout = PartLayout::multipart(data.len() as u64, 1000);
+        let want: Vec<Md5Digest> = data.chunks(1000).map(crate::checksum::md5_of).collect();
+        for piece in [1usize, 7, 999, 1000, 1001, 4096] {
+            let mut h = LayoutHasher::new(layout, None);
+            data.chunks(piece).for_each(|c| h.update(c));
+            let got: Vec<Md5Digest> = h.finish().iter().map(|d| d.md5).collect();
+            assert_eq!(got, want, "pieces of {piece}");
+        }
+        // A single-part object is one digest, however it arrives.
+        let mut h = LayoutHasher::new(PartLayout::single(data.len() as u64), None);
+        data.chunks(333).for_each(|c| h.update(c));
+        let d = h.finish();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].md5, crate::checksum::md5_of(&data));
+        // Bytes past the layout's end stay in the last digest, so the size check sees them.
+        let mut h = LayoutHasher::new(PartLayout::multipart(2000, 1000), None);
+        h.update(&bytes(2500));
+        let d = h.finish();
+        assert_eq!((d.len(), d[1].len), (2, 1500));
+    }
+
+    #[tokio::test]
+    async fn fill_reads_in_place_until_full_or_the_end() {
+        let pool = s3sync_io::ChunkPool::new(4096, 2).unwrap();
+        let mut c = pool.acquire().await;
+        let mut r: &[u8] = &[5u8; 6000];
+        assert!(!fill(&mut r, &mut c, 10_000).await.unwrap(), "full before the end");
+        assert_eq!(c.len(), 4096);
+        let mut c2 = pool.acquire().await;
+        assert!(fill(&mut r, &mut c2, 4096).await.unwrap(), "the end");
+        assert_eq!(c2.len(), 6000 - 4096);
+        assert!(c2.as_slice().iter().all(|&b| b == 5));
+    }
+
+    #[test]
+    fn builder_refuses_what_s3_or_the_pool_cannot_take() {
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let small_parts = Engine::builder().multipart(MIB, MIB).build_with_client(client.clone());
+        assert!(matches!(small_parts, Err(Error::InvalidArgument(m)) if m.contains("5 MiB")));
+        let threshold = Engine::builder()
+            .multipart(16 * MIB, 8 * MIB)
+            .build_with_client(client.clone());
+        assert!(matches!(threshold, Err(Error::InvalidArgument(m)) if m.contains("threshold")));
+        let sha_full = Engine::builder().checksum(ChecksumAlgorithm::Sha256, true);
+        assert!(matches!(sha_full, Err(Error::InvalidArgument(_))));
+        // A pool smaller than a part grows to one part and a chunk.
+        let e = Engine::builder().pool_size(MIB).build_with_client(client).unwrap();
+        assert_eq!(e.pool_size(), 8 * MIB + POOL_CHUNK_SIZE as u64);
+    }
+}

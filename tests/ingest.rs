@@ -425,3 +425,54 @@ async fn a_failed_part_fails_the_upload_while_the_stream_is_silent() {
     proxy.assert_injected();
     assert_eq!(srv.open_uploads(&bucket).await, 0, "the multipart upload was aborted");
 }
+
+#[tokio::test]
+async fn a_wrong_stored_checksum_is_a_typed_error_and_leaves_no_file() {
+    let srv = server().await;
+    if srv.is_garage() {
+        eprintln!("garage refuses wrong checksums on upload; moto stores them, so moto covers this test");
+        return;
+    }
+    let bucket = srv.bucket().await;
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let wrong = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b"other bytes"));
+    srv.client
+        .put_object()
+        .bucket(&bucket)
+        .key("liar")
+        .body(aws_sdk_s3::primitives::ByteStream::from(b"actual bytes".to_vec()))
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .checksum_sha256(&wrong)
+        .send()
+        .await
+        .unwrap();
+    let head = srv
+        .client
+        .head_object()
+        .bucket(&bucket)
+        .key("liar")
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    if head.checksum_sha256() != Some(wrong.as_str()) {
+        eprintln!("this moto did not keep the wrong checksum; nothing to catch");
+        return;
+    }
+    let e = engine(&srv);
+    let dir = tmpdir();
+    let err = e
+        .get_to_file(&bucket, "liar", path(dir.path(), "liar"), &GetOptions::default())
+        .await
+        .unwrap_err();
+    match err {
+        Error::Verification {
+            what: "additional checksum",
+            expected,
+            ..
+        } => assert_eq!(expected, wrong),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

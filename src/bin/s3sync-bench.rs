@@ -228,8 +228,15 @@ struct Bench {
     root: String,
     data: Bytes,
     size: u64,
-    /// Key numbers that exist now (for get/stat/delete targets).
-    live: Mutex<Vec<u64>>,
+    /// Objects prepared before the measured phase: keys `0..prepared`, read by get, stat and mixed,
+    /// deleted only by the delete workload (so a read never races a delete of the same key).
+    prepared: AtomicU64,
+    /// Keys written during the measured phase and not deleted yet (what mixed deletes).
+    fresh: Mutex<Vec<u64>>,
+    /// Whether `fresh` is kept (mixed only: a long put run would grow it for nothing).
+    track_fresh: bool,
+    /// The next prepared key the delete workload deletes.
+    next_delete: AtomicU64,
     /// The next new key number.
     next_key: AtomicU64,
     /// Operations started (for fixed-count runs).
@@ -249,18 +256,26 @@ impl Bench {
         self.data.slice(off..off + self.size as usize)
     }
 
-    fn random_live(&self) -> Option<u64> {
-        let live = self.live.lock().ok()?;
-        (!live.is_empty()).then(|| live[rand::random_range(0..live.len())])
+    /// A prepared key to read.
+    fn random_prepared(&self) -> Option<u64> {
+        let n = self.prepared.load(Ordering::Relaxed);
+        (n > 0).then(|| rand::random_range(0..n))
     }
 
-    fn take_live(&self) -> Option<u64> {
-        let mut live = self.live.lock().ok()?;
-        if live.is_empty() {
+    /// The next prepared key to delete (each once).
+    fn next_prepared(&self) -> Option<u64> {
+        let n = self.next_delete.fetch_add(1, Ordering::Relaxed);
+        (n < self.prepared.load(Ordering::Relaxed)).then_some(n)
+    }
+
+    /// A key written during the measured phase, taken out of the set.
+    fn take_fresh(&self) -> Option<u64> {
+        let mut fresh = self.fresh.lock().ok()?;
+        if fresh.is_empty() {
             return None;
         }
-        let i = rand::random_range(0..live.len());
-        Some(live.swap_remove(i))
+        let i = rand::random_range(0..fresh.len());
+        Some(fresh.swap_remove(i))
     }
 
     async fn put(&self, n: u64) -> Result<u64, String> {
@@ -275,8 +290,10 @@ impl Bench {
             .send()
             .await
             .map_err(|e| sdk_message(&e))?;
-        if let Ok(mut live) = self.live.lock() {
-            live.push(n);
+        if self.track_fresh && n >= self.prepared.load(Ordering::Relaxed) {
+            if let Ok(mut fresh) = self.fresh.lock() {
+                fresh.push(n);
+            }
         }
         Ok(self.size)
     }
@@ -559,7 +576,10 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
         root: format!("{prefix}{run_id}"),
         data,
         size: args.size,
-        live: Mutex::new(Vec::new()),
+        prepared: AtomicU64::new(0),
+        fresh: Mutex::new(Vec::new()),
+        track_fresh: args.workload == Workload::Mixed,
+        next_delete: AtomicU64::new(0),
         next_key: AtomicU64::new(0),
         started: AtomicU64::new(0),
         cancel: cancel.clone(),
@@ -572,6 +592,7 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
     let mut prepared = 0;
     let outcome: Result<(Tallies, Duration)> = async {
         if args.workload != Workload::Put {
+            b.prepared.store(args.count, Ordering::Relaxed);
             prepared = prepare(&b, args.count, c).await?;
         }
         // The deadline counts from the start of the measured phase.
@@ -589,21 +610,21 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
             }
             Workload::Get => {
                 measure(&b, c, stop, |b: Arc<Bench>, _| async move {
-                    let n = b.random_live()?;
+                    let n = b.random_prepared()?;
                     Some((Op::Get, b.get(n).await))
                 })
                 .await
             }
             Workload::Stat => {
                 measure(&b, c, stop, |b: Arc<Bench>, _| async move {
-                    let n = b.random_live()?;
+                    let n = b.random_prepared()?;
                     Some((Op::Stat, b.stat(n).await))
                 })
                 .await
             }
             Workload::Delete => {
                 measure(&b, c, stop, |b: Arc<Bench>, _| async move {
-                    let n = b.take_live()?;
+                    let n = b.next_prepared()?;
                     Some((Op::Delete, b.delete(n).await))
                 })
                 .await
@@ -641,12 +662,12 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
                                 let n = b.next_key.fetch_add(1, Ordering::Relaxed);
                                 (Op::Put, b.put(n).await)
                             }
-                            Op::Delete => match b.take_live() {
+                            Op::Delete => match b.take_fresh() {
                                 Some(n) => (Op::Delete, b.delete(n).await),
                                 None => (Op::Put, b.put(b.next_key.fetch_add(1, Ordering::Relaxed)).await),
                             },
-                            Op::Stat => (Op::Stat, b.stat(b.random_live()?).await),
-                            _ => (Op::Get, b.get(b.random_live()?).await),
+                            Op::Stat => (Op::Stat, b.stat(b.random_prepared()?).await),
+                            _ => (Op::Get, b.get(b.random_prepared()?).await),
                         })
                     }
                 })
@@ -811,5 +832,46 @@ fn main() -> ExitCode {
             eprintln!("s3sync-bench: error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_mixes_parse_or_say_why_not() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("1d").unwrap_err().contains("invalid duration"));
+        assert!(parse_duration("s").is_err());
+        let mix = parse_mix("get=45,stat=30,put=15,delete=10").unwrap();
+        assert_eq!(
+            mix,
+            vec![(Op::Get, 45), (Op::Stat, 75), (Op::Put, 90), (Op::Delete, 100)]
+        );
+        assert!(parse_mix("get=0").is_err());
+        assert!(parse_mix("copy=5")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown operation"));
+        assert!(parse_mix("get").is_err());
+    }
+
+    #[test]
+    fn the_target_must_be_s3_and_arguments_parse_like_the_docs() {
+        let a =
+            Args::try_parse_from(["s3sync-bench", "get", "s3://b/p/", "--size", "4KiB", "--duration", "1m"]).unwrap();
+        assert_eq!(
+            (a.workload, a.size, a.duration),
+            (Workload::Get, 4096, Some(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            (a.count, a.concurrency, a.max_attempts, a.data),
+            (1000, 32, 1, Data::Random)
+        );
+        assert!(Args::try_parse_from(["s3sync-bench", "copy", "s3://b/"]).is_err());
     }
 }
