@@ -32,7 +32,7 @@ use crate::storage::local::LocalStorage;
 use crate::storage::s3::{PartInfo, S3Storage, Written};
 use crate::transfer::{self, AbortGuard, Cleanups, TempGuard};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use s3sync_io::{Chunk, IoEngine, IoFile};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -221,6 +221,17 @@ impl EngineBuilder {
                 "the part size must be at least 5 MiB, not {} bytes",
                 s.part_size
             )));
+        }
+        if s.part_size > 5 * 1024 * MIB {
+            return Err(Error::InvalidArgument(format!(
+                "the part size must be at most 5 GiB, not {} bytes",
+                s.part_size
+            )));
+        }
+        if s.threshold == 0 {
+            return Err(Error::InvalidArgument(
+                "the multipart threshold must be at least 1 byte".into(),
+            ));
         }
         if s.threshold > s.part_size {
             return Err(Error::InvalidArgument(format!(
@@ -412,7 +423,12 @@ impl Engine {
                     &opts.attributes,
                 )
             };
-            let written = cancellable(opts.cancel.as_ref(), transfer::retry_part(&s.retry, key, put)).await?;
+            // The one request that writes the object is not interrupted (it holds at most one part):
+            // a cancellation then never reports an object as not written that was.
+            if opts.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                return Err(Error::Cancelled);
+            }
+            let written = transfer::retry_part(&s.retry, key, put).await?;
             progress.add(size);
             let expected_checksum = s.checksum.and_then(|(a, k)| {
                 crate::checksum::object_checksum(a, k, &PartLayout::single(size), std::slice::from_ref(&digest))
@@ -461,7 +477,8 @@ impl Engine {
             full_object_value,
             &opts.attributes.preconditions,
         );
-        let written = guard.step(cancellable(opts.cancel.as_ref(), complete)).await?;
+        // Not interrupted: once sent, the object may exist; a cancellation must not claim otherwise.
+        let written = guard.step(complete).await?;
         guard.finish();
         self.check_written(
             key,
@@ -566,7 +583,21 @@ impl Engine {
     async fn read_file_range(&self, file: &IoFile, offset: u64, len: u64) -> Result<Vec<Bytes>> {
         let cs = POOL_CHUNK_SIZE as u64;
         let io = &self.inner.io;
-        let chunks = io.pool().acquire_many(len.div_ceil(cs) as usize).await?;
+        let n = len.div_ceil(cs) as usize;
+        // A part grown past the configured size (a file beyond 10,000 parts) also takes the room it
+        // needs beyond one part from the streams' gate, so the room the gate keeps stays true.
+        let part_chunks = self.inner.settings.part_size.div_ceil(cs) as usize;
+        let _beyond = match n.checked_sub(part_chunks).filter(|&extra| extra > 0) {
+            Some(extra) => Some(
+                self.inner
+                    .first_chunks
+                    .acquire_many(u32::try_from(extra).unwrap_or(u32::MAX))
+                    .await
+                    .map_err(|_| Error::Cancelled)?,
+            ),
+            None => None,
+        };
+        let chunks = io.pool().acquire_many(n).await?;
         let reads = chunks.into_iter().enumerate().map(|(i, c)| {
             let off = offset + i as u64 * cs;
             let want = cs.min(offset + len - off) as usize;
@@ -666,7 +697,10 @@ impl Engine {
     /// Downloads `bucket`/`key` into `writer`, in order, while later ranges are already being fetched
     /// (`parallel_parts` at a time). The ETag and the stored checksum are checked at the end: the bytes
     /// are in `writer` before a mismatch is reported, so write to a place you can discard (or use
-    /// [`Engine::get_to_file`], which renames only verified files into place).
+    /// [`Engine::get_to_file`], which renames only verified files into place). The download holds up
+    /// to `parallel_parts` parts of the pool while `writer` is slow: a writer that waits on another
+    /// transfer of the same engine (a pipe into its `put_stream`) may wait forever; give that
+    /// transfer an engine of its own.
     pub async fn get_stream<W>(&self, bucket: &str, key: &str, writer: W, opts: &GetOptions) -> Result<GetOutcome>
     where
         W: AsyncWrite + Unpin + Send,
@@ -683,7 +717,9 @@ impl Engine {
 
     /// Downloads `bucket`/`key` to `path` (its directory must exist): the bytes go to a temporary file
     /// beside it, are verified and fsynced, and only then renamed to `path` (replacing a file there).
-    /// On any error or cancellation no temporary file is left and `path` is untouched.
+    /// On an error or cancellation before the rename no temporary file is left and `path` is
+    /// untouched; a cancellation after verification lets the rename finish. An error of the final
+    /// directory fsync is reported although `path` already holds the verified object.
     pub async fn get_to_file(
         &self,
         bucket: &str,
@@ -695,36 +731,34 @@ impl Engine {
         let s3 = self.storage(bucket);
         let io = &self.inner.io;
         let tmp = LocalStorage::temp_path_for(path);
-        let work = async {
-            let file = io.create_new(&tmp).await.map_err(|e| Error::local("create", &tmp, e))?;
-            let mut guard = TempGuard {
-                path: tmp.clone(),
-                armed: true,
-            };
-            let mut sink: Sink<'_, tokio::io::Sink> = Sink::File {
-                io,
-                file: &file,
-                path: &tmp,
-                offset: 0,
-            };
-            let out = self.get(&s3, key, opts, &mut sink).await?;
-            io.fsync(&file).await.map_err(|e| Error::local("fsync", &tmp, e))?;
-            drop(file);
-            io.rename(&tmp, path)
-                .await
-                .map_err(|e| Error::local("rename", path, e))?;
-            guard.armed = false;
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let dir = tokio::fs::File::open(dir)
-                .await
-                .map_err(|e| Error::local("open", dir, e))?;
-            dir.sync_all().await.map_err(|e| Error::local("fsync", path, e))?;
-            Ok(out)
+        let file = io.create_new(&tmp).await.map_err(|e| Error::local("create", &tmp, e))?;
+        let mut guard = TempGuard {
+            path: tmp.clone(),
+            armed: true,
         };
-        cancellable(opts.cancel.as_ref(), work).await
+        let mut sink: Sink<'_, tokio::io::Sink> = Sink::File {
+            io,
+            file: &file,
+            path: &tmp,
+            offset: 0,
+        };
+        let out = cancellable(opts.cancel.as_ref(), self.get(&s3, key, opts, &mut sink)).await?;
+        // Verified: from here on nothing is interrupted, so `path` is either untouched or the object.
+        io.fsync(&file).await.map_err(|e| Error::local("fsync", &tmp, e))?;
+        drop(file);
+        io.rename(&tmp, path)
+            .await
+            .map_err(|e| Error::local("rename", path, e))?;
+        guard.armed = false;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = tokio::fs::File::open(dir)
+            .await
+            .map_err(|e| Error::local("open", dir, e))?;
+        dir.sync_all().await.map_err(|e| Error::local("fsync", path, e))?;
+        Ok(out)
     }
 
     /// The download both sinks share: HEAD, the part layout, ranges fetched `parallel_parts` at a time
@@ -757,29 +791,47 @@ impl Engine {
         )));
         let progress = Progressor::new(opts.progress.clone(), Some(size));
         let pinned = (!etag.is_empty()).then(|| etag.clone());
-        let mut ranges = futures::stream::iter(fetch_layout.parts())
-            .map(|(_, off, len)| {
-                let task = RangeTask {
-                    s3: s3.clone(),
-                    key: key.to_string(),
-                    etag: pinned.clone(),
-                    range: (off, len),
-                    pool: self.inner.io.pool().clone(),
-                    retry: s.retry.clone(),
-                    opaque: opaque.clone(),
-                };
-                AbortOnDropHandle::new(tokio::spawn(task.run()))
-            })
-            .buffered(window);
         // The bytes arrive in order and are hashed part by part of the object's own layout, whatever
         // the ranges they were fetched in.
         let mut hasher = LayoutHasher::new(object_layout, algo);
-        while let Some(r) = ranges.next().await {
-            for c in joined(r)? {
-                hasher.update(c.as_slice());
-                let n = c.len() as u64;
-                sink.write(c).await?;
-                progress.add(n);
+        // Memory for each range is taken here, in range order (FIFO, all or nothing), and handed to the
+        // range's task, which reuses it on retries. While waiting for it, the oldest range is written
+        // out, so a download never sits on memory it cannot give back, whatever else the engine runs.
+        let pool = self.inner.io.pool();
+        let mut todo = fetch_layout.parts();
+        let mut next = todo.next();
+        let mut in_flight: std::collections::VecDeque<AbortOnDropHandle<Result<Vec<Chunk>>>> = Default::default();
+        loop {
+            match next {
+                Some((_, off, len)) if in_flight.len() < window => {
+                    let want = len.div_ceil(POOL_CHUNK_SIZE as u64) as usize;
+                    let chunks = if let Some(head) = in_flight.front_mut() {
+                        tokio::select! {
+                            c = pool.acquire_many(want) => c?,
+                            r = head => {
+                                in_flight.pop_front();
+                                deliver(joined(r)?, &mut hasher, sink, &progress).await?;
+                                continue;
+                            }
+                        }
+                    } else {
+                        pool.acquire_many(want).await?
+                    };
+                    let task = RangeTask {
+                        s3: s3.clone(),
+                        key: key.to_string(),
+                        etag: pinned.clone(),
+                        range: (off, len),
+                        retry: s.retry.clone(),
+                        opaque: opaque.clone(),
+                    };
+                    in_flight.push_back(AbortOnDropHandle::new(tokio::spawn(task.run(chunks))));
+                    next = todo.next();
+                }
+                _ => match in_flight.pop_front() {
+                    Some(head) => deliver(joined(head.await)?, &mut hasher, sink, &progress).await?,
+                    None => break,
+                },
             }
         }
         let digests = hasher.finish();
@@ -793,7 +845,14 @@ impl Engine {
         let md5s: Vec<Md5Digest> = digests.iter().map(|d| d.md5).collect();
         let etag_verified = if known && !opaque.load(Ordering::Relaxed) && etag_is_md5_form(&etag) {
             let computed = etag_from_parts(&md5s, object_layout.multipart);
-            if computed != etag {
+            if computed == etag {
+                true
+            } else if object_layout.part_count() > 1 && !self.parts_are_uniform(s3, key, &object_layout).await? {
+                // The layout came from part 1 alone and the other parts differ: not a corruption, an
+                // ETag that cannot be recomputed from these boundaries.
+                debug!(key, "parts of unequal size: the ETag cannot be verified");
+                false
+            } else {
                 return Err(Error::Verification {
                     what: "ETag",
                     key: key.to_string(),
@@ -801,7 +860,6 @@ impl Engine {
                     actual: computed,
                 });
             }
-            true
         } else {
             false
         };
@@ -846,6 +904,19 @@ impl Engine {
             }
         }
         Ok((PartLayout::multipart(size, self.inner.settings.part_size), false))
+    }
+
+    /// Whether every part of a multipart object has the size `layout` gives it (HEAD of each part).
+    async fn parts_are_uniform(&self, s3: &S3Storage, key: &str, layout: &PartLayout) -> Result<bool> {
+        let sizes: Vec<bool> = futures::stream::iter(2..=layout.part_count())
+            .map(|p| async move {
+                let h = s3.head(key, Some(p as i32)).await?;
+                Ok::<_, Error>(h.map(|h| h.entry.size) == Some(layout.part(p - 1).1))
+            })
+            .buffer_unordered(self.inner.settings.parallel_parts)
+            .try_collect()
+            .await?;
+        Ok(sizes.into_iter().all(|same| same))
     }
 
     /// Waits for the clean-ups (multipart aborts) of uploads whose futures were dropped by the caller
@@ -895,6 +966,22 @@ impl<W: AsyncWrite + Unpin + Send> Sink<'_, W> {
             Sink::File { .. } => Ok(()),
         }
     }
+}
+
+/// Hands a fetched range to the sink in order, hashing it on the way.
+async fn deliver<W: AsyncWrite + Unpin + Send>(
+    chunks: Vec<Chunk>,
+    hasher: &mut LayoutHasher,
+    sink: &mut Sink<'_, W>,
+    progress: &Progressor,
+) -> Result<()> {
+    for c in chunks {
+        hasher.update(c.as_slice());
+        let n = c.len() as u64;
+        sink.write(c).await?;
+        progress.add(n);
+    }
+    Ok(())
 }
 
 /// Hashes bytes that arrive in order, one digest per part of a layout.
@@ -1099,23 +1186,34 @@ struct RangeTask {
     key: String,
     etag: Option<String>,
     range: (u64, u64),
-    pool: s3sync_io::ChunkPool,
     retry: RetryConfig,
     opaque: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RangeTask {
-    async fn run(self) -> Result<Vec<Chunk>> {
-        transfer::retry_part(&self.retry, &self.key, || self.fetch()).await
+    /// Fetches the range into `chunks` (exactly enough for it), retrying it alone on retryable errors
+    /// with the same memory.
+    async fn run(self, mut chunks: Vec<Chunk>) -> Result<Vec<Chunk>> {
+        let mut attempt = 0;
+        loop {
+            chunks.iter_mut().for_each(Chunk::clear);
+            match self.fetch(&mut chunks).await {
+                Err(e) if e.is_retryable() && attempt < self.retry.force_retry_count => {
+                    attempt += 1;
+                    debug!(key = %self.key, attempt, error = %e, "retrying the range");
+                    tokio::time::sleep(self.retry.force_retry_interval).await;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(chunks),
+            }
+        }
     }
 
-    async fn fetch(&self) -> Result<Vec<Chunk>> {
+    async fn fetch(&self, chunks: &mut [Chunk]) -> Result<()> {
         let (offset, len) = self.range;
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let cs = POOL_CHUNK_SIZE as u64;
-        let mut chunks = self.pool.acquire_many(len.div_ceil(cs) as usize).await?.into_iter();
         let ranged = self
             .s3
             .get_range(&self.key, None, self.etag.as_deref(), offset, len)
@@ -1124,25 +1222,23 @@ impl RangeTask {
             self.opaque.store(true, Ordering::Relaxed);
         }
         let mut body = ranged.body;
-        let mut out: Vec<Chunk> = Vec::new();
         let mut got = 0u64;
+        let mut slot = 0;
         while let Some(frame) = body.next().await {
             let frame = frame.map_err(|e| transfer::stream_error(&self.key, self.s3.bucket(), e))?;
             let mut data = &frame[..];
             while !data.is_empty() {
-                if out.last().is_none_or(|c| c.remaining() == 0) {
-                    let Some(c) = chunks.next() else {
-                        return Err(Error::ObjectChanged {
-                            key: self.key.clone(),
-                            message: "the object is larger than its HEAD said".into(),
-                        });
-                    };
-                    out.push(c);
-                }
-                if let Some(c) = out.last_mut() {
-                    let n = c.extend_from_slice(data);
-                    data = &data[n..];
-                    got += n as u64;
+                let Some(c) = chunks.get_mut(slot) else {
+                    return Err(Error::ObjectChanged {
+                        key: self.key.clone(),
+                        message: "the object is larger than its HEAD said".into(),
+                    });
+                };
+                let n = c.extend_from_slice(data);
+                data = &data[n..];
+                got += n as u64;
+                if c.remaining() == 0 {
+                    slot += 1;
                 }
             }
         }
@@ -1155,7 +1251,7 @@ impl RangeTask {
                 message: format!("got {got} bytes, expected {len} (truncated response or object changed)"),
             });
         }
-        Ok(out)
+        Ok(())
     }
 }
 

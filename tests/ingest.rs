@@ -476,3 +476,63 @@ async fn a_wrong_stored_checksum_is_a_typed_error_and_leaves_no_file() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn puts_and_gets_at_once_with_failing_ranges_never_deadlock() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::Status500, When::Probability(0.3)).ops(&[Op::GetObject])],
+    )
+    .await;
+    let retry = s3sync::RetryConfig {
+        aws_max_attempts: 1,
+        force_retry_count: 20,
+        force_retry_interval: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let client = ClientConfig {
+        endpoint_url: Some(proxy.url()),
+        force_path_style: true,
+        ..Default::default()
+    };
+    // Three parts of memory for a dozen downloads of three ranges each and a dozen uploads.
+    let e = Engine::builder()
+        .client(client)
+        .retry(retry)
+        .multipart(5 * MIB as u64, 5 * MIB as u64)
+        .pool_size(15 * MIB as u64)
+        .build()
+        .await
+        .unwrap();
+    let existing: Vec<Vec<u8>> = (0..6).map(|i| data(11 * MIB + i, 200 + i as u64)).collect();
+    for (i, d) in existing.iter().enumerate() {
+        srv.put(&bucket, &format!("old{i}"), d).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..12usize {
+        let (e2, bucket2, want) = (e.clone(), bucket.clone(), existing[i % 6].clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            e2.get_stream(&bucket2, &format!("old{}", i % 6), &mut out, &GetOptions::default())
+                .await
+                .expect("get");
+            assert_eq!(out, want);
+        }));
+        let (e, bucket) = (e.clone(), bucket.clone());
+        tasks.push(tokio::spawn(async move {
+            let d = data(6 * MIB + i * 100_000, 300 + i as u64);
+            e.put_stream(&bucket, &format!("new{i:02}"), Trickle::new(d), &PutOptions::default())
+                .await
+                .expect("put");
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(300), futures::future::join_all(tasks))
+        .await
+        .expect("no deadlock")
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    proxy.assert_injected();
+    assert_eq!(srv.keys(&bucket).await.len(), 18);
+}

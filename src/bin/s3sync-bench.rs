@@ -10,6 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 use s3sync::{ClientConfig, Location, RetryConfig};
 use serde::Serialize;
@@ -43,7 +44,8 @@ enum Workload {
 /// The bytes of the objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Data {
-    /// Pseudo-random bytes, different for every object (nothing for the server to compress or dedupe).
+    /// Pseudo-random bytes (nothing to compress); each object is a different window of one random
+    /// buffer, so a server that deduplicates by content blocks may still find shared blocks.
     Random,
     /// Zeros.
     Zero,
@@ -64,7 +66,7 @@ struct Args {
     /// What to measure.
     #[arg(value_enum)]
     workload: Workload,
-    /// Where the objects go: s3://bucket[/prefix] (they are written under <prefix><run-id>/).
+    /// Where the objects go: `s3://bucket[/prefix]` (they are written under `<prefix><run-id>/`).
     target: String,
     /// Endpoint URL (default: the AWS SDK's, e.g. from AWS_ENDPOINT_URL).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
@@ -217,12 +219,21 @@ struct Report {
     prepared_objects: u64,
     operations: Vec<OpReport>,
     cleaned_up: u64,
+    /// Objects the clean-up could not delete (left under `run_prefix`; exit code 1).
+    cleanup_failed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cleanup_error: Option<String>,
+    run_prefix: String,
     interrupted: bool,
 }
 
 /// Everything the workers share.
 struct Bench {
+    /// The measured client: every request sent once (`--max-attempts`).
     client: Client,
+    /// The preparation's and the clean-up's client, which retries: they are not measured, and a
+    /// throttled DELETE must not leave objects behind.
+    setup: Client,
     bucket: String,
     /// `<prefix><run-id>/`: every key of this run starts with it.
     root: String,
@@ -279,7 +290,11 @@ impl Bench {
     }
 
     async fn put(&self, n: u64) -> Result<u64, String> {
-        self.client
+        self.put_with(&self.client, n).await
+    }
+
+    async fn put_with(&self, client: &Client, n: u64) -> Result<u64, String> {
+        client
             .put_object()
             .bucket(&self.bucket)
             .key(self.key(n))
@@ -477,9 +492,12 @@ async fn prepare(b: &Arc<Bench>, count: u64, concurrency: usize) -> Result<u64> 
     };
     let (t, _) = measure(b, concurrency, stop, |b: Arc<Bench>, _| async move {
         let n = b.next_key.fetch_add(1, Ordering::Relaxed);
-        Some((Op::Put, b.put(n).await))
+        Some((Op::Put, b.put_with(&b.setup, n).await))
     })
     .await;
+    if b.cancel.is_cancelled() {
+        bail!("interrupted while preparing");
+    }
     if let Some(put) = t.get(&Op::Put) {
         if put.errors > 0 {
             bail!(
@@ -488,9 +506,6 @@ async fn prepare(b: &Arc<Bench>, count: u64, concurrency: usize) -> Result<u64> 
                 put.first_error.clone().unwrap_or_default()
             );
         }
-    }
-    if b.cancel.is_cancelled() {
-        bail!("interrupted while preparing");
     }
     Ok(count)
 }
@@ -533,6 +548,9 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    if args.count == 0 && (args.workload != Workload::Put || args.duration.is_none()) {
+        bail!("--count must be at least 1");
+    }
     if args.workload == Workload::Delete && args.duration.is_some() {
         bail!("--duration does not apply to delete: it deletes the --count objects it prepared");
     }
@@ -549,6 +567,7 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
         ..Default::default()
     };
     let client = s3sync::storage::client::build_client(&client_cfg, &retry).await?;
+    let setup = s3sync::storage::client::build_client(&client_cfg, &RetryConfig::default()).await?;
     let existing = client
         .list_objects_v2()
         .bucket(&bucket)
@@ -572,6 +591,7 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
     let run_id = format!("s3sync-bench-{:08x}/", rand::random::<u32>());
     let b = Arc::new(Bench {
         client,
+        setup,
         bucket: bucket.clone(),
         root: format!("{prefix}{run_id}"),
         data,
@@ -678,8 +698,27 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
     .await;
     let interrupted = cancel.is_cancelled();
     // Clean up whatever happened above (a second Ctrl-C ends the process during this).
-    let cleaned = if args.keep { 0 } else { cleanup(&b, c).await? };
-    let (tallies, wall) = outcome?;
+    let cleaned = if args.keep {
+        Cleanup::default()
+    } else {
+        cleanup(&b, c).await
+    };
+    let (tallies, wall) = match outcome {
+        Ok(o) => o,
+        // Interrupted while preparing: nothing was measured; report that (exit 130), not a failure.
+        Err(_) if interrupted => (BTreeMap::new(), Duration::ZERO),
+        Err(e) => {
+            if cleaned.failed > 0 {
+                eprintln!(
+                    "s3sync-bench: clean-up: {} objects left under s3://{bucket}/{}: {}",
+                    cleaned.failed,
+                    b.root,
+                    cleaned.first_error.unwrap_or_default()
+                );
+            }
+            return Err(e);
+        }
+    };
     let operations = report_of(tallies, wall);
     let failed = operations.iter().any(|o| o.errors > 0);
     Ok((
@@ -691,60 +730,86 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
             concurrency: c,
             prepared_objects: prepared,
             operations,
-            cleaned_up: cleaned,
+            cleaned_up: cleaned.deleted,
+            cleanup_failed: cleaned.failed,
+            cleanup_error: cleaned.first_error,
+            run_prefix: format!("s3://{bucket}/{}", b.root),
             interrupted,
         },
         failed,
     ))
 }
 
+/// What the clean-up did.
+#[derive(Debug, Default, Serialize)]
+struct Cleanup {
+    deleted: u64,
+    /// Objects that could not be deleted (left under the run's prefix).
+    failed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_error: Option<String>,
+}
+
 /// Deletes every object under the run's root (listed, so also objects of failed or interrupted PUTs
-/// that the server did store).
-async fn cleanup(b: &Arc<Bench>, concurrency: usize) -> Result<u64> {
-    let mut deleted = 0;
+/// that the server did store), with the retrying client; carries on past failures and counts them.
+async fn cleanup(b: &Arc<Bench>, concurrency: usize) -> Cleanup {
+    let mut done = Cleanup::default();
     let mut after = None;
     loop {
-        let resp = b
-            .client
+        let resp = match b
+            .setup
             .list_objects_v2()
             .bucket(&b.bucket)
             .prefix(&b.root)
             .set_start_after(after.take())
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("cleanup: cannot list {}: {}", b.root, sdk_message(&e)))?;
+        {
+            Ok(r) => r,
+            Err(e) => {
+                done.first_error
+                    .get_or_insert(format!("cannot list {}: {}", b.root, sdk_message(&e)));
+                done.failed += 1;
+                return done;
+            }
+        };
         let keys: Vec<String> = resp
             .contents()
             .iter()
             .filter_map(|o| o.key().map(str::to_string))
             .collect();
         if keys.is_empty() {
-            return Ok(deleted);
+            return done;
         }
         after = keys.last().cloned();
-        let results = futures::future::join_all(keys.chunks(keys.len().div_ceil(concurrency).max(1)).map(|ks| {
-            let b = b.clone();
-            let ks = ks.to_vec();
-            async move {
-                for k in ks {
-                    b.client
+        let results: Vec<Result<(), String>> = futures::stream::iter(keys)
+            .map(|k| {
+                let b = b.clone();
+                async move {
+                    b.setup
                         .delete_object()
                         .bucket(&b.bucket)
                         .key(&k)
                         .send()
                         .await
-                        .map_err(|e| anyhow::anyhow!("cleanup: cannot delete {k}: {}", sdk_message(&e)))?;
+                        .map(|_| ())
+                        .map_err(|e| format!("cannot delete {k}: {}", sdk_message(&e)))
                 }
-                Ok::<_, anyhow::Error>(())
-            }
-        }))
-        .await;
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
         for r in results {
-            r?;
+            match r {
+                Ok(()) => done.deleted += 1,
+                Err(e) => {
+                    done.failed += 1;
+                    done.first_error.get_or_insert(e);
+                }
+            }
         }
-        deleted += keys.len() as u64;
         if resp.is_truncated() != Some(true) {
-            return Ok(deleted);
+            return done;
         }
     }
 }
@@ -784,6 +849,14 @@ fn print_table(r: &Report) {
         }
     }
     println!("prepared {} objects, cleaned up {}", r.prepared_objects, r.cleaned_up);
+    if r.cleanup_failed > 0 {
+        println!(
+            "clean-up: {} objects could not be deleted under {}: {}",
+            r.cleanup_failed,
+            r.run_prefix,
+            r.cleanup_error.as_deref().unwrap_or("")
+        );
+    }
 }
 
 fn main() -> ExitCode {
@@ -820,7 +893,9 @@ fn main() -> ExitCode {
             } else {
                 print_table(&report);
             }
-            if report.interrupted {
+            if report.cleanup_failed > 0 {
+                ExitCode::from(1)
+            } else if report.interrupted {
                 ExitCode::from(130)
             } else if failed {
                 ExitCode::from(3)
