@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
-cargo publish --dry-run --workspace --allow-dirty
+# Packaging and manifest checks only: the full verification build (`cargo publish --dry-run --workspace`
+# without --no-verify) compiles everything once more and costs minutes of CI; run it before a release.
+cargo publish --dry-run --workspace --allow-dirty --no-verify

@@ -8,6 +8,10 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
+/// The tests of this file run one at a time: the Garage test reads the server's own request counters,
+/// which requests of a concurrent test would disturb.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn bench(endpoint: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3sync-bench"));
     cmd.args(["--endpoint-url", endpoint, "--force-path-style"]);
@@ -36,6 +40,7 @@ fn ops_of(report: &serde_json::Value, op: &str) -> u64 {
 
 #[tokio::test]
 async fn each_workload_matches_the_requests_the_server_received_and_cleans_up() {
+    let _serial = SERIAL.lock().await;
     let srv = server().await;
     let bucket = srv.bucket().await;
     let target = format!("s3://{bucket}/bench/");
@@ -127,6 +132,7 @@ async fn each_workload_matches_the_requests_the_server_received_and_cleans_up() 
 
 #[tokio::test]
 async fn a_non_empty_prefix_is_refused_unless_allowed_and_never_touched() {
+    let _serial = SERIAL.lock().await;
     let srv = server().await;
     let bucket = srv.bucket().await;
     srv.put(&bucket, "data/keep-me", b"precious").await;
@@ -149,6 +155,7 @@ async fn a_non_empty_prefix_is_refused_unless_allowed_and_never_touched() {
 
 #[tokio::test]
 async fn a_timed_run_measures_for_its_duration() {
+    let _serial = SERIAL.lock().await;
     let srv = server().await;
     let bucket = srv.bucket().await;
     let (code, r) = run_json(
@@ -177,6 +184,7 @@ async fn a_timed_run_measures_for_its_duration() {
 
 #[tokio::test]
 async fn ctrl_c_stops_the_run_and_cleans_up() {
+    let _serial = SERIAL.lock().await;
     let srv = server().await;
     let bucket = srv.bucket().await;
     let cmd = bench(
@@ -212,4 +220,76 @@ async fn ctrl_c_stops_the_run_and_cleans_up() {
     run.expect(130);
     assert!(took < Duration::from_secs(30), "stopped and cleaned up in {took:?}");
     assert!(srv.keys(&bucket).await.is_empty(), "the objects written were deleted");
+}
+
+/// Garage's own request counters (`api_s3_request_counter` of its admin port's `/metrics`).
+fn garage_counters(srv: &Server) -> std::collections::HashMap<String, u64> {
+    use std::io::{Read, Write};
+    let port: u16 = srv
+        .endpoint
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port + 3)).expect("garage admin port");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("api_s3_request_counter{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(op) = labels.split("api_endpoint=\"").nth(1).and_then(|r| r.split('"').next()) else {
+            continue;
+        };
+        *out.entry(op.to_string()).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_figures_match_garages_own_request_counters() {
+    let _serial = SERIAL.lock().await;
+    let srv = server().await;
+    if !srv.is_garage() {
+        eprintln!("moto keeps no request counters; the proxy-counted test covers it");
+        return;
+    }
+    let bucket = srv.bucket().await;
+    let target = format!("s3://{bucket}/own/");
+    for workload in ["put", "get", "stat", "list", "delete", "mixed"] {
+        let before = garage_counters(&srv);
+        let (code, r) = run_json(
+            &srv.endpoint,
+            &[
+                workload,
+                &target,
+                "--size",
+                "4KiB",
+                "--count",
+                "80",
+                "--concurrency",
+                "8",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "{workload}: {r}");
+        let after = garage_counters(&srv);
+        let delta = |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+        let prepared = r["prepared_objects"].as_u64().unwrap();
+        let cleaned = r["cleaned_up"].as_u64().unwrap();
+        assert_eq!(delta("PutObject"), ops_of(&r, "PUT") + prepared, "{workload}: {r}");
+        assert_eq!(delta("GetObject"), ops_of(&r, "GET"), "{workload}: {r}");
+        assert_eq!(delta("HeadObject"), ops_of(&r, "STAT"), "{workload}: {r}");
+        assert_eq!(delta("DeleteObject"), ops_of(&r, "DELETE") + cleaned, "{workload}: {r}");
+        assert_eq!(
+            delta("ListObjectsV2"),
+            ops_of(&r, "LIST") + 1 + cleaned.div_ceil(1000).max(1),
+            "{workload}: {r}"
+        );
+    }
 }
