@@ -5,8 +5,8 @@
 #
 # Usage: scripts/soak.sh [-- ARGS...]
 #   ARGS go to the test binary, after `--ignored --nocapture`.
-# Steps: install the servers (cached) -> cargo test --test soak --no-run -> for each server: start it,
-#   `cargo test --test soak -- --ignored --nocapture`, stop it. Exits 1 if any server's soak failed.
+# Steps: install the servers (cached) -> cargo test --test suite --no-run -> for each server: start it,
+#   `cargo test --test suite soak:: -- --ignored --nocapture`, stop it. Exits 1 if any server's soak failed.
 # Env:
 #   S3SYNC_SOAK_SEED     seed, decimal or 0x hex (default: the test's fixed seed); printed by the test,
 #                        which replays the same rounds with it (timing aside)
@@ -42,7 +42,7 @@ trap 'exit 130' INT TERM
 for s in $SERVERS; do
   scripts/install-servers.sh "$s"
 done
-cargo test --test soak --no-run
+cargo test --test suite --no-run
 
 RESULTS=()
 FAILED=0
@@ -57,7 +57,7 @@ for server in $SERVERS; do
   rm -f "$TARGET_DIR/soak-summary.txt"
   log "$server: soaking for ${S3SYNC_SOAK_SECONDS}s (seed ${S3SYNC_SOAK_SEED:-default})"
   rc=0
-  cargo test --test soak -- --ignored --nocapture "${EXTRA[@]}" || rc=$?
+  cargo test --test suite soak:: -- --ignored --nocapture "${EXTRA[@]}" || rc=$?
   scripts/stop-server.sh "$STARTED" || true
   STARTED=""
   unset "${SERVER_VARS[@]}"

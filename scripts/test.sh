@@ -7,7 +7,7 @@
 #   (cargo test --no-fail-fast --workspace --lib --bins; cargo test --no-fail-fast -p s3sync-io) -> the
 #   deployment files (deploy/kubernetes/check_manifests.py) -> docs and packaging (scripts/check-package.sh)
 #   -> for each server, start it and run
-#   `cargo test --no-fail-fast` of every tests/*.rs target once per I/O backend (S3SYNC_IO_BACKEND) -> stop it ->
+#   `cargo test --no-fail-fast` of every [[test]] target of Cargo.toml once per I/O backend (S3SYNC_IO_BACKEND) -> stop it ->
 #   scripts/bench-smoke.sh if it exists and is executable. Prints a summary table; exits 1 if anything failed.
 # Env:
 #   S3SYNC_SERVERS       servers to test against (default "moto garage")
@@ -99,11 +99,11 @@ if [ "${S3SYNC_UNIT:-1}" != 0 ]; then
   step "docs and packaging" scripts/check-package.sh || true
 fi
 
-# Every tests/*.rs is an integration test target that needs a server.
+# Every [[test]] target of Cargo.toml needs a server (autotests is off: tests/suite.rs holds the modules).
 TEST_TARGETS=()
-for f in tests/*.rs; do
-  [ -f "$f" ] && TEST_TARGETS+=(--test "$(basename "$f" .rs)")
-done
+while read -r name; do
+  TEST_TARGETS+=(--test "$name")
+done < <(awk '/^\[\[test\]\]/ { t = 1; next } /^\[/ { t = 0 } t && $1 == "name" { gsub(/"/, "", $3); print $3 }' Cargo.toml)
 if [ "${#TEST_TARGETS[@]}" -gt 0 ]; then
   for server in $SERVERS; do
     if ! exports="$(scripts/start-server.sh "$server")"; then
@@ -121,7 +121,7 @@ if [ "${#TEST_TARGETS[@]}" -gt 0 ]; then
     unset "${SERVER_VARS[@]}"
   done
 else
-  RESULTS+=("integration|SKIP|no tests/*.rs")
+  RESULTS+=("integration|SKIP|no [[test]] targets")
 fi
 
 if [ -x scripts/bench-smoke.sh ]; then

@@ -193,6 +193,9 @@ pub struct Config {
     pub report_metadata_sync_status: bool,
     /// Also compare tags in `--report-sync-status`.
     pub report_tagging_sync_status: bool,
+    /// Object annotations: copied with each object, refreshed on up-to-date objects, compared in
+    /// `--report-sync-status` (S3 to S3 only).
+    pub annotations: AnnotationSync,
     /// `--delete` also removes target objects that `--filter-exclude-regex` matches (`--delete-excluded`).
     pub delete_excluded: bool,
     /// Archived objects that cannot be read (GLACIER, DEEP_ARCHIVE) are skipped silently instead of
@@ -220,6 +223,34 @@ pub struct WriteConditions {
     /// `x-amz-copy-source-if-match: <source ETag as listed>` on CopyObject and UploadPartCopy
     /// (`--copy-source-if-match`).
     pub copy_source_if_match: bool,
+}
+
+/// What happens to object annotations (named payloads attached to an S3 object version). All off by
+/// default: each needs ListObjectAnnotations calls on both buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnotationSync {
+    /// After an object is written, make the target's annotations those of the source: copy the new
+    /// and changed ones, delete the ones the source lacks (`--enable-sync-object-annotations`).
+    pub enabled: bool,
+    /// Also for objects that are up to date (same ETag), so a changed annotation reaches the target
+    /// without the object being copied again (`--sync-latest-object-annotations`).
+    pub latest: bool,
+    /// Tell changed annotations by ETag; off: by size and by the source being newer
+    /// (`--disable-check-annotation-etag`).
+    pub check_etag: bool,
+    /// Compare annotations in `--report-sync-status` (`--report-annotations-sync-status`).
+    pub report: bool,
+}
+
+impl Default for AnnotationSync {
+    fn default() -> Self {
+        AnnotationSync {
+            enabled: false,
+            latest: false,
+            check_etag: true,
+            report: false,
+        }
+    }
 }
 
 impl Config {
@@ -265,6 +296,7 @@ impl Config {
                 sync_latest_tagging: false,
                 report_metadata_sync_status: false,
                 report_tagging_sync_status: false,
+                annotations: AnnotationSync::default(),
                 delete_excluded: false,
                 ignore_glacier_warnings: false,
                 verify_additional_checksum: true,
@@ -341,6 +373,16 @@ impl Config {
             return invalid(
                 "--if-match and --copy-source-if-match cannot be used with --enable-versioning or --point-in-time",
             );
+        }
+        let a = self.annotations;
+        if (a.enabled || a.latest || a.report) && !(self.source.is_s3() && self.target.is_s3()) {
+            return invalid(
+                "--enable-sync-object-annotations, --sync-latest-object-annotations and \
+                 --report-annotations-sync-status need S3 on both sides",
+            );
+        }
+        if a.report && !self.report_sync_status {
+            return invalid("--report-annotations-sync-status needs --report-sync-status");
         }
         if self.delete_excluded && !self.delete {
             return invalid("--delete-excluded needs --delete");

@@ -35,6 +35,7 @@
 //!
 //! Errors are [`Error`] values; [`Error::exit_code`] maps them to the CLI's exit codes.
 
+pub mod annotations;
 pub mod attributes;
 pub mod callback;
 pub mod checksum;

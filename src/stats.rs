@@ -24,6 +24,10 @@ pub enum SyncStatus {
     TaggingMatch,
     /// Tag sets differ.
     TaggingMismatch,
+    /// Object annotations are equal (`--report-annotations-sync-status`).
+    AnnotationsMatch,
+    /// Object annotations differ.
+    AnnotationsMismatch,
 }
 
 impl SyncStatus {
@@ -38,6 +42,8 @@ impl SyncStatus {
             SyncStatus::MetadataMismatch => "METADATA_MISMATCH",
             SyncStatus::TaggingMatch => "TAGGING_MATCH",
             SyncStatus::TaggingMismatch => "TAGGING_MISMATCH",
+            SyncStatus::AnnotationsMatch => "ANNOTATIONS_MATCH",
+            SyncStatus::AnnotationsMismatch => "ANNOTATIONS_MISMATCH",
         }
     }
 
@@ -45,7 +51,7 @@ impl SyncStatus {
     pub fn is_match(&self) -> bool {
         matches!(
             self,
-            SyncStatus::Match | SyncStatus::MetadataMatch | SyncStatus::TaggingMatch
+            SyncStatus::Match | SyncStatus::MetadataMatch | SyncStatus::TaggingMatch | SyncStatus::AnnotationsMatch
         )
     }
 }
@@ -190,7 +196,7 @@ pub struct Stats {
 pub struct Reporter {
     counters: Counters,
     events: Option<mpsc::UnboundedSender<SyncEvent>>,
-    callback: Option<mpsc::UnboundedSender<SyncEvent>>,
+    callback: Option<(mpsc::UnboundedSender<SyncEvent>, crate::callback::EventType)>,
     started: std::time::Instant,
 }
 
@@ -205,15 +211,26 @@ impl Reporter {
         }
     }
 
-    /// Also forwards every event to `callback` (the event callback's dispatcher).
-    pub fn with_callback(mut self, callback: mpsc::UnboundedSender<SyncEvent>) -> Self {
-        self.callback = Some(callback);
+    /// Also forwards to `callback` (the event callback's dispatcher) the events of the types in
+    /// `mask`, and always the run's end (the dispatcher stops there). Other events are not queued.
+    pub fn with_callback(
+        mut self,
+        callback: mpsc::UnboundedSender<SyncEvent>,
+        mask: crate::callback::EventType,
+    ) -> Self {
+        self.callback = Some((callback, mask));
         self
     }
 
     fn emit(&self, e: SyncEvent) {
-        if let Some(tx) = &self.callback {
-            let _ = tx.send(e.clone());
+        if let Some((tx, mask)) = &self.callback {
+            let wanted = matches!(e, SyncEvent::PipelineEnd { .. })
+                || crate::callback::EventData::from_sync_event(&e, false)
+                    .iter()
+                    .any(|d| mask.contains(d.event_type));
+            if wanted {
+                let _ = tx.send(e.clone());
+            }
         }
         if let Some(tx) = &self.events {
             let _ = tx.send(e);
@@ -398,6 +415,33 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The event callback's queue holds only the events its mask asks for, plus the run's end.
+    #[test]
+    fn the_callback_queue_gets_only_masked_events() {
+        use crate::callback::EventType;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (all_tx, mut all_rx) = mpsc::unbounded_channel();
+        let r = Reporter::new(Some(all_tx)).with_callback(tx, EventType::SYNC_COMPLETE);
+        r.pipeline_start();
+        r.started("k", 1);
+        r.transferred("k", 1, true);
+        r.deleted("d");
+        r.pipeline_end();
+        let mut got = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            got.push(e);
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(matches!(got[0], SyncEvent::Transferred { .. }));
+        assert!(matches!(got[1], SyncEvent::PipelineEnd { .. }));
+        // The events() stream still sees everything.
+        let mut n = 0;
+        while all_rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 5);
+    }
 
     #[test]
     fn exit_codes() {

@@ -1,7 +1,7 @@
 //! Object attributes and selection against the real servers: metadata, tagging, SSE, storage class,
 //! filters. Where a server lacks a feature the test says so and the other server covers it.
 
-mod common;
+use crate::common;
 
 use common::*;
 

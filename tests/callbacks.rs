@@ -1,7 +1,7 @@
 //! Callbacks and the options of s3sync 1.62.4 beyond its README, against the real servers: the Lua
 //! example scripts end to end, the Lua sandbox and limits, dry runs, conditional writes.
 
-mod common;
+use crate::common;
 
 use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When};
 use common::*;
@@ -185,6 +185,146 @@ async fn event_script_sees_every_event_in_order() {
         "{}",
         run.stdout
     );
+}
+
+/// A request payer set by the preprocess callback is sent with every request of that object's
+/// upload: CreateMultipartUpload, each UploadPart and the completion (a requester-pays bucket refuses
+/// any request without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_payer_from_preprocess_reaches_every_request_of_the_upload() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("big", data(6 * MIB, 7)), ("small", b"s".to_vec())]);
+    let dir = tmpdir();
+    let script = script(
+        dir.path(),
+        "function preprocess_callback(source, meta)\n  if source.key == 'big' then meta.request_payer = 'requester' end\n  return true, meta\nend\n",
+    );
+    let proxy = FaultProxy::start(&srv.endpoint, vec![]).await;
+    let cmd = srv.command_via(
+        &proxy.url(),
+        &[
+            "--preprocess-callback-lua-script",
+            &script,
+            "--multipart-threshold",
+            "5MiB",
+            "--multipart-chunksize",
+            "5MiB",
+            &s(src.path()),
+            &s3(&bucket),
+        ],
+    );
+    let run = Run::from(tokio::process::Command::from(cmd).output().await.unwrap());
+    run.expect(0);
+    let mut paid: Vec<Op> = proxy
+        .conditions()
+        .into_iter()
+        .filter(|(_, h)| h == "x-amz-request-payer: requester")
+        .map(|(op, _)| op)
+        .collect();
+    paid.sort_by_key(|op| format!("{op:?}"));
+    assert_eq!(
+        paid,
+        vec![
+            Op::CompleteMultipartUpload,
+            Op::CreateMultipartUpload,
+            Op::UploadPart,
+            Op::UploadPart
+        ],
+        "only big's upload, all of it: {:?}",
+        proxy.conditions()
+    );
+    assert_eq!(srv.get(&bucket, "big").await, data(6 * MIB, 7));
+}
+
+/// Ctrl-C stops a run whose filter script loops forever, with the timeout off: the script is
+/// interrupted, not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_interrupts_an_endless_script() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", b"a".to_vec())]);
+    let dir = tmpdir();
+    let mark = dir.path().join("started");
+    let body = format!(
+        "function filter(o)\n  local f = io.open({:?}, 'w') f:write('x') f:close()\n  while true do end\nend\n",
+        s(&mark)
+    );
+    let script = script(dir.path(), &body);
+    let cmd = srv.command(&[
+        "--filter-callback-lua-script",
+        &script,
+        "--allow-lua-os-library",
+        "--lua-callback-timeout-milliseconds",
+        "0",
+        &s(src.path()),
+        &s3(&bucket),
+    ]);
+    let started = || {
+        let m = mark.clone();
+        async move { m.exists() }
+    };
+    let (run, took) = interrupt_when(cmd, "-INT", false, started)
+        .await
+        .expect("the script started");
+    run.expect(130);
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "stopped {took:?} after SIGINT:\n{}",
+        run.stderr
+    );
+    assert!(srv.keys(&bucket).await.is_empty());
+}
+
+/// An additional checksum that was compared and agreed is reported as SYNC_CHECKSUM_VERIFIED, on
+/// upload (the server's stored checksum against ours) and on download (the bytes against it).
+#[tokio::test]
+async fn verified_checksums_are_events() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", b"a".to_vec()), ("b", b"bb".to_vec())]);
+    let names = |run: &Run| -> Vec<String> {
+        run.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("EVENT "))
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+            .collect()
+    };
+    let count = |names: &[String], n: &str| names.iter().filter(|x| *x == n).count();
+    let run = srv.run(&[
+        "--event-callback-lua-script",
+        &example("event_log.lua"),
+        "--additional-checksum-algorithm",
+        "CRC32C",
+        &s(src.path()),
+        &s3(&bucket),
+    ]);
+    run.expect(0);
+    let up = names(&run);
+    assert_eq!(count(&up, "SYNC_CHECKSUM_VERIFIED"), 2, "{up:?}");
+    let dst = tmpdir();
+    let run = srv.run(&[
+        "--event-callback-lua-script",
+        &example("event_log.lua"),
+        "--enable-additional-checksum",
+        &s3(&bucket),
+        &s(dst.path()),
+    ]);
+    run.expect(0);
+    let down = names(&run);
+    assert_eq!(count(&down, "SYNC_CHECKSUM_VERIFIED"), 2, "{down:?}");
+    // Without an additional checksum there is nothing to report.
+    let run = srv.run(&[
+        "--event-callback-lua-script",
+        &example("event_log.lua"),
+        &s(src.path()),
+        &s3(&srv.bucket().await),
+    ]);
+    run.expect(0);
+    assert_eq!(count(&names(&run), "SYNC_CHECKSUM_VERIFIED"), 0);
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! them (composite and full-object), moto accepts wrong ones (so download verification can be caught
 //! in the act).
 
-mod common;
+use crate::common;
 
 use common::*;
 use s3sync::checksum::additional::{combine_parts, to_base64, ChecksumAlgorithm, ChecksumHasher, ChecksumType};

@@ -10,7 +10,7 @@
 //! so the suite runs in seconds; the unreachable-endpoint test keeps the default retry settings on
 //! purpose, since it measures what a user waits.
 
-mod common;
+use crate::common;
 
 use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When};
 use common::*;

@@ -1,7 +1,7 @@
 //! The ingest library (`s3sync::ingest::Engine`) against the real server: streams of unknown length,
 //! files, downloads to files and writers, cancellation, verification errors, many objects at once.
 
-mod common;
+use crate::common;
 
 use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When};
 use common::*;

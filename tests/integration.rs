@@ -2,7 +2,7 @@
 //! scripts/test.sh), on whichever I/O backend S3SYNC_IO_BACKEND selects. Assertions are on what a user
 //! sees: bytes on the target, ETags, counts in the summary, exit codes.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, SystemTime};

@@ -4,7 +4,7 @@
 //! not fail. Every case runs against the real server (moto or Garage); cases no server produces (a
 //! listing that ends early, an SSE-KMS ETag) are produced by the fault proxy rewriting responses.
 
-mod common;
+use crate::common;
 
 use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When, KMS_ETAG};
 use common::*;

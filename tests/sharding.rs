@@ -3,7 +3,7 @@
 //! `--delete` included; a killed shard converges on rerun; a shard never touches another partition's
 //! keys (checked from the request log of a proxy); range plans are balanced.
 
-mod common;
+use crate::common;
 
 use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When};
 use common::*;

@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! eval "$(scripts/start-server.sh garage)"
-//! S3SYNC_SOAK_SECONDS=120 cargo test --test soak -- --ignored --nocapture
+//! S3SYNC_SOAK_SECONDS=120 cargo test --test suite soak:: -- --ignored --nocapture
 //! scripts/stop-server.sh
 //! ```
 //!
@@ -53,7 +53,7 @@
 //! reruns) and a summary are printed and written to `target/soak-summary.txt`; the test fails if any
 //! failure was seen.
 
-mod common;
+use crate::common;
 
 use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When};
 use common::*;
@@ -1145,7 +1145,7 @@ fn write_summary(text: &str) -> PathBuf {
 
 /// The soak: rounds until `S3SYNC_SOAK_SECONDS` are used up (see the module documentation).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "soak test: run with scripts/soak.sh (cargo test --test soak -- --ignored --nocapture)"]
+#[ignore = "soak test: run with scripts/soak.sh (cargo test --test suite soak:: -- --ignored --nocapture)"]
 async fn soak_random_rounds_converge_under_faults_and_kills() {
     let seed = match std::env::var("S3SYNC_SOAK_SEED") {
         Ok(v) if !v.trim().is_empty() => parse_seed(&v),

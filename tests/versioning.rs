@@ -1,7 +1,7 @@
 //! Versioned syncs against moto (Garage has no versioning): every version in order with its origin
 //! metadata, delete markers, incremental reruns, and point-in-time restores.
 
-mod common;
+use crate::common;
 
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use common::*;

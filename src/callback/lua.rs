@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How the Lua VMs are built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LuaSettings {
     /// Load `os` and `io` (`--allow-lua-os-library`).
     pub allow_os_library: bool,
@@ -26,6 +26,9 @@ pub struct LuaSettings {
     pub memory_limit: u64,
     /// Longest time one call may run; `None`: no limit (`--lua-callback-timeout-milliseconds`).
     pub timeout: Option<Duration>,
+    /// Stops a running script when cancelled (within 1000 Lua instructions), so Ctrl-C does not wait
+    /// for a slow or endless callback. Give the same token as [`super::Callbacks::interrupt`].
+    pub interrupt: tokio_util::sync::CancellationToken,
 }
 
 impl Default for LuaSettings {
@@ -35,6 +38,7 @@ impl Default for LuaSettings {
             allow_unsafe_vm: false,
             memory_limit: 64 * 1024 * 1024,
             timeout: Some(Duration::from_millis(10_000)),
+            interrupt: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -42,6 +46,8 @@ impl Default for LuaSettings {
 fn timeout_message(ms: u128) -> String {
     format!("Lua callback timed out after {ms}ms")
 }
+
+const INTERRUPTED: &str = "Lua callback interrupted: the run is stopping";
 
 /// One VM with one script loaded. Calls are serialised, each with a fresh deadline.
 struct Vm {
@@ -104,47 +110,58 @@ impl Vm {
         }
         let deadline = Arc::new(Mutex::new(None::<Instant>));
         let expired = Arc::new(AtomicBool::new(false));
-        if let Some(t) = settings.timeout {
-            let (d, x) = (deadline.clone(), expired.clone());
-            let ms = t.as_millis();
-            lua.set_global_hook(HookTriggers::new().every_nth_instruction(1000), move |_, _| {
-                let due = d.lock().map(|g| *g).unwrap_or(None);
-                match due {
-                    Some(due) if Instant::now() >= due => {
-                        x.store(true, Ordering::SeqCst);
-                        Err(mlua::Error::RuntimeError(timeout_message(ms)))
-                    }
-                    _ => Ok(VmState::Continue),
+        // Every 1000 instructions: the deadline of this call, and whether the run is stopping.
+        let ms = settings.timeout.map(|t| t.as_millis()).unwrap_or(0);
+        let (d, x, stop) = (deadline.clone(), expired.clone(), settings.interrupt.clone());
+        lua.set_global_hook(HookTriggers::new().every_nth_instruction(1000), move |_, _| {
+            if stop.is_cancelled() {
+                x.store(true, Ordering::SeqCst);
+                return Err(mlua::Error::RuntimeError(INTERRUPTED.into()));
+            }
+            let due = d.lock().map(|g| *g).unwrap_or(None);
+            match due {
+                Some(due) if Instant::now() >= due => {
+                    x.store(true, Ordering::SeqCst);
+                    Err(mlua::Error::RuntimeError(timeout_message(ms)))
                 }
+                _ => Ok(VmState::Continue),
+            }
+        })
+        .map_err(|e| fail(e.to_string()))?;
+        // The timeout and the interruption are Lua errors, which `pcall`, `xpcall` and
+        // `coroutine.resume` would catch: once one fired they raise it again, so a script cannot
+        // outlive its deadline or the run.
+        let (x, stop) = (expired.clone(), settings.interrupt.clone());
+        let probe = lua
+            .create_function(move |_, ()| {
+                Ok(match (x.load(Ordering::SeqCst), stop.is_cancelled()) {
+                    (false, _) => None,
+                    (true, true) => Some(INTERRUPTED.to_string()),
+                    (true, false) => Some(timeout_message(ms)),
+                })
             })
             .map_err(|e| fail(e.to_string()))?;
-            // The timeout is a Lua error, which `pcall`, `xpcall` and `coroutine.resume` would
-            // catch: once it fired they raise it again, so a script cannot outlive its deadline.
-            let x = expired.clone();
-            let probe = lua
-                .create_function(move |_, ()| Ok(x.load(Ordering::SeqCst)))
-                .map_err(|e| fail(e.to_string()))?;
-            let guard: mlua::Function = lua
-                .load(
-                    r#"
-                    local expired, message = ...
-                    local pcall_, xpcall_ = pcall, xpcall
-                    local resume_ = coroutine and coroutine.resume
-                    local function rethrow(ok, ...)
-                      if not ok and expired() then error(message, 0) end
-                      return ok, ...
-                    end
-                    pcall = function(...) return rethrow(pcall_(...)) end
-                    xpcall = function(...) return rethrow(xpcall_(...)) end
-                    if resume_ then coroutine.resume = function(...) return rethrow(resume_(...)) end end
-                    "#,
-                )
-                .into_function()
-                .map_err(|e| fail(e.to_string()))?;
-            guard
-                .call::<()>((probe, timeout_message(ms)))
-                .map_err(|e| fail(e.to_string()))?;
-        }
+        let guard: mlua::Function = lua
+            .load(
+                r#"
+                local expired = ...
+                local pcall_, xpcall_ = pcall, xpcall
+                local resume_ = coroutine and coroutine.resume
+                local function rethrow(ok, ...)
+                  if not ok then
+                    local message = expired()
+                    if message then error(message, 0) end
+                  end
+                  return ok, ...
+                end
+                pcall = function(...) return rethrow(pcall_(...)) end
+                xpcall = function(...) return rethrow(xpcall_(...)) end
+                if resume_ then coroutine.resume = function(...) return rethrow(resume_(...)) end end
+                "#,
+            )
+            .into_function()
+            .map_err(|e| fail(e.to_string()))?;
+        guard.call::<()>(probe).map_err(|e| fail(e.to_string()))?;
         let vm = Vm {
             lua,
             script: path.to_path_buf(),
@@ -553,6 +570,34 @@ mod tests {
         let f = script("function filter(o) local ok = pcall(error, 'x') return not ok end");
         let cb = LuaFilter::load(f.path(), &settings).unwrap();
         assert!(cb.filter(&object("k")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_stops_a_script_that_has_no_timeout() {
+        let settings = LuaSettings {
+            timeout: None,
+            ..Default::default()
+        };
+        for body in [
+            "function filter(o) while true do end end",
+            "function filter(o) while true do pcall(function() while true do end end) end end",
+        ] {
+            let settings = LuaSettings {
+                interrupt: tokio_util::sync::CancellationToken::new(),
+                ..settings.clone()
+            };
+            let stop = settings.interrupt.clone();
+            let cb = LuaFilter::load(Path::new(script(body).path()), &settings).unwrap();
+            let canceller = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                stop.cancel();
+            });
+            let e = cb.filter(&object("k")).await.unwrap_err();
+            assert!(e.0.contains("Lua callback interrupted"), "{body}: {e}");
+            canceller.join().unwrap();
+            // Later calls stop at once.
+            assert!(cb.filter(&object("k")).await.is_err());
+        }
     }
 
     #[tokio::test]

@@ -169,6 +169,11 @@ pub struct Callbacks {
     pub preprocess: Option<Arc<dyn PreprocessCallback>>,
     /// The event hook and the event types it receives.
     pub event: Option<(Arc<dyn EventCallback>, EventType)>,
+    /// Cancelled when the run stops (Ctrl-C, a failing callback), so that callbacks which can stop
+    /// midway do: the Lua ones built with this token as [`lua::LuaSettings::interrupt`] end their
+    /// script within 1000 instructions instead of at their timeout. Once cancelled it stays so:
+    /// build new callbacks for another run after a cancelled one.
+    pub interrupt: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Callbacks {

@@ -26,15 +26,8 @@ impl CliArgs {
         }
     }
 
-    /// Builds the sync configuration, rejecting unsupported or contradictory options.
+    /// Builds the sync configuration, rejecting contradictory options.
     pub fn to_config(&self) -> Result<Config> {
-        let unsupported = self.unsupported_options();
-        if !unsupported.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "not supported by this version of s3sync yet: {}",
-                unsupported.join(", ")
-            )));
-        }
         let (Some(source), Some(target)) = (&self.source, &self.target) else {
             return Err(Error::InvalidArgument(
                 "both SOURCE and TARGET are required (see --help)".into(),
@@ -257,6 +250,20 @@ impl CliArgs {
                 c.sync_latest_tagging = self.sync_latest_tagging;
                 c.report_metadata_sync_status = self.report_metadata_sync_status;
                 c.report_tagging_sync_status = self.report_tagging_sync_status;
+                c.annotations = crate::config::AnnotationSync {
+                    enabled: self.enable_sync_object_annotations || self.sync_latest_object_annotations,
+                    latest: self.sync_latest_object_annotations,
+                    check_etag: !self.disable_check_annotation_etag,
+                    report: self.report_annotations_sync_status,
+                };
+                // As the reference: the latest annotations are looked up on every object (a HEAD of
+                // each target), and the source is the truth for any object whose ETag differs.
+                if self.sync_latest_object_annotations {
+                    c.head_each_target = true;
+                    if !c.check.compares_digests() {
+                        c.remove_modified_filter = true;
+                    }
+                }
                 // As the reference: --sync-latest-tagging looks at every object with a HEAD.
                 if self.sync_latest_tagging {
                     c.head_each_target = true;
@@ -296,8 +303,12 @@ impl CliArgs {
             memory_limit: self.lua_vm_memory_limit,
             timeout: (self.lua_callback_timeout_milliseconds > 0)
                 .then(|| Duration::from_millis(self.lua_callback_timeout_milliseconds)),
+            interrupt: Default::default(),
         };
-        let mut callbacks = crate::callback::Callbacks::default();
+        let mut callbacks = crate::callback::Callbacks {
+            interrupt: settings.interrupt.clone(),
+            ..Default::default()
+        };
         if let Some(p) = &self.filter_callback_lua_script {
             callbacks.filter = Some(Arc::new(LuaFilter::load(Path::new(p), &settings)?));
         }
@@ -305,6 +316,12 @@ impl CliArgs {
             callbacks.preprocess = Some(Arc::new(LuaPreprocess::load(Path::new(p), &settings)?));
         }
         if let Some(p) = &self.event_callback_lua_script {
+            // The event script is not interrupted: after a Ctrl-C it still gets the queued events and
+            // the run's end (its timeout bounds each call).
+            let settings = LuaSettings {
+                interrupt: Default::default(),
+                ..settings.clone()
+            };
             callbacks.event = Some((
                 Arc::new(LuaEvent::load(Path::new(p), &settings)?),
                 EventType::ALL_EVENTS,
@@ -409,5 +426,39 @@ mod tests {
         assert!(config(&["--server-side-copy", "./d", "s3://b/"]).is_err());
         assert!(config(&["./a", "./b"]).is_err());
         assert!(config(&["--enable-versioning", "./d", "s3://b/"]).is_err());
+    }
+
+    #[test]
+    fn annotation_options() {
+        let c = config(&["s3://a/", "s3://b/"]).unwrap();
+        assert_eq!(c.annotations, crate::config::AnnotationSync::default());
+        let c = config(&[
+            "--enable-sync-object-annotations",
+            "--disable-check-annotation-etag",
+            "s3://a/",
+            "s3://b/",
+        ])
+        .unwrap();
+        assert!(c.annotations.enabled && !c.annotations.latest && !c.annotations.check_etag);
+        assert!(!c.head_each_target && !c.remove_modified_filter);
+        // As the reference: the latest annotations need a HEAD of each target and no mtime filter.
+        let c = config(&["--sync-latest-object-annotations", "s3://a/", "s3://b/"]).unwrap();
+        assert!(c.annotations.enabled && c.annotations.latest && c.annotations.check_etag);
+        assert!(c.head_each_target && c.remove_modified_filter);
+        let c = config(&["--sync-latest-object-annotations", "--check-etag", "s3://a/", "s3://b/"]).unwrap();
+        assert!(c.head_each_target && !c.remove_modified_filter);
+        let c = config(&[
+            "--report-sync-status",
+            "--report-annotations-sync-status",
+            "s3://a/",
+            "s3://b/",
+        ])
+        .unwrap();
+        assert!(c.annotations.report);
+
+        let err = |args: &[&str]| config(args).unwrap_err().to_string();
+        assert!(err(&["--enable-sync-object-annotations", "./d", "s3://b/"]).contains("need S3 on both sides"));
+        assert!(err(&["--sync-latest-object-annotations", "s3://a/", "./d"]).contains("need S3 on both sides"));
+        assert!(config(&["--report-annotations-sync-status", "s3://a/", "s3://b/"]).is_err());
     }
 }

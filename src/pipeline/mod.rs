@@ -72,9 +72,9 @@ impl Sync {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut reporter = Reporter::new(Some(tx));
         let mut callback_rx = None;
-        if cfg.callbacks.event.is_some() {
+        if let Some((_, mask)) = &cfg.callbacks.event {
             let (ctx, crx) = mpsc::unbounded_channel();
-            reporter = reporter.with_callback(ctx);
+            reporter = reporter.with_callback(ctx, *mask);
             callback_rx = Some(crx);
         }
         let cancel = CancellationToken::new();
@@ -118,6 +118,14 @@ impl Sync {
             let (cb, mask) = self.cfg.callbacks.event.clone()?;
             Some(tokio::spawn(dispatch_events(rx, cb, mask, self.cfg.dry_run)))
         });
+        // Callbacks that can be stopped midway (a Lua script in a long loop) stop with the run.
+        let linker = {
+            let (cancel, interrupt) = (self.cancel.clone(), self.cfg.callbacks.interrupt.clone());
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                interrupt.cancel();
+            })
+        };
         self.reporter.pipeline_start();
         let result = self.run_stages().await;
         let result = match (result, self.stop.take()) {
@@ -131,6 +139,7 @@ impl Sync {
         if let Some(d) = dispatcher {
             let _ = d.await;
         }
+        linker.abort();
         result
     }
 
@@ -210,7 +219,9 @@ impl Sync {
             spawn_lister(target.clone(), tx, cfg.max_keys, role, None, shard.clone());
             rx
         });
-        let no_listing = if cfg.remove_modified_filter {
+        // Without a target listing each target is looked up (HEAD), unless nothing would read it:
+        // --remove-modified-filter alone copies everything.
+        let no_listing = if cfg.remove_modified_filter && !cfg.head_each_target {
             TargetState::Listed(None)
         } else {
             TargetState::Lookup
@@ -515,8 +526,8 @@ async fn process(tr: &Transferer, job: Job) {
     if cfg.report_sync_status {
         return report_status(tr, &s, target.as_ref()).await;
     }
-    if let (true, Some(t)) = (cfg.sync_latest_tagging, &target) {
-        match sync_latest_tagging(tr, &s, t).await {
+    if let (true, Some(t)) = (cfg.sync_latest_tagging || cfg.annotations.latest, &target) {
+        match sync_latest(tr, &s, t).await {
             Ok(true) => return rep.skipped(&s.key),
             Ok(false) => {}
             Err(e) => return rep.failed(&s.key, e.to_string()),
@@ -559,6 +570,9 @@ async fn process(tr: &Transferer, job: Job) {
             size = s.size,
             "[dry-run] sync completed."
         );
+        if let Err(e) = sync_annotations(tr, &s).await {
+            return rep.failed_with(&s.key, &e);
+        }
         rep.transferred(&s.key, s.size, false);
         return;
     }
@@ -570,6 +584,12 @@ async fn process(tr: &Transferer, job: Job) {
             Ok(m) => {
                 if let Some(w) = m.warning {
                     rep.warning(&s.key, w);
+                }
+                if let Err(e) = sync_annotations(tr, &s).await {
+                    return rep.failed_with(&s.key, &e);
+                }
+                if m.checksum_verified {
+                    rep.checksum_verified(&s.key);
                 }
                 info!(key = %s.key, size = m.bytes, etag_verified = m.etag_verified, "sync completed.");
                 rep.transferred(&s.key, m.bytes, m.etag_verified);
@@ -726,6 +746,24 @@ async fn report_status(tr: &Transferer, s: &Entry, target: Option<&Entry>) {
             _ => {}
         }
     }
+    if tr.cfg.annotations.report {
+        let object = |storage| crate::annotations::ObjectRef {
+            storage,
+            key: &s.key,
+            version_id: None,
+        };
+        match crate::annotations::same(object(src), object(dst), tr.cfg.annotations.check_etag).await {
+            Ok(same) => rep.status(
+                &s.key,
+                if same {
+                    SyncStatus::AnnotationsMatch
+                } else {
+                    SyncStatus::AnnotationsMismatch
+                },
+            ),
+            Err(e) => rep.failed(&s.key, e.to_string()),
+        }
+    }
     if tr.cfg.report_tagging_sync_status {
         match (src.get_tags(&s.key).await, dst.get_tags(&s.key).await) {
             (Ok(a), Ok(b)) => rep.status(
@@ -741,25 +779,57 @@ async fn report_status(tr: &Transferer, s: &Entry, target: Option<&Entry>) {
     }
 }
 
-/// `--sync-latest-tagging`: when the target object is up to date, copy the source's current tags to
-/// it if they differ. Returns whether the object was handled (tags in sync or synced).
-async fn sync_latest_tagging(tr: &Transferer, s: &Entry, t: &Entry) -> Result<bool> {
+/// `--sync-latest-tagging` and `--sync-latest-object-annotations`: when the target object is up to
+/// date, copy the source's current tags and annotations to it where they differ. Returns whether the
+/// object was handled (up to date, its tags and annotations now in sync).
+async fn sync_latest(tr: &Transferer, s: &Entry, t: &Entry) -> Result<bool> {
     let (End::S3(src), End::S3(dst)) = (&tr.source, &tr.target) else {
         return Ok(false);
     };
     if s.etag.is_none() || s.etag != t.etag {
         return Ok(false);
     }
-    let (a, b) = (src.get_tags(&s.key).await?, dst.get_tags(&s.key).await?);
-    if a != b {
-        if tr.cfg.dry_run {
-            info!(key = %s.key, "[dry-run] tagging synced.");
-        } else {
-            dst.put_tags(&s.key, &a).await?;
-            info!(key = %s.key, "tagging synced.");
+    if tr.cfg.sync_latest_tagging {
+        let (a, b) = (src.get_tags(&s.key).await?, dst.get_tags(&s.key).await?);
+        if a != b {
+            if tr.cfg.dry_run {
+                info!(key = %s.key, "[dry-run] tagging synced.");
+            } else {
+                dst.put_tags(&s.key, &a).await?;
+                info!(key = %s.key, "tagging synced.");
+            }
+        }
+    }
+    if tr.cfg.annotations.latest {
+        let done = sync_annotations(tr, s).await?;
+        if done.is_some_and(|p| !p.is_empty()) && !tr.cfg.dry_run {
+            info!(key = %s.key, "object annotations synced.");
         }
     }
     Ok(true)
+}
+
+/// Brings the target object's annotations in line with the source object's (of the source version
+/// that was copied; on the target's latest version, the one just written), when the options ask for
+/// it and both ends are S3. Returns what was (or, in a dry run, would be) done.
+async fn sync_annotations(tr: &Transferer, s: &Entry) -> Result<Option<crate::annotations::AnnotationPlan>> {
+    let a = tr.cfg.annotations;
+    let (End::S3(src), End::S3(dst), true) = (&tr.source, &tr.target, a.enabled || a.latest) else {
+        return Ok(None);
+    };
+    let object = |storage, version_id| crate::annotations::ObjectRef {
+        storage,
+        key: &s.key,
+        version_id,
+    };
+    crate::annotations::sync(
+        object(src, s.version_id.as_deref()),
+        object(dst, None),
+        a.check_etag,
+        tr.cfg.dry_run,
+    )
+    .await
+    .map(Some)
 }
 
 /// Deletes the keys of the spill file, `worker_size` at a time, streaming them (memory does not grow

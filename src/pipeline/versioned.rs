@@ -133,6 +133,9 @@ async fn sync_key(tr: &Transferer, target: &S3Storage, kv: KeyVersions) {
         rep.planned(v.entry.size);
         if tr.cfg.dry_run {
             info!(key = %kv.key, version_id = ?v.entry.version_id, "[dry-run] sync completed.");
+            if let Err(e) = super::sync_annotations(tr, &v.entry).await {
+                return rep.failed_with(&kv.key, &e);
+            }
             rep.transferred(&kv.key, v.entry.size, false);
             continue;
         }
@@ -147,6 +150,12 @@ async fn sync_key(tr: &Transferer, target: &S3Storage, kv: KeyVersions) {
                 Ok(m) => {
                     if let Some(w) = m.warning {
                         rep.warning(&kv.key, w);
+                    }
+                    if let Err(e) = super::sync_annotations(tr, &v.entry).await {
+                        return rep.failed_with(&kv.key, &e);
+                    }
+                    if m.checksum_verified {
+                        rep.checksum_verified(&kv.key);
                     }
                     info!(key = %kv.key, source_version_id = ?v.entry.version_id, size = m.bytes, "sync completed.");
                     rep.transferred(&kv.key, m.bytes, m.etag_verified);

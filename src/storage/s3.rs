@@ -142,6 +142,19 @@ macro_rules! with_sse_c {
     }};
 }
 
+/// One annotation of an object, as ListObjectAnnotations lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnotationInfo {
+    /// Its name (unique per object version).
+    pub name: String,
+    /// Its ETag, when the server gives one.
+    pub etag: Option<String>,
+    /// Payload size in bytes.
+    pub size: i64,
+    /// When it was last written.
+    pub last_modified: SystemTime,
+}
+
 /// What a HEAD of an object tells.
 #[derive(Debug, Clone)]
 pub struct HeadInfo {
@@ -278,6 +291,17 @@ impl S3Storage {
         (self.request_payer || attrs.request_payer).then_some(aws_sdk_s3::types::RequestPayer::Requester)
     }
 
+    /// This end as every request for one object should see it: with the object's request payer (set
+    /// by a preprocess callback) on each request of its upload — parts, completion, abort — not only
+    /// on the first.
+    pub fn for_object(&self, attrs: &ObjectAttributes) -> std::borrow::Cow<'_, S3Storage> {
+        if attrs.request_payer && !self.request_payer {
+            std::borrow::Cow::Owned(self.clone().with_request_payer(true))
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
     /// Whether objects of this end are encrypted with a customer key (their ETags are then not MD5s).
     pub fn has_sse_c(&self) -> bool {
         self.sse_c.is_some()
@@ -361,6 +385,112 @@ impl S3Storage {
                 other => Err(other),
             },
         }
+    }
+
+    /// The annotations of one version of an object (the latest when `version_id` is `None`), sorted
+    /// by name; every page of ListObjectAnnotations. An object that does not exist has none.
+    pub async fn list_annotations(&self, key: &str, version_id: Option<&str>) -> Result<Vec<AnnotationInfo>> {
+        let full = self.full_key(key);
+        let mut pages = self
+            .client
+            .list_object_annotations()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_version_id(version_id.map(str::to_string))
+            .set_request_payer(self.payer())
+            .max_annotation_results(1000)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = match page.map_err(|e| self.err("ListObjectAnnotations", &full, e)) {
+                Ok(p) => p,
+                // No such object (yet): it has no annotations.
+                Err(Error::S3 {
+                    kind: S3ErrorKind::NotFound,
+                    ..
+                }) => break,
+                Err(e) => return Err(e),
+            };
+            out.extend(page.annotations().iter().map(|a| AnnotationInfo {
+                name: a.annotation_name().to_string(),
+                etag: a.e_tag().map(str::to_string),
+                size: a.size(),
+                last_modified: to_system_time(a.last_modified()),
+            }));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The payload of one annotation; `None` when it no longer exists.
+    pub async fn get_annotation(&self, key: &str, version_id: Option<&str>, name: &str) -> Result<Option<Bytes>> {
+        let full = self.full_key(key);
+        let out = match self
+            .client
+            .get_object_annotation()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_version_id(version_id.map(str::to_string))
+            .set_request_payer(self.payer())
+            .annotation_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let gone = e.as_service_error().and_then(|se| se.code()) == Some("NoSuchAnnotation");
+                return match self.err("GetObjectAnnotation", &full, e) {
+                    _ if gone => Ok(None),
+                    Error::S3 {
+                        kind: S3ErrorKind::NotFound,
+                        ..
+                    } => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        let body = out.annotation_payload.collect().await.map_err(|e| Error::S3 {
+            operation: "GetObjectAnnotation",
+            bucket: self.bucket.clone(),
+            key: full.clone(),
+            kind: S3ErrorKind::Retryable,
+            message: format!("the response body broke off: {e}"),
+        })?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    /// Writes (creates or replaces) one annotation of an object.
+    pub async fn put_annotation(&self, key: &str, version_id: Option<&str>, name: &str, payload: Bytes) -> Result<()> {
+        let full = self.full_key(key);
+        self.client
+            .put_object_annotation()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_version_id(version_id.map(str::to_string))
+            .set_request_payer(self.payer())
+            .annotation_name(name)
+            .annotation_payload(ByteStream::from(payload))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("PutObjectAnnotation", &full, e))
+    }
+
+    /// Deletes one annotation of an object.
+    pub async fn delete_annotation(&self, key: &str, version_id: Option<&str>, name: &str) -> Result<()> {
+        let full = self.full_key(key);
+        self.client
+            .delete_object_annotation()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_version_id(version_id.map(str::to_string))
+            .set_request_payer(self.payer())
+            .annotation_name(name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("DeleteObjectAnnotation", &full, e))
     }
 
     /// The bucket.

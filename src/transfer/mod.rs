@@ -39,6 +39,8 @@ pub struct Moved {
     pub bytes: u64,
     /// Whether the ETag was verified end to end.
     pub etag_verified: bool,
+    /// Whether the additional checksum was verified end to end.
+    pub checksum_verified: bool,
     /// Something the user should know although the object arrived (e.g. it could not be verified).
     pub warning: Option<String>,
     /// The preprocess callback cancelled the object: nothing was written.
@@ -385,7 +387,7 @@ impl Transferer {
                 if !self.prepare_write(entry, target, None, &mut attrs).await? {
                     return Ok(cancelled);
                 }
-                self.upload_local(l, t, entry, &attrs).await
+                self.upload_local(l, &t.for_object(&attrs), entry, &attrs).await
             }
             (End::S3(s), End::Local(l)) => self.download(s, l, entry).await,
             (End::S3(s), End::S3(t)) => {
@@ -393,6 +395,7 @@ impl Transferer {
                 if !self.prepare_write(entry, target, head.as_ref(), &mut attrs).await? {
                     return Ok(cancelled);
                 }
+                let t = &t.for_object(&attrs);
                 if self.cfg.server_side_copy {
                     self.server_side_copy(s, t, entry, &attrs).await
                 } else {
@@ -892,13 +895,15 @@ impl Transferer {
     }
 
     /// Checks an uploaded object's ETag and additional checksum against those computed from the bytes.
-    /// Returns whether the ETag was verified, and a warning when the asked-for checksum is missing.
-    fn verify_upload(&self, key: &str, layout: &PartLayout, up: &Uploaded) -> Result<(bool, Option<String>)> {
+    /// Returns what was verified, with a warning when the asked-for checksum is missing.
+    fn verify_upload(&self, key: &str, layout: &PartLayout, up: &Uploaded) -> Result<Moved> {
         let mut warning = None;
+        let mut checksum_verified = false;
         if let (Some((algo, _)), true) = (self.cfg.checksum, self.cfg.verify_additional_checksum) {
             match (&up.written.checksum, &up.computed_checksum) {
                 (Some(got), Some(want)) if got == want => {
                     trace!(key, additional_checksum_algorithm = %algo, target_checksum = %got, source_checksum = %want, "additional checksum verified.");
+                    checksum_verified = true;
                 }
                 (Some(got), Some(want)) => {
                     return Err(Error::Verification {
@@ -917,16 +922,21 @@ impl Transferer {
         }
         let reported = &up.written.etag;
         let computed = &up.computed_etag;
+        let unverified_etag = Moved {
+            checksum_verified,
+            warning: warning.clone(),
+            ..Default::default()
+        };
         if !self.cfg.verify_etag
             || (layout.multipart && !self.cfg.verify_multipart)
             || !self.target_etag_is_md5()
             || !up.written.etag_is_md5
         {
-            return Ok((false, warning));
+            return Ok(unverified_etag);
         }
         if !etag_is_md5_form(reported) {
             debug!(key, etag = %reported, "the target's ETag is not an MD5 form; not verifiable by ETag");
-            return Ok((false, warning));
+            return Ok(unverified_etag);
         }
         if reported != computed {
             return Err(Error::Verification {
@@ -937,7 +947,12 @@ impl Transferer {
             });
         }
         trace!(key, source_e_tag = %computed, target_e_tag = %reported, "e_tag verified.");
-        Ok((true, warning))
+        Ok(Moved {
+            etag_verified: true,
+            checksum_verified,
+            warning,
+            ..Default::default()
+        })
     }
 
     async fn upload_local(
@@ -977,12 +992,9 @@ impl Transferer {
             )
             .await
             .map_err(|e| with_key(e, &entry.key))?;
-        let (verified, warning) = self.verify_upload(&entry.key, &layout, &up)?;
         Ok(Moved {
-            cancelled: false,
             bytes: size,
-            etag_verified: verified,
-            warning,
+            ..self.verify_upload(&entry.key, &layout, &up)?
         })
     }
 
@@ -1040,7 +1052,8 @@ impl Transferer {
             )
             .await
             .map_err(|e| with_key(e, &entry.key))?;
-        let (verified, mut warning) = self.verify_upload(&entry.key, &layout, &up)?;
+        let verified = self.verify_upload(&entry.key, &layout, &up)?;
+        let mut warning = verified.warning.clone();
         let computed = up.computed_etag;
         let source_md5 = self.source_etag_is_md5() && !opaque_etag.load(std::sync::atomic::Ordering::Relaxed);
         if self.cfg.verify_etag && source_md5 && etag_is_md5_form(&src_etag) && computed != src_etag {
@@ -1055,10 +1068,9 @@ impl Transferer {
             warning = Some(format!("source ETag {src_etag} not comparable with the written {computed} (part layout unknown); the target was verified"));
         }
         Ok(Moved {
-            cancelled: false,
             bytes: entry.size,
-            etag_verified: verified,
             warning,
+            ..verified
         })
     }
 
@@ -1157,10 +1169,10 @@ impl Transferer {
             }
         }
         Ok(Moved {
-            cancelled: false,
             bytes: entry.size,
             etag_verified: verified,
             warning,
+            ..Default::default()
         })
     }
 
@@ -1238,12 +1250,7 @@ impl Transferer {
             tokio::fs::create_dir_all(&final_path)
                 .await
                 .map_err(|e| Error::local("create directory", &final_path, e))?;
-            return Ok(Moved {
-                cancelled: false,
-                bytes: 0,
-                etag_verified: false,
-                warning: None,
-            });
+            return Ok(Moved::default());
         }
         let etag = entry.etag.clone().unwrap_or_default();
         let verify = self.cfg.verify_etag
@@ -1340,11 +1347,13 @@ impl Transferer {
                 warning = Some(format!("ETag {etag} could not be verified: the object's part size is unknown (computed {computed} with {} byte parts)", layout.part_size));
             }
         }
+        let mut checksum_verified = false;
         if let Some(((algo, value), full_object)) = stored {
             let computed = downloaded_checksum(algo, &value, full_object, &layout, known, &parts);
             match computed {
                 Some(c) if c == value => {
                     trace!(key, additional_checksum_algorithm = %algo, source_checksum = %value, target_checksum = %c, "additional checksum verified.");
+                    checksum_verified = true;
                 }
                 Some(c) => {
                     return Err(Error::Verification {
@@ -1379,6 +1388,7 @@ impl Transferer {
             cancelled: false,
             bytes: entry.size,
             etag_verified: verified,
+            checksum_verified,
             warning,
         })
     }

@@ -18,6 +18,7 @@
 //! random draws, not necessarily which request got which draw.
 #![allow(dead_code)]
 
+use super::annotations::{is_annotation_request, AnnotationStore};
 use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -146,6 +147,14 @@ pub enum Op {
     DeleteObject,
     /// `POST /bucket?delete`.
     DeleteObjects,
+    /// `GET /bucket/key?annotation` (answered by the proxy).
+    ListObjectAnnotations,
+    /// `GET /bucket/key?annotation&annotationName=` (answered by the proxy).
+    GetObjectAnnotation,
+    /// `PUT /bucket/key?annotation&annotationName=` (answered by the proxy).
+    PutObjectAnnotation,
+    /// `DELETE /bucket/key?annotation&annotationName=` (answered by the proxy).
+    DeleteObjectAnnotation,
     /// Anything else.
     Other,
 }
@@ -176,6 +185,15 @@ pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Op {
             Method::PUT if query.is_empty() => Op::CreateBucket,
             Method::DELETE if query.is_empty() => Op::DeleteBucket,
             Method::POST if has("delete") => Op::DeleteObjects,
+            _ => Op::Other,
+        };
+    }
+    if has("annotation") {
+        return match *method {
+            Method::GET if has("annotationName") => Op::GetObjectAnnotation,
+            Method::GET => Op::ListObjectAnnotations,
+            Method::PUT => Op::PutObjectAnnotation,
+            Method::DELETE => Op::DeleteObjectAnnotation,
             _ => Op::Other,
         };
     }
@@ -303,7 +321,8 @@ struct State {
     /// Requests seen per operation.
     by_op: HashMap<Op, usize>,
     log: Vec<Injection>,
-    /// Conditional headers seen (`If-Match`, `If-None-Match`, `x-amz-copy-source-if-match`), in order.
+    /// Conditional and request-payer headers seen (`If-Match`, `If-None-Match`,
+    /// `x-amz-copy-source-if-match`, `x-amz-request-payer`), in order.
     conditions: Vec<(Op, String)>,
 }
 
@@ -319,6 +338,8 @@ struct Shared {
     rules: Vec<Rule>,
     state: Mutex<State>,
     client: Client<HttpConnector, Incoming>,
+    /// Object annotations, answered here (see `annotations.rs`).
+    annotations: AnnotationStore,
 }
 
 impl Shared {
@@ -332,7 +353,12 @@ impl Shared {
         st.seq += 1;
         let seq = st.seq;
         *st.by_op.entry(op).or_default() += 1;
-        for name in ["if-match", "if-none-match", "x-amz-copy-source-if-match"] {
+        for name in [
+            "if-match",
+            "if-none-match",
+            "x-amz-copy-source-if-match",
+            "x-amz-request-payer",
+        ] {
             if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
                 st.conditions.push((op, format!("{name}: {v}")));
             }
@@ -436,6 +462,7 @@ impl FaultProxy {
                 conditions: Vec::new(),
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            annotations: AnnotationStore::default(),
         });
         eprintln!(
             "[fault_proxy seed={seed:#x}] listening on http://{addr} in front of {upstream} (replay the draws with S3SYNC_FAULT_SEED={seed:#x}); rules: {:?}",
@@ -602,6 +629,12 @@ async fn handle(
         _ => {}
     }
 
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    if is_annotation_request(&path, &query) {
+        return Ok(shared.annotations.serve(req).await);
+    }
+    let method = req.method().clone();
     let (mut parts, body) = req.into_parts();
     if fault == Some(Fault::KmsEtag) {
         parts.headers.remove(hyper::header::IF_MATCH);
@@ -620,6 +653,9 @@ async fn handle(
             ));
         }
     };
+    shared
+        .annotations
+        .observe(&method, &path, &query, upstream.status(), upstream.headers());
     if let Some(Fault::Latency(ms)) = fault {
         shared.record(seq, &line, op, Fault::Latency(ms), format!("({ms} ms)"));
         tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -2,6 +2,7 @@
 //! files, running the binary, and assertions on what a user would see.
 #![allow(dead_code)]
 
+pub mod annotations;
 pub mod fault_proxy;
 
 use aws_sdk_s3::primitives::ByteStream;
