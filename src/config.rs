@@ -82,9 +82,10 @@ pub struct RetryConfig {
     pub aws_max_attempts: u32,
     /// SDK initial backoff.
     pub initial_backoff: Duration,
-    /// Whole-object retries after the SDK gave up.
+    /// The engine's retries (of a part, a range, an object) after the SDK gave up.
     pub force_retry_count: u32,
-    /// Pause between whole-object retries.
+    /// Base of the pauses between those retries: exponential growth with full jitter
+    /// ([`crate::retry::pause`]).
     pub force_retry_interval: Duration,
     /// Connect timeout.
     pub connect_timeout: Option<Duration>,
@@ -151,6 +152,10 @@ pub struct Config {
     pub io_pool_size: Option<u64>,
     /// Page size of listings.
     pub max_keys: i32,
+    /// Entries a listing may queue ahead of the diff (`--object-listing-queue-size`). At most
+    /// [`MAX_LISTING_QUEUE`] are buffered whatever the value, so memory stays flat in the number of
+    /// objects (the original's default of 200,000 would hold that many entries).
+    pub listing_queue: usize,
     /// Verify ETags of transferred objects.
     pub verify_etag: bool,
     /// Verify ETags of multipart objects too.
@@ -275,6 +280,7 @@ impl Config {
                 multipart_chunksize: 8 * MIB,
                 io_pool_size: None,
                 max_keys: 1000,
+                listing_queue: MAX_LISTING_QUEUE,
                 verify_etag: true,
                 verify_multipart: true,
                 content_md5: true,
@@ -393,6 +399,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The most entries one listing queue buffers (see [`Config::listing_queue`]).
+pub const MAX_LISTING_QUEUE: usize = 1000;
 
 /// Size of one chunk of the pool: the unit of local reads and writes.
 pub const POOL_CHUNK_SIZE: usize = 256 * 1024;

@@ -428,7 +428,7 @@ impl Engine {
             if opts.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
                 return Err(Error::Cancelled);
             }
-            let written = transfer::retry_part(&s.retry, key, put).await?;
+            let written = crate::retry::retry(&s.retry, key, "part", put).await?;
             progress.add(size);
             let expected_checksum = s.checksum.and_then(|(a, k)| {
                 crate::checksum::object_checksum(a, k, &PartLayout::single(size), std::slice::from_ref(&digest))
@@ -1149,7 +1149,7 @@ impl PartTask {
                 &header,
             )
         };
-        let written = transfer::retry_part(&retry, &key, send).await?;
+        let written = crate::retry::retry(&retry, &key, "part", send).await?;
         if written.etag_is_md5 && !s3.has_sse_c() && etag_is_md5_form(&written.etag) && written.etag != md5 {
             return Err(Error::Verification {
                 what: "part ETag",
@@ -1194,15 +1194,11 @@ impl RangeTask {
     /// Fetches the range into `chunks` (exactly enough for it), retrying it alone on retryable errors
     /// with the same memory.
     async fn run(self, mut chunks: Vec<Chunk>) -> Result<Vec<Chunk>> {
-        let mut attempt = 0;
+        let mut attempts = crate::retry::Attempts::new(&self.retry);
         loop {
             chunks.iter_mut().for_each(Chunk::clear);
             match self.fetch(&mut chunks).await {
-                Err(e) if e.is_retryable() && attempt < self.retry.force_retry_count => {
-                    attempt += 1;
-                    debug!(key = %self.key, attempt, error = %e, "retrying the range");
-                    tokio::time::sleep(self.retry.force_retry_interval).await;
-                }
+                Err(e) if attempts.allow(&e) => attempts.pause(&self.key, "range", &e).await,
                 Err(e) => return Err(e),
                 Ok(()) => return Ok(chunks),
             }

@@ -50,6 +50,7 @@ pub mod owner;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod report;
+pub mod retry;
 pub mod shard;
 pub mod stats;
 pub mod storage;

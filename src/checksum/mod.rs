@@ -12,17 +12,28 @@ pub type Md5Digest = [u8; 16];
 
 /// Incremental digests of one part (or of a whole single-part object): the MD5 for the ETag and,
 /// when asked, one additional checksum, fed in the same pass.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PartHasher {
-    md5: Md5,
+    /// `None` when nothing will compare the MD5 (it costs ~2 CPU-s per GiB).
+    md5: Option<Md5>,
     extra: Option<additional::ChecksumHasher>,
     len: u64,
+}
+
+impl Default for PartHasher {
+    fn default() -> Self {
+        PartHasher {
+            md5: Some(Md5::new()),
+            extra: None,
+            len: 0,
+        }
+    }
 }
 
 /// What a [`PartHasher`] computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartDigest {
-    /// MD5 of the part.
+    /// MD5 of the part (all zeros from a hasher built without MD5).
     pub md5: Md5Digest,
     /// The additional checksum (raw bytes), when one was asked for.
     pub checksum: Option<Vec<u8>>,
@@ -44,9 +55,20 @@ impl PartHasher {
         }
     }
 
+    /// A hasher of one additional checksum, if given, and of MD5 only when `md5` (a download whose
+    /// ETag nothing will compare skips it).
+    pub fn for_verification(md5: bool, algo: Option<additional::ChecksumAlgorithm>) -> Self {
+        PartHasher {
+            md5: md5.then(Md5::new),
+            ..Self::with_checksum(algo)
+        }
+    }
+
     /// Feeds the next bytes of the part.
     pub fn update(&mut self, data: &[u8]) {
-        self.md5.update(data);
+        if let Some(m) = self.md5.as_mut() {
+            m.update(data);
+        }
         if let Some(x) = self.extra.as_mut() {
             x.update(data);
         }
@@ -63,15 +85,15 @@ impl PartHasher {
         self.len == 0
     }
 
-    /// The MD5 of everything fed.
+    /// The MD5 of everything fed (all zeros from a hasher built without MD5).
     pub fn finish(self) -> Md5Digest {
-        self.md5.finalize().into()
+        self.md5.map(|m| m.finalize().into()).unwrap_or_default()
     }
 
     /// Every digest of everything fed.
     pub fn finish_all(self) -> PartDigest {
         PartDigest {
-            md5: self.md5.finalize().into(),
+            md5: self.md5.map(|m| m.finalize().into()).unwrap_or_default(),
             checksum: self.extra.map(|x| x.finish()),
             len: self.len,
         }
@@ -235,6 +257,22 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_hasher_without_md5_still_computes_the_checksum() {
+        let algo = Some(additional::ChecksumAlgorithm::Crc32c);
+        let mut with = PartHasher::for_verification(true, algo);
+        let mut without = PartHasher::for_verification(false, algo);
+        with.update(b"hello");
+        without.update(b"hello");
+        let (a, b) = (with.finish_all(), without.finish_all());
+        assert_eq!(a.md5, md5_of(b"hello"));
+        assert_eq!(b.md5, [0u8; 16]);
+        assert_eq!(a.checksum, b.checksum);
+        assert!(b.checksum.is_some());
+        assert_eq!((a.len, b.len), (5, 5));
+        assert_eq!(PartHasher::new().finish(), md5_of(b""));
+    }
 
     #[test]
     fn single_part_etag_is_md5_hex() {

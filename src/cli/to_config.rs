@@ -222,6 +222,7 @@ impl CliArgs {
                 c.max_parallel_uploads = self.max_parallel_uploads as usize;
                 c.io_pool_size = self.io_pool_size;
                 c.max_keys = self.max_keys;
+                c.listing_queue = self.object_listing_queue_size as usize;
                 c.verify_etag = !self.disable_etag_verify;
                 c.verify_multipart = !self.disable_multipart_verify;
                 c.content_md5 = !self.disable_content_md5_header;
@@ -426,6 +427,16 @@ mod tests {
         assert!(config(&["--server-side-copy", "./d", "s3://b/"]).is_err());
         assert!(config(&["./a", "./b"]).is_err());
         assert!(config(&["--enable-versioning", "./d", "s3://b/"]).is_err());
+    }
+
+    #[test]
+    fn the_listing_queue_size_is_taken_and_bounded_where_used() {
+        let c = config(&["--object-listing-queue-size", "10", "s3://a/", "./d"]).unwrap();
+        assert_eq!(c.listing_queue, 10);
+        // The original's default, 200,000: the pipeline buffers at most MAX_LISTING_QUEUE of them.
+        let c = config(&["s3://a/", "./d"]).unwrap();
+        assert_eq!(c.listing_queue, 200_000);
+        assert!(config(&["--object-listing-queue-size", "0", "s3://a/", "./d"]).is_err());
     }
 
     #[test]

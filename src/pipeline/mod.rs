@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-const LISTING_CHANNEL: usize = 1000;
+const LISTING_CHANNEL: usize = crate::config::MAX_LISTING_QUEUE;
 
 /// One sync run: configure it, optionally subscribe to events or keep a cancellation token, then `run`.
 pub struct Sync {
@@ -195,7 +195,9 @@ impl Sync {
         }
 
         // Listers.
-        let (src_tx, src_rx) = mpsc::channel(LISTING_CHANNEL);
+        // The listing queues: --object-listing-queue-size, never above the flat-memory bound.
+        let queue = cfg.listing_queue.clamp(1, crate::config::MAX_LISTING_QUEUE);
+        let (src_tx, src_rx) = mpsc::channel(queue);
         let shard = cfg.shard.clone();
         if let Some(sh) = &shard {
             info!(shard = %sh.label(), "this run handles one shard of the job");
@@ -210,7 +212,7 @@ impl Sync {
         );
         let list_target = cfg.delete || !(cfg.head_each_target || cfg.remove_modified_filter);
         let tgt_rx = list_target.then(|| {
-            let (tx, rx) = mpsc::channel(LISTING_CHANNEL);
+            let (tx, rx) = mpsc::channel(queue);
             let role = if cfg.dry_run {
                 WalkRole::TargetDryRun
             } else {
@@ -577,7 +579,7 @@ async fn process(tr: &Transferer, job: Job) {
         return;
     }
     rep.started(&s.key, s.size);
-    let mut attempt = 0;
+    let mut attempts = crate::retry::Attempts::new(&cfg.retry);
     loop {
         match tr.transfer(&s, target.as_ref()).await {
             Ok(m) if m.cancelled => return rep.cancelled(&s.key),
@@ -595,11 +597,7 @@ async fn process(tr: &Transferer, job: Job) {
                 rep.transferred(&s.key, m.bytes, m.etag_verified);
                 return;
             }
-            Err(e) if e.is_retryable() && attempt < cfg.retry.force_retry_count => {
-                attempt += 1;
-                debug!(key = %s.key, attempt, error = %e, "retrying the object");
-                tokio::time::sleep(cfg.retry.force_retry_interval).await;
-            }
+            Err(e) if attempts.allow(&e) => attempts.pause(&s.key, "object", &e).await,
             Err(Error::InvalidArgument(m)) => return rep.warning(&s.key, m),
             Err(e @ Error::Callback(_)) => return tr.stop.fail(e),
             Err(

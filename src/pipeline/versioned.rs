@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 /// Runs a versioned sync from `source` to `target`.
 pub(super) async fn run(
@@ -140,7 +140,7 @@ async fn sync_key(tr: &Transferer, target: &S3Storage, kv: KeyVersions) {
             continue;
         }
         rep.started(&kv.key, v.entry.size);
-        let mut attempt = 0;
+        let mut attempts = crate::retry::Attempts::new(&tr.cfg.retry);
         loop {
             match tr.transfer(&v.entry, None).await {
                 Ok(m) if m.cancelled => {
@@ -161,11 +161,7 @@ async fn sync_key(tr: &Transferer, target: &S3Storage, kv: KeyVersions) {
                     rep.transferred(&kv.key, m.bytes, m.etag_verified);
                     break;
                 }
-                Err(e) if e.is_retryable() && attempt < tr.cfg.retry.force_retry_count => {
-                    attempt += 1;
-                    debug!(key = %kv.key, attempt, error = %e, "retrying the version");
-                    tokio::time::sleep(tr.cfg.retry.force_retry_interval).await;
-                }
+                Err(e) if attempts.allow(&e) => attempts.pause(&kv.key, "version", &e).await,
                 Err(e @ crate::Error::Callback(_)) => return tr.stop.fail(e),
                 Err(e) => return rep.failed_with(&kv.key, &e),
             }

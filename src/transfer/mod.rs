@@ -307,26 +307,6 @@ impl Drop for TempGuard {
     }
 }
 
-/// Runs one part-level operation, retrying it alone (not the whole object) on retryable errors, as
-/// often and as far apart as `--force-retry-count` and `--force-retry-interval-milliseconds` say.
-pub(crate) async fn retry_part<T, F, Fut>(retry: &crate::config::RetryConfig, key: &str, mut op: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Err(e) if e.is_retryable() && attempt < retry.force_retry_count => {
-                attempt += 1;
-                debug!(key, attempt, error = %e, "retrying the part");
-                tokio::time::sleep(retry.force_retry_interval).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Starts a multipart upload in a task of its own: if the caller is cancelled while the request is in
 /// flight, the upload the server creates is aborted as soon as its id arrives, never orphaned.
 pub(crate) async fn create_multipart(
@@ -412,7 +392,7 @@ impl Transferer {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        retry_part(&self.cfg.retry, key, op).await
+        crate::retry::retry(&self.cfg.retry, key, "part", op).await
     }
 
     /// The last step before an object is written to S3: the preconditions of `--if-match`,
@@ -1307,7 +1287,9 @@ impl Transferer {
         let mut parts: Vec<(u64, PartDigest)> = stream::iter(layout.parts())
             .map(|(i, off, len)| async move {
                 let digest = self
-                    .retry_part(key, || self.download_range(object, file_ref, (off, len), algo))
+                    .retry_part(key, || {
+                        self.download_range(object, file_ref, (off, len), (verify, algo))
+                    })
                     .await?;
                 Ok::<_, Error>((i, digest))
             })
@@ -1399,10 +1381,12 @@ impl Transferer {
         object: &S3Part<'_>,
         file: &IoFile,
         (offset, len): (u64, u64),
-        algo: Option<additional::ChecksumAlgorithm>,
+        (md5, algo): (bool, Option<additional::ChecksumAlgorithm>),
     ) -> Result<PartDigest> {
         let key = object.key;
-        let mut hasher = PartHasher::with_checksum(algo);
+        // MD5 only when the ETag will be compared (not with --disable-etag-verify, nor for ETags that
+        // are not digests).
+        let mut hasher = PartHasher::for_verification(md5, algo);
         // An empty object whose ETag is the MD5 of nothing needs no request; any other empty object is
         // fetched, so that its response tells whether its ETag is a digest at all (SSE-KMS).
         const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
