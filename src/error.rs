@@ -30,6 +30,10 @@ pub enum S3ErrorKind {
     /// A conditional request's precondition (`If-Match`, `If-None-Match`,
     /// `x-amz-copy-source-if-match`) did not hold (HTTP 412): the object changed since it was seen.
     PreconditionFailed,
+    /// The server does not implement the operation (HTTP 501, `NotImplemented`).
+    NotImplemented,
+    /// The multipart upload does not exist (any more): completed or aborted (`NoSuchUpload`).
+    NoSuchUpload,
     /// Throttling or a server-side failure that may succeed when retried.
     Retryable,
     /// Anything else.

@@ -379,9 +379,10 @@ impl S3Storage {
                 Ok(tags)
             }
             Err(e) => match self.err("GetObjectTagging", &full, e) {
-                Error::S3 { message, .. } if message.contains("NotImplemented") || message.contains("HTTP 501") => {
-                    Ok(Vec::new())
-                }
+                Error::S3 {
+                    kind: S3ErrorKind::NotImplemented,
+                    ..
+                } => Ok(Vec::new()),
                 other => Err(other),
             },
         }
@@ -438,10 +439,9 @@ impl S3Storage {
             .await
         {
             Ok(out) => out,
+            // NoSuchAnnotation is a 404.
             Err(e) => {
-                let gone = e.as_service_error().and_then(|se| se.code()) == Some("NoSuchAnnotation");
                 return match self.err("GetObjectAnnotation", &full, e) {
-                    _ if gone => Ok(None),
                     Error::S3 {
                         kind: S3ErrorKind::NotFound,
                         ..
@@ -1031,10 +1031,9 @@ impl S3Storage {
                 Err(e) => {
                     return match self.err("ListParts", &full, e) {
                         Error::S3 {
-                            kind: S3ErrorKind::NotFound,
+                            kind: S3ErrorKind::NotFound | S3ErrorKind::NoSuchUpload,
                             ..
                         } => Ok(None),
-                        Error::S3 { message, .. } if message.contains("NoSuchUpload") => Ok(None),
                         other => Err(other),
                     }
                 }
@@ -1171,6 +1170,8 @@ where
             let msg = se.err().message().unwrap_or("").to_string();
             let kind = match (status, code.as_str()) {
                 (_, "NoSuchBucket") => S3ErrorKind::NoSuchBucket,
+                (_, "NoSuchUpload") => S3ErrorKind::NoSuchUpload,
+                (501, _) | (_, "NotImplemented") => S3ErrorKind::NotImplemented,
                 (_, "InvalidObjectState") => S3ErrorKind::Archived,
                 (412, _) | (_, "PreconditionFailed") => S3ErrorKind::PreconditionFailed,
                 (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken") => {
@@ -1245,6 +1246,101 @@ mod tests {
             .http_client(http)
             .build();
         (Client::from_conf(conf), rx)
+    }
+
+    /// A storage whose client answers with these `(status, body)` responses, in order, and never
+    /// retries.
+    fn replaying(responses: &[(u16, &str)]) -> S3Storage {
+        use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+        use aws_smithy_types::body::SdkBody;
+        let events = responses
+            .iter()
+            .map(|(status, body)| {
+                ReplayEvent::new(
+                    hyper::http::Request::builder()
+                        .uri("http://localhost/")
+                        .body(SdkBody::empty())
+                        .unwrap(),
+                    hyper::http::Response::builder()
+                        .status(*status)
+                        .body(SdkBody::from(body.to_string()))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .http_client(StaticReplayClient::new(events))
+            .build();
+        S3Storage::new(Client::from_conf(conf), "b".into(), String::new(), true, None)
+    }
+
+    fn error_xml(code: &str) -> String {
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>m</Message></Error>")
+    }
+
+    /// Error codes become kinds, and the callers that expect a code act on the kind.
+    #[tokio::test]
+    async fn error_codes_are_typed() {
+        let s = replaying(&[(501, &error_xml("NotImplemented"))]);
+        assert_eq!(
+            s.get_tags("k").await.unwrap(),
+            Vec::new(),
+            "no tagging on this server: no tags"
+        );
+        let s = replaying(&[(404, &error_xml("NoSuchUpload"))]);
+        assert_eq!(s.list_parts("k", "u").await.unwrap(), None, "the upload is gone");
+        let s = replaying(&[(404, &error_xml("NoSuchAnnotation"))]);
+        assert_eq!(s.get_annotation("k", None, "n").await.unwrap(), None);
+        let s = replaying(&[(400, &error_xml("NoSuchUpload"))]);
+        match s.abort_multipart("k", "u").await {
+            Err(Error::S3 { kind, .. }) => assert_eq!(kind, S3ErrorKind::NoSuchUpload),
+            other => panic!("{other:?}"),
+        }
+        let s = replaying(&[(403, &error_xml("AccessDenied"))]);
+        match s.get_tags("k").await {
+            Err(Error::S3 { kind, .. }) => assert_eq!(kind, S3ErrorKind::Auth),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every page of ListObjectAnnotations is read, and the annotations come back sorted by name.
+    #[tokio::test]
+    async fn annotations_are_listed_across_pages() {
+        let entry = |name: &str, size: u32| {
+            format!(
+                "<AnnotationEntry><AnnotationName>{name}</AnnotationName><LastModified>2026-11-30T12:00:00.000Z</LastModified><ETag>\"e-{name}\"</ETag><Size>{size}</Size></AnnotationEntry>"
+            )
+        };
+        let page1 = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListObjectAnnotationsOutput><NextContinuationToken>t</NextContinuationToken><Annotations>{}{}</Annotations></ListObjectAnnotationsOutput>",
+            entry("zeta", 3),
+            entry("alpha", 1)
+        );
+        let page2 = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListObjectAnnotationsOutput><Annotations>{}</Annotations></ListObjectAnnotationsOutput>",
+            entry("mid", 2)
+        );
+        let s = replaying(&[(200, &page1), (200, &page2)]);
+        let list = s.list_annotations("k", None).await.unwrap();
+        let names: Vec<(&str, i64, Option<&str>)> = list
+            .iter()
+            .map(|a| (a.name.as_str(), a.size, a.etag.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("alpha", 1, Some("\"e-alpha\"")),
+                ("mid", 2, Some("\"e-mid\"")),
+                ("zeta", 3, Some("\"e-zeta\""))
+            ]
+        );
+        // An object that does not exist has no annotations.
+        let s = replaying(&[(404, &error_xml("NoSuchKey"))]);
+        assert!(s.list_annotations("k", None).await.unwrap().is_empty());
     }
 
     #[tokio::test]
