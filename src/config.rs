@@ -156,6 +156,12 @@ pub struct Config {
     /// [`MAX_LISTING_QUEUE`] are buffered whatever the value, so memory stays flat in the number of
     /// objects (the original's default of 200,000 would hold that many entries).
     pub listing_queue: usize,
+    /// Make each downloaded file durable before it takes its name (fsync of the file, and of the
+    /// directories that received files, before the run ends): at exit 0 everything written survives a
+    /// power loss. Off (`--no-fsync`): a file still appears under its name only complete and verified
+    /// (atomic rename), so a crashed or killed process leaves nothing half-written, but a power loss
+    /// may lose recently written files.
+    pub fsync: bool,
     /// Verify ETags of transferred objects.
     pub verify_etag: bool,
     /// Verify ETags of multipart objects too.
@@ -281,6 +287,7 @@ impl Config {
                 io_pool_size: None,
                 max_keys: 1000,
                 listing_queue: MAX_LISTING_QUEUE,
+                fsync: true,
                 verify_etag: true,
                 verify_multipart: true,
                 content_md5: true,

@@ -27,7 +27,8 @@ impl RateLimiter {
     /// Takes `n` units, waiting as long as the limit requires.
     pub async fn acquire(&self, n: u64) {
         let wait = {
-            let Ok(mut s) = self.state.lock() else { return };
+            // A poisoned lock still holds a valid bucket: limiting never switches itself off.
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
             s.0 = (s.0 + refill).min(self.rate) - n as f64;

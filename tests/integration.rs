@@ -103,6 +103,51 @@ async fn large_object_round_trips() {
     );
 }
 
+/// `--no-fsync` and `--disable-etag-verify` (no MD5 computed) change the cost of a download, never
+/// its result: the same bytes, no temporary file, nothing left to do on the next run.
+#[tokio::test]
+async fn downloads_without_fsync_or_etag_verification_are_complete() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let files = sizes();
+    for (k, v) in &files {
+        if v.len() > 5 * MIB {
+            put_multipart(&srv, &bucket, k, v, 5 * MIB).await;
+        } else {
+            srv.put(&bucket, k, v).await;
+        }
+    }
+    for flags in [
+        &["--no-fsync"][..],
+        &["--disable-etag-verify"],
+        &["--no-fsync", "--disable-etag-verify"],
+    ] {
+        let dst = tmpdir();
+        let mut args = with_mp(flags);
+        let (src, target) = (format!("s3://{bucket}/"), s(dst.path()));
+        args.extend([src.as_str(), target.as_str()]);
+        let r = srv.run(&args);
+        r.expect(0);
+        assert_eq!(r.transferred(), files.len() as u64, "{flags:?}");
+        if flags.contains(&"--disable-etag-verify") {
+            assert_eq!(r.verified(), 0, "{flags:?}: {}", r.stderr);
+        } else {
+            assert!(r.verified() >= files.len() as u64 - 1, "{flags:?}: {}", r.stderr);
+        }
+        let mut got = read_tree(dst.path());
+        got.sort();
+        let mut expected = files.clone();
+        expected.sort();
+        assert_eq!(
+            got, expected,
+            "{flags:?}: the downloaded tree (no temporary file) equals the bucket"
+        );
+        let again = srv.run(&args);
+        again.expect(0);
+        assert_eq!(again.transferred(), 0, "{flags:?}");
+    }
+}
+
 #[tokio::test]
 async fn modified_file_is_transferred_again() {
     let srv = server().await;

@@ -1,7 +1,8 @@
 //! Command line definition of `s3sync`.
 //!
 //! The flags, value names, environment variables, defaults and help headings
-//! mirror the original s3sync 1.62.4 command line, plus `--io-pool-size`.
+//! mirror the original s3sync 1.62.4 command line, plus options of ours (`--io-pool-size`,
+//! `--no-fsync`, `--max-delete`, the sharding options, `--json-summary`).
 //! Every option of the reference is implemented.
 
 use crate::cli::size::{self, MIB};
@@ -578,6 +579,17 @@ pub struct CliArgs {
                 Default: derived from --max-parallel-uploads and --multipart-chunksize, at most 64MiB"
     )]
     pub io_pool_size: Option<u64>,
+
+    /// Do not fsync downloaded files (ours; not in the original).
+    #[arg(
+        long,
+        env = "NO_FSYNC",
+        help_heading = "Performance",
+        help = "Do not fsync downloaded files and their directories. A file still appears under its\n\
+                name only complete and verified (atomic rename), but a power loss may lose files\n\
+                written shortly before it"
+    )]
+    pub no_fsync: bool,
 
     /// Maximum number of parallel listings of objects.
     #[arg(
@@ -1493,8 +1505,8 @@ mod tests {
         }
         // 112 env-backed arguments of the reference (incl. SOURCE/TARGET) + --io-pool-size + --max-delete
         // + --https-proxy (feature-gated in the reference) + the four sharding options + --json-summary
-        // + the 18 options of 1.62.4 its README does not show.
-        assert_eq!(with_env, 138);
+        // + the 18 options of 1.62.4 its README does not show + --no-fsync.
+        assert_eq!(with_env, 139);
     }
 
     #[test]

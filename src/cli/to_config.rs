@@ -224,6 +224,7 @@ impl CliArgs {
                 c.max_keys = self.max_keys;
                 c.listing_queue = self.object_listing_queue_size as usize;
                 c.verify_etag = !self.disable_etag_verify;
+                c.fsync = !self.no_fsync;
                 c.verify_multipart = !self.disable_multipart_verify;
                 c.content_md5 = !self.disable_content_md5_header;
                 c.payload_signing = !self.disable_payload_signing;
@@ -437,6 +438,12 @@ mod tests {
         let c = config(&["s3://a/", "./d"]).unwrap();
         assert_eq!(c.listing_queue, 200_000);
         assert!(config(&["--object-listing-queue-size", "0", "s3://a/", "./d"]).is_err());
+    }
+
+    #[test]
+    fn fsync_is_on_unless_turned_off() {
+        assert!(config(&["s3://a/", "./d"]).unwrap().fsync);
+        assert!(!config(&["--no-fsync", "s3://a/", "./d"]).unwrap().fsync);
     }
 
     #[test]

@@ -81,7 +81,8 @@ impl DirtyDirs {
     /// At most this many directories wait for their fsync.
     const BOUND: usize = 1024;
 
-    /// Notes that `dir` received a file; flushes everything when the set is full.
+    /// Notes that `dir` received a file; flushes everything when the set is full. Not called with
+    /// `--no-fsync`.
     pub async fn add(&self, dir: &std::path::Path) {
         let full = match self.0.lock() {
             Ok(mut set) => {
@@ -1215,7 +1216,9 @@ impl Transferer {
                 if !d.starts_with(local.root()) {
                     break;
                 }
-                self.dirty_dirs.add(d).await;
+                if self.cfg.fsync {
+                    self.dirty_dirs.add(d).await;
+                }
                 dir = d.parent();
             }
         }
@@ -1300,11 +1303,13 @@ impl Transferer {
         parts.sort_by_key(|p| p.0);
         let parts: Vec<PartDigest> = parts.into_iter().map(|p| p.1).collect();
         let digests: Vec<Md5Digest> = parts.iter().map(|p| p.md5).collect();
-        self.io
-            .get()?
-            .fsync(&file)
-            .await
-            .map_err(|e| Error::local("fsync", &tmp, e))?;
+        if self.cfg.fsync {
+            self.io
+                .get()?
+                .fsync(&file)
+                .await
+                .map_err(|e| Error::local("fsync", &tmp, e))?;
+        }
         drop(file);
         let mut verified = false;
         let mut warning = None;
@@ -1364,7 +1369,9 @@ impl Transferer {
             .map_err(|e| Error::local("rename", &final_path, e))?;
         guard.armed = false;
         if let Some(dir) = final_path.parent() {
-            self.dirty_dirs.add(dir).await;
+            if self.cfg.fsync {
+                self.dirty_dirs.add(dir).await;
+            }
         }
         Ok(Moved {
             cancelled: false,
