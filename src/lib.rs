@@ -35,6 +35,10 @@
 //!
 //! Errors are [`Error`] values; [`Error::exit_code`] maps them to the CLI's exit codes.
 
+// Unsafe code is allowed where it is needed and nowhere else: each use carries its own `allow` and
+// SAFETY comment (the unrestricted Lua VM, one `kill(pid, 0)`); the io crate has its own rules.
+#![deny(unsafe_code)]
+
 pub mod annotations;
 pub mod attributes;
 pub mod callback;

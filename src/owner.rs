@@ -150,6 +150,7 @@ fn process_state(pid: u32) -> Process {
         return Process::Unknown;
     };
     // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
+    #[allow(unsafe_code)]
     let r = unsafe { libc::kill(p, 0) };
     if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
         return Process::Gone;

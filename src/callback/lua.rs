@@ -62,6 +62,8 @@ struct Vm {
 }
 
 impl Vm {
+    // The one unsafe call builds the unrestricted VM the user asked for (see its SAFETY comment).
+    #[allow(unsafe_code)]
     fn load(path: &Path, settings: &LuaSettings) -> Result<Vm, CallbackError> {
         let fail = |m: String| CallbackError(format!("Failed to load and compile Lua script {}: {m}", path.display()));
         let code = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
@@ -627,6 +629,8 @@ mod tests {
 
     /// Writes a bytecode chunk (`return true`, defining `filter`) with an unrestricted VM.
     fn unsafe_dump(path: std::path::PathBuf) -> bool {
+        // SAFETY: a test VM that only dumps a function to bytecode.
+        #[allow(unsafe_code)]
         let lua = unsafe { Lua::unsafe_new() };
         let f: mlua::Function = lua
             .load("filter = function() return true end return true")

@@ -728,6 +728,7 @@ impl S3Storage {
             .client
             .list_object_versions()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .prefix(&full)
             .max_keys(10)
             .send()
