@@ -75,6 +75,38 @@ impl std::fmt::Debug for ClientConfig {
     }
 }
 
+/// The default of every option that has one, in one place: the CLI shows them in `--help`,
+/// [`Config::default`] and the other `Default`s use them.
+pub mod defaults {
+    const MIB: u64 = 1024 * 1024;
+    /// `--worker-size`.
+    pub const DEFAULT_WORKER_SIZE: u16 = 64;
+    /// `--max-parallel-uploads`.
+    pub const DEFAULT_MAX_PARALLEL_UPLOADS: u16 = 16;
+    /// `--max-keys`.
+    pub const DEFAULT_MAX_KEYS: i32 = 1000;
+    /// `--aws-max-attempts`.
+    pub const DEFAULT_AWS_MAX_ATTEMPTS: u32 = 10;
+    /// `--initial-backoff-milliseconds`.
+    pub const DEFAULT_INITIAL_BACKOFF_MILLISECONDS: u64 = 100;
+    /// `--force-retry-count`.
+    pub const DEFAULT_FORCE_RETRY_COUNT: u32 = 5;
+    /// `--force-retry-interval-milliseconds`.
+    pub const DEFAULT_FORCE_RETRY_INTERVAL_MILLISECONDS: u64 = 1000;
+    /// `--multipart-threshold` and `--multipart-chunksize`, in bytes.
+    pub const DEFAULT_MULTIPART_SIZE: u64 = 8 * MIB;
+    /// `--lua-vm-memory-limit`, in bytes.
+    pub const DEFAULT_LUA_VM_MEMORY_LIMIT: u64 = 64 * MIB;
+    /// `--lua-callback-timeout-milliseconds`.
+    pub const DEFAULT_LUA_CALLBACK_TIMEOUT_MILLISECONDS: u64 = 10_000;
+    /// `--max-parallel-listings`.
+    pub const DEFAULT_MAX_PARALLEL_LISTINGS: u16 = 16;
+    /// `--max-parallel-listing-max-depth`.
+    pub const DEFAULT_MAX_PARALLEL_LISTING_MAX_DEPTH: u16 = 2;
+    /// `--object-listing-queue-size`.
+    pub const DEFAULT_OBJECT_LISTING_QUEUE_SIZE: u32 = 200_000;
+}
+
 /// Retry and timeout settings of the S3 clients and of s3sync's own whole-object retry.
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
@@ -102,10 +134,10 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            aws_max_attempts: 10,
-            initial_backoff: Duration::from_millis(100),
-            force_retry_count: 5,
-            force_retry_interval: Duration::from_millis(1000),
+            aws_max_attempts: defaults::DEFAULT_AWS_MAX_ATTEMPTS,
+            initial_backoff: Duration::from_millis(defaults::DEFAULT_INITIAL_BACKOFF_MILLISECONDS),
+            force_retry_count: defaults::DEFAULT_FORCE_RETRY_COUNT,
+            force_retry_interval: Duration::from_millis(defaults::DEFAULT_FORCE_RETRY_INTERVAL_MILLISECONDS),
             connect_timeout: None,
             read_timeout: None,
             operation_timeout: None,
@@ -280,12 +312,12 @@ impl Config {
                 check: CheckMode::Mtime,
                 head_each_target: false,
                 remove_modified_filter: false,
-                worker_size: 64,
-                max_parallel_uploads: 16,
-                multipart_threshold: 8 * MIB,
-                multipart_chunksize: 8 * MIB,
+                worker_size: defaults::DEFAULT_WORKER_SIZE as usize,
+                max_parallel_uploads: defaults::DEFAULT_MAX_PARALLEL_UPLOADS as usize,
+                multipart_threshold: defaults::DEFAULT_MULTIPART_SIZE,
+                multipart_chunksize: defaults::DEFAULT_MULTIPART_SIZE,
                 io_pool_size: None,
-                max_keys: 1000,
+                max_keys: defaults::DEFAULT_MAX_KEYS,
                 listing_queue: MAX_LISTING_QUEUE,
                 fsync: true,
                 verify_etag: true,

@@ -134,9 +134,9 @@ impl Default for EngineBuilder {
         EngineBuilder {
             client: ClientConfig::default(),
             settings: Settings {
-                part_size: 8 * MIB,
-                threshold: 8 * MIB,
-                parallel_parts: 16,
+                part_size: crate::config::defaults::DEFAULT_MULTIPART_SIZE,
+                threshold: crate::config::defaults::DEFAULT_MULTIPART_SIZE,
+                parallel_parts: crate::config::defaults::DEFAULT_MAX_PARALLEL_UPLOADS as usize,
                 checksum: None,
                 retry: RetryConfig::default(),
                 payload_signing: true,

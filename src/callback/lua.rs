@@ -36,8 +36,10 @@ impl Default for LuaSettings {
         LuaSettings {
             allow_os_library: false,
             allow_unsafe_vm: false,
-            memory_limit: 64 * 1024 * 1024,
-            timeout: Some(Duration::from_millis(10_000)),
+            memory_limit: crate::config::defaults::DEFAULT_LUA_VM_MEMORY_LIMIT,
+            timeout: Some(Duration::from_millis(
+                crate::config::defaults::DEFAULT_LUA_CALLBACK_TIMEOUT_MILLISECONDS,
+            )),
             interrupt: tokio_util::sync::CancellationToken::new(),
         }
     }

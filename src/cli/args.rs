@@ -5,43 +5,26 @@
 //! `--no-fsync`, `--max-delete`, the sharding options, `--json-summary`).
 //! Every option of the reference is implemented.
 
-use crate::cli::size::{self, MIB};
+use crate::cli::size;
 use chrono::{DateTime, Utc};
 use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser};
 use clap::{CommandFactory, Parser};
 use clap_complete::Shell;
 use regex::Regex;
 
-/// Default `--worker-size`.
-pub const DEFAULT_WORKER_SIZE: u16 = 64;
-/// Default `--max-parallel-uploads`.
-pub const DEFAULT_MAX_PARALLEL_UPLOADS: u16 = 16;
-/// Default `--max-keys`.
-pub const DEFAULT_MAX_KEYS: i32 = 1000;
-/// Default `--aws-max-attempts`.
-pub const DEFAULT_AWS_MAX_ATTEMPTS: u32 = 10;
-/// Default `--initial-backoff-milliseconds`.
-pub const DEFAULT_INITIAL_BACKOFF_MILLISECONDS: u64 = 100;
-/// Default `--force-retry-count`.
-pub const DEFAULT_FORCE_RETRY_COUNT: u32 = 5;
-/// Default `--force-retry-interval-milliseconds`.
-pub const DEFAULT_FORCE_RETRY_INTERVAL_MILLISECONDS: u64 = 1000;
-/// Default `--multipart-threshold` (as written on the command line).
+// The defaults of the options, shared with `Config::default` (one place for each value).
+pub use crate::config::defaults::{
+    DEFAULT_AWS_MAX_ATTEMPTS, DEFAULT_FORCE_RETRY_COUNT, DEFAULT_FORCE_RETRY_INTERVAL_MILLISECONDS,
+    DEFAULT_INITIAL_BACKOFF_MILLISECONDS, DEFAULT_LUA_CALLBACK_TIMEOUT_MILLISECONDS, DEFAULT_LUA_VM_MEMORY_LIMIT,
+    DEFAULT_MAX_KEYS, DEFAULT_MAX_PARALLEL_LISTINGS, DEFAULT_MAX_PARALLEL_LISTING_MAX_DEPTH,
+    DEFAULT_MAX_PARALLEL_UPLOADS, DEFAULT_OBJECT_LISTING_QUEUE_SIZE, DEFAULT_WORKER_SIZE,
+};
+/// Default `--multipart-threshold` (as written on the command line; [`crate::config::defaults::DEFAULT_MULTIPART_SIZE`]).
 pub const DEFAULT_MULTIPART_THRESHOLD: &str = "8MiB";
-/// Default `--multipart-chunksize` (as written on the command line).
+/// Default `--multipart-chunksize` (as written on the command line; [`crate::config::defaults::DEFAULT_MULTIPART_SIZE`]).
 pub const DEFAULT_MULTIPART_CHUNKSIZE: &str = "8MiB";
-/// Default `--lua-vm-memory-limit` (as written on the command line).
+/// Default `--lua-vm-memory-limit` (as written on the command line; [`DEFAULT_LUA_VM_MEMORY_LIMIT`]).
 pub const DEFAULT_LUA_VM_MEMORY_LIMIT_STR: &str = "64MiB";
-/// Default `--lua-vm-memory-limit` in bytes.
-pub const DEFAULT_LUA_VM_MEMORY_LIMIT: u64 = 64 * MIB;
-/// Default `--lua-callback-timeout-milliseconds`.
-pub const DEFAULT_LUA_CALLBACK_TIMEOUT_MILLISECONDS: u64 = 10_000;
-/// Default `--max-parallel-listings`.
-pub const DEFAULT_MAX_PARALLEL_LISTINGS: u16 = 16;
-/// Default `--max-parallel-listing-max-depth`.
-pub const DEFAULT_MAX_PARALLEL_LISTING_MAX_DEPTH: u16 = 2;
-/// Default `--object-listing-queue-size`.
-pub const DEFAULT_OBJECT_LISTING_QUEUE_SIZE: u32 = 200_000;
 
 /// Values accepted by `--storage-class`.
 pub const STORAGE_CLASSES: [&str; 9] = [
@@ -1424,6 +1407,10 @@ mod tests {
         assert_eq!(a.multipart_threshold, 8 * 1024 * 1024);
         assert_eq!(a.multipart_chunksize, 8 * 1024 * 1024);
         assert_eq!(a.lua_vm_memory_limit, 64 * 1024 * 1024);
+        // The defaults written as text on the command line are the library's.
+        assert_eq!(a.multipart_threshold, crate::config::defaults::DEFAULT_MULTIPART_SIZE);
+        assert_eq!(a.multipart_chunksize, crate::config::defaults::DEFAULT_MULTIPART_SIZE);
+        assert_eq!(a.lua_vm_memory_limit, DEFAULT_LUA_VM_MEMORY_LIMIT);
         assert_eq!(a.io_pool_size, None);
         assert_eq!(a.rate_limit_bandwidth, None);
         assert_eq!(a.operation_timeout_milliseconds, None);

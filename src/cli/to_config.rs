@@ -440,6 +440,44 @@ mod tests {
         assert!(config(&["--object-listing-queue-size", "0", "s3://a/", "./d"]).is_err());
     }
 
+    /// A command line without options gives the library's default configuration.
+    #[test]
+    fn the_cli_defaults_are_the_library_defaults() {
+        let c = config(&["s3://a/", "./d"]).unwrap();
+        let d = Config::builder(c.source.clone(), c.target.clone()).build().unwrap();
+        assert_eq!(
+            (
+                c.worker_size,
+                c.max_parallel_uploads,
+                c.multipart_threshold,
+                c.multipart_chunksize,
+                c.max_keys
+            ),
+            (
+                d.worker_size,
+                d.max_parallel_uploads,
+                d.multipart_threshold,
+                d.multipart_chunksize,
+                d.max_keys
+            )
+        );
+        assert_eq!(
+            (
+                c.retry.aws_max_attempts,
+                c.retry.initial_backoff,
+                c.retry.force_retry_count,
+                c.retry.force_retry_interval
+            ),
+            (
+                d.retry.aws_max_attempts,
+                d.retry.initial_backoff,
+                d.retry.force_retry_count,
+                d.retry.force_retry_interval
+            )
+        );
+        assert_eq!((c.fsync, c.verify_etag), (d.fsync, d.verify_etag));
+    }
+
     #[test]
     fn fsync_is_on_unless_turned_off() {
         assert!(config(&["s3://a/", "./d"]).unwrap().fsync);
