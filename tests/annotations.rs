@@ -27,16 +27,6 @@ async fn client_via(url: &str) -> Client {
     Client::from_conf(aws_sdk_s3::config::Builder::from(&cfg).force_path_style(true).build())
 }
 
-async fn put_object(c: &Client, bucket: &str, key: &str, data: &[u8]) {
-    c.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(data.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
-}
-
 async fn annotate(c: &Client, bucket: &str, key: &str, name: &str, payload: &str) {
     c.put_object_annotation()
         .bucket(bucket)
@@ -118,8 +108,8 @@ async fn annotations_follow_the_objects_and_stay_in_step() {
     let (b1, b2) = (srv.bucket().await, srv.bucket().await);
     let proxy = FaultProxy::start(&srv.endpoint, vec![]).await;
     let c = client_via(&proxy.url()).await;
-    put_object(&c, &b1, "a", b"object a").await;
-    put_object(&c, &b1, "b", b"object b").await;
+    put_with(&c, &b1, "a", b"object a").await;
+    put_with(&c, &b1, "b", b"object b").await;
     annotate(&c, &b1, "a", "color", "red").await;
     annotate(&c, &b1, "a", "size", "L").await;
 
@@ -223,7 +213,7 @@ async fn without_etags_size_and_age_decide() {
     let (b1, b2) = (srv.bucket().await, srv.bucket().await);
     let proxy = FaultProxy::start(&srv.endpoint, vec![]).await;
     let c = client_via(&proxy.url()).await;
-    put_object(&c, &b1, "o", b"object").await;
+    put_with(&c, &b1, "o", b"object").await;
     annotate(&c, &b1, "o", "note", "one").await;
     let args = [
         "--sync-latest-object-annotations",
@@ -252,7 +242,7 @@ async fn rewritten_objects_get_their_annotations_again() {
     let (b1, b2) = (srv.bucket().await, srv.bucket().await);
     let proxy = FaultProxy::start(&srv.endpoint, vec![]).await;
     let c = client_via(&proxy.url()).await;
-    put_object(&c, &b1, "o", b"first").await;
+    put_with(&c, &b1, "o", b"first").await;
     annotate(&c, &b1, "o", "k", "v1").await;
     let args = |extra: &'static [&'static str]| {
         let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -265,7 +255,7 @@ async fn rewritten_objects_get_their_annotations_again() {
     assert_eq!(annotations(&c, &b2, "o").await, pairs(&[("k", "v1")]));
     // The source object is rewritten (its annotations go with the old object) and annotated anew.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    put_object(&c, &b1, "o", b"second, longer").await;
+    put_with(&c, &b1, "o", b"second, longer").await;
     assert!(
         annotations(&c, &b1, "o").await.is_empty(),
         "setup: an overwrite drops annotations"
@@ -294,7 +284,7 @@ async fn a_failing_annotation_write_fails_the_object() {
     )
     .await;
     let c = client_via(&proxy.url()).await;
-    put_object(&c, &b1, "o", b"object").await;
+    put_with(&c, &b1, "o", b"object").await;
     annotate(&c, &b1, "o", "k", "v").await;
     let r = run_via(&srv, &proxy, &["--enable-sync-object-annotations", &s3(&b1), &s3(&b2)]).await;
     r.expect(1);

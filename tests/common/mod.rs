@@ -58,14 +58,7 @@ impl Server {
     }
 
     pub async fn put(&self, bucket: &str, key: &str, data: &[u8]) {
-        self.client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(data.to_vec()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+        put_with(&self.client, bucket, key, data).await;
     }
 
     pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
@@ -150,6 +143,18 @@ impl Server {
         cmd.args(args);
         cmd
     }
+}
+
+/// PutObject through `client` (the server's, or one whose requests go through a proxy).
+pub async fn put_with(client: &Client, bucket: &str, key: &str, data: &[u8]) {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(data.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
 }
 
 /// Uploads `data` directly to the server as a multipart object with `part`-byte parts, so that its

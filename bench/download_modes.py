@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""What a download costs with and without its MD5 and its fsyncs: 4 x 256 MiB objects downloaded into an
+empty directory by `s3sync s3://bucket/ DIR` with the default options, `--disable-etag-verify` (no MD5 is
+computed), `--no-fsync`, and both. 5 runs of each, interleaved; medians of wall time and of user+system
+CPU seconds (from os.wait4 of the child). Needs a running server (scripts/start-server.sh garage) and a
+release build.
+
+    source <(scripts/start-server.sh garage)
+    cargo build --release --bin s3sync && python3 bench/download_modes.py
+"""
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+
+import boto3
+
+CLI = os.environ.get("S3SYNC_BIN", "target/release/s3sync")
+EP = os.environ["AWS_ENDPOINT_URL"]
+RUNS = int(os.environ.get("RUNS", "5"))
+client = boto3.client("s3", endpoint_url=EP)
+WORK = tempfile.mkdtemp(prefix="s3sync-bench-download-")
+
+MODES = [
+    ("default", []),
+    ("--disable-etag-verify", ["--disable-etag-verify"]),
+    ("--no-fsync", ["--no-fsync"]),
+    ("both", ["--disable-etag-verify", "--no-fsync"]),
+]
+
+
+def run(args):
+    """Wall seconds and child CPU seconds (user + system) of one command."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.monotonic() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{args} failed: {status}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def main():
+    src = os.path.join(WORK, "src")
+    os.makedirs(src)
+    for i in range(4):
+        with open(os.path.join(src, f"f{i}"), "wb") as f:
+            f.write(os.urandom(256 * 1024 * 1024))
+    bucket = f"dl-{time.time_ns():x}"
+    client.create_bucket(Bucket=bucket)
+    subprocess.run([CLI, "--target-endpoint-url", EP, "--target-force-path-style", src, f"s3://{bucket}/"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {label: [] for label, _ in MODES}
+    for _ in range(RUNS):
+        for label, flags in MODES:
+            dst = os.path.join(WORK, "dst")
+            shutil.rmtree(dst, ignore_errors=True)
+            results[label].append(run([CLI, "--source-endpoint-url", EP, "--source-force-path-style", *flags,
+                                       f"s3://{bucket}/", dst]))
+    base_wall = statistics.median(w for w, _ in results["default"])
+    print("| options | wall (median) | runs | CPU s (median) | MiB/s | time / default |")
+    print("|---|---|---|---|---|---|")
+    for label, _ in MODES:
+        walls = [w for w, _ in results[label]]
+        cpus = [c for _, c in results[label]]
+        wall = statistics.median(walls)
+        print(f"| {label} | {wall:.2f} s | {', '.join(f'{w:.2f}' for w in walls)} | "
+              f"{statistics.median(cpus):.2f} | {1024 / wall:.0f} | {wall / base_wall:.2f}x |")
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
