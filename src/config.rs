@@ -76,7 +76,7 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 /// The default of every option that has one, in one place: the CLI shows them in `--help`,
-/// [`Config::default`] and the other `Default`s use them.
+/// `Config`'s defaults and the other `Default`s use them.
 pub mod defaults {
     const MIB: u64 = 1024 * 1024;
     /// `--worker-size`.
