@@ -75,9 +75,7 @@ pub async fn sync(
     check_etag: bool,
     dry_run: bool,
 ) -> Result<AnnotationPlan> {
-    let wanted = source.storage.list_annotations(source.key, source.version_id).await?;
-    let present = target.storage.list_annotations(target.key, target.version_id).await?;
-    let todo = plan(&wanted, &present, check_etag);
+    let todo = compare(source, target, check_etag).await?;
     if dry_run {
         for name in &todo.copy {
             info!(key = %target.key, annotation_name = %name, "[dry-run] object annotation copied.");
@@ -116,9 +114,14 @@ pub async fn sync(
 
 /// Whether the two objects carry the same annotations (`--report-annotations-sync-status`).
 pub async fn same(source: ObjectRef<'_>, target: ObjectRef<'_>, check_etag: bool) -> Result<bool> {
-    let a = source.storage.list_annotations(source.key, source.version_id).await?;
-    let b = target.storage.list_annotations(target.key, target.version_id).await?;
-    Ok(plan(&a, &b, check_etag).is_empty())
+    Ok(compare(source, target, check_etag).await?.is_empty())
+}
+
+/// Lists both objects' annotations and plans what would make the target's equal to the source's.
+async fn compare(source: ObjectRef<'_>, target: ObjectRef<'_>, check_etag: bool) -> Result<AnnotationPlan> {
+    let wanted = source.storage.list_annotations(source.key, source.version_id).await?;
+    let present = target.storage.list_annotations(target.key, target.version_id).await?;
+    Ok(plan(&wanted, &present, check_etag))
 }
 
 #[cfg(test)]
