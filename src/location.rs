@@ -18,6 +18,12 @@ pub enum Location {
 }
 
 impl Location {
+    /// Whether this is an S3 Express One Zone directory bucket (`…--x-s3`): its ETags are not MD5s and
+    /// its listings are not in key order.
+    pub fn is_directory_bucket(&self) -> bool {
+        matches!(self, Location::S3 { bucket, .. } if bucket.ends_with("--x-s3"))
+    }
+
     /// Parses `s3://bucket[/prefix]` or a local path.
     pub fn parse(arg: &str) -> Result<Self> {
         if let Some(rest) = arg.strip_prefix("s3://") {

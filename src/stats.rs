@@ -158,6 +158,8 @@ pub struct Counters {
     failed: AtomicU64,
     planned_objects: AtomicU64,
     planned_bytes: AtomicU64,
+    listed_source: AtomicU64,
+    listed_target: AtomicU64,
     listing_done: AtomicBool,
 }
 
@@ -184,6 +186,10 @@ pub struct Stats {
     pub planned_objects: u64,
     /// Bytes to transfer, known so far.
     pub planned_bytes: u64,
+    /// Source objects listed so far.
+    pub listed_source: u64,
+    /// Target objects listed so far.
+    pub listed_target: u64,
     /// Whether both listings have finished (so the plan is complete).
     pub listing_done: bool,
     /// Wall time.
@@ -306,6 +312,12 @@ impl Reporter {
         self.counters.planned_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Counts listed objects (for the progress line while the listings run).
+    pub fn listed(&self, source: u64, target: u64) {
+        self.counters.listed_source.fetch_add(source, Ordering::Relaxed);
+        self.counters.listed_target.fetch_add(target, Ordering::Relaxed);
+    }
+
     /// Marks the listings as complete.
     pub fn listing_done(&self) {
         self.counters.listing_done.store(true, Ordering::Relaxed);
@@ -393,6 +405,8 @@ impl Reporter {
             failed: c.failed.load(Ordering::Relaxed),
             planned_objects: c.planned_objects.load(Ordering::Relaxed),
             planned_bytes: c.planned_bytes.load(Ordering::Relaxed),
+            listed_source: c.listed_source.load(Ordering::Relaxed),
+            listed_target: c.listed_target.load(Ordering::Relaxed),
             listing_done: c.listing_done.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),
         }

@@ -547,8 +547,11 @@ async fn sigint_during_a_slow_listing_stops_within_seconds() {
     run.expect(130);
 }
 
+/// A server that does not sort its listings (here: each page reversed, several pages): the run lists
+/// again, sorted on disk, and gives the same result as an ordered listing, `--delete` included, with
+/// nothing transferred or counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unordered_listing_switches_delete_off_and_still_syncs() {
+async fn an_unordered_source_listing_is_sorted_on_disk_and_delete_still_works() {
     let srv = server().await;
     let bucket = srv.bucket().await;
     let files: Vec<(String, Vec<u8>)> = (0..10).map(|i| (format!("k{i:02}"), vec![i as u8])).collect();
@@ -558,22 +561,72 @@ async fn an_unordered_listing_switches_delete_off_and_still_syncs() {
     let dst = tmpdir();
     write_tree(
         dst.path(),
-        &[("zz-extra", b"mine".to_vec()), ("k03", b"stale".to_vec())],
+        &[("zz-extra", b"not in the source".to_vec()), ("k03", b"stale".to_vec())],
     );
-    // Older than the object: compared (looked up, as the listing is not trusted) and replaced.
+    // Older than the object: compared and replaced.
     filetime::set_file_mtime(dst.path().join("k03"), filetime::FileTime::from_unix_time(1, 0)).unwrap();
     let proxy = FaultProxy::start(
         &srv.endpoint,
         vec![Rule::new(Fault::ReverseListing, When::Always).ops(&[Op::ListObjectsV2])],
     )
     .await;
-    let run = run_through(&proxy, &["--delete", &s3(&bucket), &s(dst.path())]).await;
+    let args = ["--delete", "--max-keys", "4", &s3(&bucket), &s(dst.path())];
+    let run = run_through(&proxy, &args).await;
     proxy.assert_injected();
-    run.expect(3);
+    run.expect(0);
     assert!(run.stderr.contains("not in key order"), "{}", run.stderr);
-    let mut want = files.clone();
-    want.push(("zz-extra".into(), b"mine".to_vec()));
-    assert_eq!(read_tree(dst.path()), want, "every object synced, nothing deleted");
+    assert_eq!(
+        read_tree(dst.path()),
+        files,
+        "every object synced, the extra file deleted"
+    );
+    assert_eq!((run.transferred(), run.deleted()), (10, 1), "{}", run.stderr);
+    let again = run_through(&proxy, &args).await;
+    again.expect(0);
+    assert_eq!(
+        (again.transferred(), again.skipped(), again.deleted()),
+        (0, 10, 0),
+        "{}",
+        again.stderr
+    );
+}
+
+/// The same for an unordered target listing: up-to-date objects are not copied again, and the
+/// target's extra objects are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unordered_target_listing_is_sorted_on_disk_and_delete_still_works() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let files: Vec<(String, Vec<u8>)> = (0..9).map(|i| (format!("d{}/k{i}", i % 3), vec![i as u8])).collect();
+    let src = tmpdir();
+    write_tree(src.path(), &files);
+    srv.run(&[&s(src.path()), &s3(&bucket)]).expect(0);
+    srv.put(&bucket, "d1/extra", b"not in the source").await;
+    srv.put(&bucket, "a-extra", b"not in the source").await;
+    std::fs::write(src.path().join("d2/new"), b"new").unwrap();
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::ReverseListing, When::Always).ops(&[Op::ListObjectsV2])],
+    )
+    .await;
+    let run = run_through(&proxy, &["--delete", "--max-keys", "3", &s(src.path()), &s3(&bucket)]).await;
+    proxy.assert_injected();
+    run.expect(0);
+    assert!(
+        run.stderr.contains("target listing is not in key order"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        (run.transferred(), run.skipped(), run.deleted()),
+        (1, 9, 2),
+        "{}",
+        run.stderr
+    );
+    let mut want: Vec<String> = files.iter().map(|(k, _)| k.clone()).collect();
+    want.push("d2/new".into());
+    want.sort();
+    assert_eq!(srv.keys(&bucket).await, want);
 }
 
 #[tokio::test]

@@ -134,7 +134,7 @@ impl CliArgs {
         };
         // Express One Zone (directory buckets, `--x-s3`): ETags are not MD5s, so verify with CRC64NVME
         // by default, as the reference does.
-        let express = |l: &Location| matches!(l, Location::S3 { bucket, .. } if bucket.ends_with("--x-s3"));
+        let express = Location::is_directory_bucket;
         let checksum = match checksum {
             None if express(&target) && !self.disable_express_one_zone_additional_checksum => {
                 Some((ChecksumAlgorithm::Crc64Nvme, ChecksumType::FullObject))

@@ -2,8 +2,10 @@
 //! one entry of each side at a time.
 //!
 //! When a listing turns out not to be in order (some S3-compatible servers, directory buckets), the merge
-//! falls back to a point lookup of the target for every later source entry, and deletion is disabled for
-//! the run, so an unordered listing can cost requests but never a wrong delete.
+//! either stops at once and says which side it was (the pipeline then lists again, sorting that side on
+//! disk, see [`super::sort`]), or — when that was already done — falls back to a point lookup of the
+//! target for every later source entry, and deletion is disabled for the run, so an unordered listing
+//! can cost requests but never a wrong delete.
 
 use crate::error::Result;
 use crate::storage::Entry;
@@ -41,11 +43,29 @@ pub enum TargetState {
     Lookup,
 }
 
+/// Which listings were found out of key order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Disorder {
+    /// The source listing.
+    pub source: bool,
+    /// The target listing.
+    pub target: bool,
+}
+
+impl Disorder {
+    /// Whether either listing was out of order.
+    pub fn any(self) -> bool {
+        self.source || self.target
+    }
+}
+
 /// Pulls from one side, noticing out-of-order keys.
 struct Side {
     rx: Option<mpsc::Receiver<Result<Entry>>>,
     last: Option<String>,
     is_source: bool,
+    /// Entries pulled in order.
+    seen: usize,
 }
 
 enum Pulled {
@@ -69,32 +89,76 @@ impl Side {
                     return Pulled::OutOfOrder(e);
                 }
                 self.last = Some(e.key.clone());
+                self.seen += 1;
                 Pulled::Entry(e)
             }
         }
     }
 }
 
+/// Entries each side must show in key order (or end) before the merge's first decisions go out, when
+/// it may stop at a disorder: an unordered listing nearly always shows it within its first page, and
+/// then no key has been decided on a wrong premise.
+const PROBATION: usize = 1000;
+
+/// The merge's output: held back while the listings are on probation (see [`PROBATION`]), bounded.
+struct Out {
+    tx: mpsc::Sender<Pair>,
+    held: Option<Vec<Pair>>,
+}
+
+impl Out {
+    /// Sends (or holds) a pair; false when nobody reads any more.
+    async fn send(&mut self, p: Pair) -> bool {
+        match &mut self.held {
+            Some(h) if h.len() < 2 * PROBATION => {
+                h.push(p);
+                true
+            }
+            _ => self.release().await && self.tx.send(p).await.is_ok(),
+        }
+    }
+
+    /// Ends the probation: sends what was held.
+    async fn release(&mut self) -> bool {
+        for p in self.held.take().into_iter().flatten() {
+            if self.tx.send(p).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// The merge. `target` is `None` when the target is not listed (every source entry gets
-/// [`TargetState::Lookup`]). Returns whether both listings were in order.
+/// [`TargetState::Lookup`]). At the first key out of order of a side in `stop_on` the merge ends
+/// (nothing more is sent, and nothing at all while both sides were on probation); on the other sides
+/// it goes on with lookups. Returns the listings found out of order.
 pub async fn merge(
     source: mpsc::Receiver<Result<Entry>>,
     target: Option<mpsc::Receiver<Result<Entry>>>,
     no_target_listing: TargetState,
     out: mpsc::Sender<Pair>,
-) -> bool {
+    stop_on: Disorder,
+) -> Disorder {
+    let mut out = Out {
+        tx: out,
+        held: stop_on.any().then(Vec::new),
+    };
     let listed = target.is_some();
     let mut src = Side {
         rx: Some(source),
         last: None,
         is_source: true,
+        seen: 0,
     };
     let mut tgt = Side {
         rx: target,
         last: None,
         is_source: false,
+        seen: 0,
     };
-    let mut ordered = true;
+    let mut disorder = Disorder::default();
     let mut target_complete = true;
     let mut s = None;
     let mut t = None;
@@ -105,14 +169,14 @@ pub async fn merge(
             match src.pull().await {
                 Pulled::Entry(e) => s = Some(e),
                 Pulled::OutOfOrder(e) => {
-                    ordered = false;
-                    if out.send(Pair::Source(e, TargetState::Lookup)).await.is_err() {
-                        return ordered;
+                    disorder.source = true;
+                    if stop_on.source || !out.send(Pair::Source(e, TargetState::Lookup)).await {
+                        return disorder;
                     }
                 }
                 Pulled::Error(e) => {
-                    if out.send(Pair::of_error(e, src.is_source)).await.is_err() {
-                        return ordered;
+                    if !out.send(Pair::of_error(e, src.is_source)).await {
+                        return disorder;
                     }
                 }
                 Pulled::End => src_done = true,
@@ -121,24 +185,37 @@ pub async fn merge(
         while t.is_none() && !tgt_done {
             match tgt.pull().await {
                 Pulled::Entry(e) => t = Some(e),
-                Pulled::OutOfOrder(_) => ordered = false,
+                Pulled::OutOfOrder(_) => {
+                    disorder.target = true;
+                    if stop_on.target {
+                        return disorder;
+                    }
+                }
                 Pulled::Error(e) => {
                     let pair = Pair::of_error(e, tgt.is_source);
                     // Absent from an incomplete target listing proves nothing: look later keys up.
                     target_complete &= matches!(pair, Pair::ListingWarning(..));
-                    if out.send(pair).await.is_err() {
-                        return ordered;
+                    if !out.send(pair).await {
+                        return disorder;
                     }
                 }
                 Pulled::End => tgt_done = true,
             }
         }
+        let on_probation = |side: &Side, done: bool| !done && side.seen < PROBATION;
+        if out.held.is_some() && !on_probation(&src, src_done) && !on_probation(&tgt, tgt_done) && !out.release().await
+        {
+            return disorder;
+        }
         let pair = match (s.take(), t.take()) {
-            (None, None) => return ordered,
+            (None, None) => {
+                out.release().await;
+                return disorder;
+            }
             (Some(se), None) => {
                 let state = if !listed {
                     no_target_listing.clone()
-                } else if ordered && target_complete {
+                } else if !disorder.any() && target_complete {
                     TargetState::Listed(None)
                 } else {
                     TargetState::Lookup
@@ -149,7 +226,7 @@ pub async fn merge(
             (Some(se), Some(te)) => match se.key.as_bytes().cmp(te.key.as_bytes()) {
                 std::cmp::Ordering::Less => {
                     t = Some(te);
-                    let state = if ordered && target_complete {
+                    let state = if !disorder.any() && target_complete {
                         TargetState::Listed(None)
                     } else {
                         TargetState::Lookup
@@ -163,8 +240,8 @@ pub async fn merge(
                 std::cmp::Ordering::Equal => Pair::Source(se, TargetState::Listed(Some(te))),
             },
         };
-        if out.send(pair).await.is_err() {
-            return ordered;
+        if !out.send(pair).await {
+            return disorder;
         }
     }
 }
@@ -173,6 +250,41 @@ pub async fn merge(
 mod tests {
     use super::*;
     use std::time::SystemTime;
+
+    /// Past the probation, decisions flow before the listings end; a merge that may stop still gives
+    /// the same pairs as one that may not.
+    #[tokio::test]
+    async fn after_the_probation_pairs_flow_before_the_listings_end() {
+        let (stx, srx) = mpsc::channel(4);
+        let (ttx, trx) = mpsc::channel(4);
+        let (otx, mut orx) = mpsc::channel(4);
+        let stop = Disorder {
+            source: true,
+            target: true,
+        };
+        tokio::spawn(merge(srx, Some(trx), TargetState::Lookup, otx, stop));
+        let keys: Vec<String> = (0..PROBATION + 1).map(|i| format!("k{i:05}")).collect();
+        let target_keys = keys.clone();
+        tokio::spawn(async move {
+            for k in target_keys {
+                ttx.send(Ok(entry(&k))).await.unwrap();
+            }
+        });
+        // The source stays open after its probation: the first pair must still arrive.
+        for k in &keys {
+            stx.send(Ok(entry(k))).await.unwrap();
+            if let Ok(p) = orx.try_recv() {
+                assert_eq!(
+                    p,
+                    Pair::Source(entry("k00000"), TargetState::Listed(Some(entry("k00000"))))
+                );
+                return;
+            }
+        }
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), orx.recv()).await;
+        assert!(matches!(first, Ok(Some(Pair::Source(..)))), "{first:?}");
+        drop(stx);
+    }
 
     fn entry(k: &str) -> Entry {
         Entry {
@@ -184,7 +296,11 @@ mod tests {
         }
     }
 
-    async fn run(src: &[&str], tgt: Option<&[&str]>) -> (Vec<Pair>, bool) {
+    async fn run(src: &[&str], tgt: Option<&[&str]>) -> (Vec<Pair>, Disorder) {
+        run_with(src, tgt, false).await
+    }
+
+    async fn run_with(src: &[&str], tgt: Option<&[&str]>, stop: bool) -> (Vec<Pair>, Disorder) {
         let (stx, srx) = mpsc::channel(4);
         let (ttx, trx) = mpsc::channel(4);
         let (otx, mut orx) = mpsc::channel(4);
@@ -200,7 +316,16 @@ mod tests {
                 ttx.send(Ok(entry(&k))).await.unwrap();
             }
         });
-        let h = tokio::spawn(merge(srx, tgt.map(|_| trx), TargetState::Lookup, otx));
+        let h = tokio::spawn(merge(
+            srx,
+            tgt.map(|_| trx),
+            TargetState::Lookup,
+            otx,
+            Disorder {
+                source: stop,
+                target: stop,
+            },
+        ));
         let mut out = Vec::new();
         while let Some(p) = orx.recv().await {
             out.push(p);
@@ -210,8 +335,8 @@ mod tests {
 
     #[tokio::test]
     async fn merges_sorted_streams() {
-        let (out, ordered) = run(&["a", "b", "d"], Some(&["b", "c", "d", "e"])).await;
-        assert!(ordered);
+        let (out, disorder) = run(&["a", "b", "d"], Some(&["b", "c", "d", "e"])).await;
+        assert!(!disorder.any());
         assert_eq!(
             out,
             vec![
@@ -246,7 +371,7 @@ mod tests {
                 .await
                 .unwrap();
         });
-        let h = tokio::spawn(merge(srx, Some(trx), TargetState::Lookup, otx));
+        let h = tokio::spawn(merge(srx, Some(trx), TargetState::Lookup, otx, Disorder::default()));
         let mut out = Vec::new();
         while let Some(p) = orx.recv().await {
             out.push(p);
@@ -259,8 +384,29 @@ mod tests {
 
     #[tokio::test]
     async fn out_of_order_source_falls_back_to_lookup() {
-        let (out, ordered) = run(&["b", "a"], Some(&["a", "b"])).await;
-        assert!(!ordered);
+        let (out, disorder) = run(&["b", "a"], Some(&["a", "b"])).await;
+        assert_eq!(
+            disorder,
+            Disorder {
+                source: true,
+                target: false
+            }
+        );
         assert!(out.contains(&Pair::Source(entry("a"), TargetState::Lookup)));
+    }
+
+    #[tokio::test]
+    async fn a_merge_told_to_stop_names_the_unordered_side_and_decides_nothing() {
+        let (out, disorder) = run_with(&["a", "b", "c", "d"], Some(&["a", "c", "b"]), true).await;
+        assert_eq!(
+            disorder,
+            Disorder {
+                source: false,
+                target: true
+            }
+        );
+        // The merge stopped at "b" after "c" in the target, within the probation: nothing was decided
+        // (not even "b", which the target has after all).
+        assert_eq!(out, vec![]);
     }
 }

@@ -6,6 +6,7 @@
 //! starts while listings are still running.
 
 pub mod diff;
+mod sort;
 mod spill;
 mod versioned;
 
@@ -19,14 +20,45 @@ use crate::storage::local::{LocalStorage, WalkRole};
 use crate::storage::s3::S3Storage;
 use crate::storage::Entry;
 use crate::transfer::{End, Transferer};
-use diff::{Pair, TargetState};
+use diff::{Disorder, Pair, TargetState};
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 const LISTING_CHANNEL: usize = crate::config::MAX_LISTING_QUEUE;
+
+/// What one pass of listing, merging and transferring found.
+struct Pass {
+    /// The listings found out of key order.
+    disorder: Disorder,
+    /// Whether a listing failed (deletion must not run).
+    listing_failed: bool,
+    /// The deletion candidates.
+    deletions: spill::Spill,
+}
+
+/// The keys the first pass decided (skipped or handed to a worker), so that a pass that lists again
+/// after finding a listing out of order neither counts nor transfers them twice. Bounded: a listing
+/// out of order shows it within its first pages; keys past the bound are decided again (the target
+/// then holds them, so they count as up to date).
+#[derive(Default)]
+struct Decided {
+    keys: std::collections::HashSet<String>,
+    recording: bool,
+}
+
+impl Decided {
+    /// Keys remembered at most.
+    const MAX: usize = 10_000;
+
+    fn record(&mut self, key: &str) {
+        if self.recording && self.keys.len() < Self::MAX {
+            self.keys.insert(key.to_string());
+        }
+    }
+}
 
 /// One sync run: configure it, optionally subscribe to events or keep a cancellation token, then `run`.
 pub struct Sync {
@@ -194,6 +226,71 @@ impl Sync {
             }
         }
 
+        // Listing, merge and transfers. A listing found out of key order is listed again, sorted on
+        // disk (directory buckets are sorted from the start): the keys already decided are then seen
+        // as up to date, and --delete works on the complete, ordered listings.
+        let mut sort = Disorder {
+            source: cfg.source.is_directory_bucket(),
+            target: cfg.target.is_directory_bucket(),
+        };
+        let mut decided = Decided::default();
+        let pass = loop {
+            let pass = self
+                .diff_pass(&source, &target, &transferer, sort, &mut decided)
+                .await?;
+            let again = Disorder {
+                source: pass.disorder.source && !sort.source,
+                target: pass.disorder.target && !sort.target,
+            };
+            if !again.any() || self.cancel.is_cancelled() || self.stop.token.is_cancelled() {
+                break pass;
+            }
+            let side = if again.source { "source" } else { "target" };
+            warn!("the {side} listing is not in key order: listing again, sorted on disk");
+            // Every S3 side is sorted now (local walks are sorted already), so there is no third pass.
+            sort.source |= again.source || matches!(source, End::S3(_));
+            sort.target |= again.target || matches!(target, End::S3(_));
+        };
+        self.reporter.listing_done();
+        transferer.cleanups.wait().await;
+        transferer.dirty_dirs.flush().await;
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        if !cfg.dry_run && !cfg.report_sync_status {
+            transferer.sweep_journal().await;
+        }
+
+        if cfg.delete && !cfg.report_sync_status {
+            if pass.listing_failed {
+                self.reporter.warning(
+                    "",
+                    "deletion skipped: a listing did not complete (see the errors above)".into(),
+                );
+            } else if pass.disorder.any() {
+                self.reporter
+                    .warning("", "deletion skipped: a listing was not in key order".into());
+            } else {
+                run_deletions(&target, pass.deletions, &cfg, &self.reporter, &self.cancel).await?;
+            }
+        }
+        Ok(self.reporter.snapshot())
+    }
+
+    /// One pass: lists both ends (sorting the sides in `sort` on disk), merges, and routes every pair:
+    /// skips and plans here, transfers to the workers, deletion candidates to a spill file. A pass that
+    /// does not sort a side stops at that side's first key out of order. Returns when every worker is done.
+    async fn diff_pass(
+        &self,
+        source: &End,
+        target: &End,
+        transferer: &Arc<Transferer>,
+        sort: Disorder,
+        decided: &mut Decided,
+    ) -> Result<Pass> {
+        let earlier = std::mem::take(&mut decided.keys);
+        decided.recording = earlier.is_empty();
+        let cfg = self.cfg.clone();
         // Listers.
         // The listing queues: --object-listing-queue-size, never above the flat-memory bound.
         let queue = cfg.listing_queue.clamp(1, crate::config::MAX_LISTING_QUEUE);
@@ -204,7 +301,7 @@ impl Sync {
         }
         spawn_lister(
             source.clone(),
-            src_tx,
+            sorted(src_tx, sort.source),
             cfg.max_keys,
             WalkRole::Source,
             cfg.point_in_time,
@@ -218,7 +315,14 @@ impl Sync {
             } else {
                 WalkRole::Target
             };
-            spawn_lister(target.clone(), tx, cfg.max_keys, role, None, shard.clone());
+            spawn_lister(
+                target.clone(),
+                sorted(tx, sort.target),
+                cfg.max_keys,
+                role,
+                None,
+                shard.clone(),
+            );
             rx
         });
         // Without a target listing each target is looked up (HEAD), unless nothing would read it:
@@ -231,7 +335,12 @@ impl Sync {
 
         // Merge.
         let (pair_tx, mut pair_rx) = mpsc::channel::<Pair>(LISTING_CHANNEL);
-        let merge = tokio::spawn(diff::merge(src_rx, tgt_rx, no_listing, pair_tx));
+        // Stop at the first key out of order of a side not sorted yet: the run lists it again, sorted.
+        let stop_on = Disorder {
+            source: !sort.source,
+            target: !sort.target,
+        };
+        let merge = tokio::spawn(diff::merge(src_rx, tgt_rx, no_listing, pair_tx, stop_on));
 
         // Workers.
         let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.worker_size * 2);
@@ -272,11 +381,17 @@ impl Sync {
                 }
                 Pair::ListingWarning(key, why) => self.reporter.warning(&key, why),
                 Pair::TargetOnly(t) => {
+                    self.reporter.listed(0, 1);
                     if cfg.delete && cfg.filters.may_delete(&t.key, cfg.delete_excluded) {
                         deletions.push(&t.key, t.etag.as_deref().filter(|_| cfg.conditions.if_match))?;
                     }
                 }
                 Pair::Source(s, state) => {
+                    self.reporter
+                        .listed(1, u64::from(matches!(state, TargetState::Listed(Some(_)))));
+                    if earlier.contains(&s.key) {
+                        continue;
+                    }
                     if !cfg.filters.accepts(&s) {
                         continue;
                     }
@@ -304,9 +419,11 @@ impl Sync {
                         if verdict == Verdict::Skip {
                             debug!(key = %s.key, "object filtered: target is up to date");
                             self.reporter.skipped(&s.key);
+                            decided.record(&s.key);
                             continue;
                         }
                     }
+                    decided.record(&s.key);
                     let job = Job {
                         source: s,
                         target: state,
@@ -328,34 +445,25 @@ impl Sync {
         if self.cancel.is_cancelled() {
             merge.abort();
         }
-        let ordered = merge.await.unwrap_or(false);
-        self.reporter.listing_done();
+        let disorder = match merge.await {
+            Ok(d) => d,
+            Err(e) => {
+                if !self.cancel.is_cancelled() {
+                    listing_failed = true;
+                    self.reporter
+                        .failed("", format!("the listing merge ended abnormally: {e}"));
+                }
+                Disorder::default()
+            }
+        };
         for w in workers {
             let _ = w.await;
         }
-        transferer.cleanups.wait().await;
-        transferer.dirty_dirs.flush().await;
-        if self.cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        if !cfg.dry_run && !cfg.report_sync_status {
-            transferer.sweep_journal().await;
-        }
-
-        if cfg.delete && !cfg.report_sync_status {
-            if listing_failed {
-                self.reporter.warning(
-                    "",
-                    "deletion skipped: a listing did not complete (see the errors above)".into(),
-                );
-            } else if !ordered {
-                self.reporter
-                    .warning("", "deletion skipped: a listing was not in key order".into());
-            } else {
-                run_deletions(&target, deletions, &cfg, &self.reporter, &self.cancel).await?;
-            }
-        }
-        Ok(self.reporter.snapshot())
+        Ok(Pass {
+            disorder,
+            listing_failed,
+            deletions,
+        })
     }
 }
 
@@ -390,6 +498,16 @@ async fn check_end(end: &End, is_source: bool) -> Result<()> {
         },
         End::Local(_) => Ok(()),
     }
+}
+
+/// The sender a lister writes to: `tx` itself, or with `sort`, a sorting stage in front of it.
+fn sorted(tx: mpsc::Sender<Result<Entry>>, sort: bool) -> mpsc::Sender<Result<Entry>> {
+    if !sort {
+        return tx;
+    }
+    let (raw_tx, raw_rx) = mpsc::channel(LISTING_CHANNEL);
+    tokio::spawn(sort::sort_listing(raw_rx, tx));
+    raw_tx
 }
 
 /// Runs a lister in its own task. Its end is reported on the channel: an error, or a task that ended
