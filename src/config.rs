@@ -188,6 +188,9 @@ pub struct Config {
     /// [`MAX_LISTING_QUEUE`] are buffered whatever the value, so memory stays flat in the number of
     /// objects (the original's default of 200,000 would hold that many entries).
     pub listing_queue: usize,
+    /// ListObjectsV2 chains one S3 listing may run at once (`--max-parallel-listings`); 1 lists
+    /// sequentially. The entries still reach the diff in key order.
+    pub parallel_listings: usize,
     /// Make each downloaded file durable before it takes its name (fsync of the file, and of the
     /// directories that received files, before the run ends): at exit 0 everything written survives a
     /// power loss. Off (`--no-fsync`): a file still appears under its name only complete and verified
@@ -319,6 +322,7 @@ impl Config {
                 io_pool_size: None,
                 max_keys: defaults::DEFAULT_MAX_KEYS,
                 listing_queue: MAX_LISTING_QUEUE,
+                parallel_listings: defaults::DEFAULT_MAX_PARALLEL_LISTINGS as usize,
                 fsync: true,
                 verify_etag: true,
                 verify_multipart: true,

@@ -223,6 +223,7 @@ impl CliArgs {
                 c.io_pool_size = self.io_pool_size;
                 c.max_keys = self.max_keys;
                 c.listing_queue = self.object_listing_queue_size as usize;
+                c.parallel_listings = self.max_parallel_listings as usize;
                 c.verify_etag = !self.disable_etag_verify;
                 c.fsync = !self.no_fsync;
                 c.verify_multipart = !self.disable_multipart_verify;

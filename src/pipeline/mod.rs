@@ -303,6 +303,8 @@ impl Sync {
             source.clone(),
             sorted(src_tx, sort.source),
             cfg.max_keys,
+            // A listing sorted on disk is unordered: ranges of it would not partition its keys.
+            if sort.source { 1 } else { cfg.parallel_listings },
             WalkRole::Source,
             cfg.point_in_time,
             shard.clone(),
@@ -319,6 +321,7 @@ impl Sync {
                 target.clone(),
                 sorted(tx, sort.target),
                 cfg.max_keys,
+                if sort.target { 1 } else { cfg.parallel_listings },
                 role,
                 None,
                 shard.clone(),
@@ -521,6 +524,7 @@ fn spawn_lister(
     end: End,
     tx: mpsc::Sender<Result<Entry>>,
     max_keys: i32,
+    parallel: usize,
     role: WalkRole,
     point_in_time: Option<std::time::SystemTime>,
     shard: Option<crate::shard::Shard>,
@@ -537,6 +541,9 @@ fn spawn_lister(
         let lister = tokio::spawn(async move {
             match (&end, point_in_time) {
                 (End::Local(l), _) => l.list(list_tx, role).await,
+                (End::S3(s), None) if parallel > 1 => {
+                    crate::storage::parallel_list::list(s, max_keys, start_after.as_deref(), parallel, list_tx).await
+                }
                 (End::S3(s), None) => s.list(max_keys, start_after.as_deref(), list_tx).await,
                 (End::S3(s), Some(t)) => list_at(s, max_keys, t, list_tx).await,
             }
@@ -1026,7 +1033,15 @@ pub async fn make_shard_plan(cfg: &Config, count: u32) -> Result<crate::shard::S
     let source = open_end(&cfg.source, &cfg.source_client, cfg).await?;
     check_end(&source, true).await?;
     let (tx, mut rx) = mpsc::channel(LISTING_CHANNEL);
-    spawn_lister(source, tx, cfg.max_keys, WalkRole::Source, cfg.point_in_time, None);
+    spawn_lister(
+        source,
+        tx,
+        cfg.max_keys,
+        cfg.parallel_listings,
+        WalkRole::Source,
+        cfg.point_in_time,
+        None,
+    );
     let mut sample = crate::shard::KeySample::default();
     while let Some(item) = rx.recv().await {
         match item {

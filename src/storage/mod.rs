@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod local;
+pub mod parallel_list;
 pub mod s3;
 
 use std::time::SystemTime;

@@ -263,6 +263,23 @@ pub struct PartInfo {
     pub checksum: Option<ChecksumValue>,
 }
 
+/// Where a listing page starts: after a relative key (the first page) or at a continuation token.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    start_after: Option<String>,
+    token: Option<String>,
+}
+
+impl Page {
+    /// The first page, after the relative key `start_after` when given.
+    pub fn first(start_after: Option<&str>) -> Page {
+        Page {
+            start_after: start_after.map(str::to_string),
+            token: None,
+        }
+    }
+}
+
 impl S3Storage {
     /// A storage end over `client` for `bucket` and `prefix`.
     pub fn new(client: Client, bucket: String, prefix: String, payload_signing: bool, sse_c: Option<SseC>) -> Self {
@@ -569,54 +586,70 @@ impl S3Storage {
     /// Lists every object under the prefix in key order (after the relative key `start_after`, when
     /// given) and sends it with the prefix removed.
     pub async fn list(&self, max_keys: i32, start_after: Option<&str>, tx: mpsc::Sender<Result<Entry>>) -> Result<()> {
-        let mut token: Option<String> = None;
-        let start_after = start_after.map(|k| self.full_key(k));
+        let mut page = Page::first(start_after);
         loop {
-            let resp = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .set_request_payer(self.payer())
-                .prefix(&self.prefix)
-                .max_keys(max_keys)
-                .set_start_after(start_after.clone())
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.err("ListObjectsV2", &self.prefix, e))?;
-            for obj in resp.contents() {
-                let Some(full) = obj.key() else { continue };
-                let Some(rel) = full.strip_prefix(self.prefix.as_str()) else {
-                    continue;
-                };
-                if rel.is_empty() {
-                    continue; // the prefix itself (e.g. a directory marker equal to the prefix)
-                }
-                let entry = Entry {
-                    key: rel.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    mtime: obj
-                        .last_modified()
-                        .map(to_system_time)
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                    etag: obj.e_tag().map(crate::checksum::normalize_etag),
-                    version_id: None,
-                };
+            let (entries, next) = self.list_page(max_keys, page).await?;
+            for entry in entries {
                 if tx.send(Ok(entry)).await.is_err() {
                     return Ok(());
                 }
             }
-            match (resp.is_truncated() == Some(true), resp.next_continuation_token()) {
-                (true, Some(t)) if !t.is_empty() => token = Some(t.to_string()),
-                (true, _) => {
-                    return Err(self.incomplete(
-                        "ListObjectsV2",
-                        "the server says the listing is truncated but gives no continuation token",
-                    ))
-                }
-                (false, _) => return Ok(()),
+            match next {
+                Some(p) => page = p,
+                None => return Ok(()),
             }
         }
+    }
+
+    /// One page of the listing under the prefix: its entries (prefix removed, in the server's order)
+    /// and where the next page starts, `None` at the end.
+    pub async fn list_page(&self, max_keys: i32, page: Page) -> Result<(Vec<Entry>, Option<Page>)> {
+        let resp = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .set_request_payer(self.payer())
+            .prefix(&self.prefix)
+            .max_keys(max_keys)
+            .set_start_after(page.start_after.as_deref().map(|k| self.full_key(k)))
+            .set_continuation_token(page.token)
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectsV2", &self.prefix, e))?;
+        let mut entries = Vec::with_capacity(resp.contents().len());
+        for obj in resp.contents() {
+            let Some(full) = obj.key() else { continue };
+            let Some(rel) = full.strip_prefix(self.prefix.as_str()) else {
+                continue;
+            };
+            if rel.is_empty() {
+                continue; // the prefix itself (e.g. a directory marker equal to the prefix)
+            }
+            entries.push(Entry {
+                key: rel.to_string(),
+                size: obj.size().unwrap_or(0).max(0) as u64,
+                mtime: obj
+                    .last_modified()
+                    .map(to_system_time)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+                etag: obj.e_tag().map(crate::checksum::normalize_etag),
+                version_id: None,
+            });
+        }
+        let next = match (resp.is_truncated() == Some(true), resp.next_continuation_token()) {
+            (true, Some(t)) if !t.is_empty() => Some(Page {
+                start_after: None,
+                token: Some(t.to_string()),
+            }),
+            (true, _) => {
+                return Err(self.incomplete(
+                    "ListObjectsV2",
+                    "the server says the listing is truncated but gives no continuation token",
+                ))
+            }
+            (false, _) => None,
+        };
+        Ok((entries, next))
     }
 
     /// Lists every version and delete marker under the prefix, one key at a time (versions oldest

@@ -1,0 +1,390 @@
+//! Listing one bucket prefix with several ListObjectsV2 chains at once while still handing the
+//! entries on in key order, so the sorted merge keeps streaming and memory stays flat.
+//!
+//! One listing is a chain of round trips (about 1,000 keys each). Here the key space is cut into
+//! ranges `(lower, upper]`, each listed by its own chain (`StartAfter = lower`, stopping past `upper`).
+//! Nothing about the keys is known in advance, so ranges are cut as the listing goes: after each page a
+//! chain splits the rest of its range at a point between its last key and its upper bound, when a slot
+//! is free (`--max-parallel-listings`). A cut that falls where there are no keys costs one empty page
+//! and frees its slot; the next cut lands nearer the keys, so the cuts find the key distribution —
+//! flat or tree-shaped, ASCII or not — by bisection. The ranges are read in key order, each through a
+//! queue of one page, so at most one page per chain is held ahead of the merge.
+
+use super::s3::{Page, S3Storage};
+use super::Entry;
+use crate::error::Result;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// A point `m` with `a < m < b` (byte order; `b = None`: past every key) made of the bytes of `a` and
+/// ASCII characters, to start a new range after; `None` when there is none worth using.
+pub fn midpoint(a: &str, b: Option<&str>) -> Option<String> {
+    let (a, b) = (a.as_bytes(), b.map(str::as_bytes));
+    let mut out = Vec::new();
+    let mut unbounded = b.is_none();
+    for i in 0.. {
+        // -1: the key has ended (sorts before any byte); 0x100: past every byte. Only ASCII is
+        // chosen, and only where `a` is at a character boundary, so the point is valid UTF-8.
+        let lo = a.get(i).map_or(-1, |&c| i32::from(c));
+        let hi = match b {
+            Some(b) if !unbounded => b.get(i).map_or(-1, |&c| i32::from(c)),
+            _ => 0x100,
+        };
+        if lo == hi {
+            out.push(u8::try_from(lo).ok()?); // -1: a == b
+            continue;
+        }
+        if lo > hi {
+            return None; // a >= b
+        }
+        let (first, last) = ((lo + 1).max(1), (hi - 1).min(0x7F));
+        if first <= last {
+            out.push(((first + last) / 2) as u8);
+            return String::from_utf8(out).ok();
+        }
+        // No character between: keep a's and look for room after it, with no upper limit there.
+        let c = u8::try_from(lo).ok()?;
+        out.push(c);
+        unbounded = true;
+        if i > 1024 {
+            return None;
+        }
+    }
+    None
+}
+
+/// The chains of one parallel listing.
+struct Shared {
+    /// The ranges not yet read, by lower bound, each with the queue of its entries.
+    ranges: Mutex<BTreeMap<String, mpsc::Receiver<Result<Entry>>>>,
+    /// Chains running.
+    active: AtomicUsize,
+    parallel: usize,
+    s3: S3Storage,
+    max_keys: i32,
+}
+
+impl Shared {
+    fn try_acquire(&self) -> bool {
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.parallel).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Takes the first range after `after` (the whole map when `None`).
+    fn next_range(&self, after: Option<&str>) -> Option<(String, mpsc::Receiver<Result<Entry>>)> {
+        let mut ranges = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
+        let key = match after {
+            None => ranges.keys().next().cloned(),
+            Some(a) => ranges
+                .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                .next()
+                .map(|(k, _)| k.clone()),
+        }?;
+        ranges.remove(&key).map(|rx| (key, rx))
+    }
+
+    fn insert(&self, lower: String, rx: mpsc::Receiver<Result<Entry>>) {
+        self.ranges.lock().unwrap_or_else(|p| p.into_inner()).insert(lower, rx);
+    }
+
+    /// Drops every queue: the chains still running end at their next send.
+    fn abandon(&self) {
+        self.ranges.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Ends the chains when the reader stops (returns early or is dropped).
+struct Abandon(Arc<Shared>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
+}
+
+/// Lists every object under the prefix of `s3` (after `start_after`) in key order, with up to
+/// `parallel` ListObjectsV2 chains at once. A chain that sees a key out of order passes it on and
+/// stops, so the merge notices the disorder (and the run lists again, sorted).
+pub async fn list(
+    s3: &S3Storage,
+    max_keys: i32,
+    start_after: Option<&str>,
+    parallel: usize,
+    tx: mpsc::Sender<Result<Entry>>,
+) -> Result<()> {
+    let shared = Arc::new(Shared {
+        ranges: Mutex::new(BTreeMap::new()),
+        active: AtomicUsize::new(1),
+        parallel: parallel.max(1),
+        s3: s3.clone(),
+        max_keys,
+    });
+    let _abandon = Abandon(shared.clone());
+    let first = start_after.unwrap_or_default().to_string();
+    let (rtx, rrx) = mpsc::channel(queue_len(max_keys));
+    shared.insert(first.clone(), rrx);
+    tokio::spawn(run_range(shared.clone(), start_after.map(str::to_string), None, rtx));
+    let mut after: Option<String> = None;
+    while let Some((lower, mut rx)) = shared.next_range(after.as_deref()) {
+        while let Some(item) = rx.recv().await {
+            if tx.send(item).await.is_err() {
+                return Ok(());
+            }
+        }
+        after = Some(lower);
+    }
+    Ok(())
+}
+
+fn queue_len(max_keys: i32) -> usize {
+    usize::try_from(max_keys)
+        .unwrap_or(1000)
+        .clamp(1, crate::config::MAX_LISTING_QUEUE)
+}
+
+/// One chain: lists `(lower, upper]`, splitting the rest of its range when a slot is free.
+fn run_range(
+    shared: Arc<Shared>,
+    lower: Option<String>,
+    upper: Option<String>,
+    tx: mpsc::Sender<Result<Entry>>,
+) -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(chain(shared, lower, upper, tx))
+}
+
+async fn chain(shared: Arc<Shared>, lower: Option<String>, mut upper: Option<String>, tx: mpsc::Sender<Result<Entry>>) {
+    let mut page = Page::first(lower.as_deref());
+    let mut last = lower;
+    'pages: loop {
+        let (entries, next) = match shared.s3.list_page(shared.max_keys, page).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                break;
+            }
+        };
+        for e in entries {
+            if upper.as_deref().is_some_and(|u| e.key.as_bytes() > u.as_bytes()) {
+                break 'pages;
+            }
+            let in_order = last.as_deref().is_none_or(|l| l.as_bytes() < e.key.as_bytes());
+            if in_order {
+                last = Some(e.key.clone());
+            }
+            if tx.send(Ok(e)).await.is_err() || !in_order {
+                break 'pages;
+            }
+        }
+        let Some(next) = next else { break };
+        page = next;
+        if let Some(l) = last.as_deref() {
+            if shared.try_acquire() {
+                match midpoint(l, upper.as_deref()) {
+                    Some(m) => {
+                        let (rtx, rrx) = mpsc::channel(queue_len(shared.max_keys));
+                        shared.insert(m.clone(), rrx);
+                        tokio::spawn(run_range(shared.clone(), Some(m.clone()), upper.take(), rtx));
+                        upper = Some(m);
+                    }
+                    None => shared.release(),
+                }
+            }
+        }
+    }
+    shared.release();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// A bucket in memory that answers ListObjectsV2 (prefix, start-after, continuation token,
+    /// max-keys) in key order; counts requests and the ranges started (requests with start-after).
+    fn bucket(keys: Vec<String>, prefix: &str) -> (S3Storage, Arc<AtomicU64>, Arc<AtomicU64>) {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        let mut keys = keys;
+        keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let (requests, ranges) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (r, g) = (requests.clone(), ranges.clone());
+        let http = aws_smithy_http_client::test_util::infallible_client_fn(move |req| {
+            r.fetch_add(1, Ordering::Relaxed);
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let param = |name: &str| {
+                query.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    (k == name).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+                })
+            };
+            let prefix = param("prefix").unwrap_or_default();
+            let max: usize = param("max-keys").and_then(|m| m.parse().ok()).unwrap_or(1000);
+            let after = match (param("continuation-token"), param("start-after")) {
+                (Some(t), _) => String::from_utf8(hex::decode(t).unwrap()).unwrap(),
+                (None, Some(s)) => {
+                    g.fetch_add(1, Ordering::Relaxed);
+                    s
+                }
+                (None, None) => String::new(),
+            };
+            let matching: Vec<&String> = keys
+                .iter()
+                .filter(|k| k.starts_with(&prefix) && k.as_bytes() > after.as_bytes())
+                .take(max + 1)
+                .collect();
+            let truncated = matching.len() > max;
+            let page = &matching[..matching.len().min(max)];
+            let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult>");
+            for k in page {
+                let k = k.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+                xml.push_str(&format!(
+                    "<Contents><Key>{k}</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>\
+                     <ETag>&quot;e&quot;</ETag><Size>1</Size></Contents>"
+                ));
+            }
+            xml.push_str(&format!("<IsTruncated>{truncated}</IsTruncated>"));
+            if let (true, Some(last)) = (truncated, page.last()) {
+                xml.push_str(&format!(
+                    "<NextContinuationToken>{}</NextContinuationToken>",
+                    hex::encode(last)
+                ));
+            }
+            xml.push_str("</ListBucketResult>");
+            hyper::http::Response::builder().status(200).body(xml).unwrap()
+        });
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .http_client(http)
+            .build();
+        let s3 = S3Storage::new(
+            aws_sdk_s3::Client::from_conf(conf),
+            "b".into(),
+            prefix.into(),
+            true,
+            None,
+        );
+        (s3, requests, ranges)
+    }
+
+    async fn list_all(s3: &S3Storage, max_keys: i32, after: Option<&str>, parallel: usize) -> Vec<String> {
+        let (tx, mut rx) = mpsc::channel(16);
+        let s3c = s3.clone();
+        let after = after.map(str::to_string);
+        let h = tokio::spawn(async move { list(&s3c, max_keys, after.as_deref(), parallel, tx).await });
+        let mut got = Vec::new();
+        while let Some(e) = rx.recv().await {
+            got.push(e.unwrap().key);
+        }
+        h.await.unwrap().unwrap();
+        got
+    }
+
+    /// Ranges listed in parallel come out as one listing in byte order: keys that sort around `/`,
+    /// non-ASCII keys, a tree and a flat run, under a prefix, many pages.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_ranges_give_the_sequential_listing() {
+        let mut keys: Vec<String> = ["a", "a-c", "a.txt", "a/", "a/b", "a0", "é", "ü/x", "z\u{7f}", "&<>"]
+            .iter()
+            .map(|k| format!("pre/{k}"))
+            .collect();
+        keys.extend((0..1500).map(|i| format!("pre/d{:02}/k{i}", i % 37)));
+        keys.extend((0..1500).map(|i| format!("pre/flat{i:05}")));
+        keys.push("other/x".into());
+        let (s3, requests, ranges) = bucket(keys.clone(), "pre/");
+        let mut want: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix("pre/"))
+            .map(str::to_string)
+            .collect();
+        want.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let got = list_all(&s3, 7, None, 8).await;
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the parallel listing differs from the sorted keys");
+        assert!(ranges.load(Ordering::Relaxed) > 8, "ranges: {ranges:?}");
+        // One page per 7 keys plus the probes of the cuts: not a listing many times over.
+        let pages = want.len() as u64 / 7;
+        assert!(
+            requests.load(Ordering::Relaxed) < pages * 2,
+            "{requests:?} requests for {pages} pages"
+        );
+        // After a start key (a range shard), and sequentially: the same keys.
+        let from = "d20";
+        let tail: Vec<String> = want.iter().filter(|k| k.as_str() > from).cloned().collect();
+        assert_eq!(list_all(&s3, 7, Some(from), 8).await, tail);
+        assert_eq!(list_all(&s3, 7, None, 1).await, want);
+    }
+
+    /// A reader that stops early ends every chain (nothing left waiting on a full queue).
+    #[tokio::test]
+    async fn a_reader_that_stops_ends_the_chains() {
+        let keys: Vec<String> = (0..5000).map(|i| format!("k{i:05}")).collect();
+        let (s3, requests, _) = bucket(keys, "");
+        let (tx, mut rx) = mpsc::channel(1);
+        let h = tokio::spawn(async move { list(&s3, 10, None, 8, tx).await });
+        for _ in 0..50 {
+            rx.recv().await.unwrap().unwrap();
+        }
+        drop(rx);
+        h.await.unwrap().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let seen = requests.load(Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(requests.load(Ordering::Relaxed), seen, "chains still listing");
+        assert!(seen < 100, "{seen} requests for 50 keys read");
+    }
+
+    fn between(a: &str, b: Option<&str>) -> String {
+        let m = midpoint(a, b).unwrap_or_else(|| panic!("no point between {a:?} and {b:?}"));
+        assert!(a.as_bytes() < m.as_bytes(), "{a:?} < {m:?}");
+        if let Some(b) = b {
+            assert!(m.as_bytes() < b.as_bytes(), "{m:?} < {b:?}");
+        }
+        m
+    }
+
+    #[test]
+    fn points_fall_strictly_between() {
+        assert_eq!(between("a", Some("c")), "b");
+        between("k0000999", None);
+        between("k0000999", Some("k1"));
+        between("a", Some("b")); // adjacent: goes one character deeper
+        between("a", Some("a0"));
+        between("a-c", Some("a/"));
+        between("a.txt", Some("a/"));
+        between("a/", Some("a0"));
+        between("", Some("a"));
+        between("ü", None);
+        between("a", Some("ü"));
+        between("z\u{7f}\u{7f}", None);
+        assert_eq!(midpoint("b", Some("a")), None);
+        assert_eq!(midpoint("a", Some("a")), None);
+        assert_eq!(midpoint("a", Some("a\0")), None);
+    }
+
+    /// Bisection towards dense keys: repeated cuts between a key and the last cut reach the keys' own
+    /// characters within a few dozen steps.
+    #[test]
+    fn cuts_converge_on_the_keys() {
+        let last = "k0000999";
+        let mut upper: Option<String> = None;
+        for step in 0..64 {
+            let m = between(last, upper.as_deref());
+            if m.as_str() < "k0999999" {
+                assert!(step < 40, "took {step} cuts");
+                return;
+            }
+            upper = Some(m);
+        }
+        panic!("the cuts never reached the keys");
+    }
+}
