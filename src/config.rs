@@ -43,6 +43,9 @@ pub struct ClientConfig {
     pub https_proxy: Option<String>,
     /// Send requests unsigned, without credentials (`--source-no-sign-request`: public buckets).
     pub no_sign_request: bool,
+    /// An HTTP client of your own for this end's requests (a custom connector, or an in-process
+    /// server for tests and benchmarks); `None`: the SDK's default client (or the `https_proxy` one).
+    pub http_client: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -71,6 +74,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("request_payer", &self.request_payer)
             .field("https_proxy", &proxy)
             .field("no_sign_request", &self.no_sign_request)
+            .field("http_client", &self.http_client.as_ref().map(|_| "<custom>"))
             .finish()
     }
 }

@@ -99,6 +99,7 @@ impl CliArgs {
             request_payer,
             https_proxy: self.https_proxy.clone(),
             no_sign_request: false,
+            http_client: None,
         };
         let sse_c = |alg: &Option<String>, key: &Option<String>, md5: &Option<String>| -> Result<Option<SseC>> {
             match (alg, key) {

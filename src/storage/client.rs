@@ -66,7 +66,9 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Clien
     if let Some(u) = &c.endpoint_url {
         loader = loader.endpoint_url(u);
     }
-    if let Some(proxy) = &c.https_proxy {
+    if let Some(http) = &c.http_client {
+        loader = loader.http_client(http.clone());
+    } else if let Some(proxy) = &c.https_proxy {
         loader = loader.http_client(proxied_http_client(proxy)?);
     }
     let mut timeouts = TimeoutConfig::builder();

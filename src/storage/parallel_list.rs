@@ -3,18 +3,20 @@
 //!
 //! One listing is a chain of round trips (about 1,000 keys each). Here the key space is cut into
 //! ranges `(lower, upper]`, each listed by its own chain (`StartAfter = lower`, stopping past `upper`).
-//! Nothing about the keys is known in advance, so ranges are cut as the listing goes: after each page a
-//! chain splits the rest of its range at a point between its last key and its upper bound, when a slot
-//! is free (`--max-parallel-listings`). A cut that falls where there are no keys costs one empty page
-//! and frees its slot; the next cut lands nearer the keys, so the cuts find the key distribution —
-//! flat or tree-shaped, ASCII or not — by bisection. The ranges are read in key order, each through a
-//! queue of one page, so at most one page per chain is held ahead of the merge.
+//! Nothing about the keys is known in advance, so ranges are cut as the listing goes: after a page, a
+//! chain splits the rest of its range halfway between its last key and its upper bound — counting
+//! digits as digits and letters as letters, so the cut follows numbered keys — when a slot is free
+//! (`--max-parallel-listings`), when the reader is waiting for keys (a listing that keeps ahead of its
+//! reader stays one chain and costs no extra request), and when the rest looks long enough. A cut that
+//! falls where there are no keys costs one empty page and frees its slot; the next cut lands nearer
+//! the keys, so the cuts find the key distribution by bisection. The ranges are read in key order,
+//! each through a queue of one page, so at most one page per chain is held ahead of the merge.
 
 use super::s3::{Page, S3Storage};
 use super::Entry;
 use crate::error::Result;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -55,12 +57,127 @@ pub fn midpoint(a: &str, b: Option<&str>) -> Option<String> {
     None
 }
 
+/// A range is cut only when the rest of it looks like at least this many pages ([`pages_left`], an
+/// overestimate for keys with separators), and only by a chain that has read this many pages since
+/// it started or last cut (unless that cut fell where there are no keys): a short range never spawns
+/// more short ranges, so the page each chain reads past its end stays a small share of the listing.
+const MIN_PAGES_TO_CUT: u64 = 4;
+
+/// Key positions read as numbers by [`Scale`] for a midpoint (u128), and for a density (f64).
+const POSITIONS: usize = 12;
+const DENSITY_POSITIONS: usize = 40;
+
+/// Keys read as numbers after a common prefix, each byte in the radix of its class in a template
+/// key: digits base 10, letters base 26, other ASCII base 128. Numbered keys (`obj-000123`) then
+/// count like numbers, so densities and midpoints follow the keys rather than the byte values.
+struct Scale {
+    common: usize,
+    digits: Vec<(u8, u32)>,
+}
+
+impl Scale {
+    /// The scale of keys below `upper` that continue like `template` over `positions` bytes after
+    /// their common prefix; `None` for non-ASCII keys.
+    fn new(template: &[u8], upper: &[u8], positions: usize) -> Option<Scale> {
+        let common = template.iter().zip(upper).take_while(|(a, b)| a == b).count();
+        let mut digits = Vec::with_capacity(positions);
+        for &c in template.iter().skip(common).take(positions) {
+            digits.push(match c {
+                b'0'..=b'9' => (b'0', 10),
+                b'a'..=b'z' => (b'a', 26),
+                b'A'..=b'Z' => (b'A', 26),
+                0..=0x7F => (0, 128),
+                _ => return None,
+            });
+        }
+        Some(Scale { common, digits })
+    }
+
+    /// The digit of `k` at position `i` (a byte out of the position's class is clamped to it).
+    fn digit(&self, k: &[u8], i: usize) -> i64 {
+        let (base, radix) = self.digits[i];
+        k.get(self.common + i)
+            .map_or(0, |&c| (i64::from(c) - i64::from(base)).clamp(0, i64::from(radix)))
+    }
+
+    /// `k` as a number (a scale of at most [`POSITIONS`]).
+    fn value(&self, k: &[u8]) -> u128 {
+        let mut v: u128 = 0;
+        for i in 0..self.digits.len() {
+            v = v * u128::from(self.digits[i].1) + self.digit(k, i) as u128;
+        }
+        v
+    }
+
+    /// `y - x` as numbers, approximately (any length of scale).
+    fn distance(&self, x: &[u8], y: &[u8]) -> f64 {
+        let mut weight = 1.0;
+        let mut d = 0.0;
+        for i in (0..self.digits.len()).rev() {
+            d += (self.digit(y, i) - self.digit(x, i)) as f64 * weight;
+            weight *= f64::from(self.digits[i].1);
+        }
+        d
+    }
+
+    /// The shortest key of `prefix` (the common prefix) and digits that reads as `v`.
+    fn key(&self, prefix: &[u8], mut v: u128) -> Option<String> {
+        let mut out = vec![0u8; self.digits.len()];
+        for (i, &(base, radix)) in self.digits.iter().enumerate().rev() {
+            let d = (v % u128::from(radix)) as u8;
+            v /= u128::from(radix);
+            out[i] = base + d;
+        }
+        while out.len() > 1 && out.last().is_some_and(|&c| self.digits[out.len() - 1].0 == c) {
+            out.pop();
+        }
+        let mut k = prefix[..self.common].to_vec();
+        k.extend(out);
+        String::from_utf8(k).ok()
+    }
+}
+
+/// About how many pages of keys lie between `last` and `upper`, judging by the span of the page that
+/// went from `first` to `last`.
+pub fn pages_left(first: &str, last: &str, upper: Option<&str>) -> u64 {
+    let Some(upper) = upper else { return u64::MAX };
+    let (first, last, upper) = (first.as_bytes(), last.as_bytes(), upper.as_bytes());
+    let Some(scale) = Scale::new(last, upper, DENSITY_POSITIONS) else {
+        return u64::MAX;
+    };
+    if !first.starts_with(&last[..scale.common]) {
+        return 0; // the page alone spans more than the rest of the range
+    }
+    let span = scale.distance(first, last).max(1.0);
+    (scale.distance(last, upper) / span).max(0.0) as u64
+}
+
+/// Where to cut the range `(last, upper]`: halfway as the keys count ([`Scale`]), else halfway in
+/// bytes ([`midpoint`]); always strictly between the two.
+pub fn cut_point(last: &str, upper: Option<&str>) -> Option<String> {
+    let by_scale = upper.and_then(|u| {
+        let scale = Scale::new(last.as_bytes(), u.as_bytes(), POSITIONS)?;
+        let (lo, hi) = (scale.value(last.as_bytes()), scale.value(u.as_bytes()));
+        let m = scale.key(last.as_bytes(), lo + hi.checked_sub(lo)? / 2)?;
+        (last.as_bytes() < m.as_bytes() && m.as_bytes() < u.as_bytes()).then_some(m)
+    });
+    by_scale.or_else(|| midpoint(last, upper))
+}
+
 /// The chains of one parallel listing.
 struct Shared {
     /// The ranges not yet read, by lower bound, each with the queue of its entries.
-    ranges: Mutex<BTreeMap<String, mpsc::Receiver<Result<Entry>>>>,
+    ranges: Mutex<BTreeMap<String, mpsc::Receiver<Result<Vec<Entry>>>>>,
     /// Chains running.
     active: AtomicUsize,
+    /// Ranges started, requests sent and keys read past a range's end (for the debug log).
+    ranges_started: AtomicUsize,
+    requests: AtomicUsize,
+    overread: AtomicUsize,
+    /// How often the reader found the range it reads empty: cuts are made only while this grows, so
+    /// a listing that keeps ahead of its reader (a slower local walk, busy workers) stays one chain
+    /// and costs no extra requests.
+    starved: AtomicUsize,
     parallel: usize,
     s3: S3Storage,
     max_keys: i32,
@@ -80,7 +197,7 @@ impl Shared {
     }
 
     /// Takes the first range after `after` (the whole map when `None`).
-    fn next_range(&self, after: Option<&str>) -> Option<(String, mpsc::Receiver<Result<Entry>>)> {
+    fn next_range(&self, after: Option<&str>) -> Option<(String, mpsc::Receiver<Result<Vec<Entry>>>)> {
         let mut ranges = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
         let key = match after {
             None => ranges.keys().next().cloned(),
@@ -92,7 +209,7 @@ impl Shared {
         ranges.remove(&key).map(|rx| (key, rx))
     }
 
-    fn insert(&self, lower: String, rx: mpsc::Receiver<Result<Entry>>) {
+    fn insert(&self, lower: String, rx: mpsc::Receiver<Result<Vec<Entry>>>) {
         self.ranges.lock().unwrap_or_else(|p| p.into_inner()).insert(lower, rx);
     }
 
@@ -124,31 +241,65 @@ pub async fn list(
     let shared = Arc::new(Shared {
         ranges: Mutex::new(BTreeMap::new()),
         active: AtomicUsize::new(1),
+        ranges_started: AtomicUsize::new(1),
+        requests: AtomicUsize::new(0),
+        overread: AtomicUsize::new(0),
+        starved: AtomicUsize::new(0),
         parallel: parallel.max(1),
         s3: s3.clone(),
         max_keys,
     });
     let _abandon = Abandon(shared.clone());
     let first = start_after.unwrap_or_default().to_string();
-    let (rtx, rrx) = mpsc::channel(queue_len(max_keys));
+    let (rtx, rrx) = mpsc::channel(1);
     shared.insert(first.clone(), rrx);
-    tokio::spawn(run_range(shared.clone(), start_after.map(str::to_string), None, rtx));
+    tokio::spawn(run_range(
+        shared.clone(),
+        start_after.map(str::to_string),
+        None,
+        rtx,
+        Arc::new(AtomicBool::new(false)),
+    ));
     let mut after: Option<String> = None;
     while let Some((lower, mut rx)) = shared.next_range(after.as_deref()) {
-        while let Some(item) = rx.recv().await {
-            if tx.send(item).await.is_err() {
+        loop {
+            let item = match rx.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    shared.starved.fetch_add(1, Ordering::Relaxed);
+                    match rx.recv().await {
+                        Some(item) => item,
+                        None => break,
+                    }
+                }
+            };
+            let sent = match item {
+                Ok(entries) => {
+                    let mut sent = true;
+                    for e in entries {
+                        if tx.send(Ok(e)).await.is_err() {
+                            sent = false;
+                            break;
+                        }
+                    }
+                    sent
+                }
+                Err(e) => tx.send(Err(e)).await.is_ok(),
+            };
+            if !sent {
                 return Ok(());
             }
         }
         after = Some(lower);
     }
+    tracing::debug!(
+        ranges = shared.ranges_started.load(Ordering::Relaxed),
+        requests = shared.requests.load(Ordering::Relaxed),
+        keys_read_past_a_range = shared.overread.load(Ordering::Relaxed),
+        "parallel listing done"
+    );
     Ok(())
-}
-
-fn queue_len(max_keys: i32) -> usize {
-    usize::try_from(max_keys)
-        .unwrap_or(1000)
-        .clamp(1, crate::config::MAX_LISTING_QUEUE)
 }
 
 /// One chain: lists `(lower, upper]`, splitting the rest of its range when a slot is free.
@@ -156,48 +307,92 @@ fn run_range(
     shared: Arc<Shared>,
     lower: Option<String>,
     upper: Option<String>,
-    tx: mpsc::Sender<Result<Entry>>,
+    tx: mpsc::Sender<Result<Vec<Entry>>>,
+    empty: Arc<AtomicBool>,
 ) -> futures::future::BoxFuture<'static, ()> {
-    Box::pin(chain(shared, lower, upper, tx))
+    Box::pin(chain(shared, lower, upper, tx, empty))
 }
 
-async fn chain(shared: Arc<Shared>, lower: Option<String>, mut upper: Option<String>, tx: mpsc::Sender<Result<Entry>>) {
+async fn chain(
+    shared: Arc<Shared>,
+    lower: Option<String>,
+    mut upper: Option<String>,
+    tx: mpsc::Sender<Result<Vec<Entry>>>,
+    empty: Arc<AtomicBool>,
+) {
     let mut page = Page::first(lower.as_deref());
     let mut last = lower;
-    'pages: loop {
-        let (entries, next) = match shared.s3.list_page(shared.max_keys, page).await {
+    let mut starved = shared.starved.load(Ordering::Relaxed);
+    let mut pages_since_cut = 0;
+    let mut child: Option<Arc<AtomicBool>> = None;
+    let mut first_page = true;
+    loop {
+        shared.requests.fetch_add(1, Ordering::Relaxed);
+        let (mut entries, next) = match shared.s3.list_page(shared.max_keys, page).await {
             Ok(p) => p,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
                 break;
             }
         };
-        for e in entries {
+        let first = entries.first().map(|e| e.key.clone());
+        // Keep the keys in order up to the range's end; a key out of order is passed on (the merge
+        // sees it) and ends the chain.
+        let mut end = entries.len();
+        let mut done = false;
+        for (i, e) in entries.iter().enumerate() {
+            let prev = if i == 0 {
+                last.as_deref()
+            } else {
+                Some(entries[i - 1].key.as_str())
+            };
+            if prev.is_some_and(|p| p.as_bytes() >= e.key.as_bytes()) {
+                (end, done) = (i + 1, true);
+                break;
+            }
             if upper.as_deref().is_some_and(|u| e.key.as_bytes() > u.as_bytes()) {
-                break 'pages;
+                shared.overread.fetch_add(entries.len() - i, Ordering::Relaxed);
+                (end, done) = (i, true);
+                break;
             }
-            let in_order = last.as_deref().is_none_or(|l| l.as_bytes() < e.key.as_bytes());
-            if in_order {
-                last = Some(e.key.clone());
-            }
-            if tx.send(Ok(e)).await.is_err() || !in_order {
-                break 'pages;
-            }
+        }
+        entries.truncate(end);
+        if std::mem::take(&mut first_page) && entries.is_empty() {
+            empty.store(true, Ordering::Relaxed);
+        }
+        pages_since_cut += 1;
+        if let Some(e) = entries.last() {
+            last = Some(e.key.clone());
+        }
+        if (!entries.is_empty() && tx.send(Ok(entries)).await.is_err()) || done {
+            break;
         }
         let Some(next) = next else { break };
         page = next;
-        if let Some(l) = last.as_deref() {
-            if shared.try_acquire() {
-                match midpoint(l, upper.as_deref()) {
-                    Some(m) => {
-                        let (rtx, rrx) = mpsc::channel(queue_len(shared.max_keys));
-                        shared.insert(m.clone(), rrx);
-                        tokio::spawn(run_range(shared.clone(), Some(m.clone()), upper.take(), rtx));
-                        upper = Some(m);
-                    }
-                    None => shared.release(),
-                }
+        let now_starved = shared.starved.load(Ordering::Relaxed);
+        let reader_waits = std::mem::replace(&mut starved, now_starved) != now_starved;
+        let Some(l) = last.as_deref().filter(|_| reader_waits) else {
+            continue;
+        };
+        let probe_was_empty = child.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        if (pages_since_cut < MIN_PAGES_TO_CUT && !probe_was_empty)
+            || pages_left(first.as_deref().unwrap_or(l), l, upper.as_deref()) < MIN_PAGES_TO_CUT
+            || !shared.try_acquire()
+        {
+            continue;
+        }
+        match cut_point(l, upper.as_deref()) {
+            Some(m) => {
+                let (rtx, rrx) = mpsc::channel(1);
+                shared.insert(m.clone(), rrx);
+                shared.ranges_started.fetch_add(1, Ordering::Relaxed);
+                let c = Arc::new(AtomicBool::new(false));
+                tokio::spawn(run_range(shared.clone(), Some(m.clone()), upper.take(), rtx, c.clone()));
+                child = Some(c);
+                pages_since_cut = 0;
+                upper = Some(m);
             }
+            None => shared.release(),
         }
     }
     shared.release();
@@ -369,6 +564,38 @@ mod tests {
         assert_eq!(midpoint("b", Some("a")), None);
         assert_eq!(midpoint("a", Some("a")), None);
         assert_eq!(midpoint("a", Some("a\0")), None);
+    }
+
+    #[test]
+    fn cut_points_count_like_the_keys() {
+        assert_eq!(cut_point("k0000999", Some("k1")).as_deref(), Some("k0500499"));
+        assert_eq!(cut_point("a/x", Some("a/z")).as_deref(), Some("a/y"));
+        for (a, b) in [
+            ("k9", Some("k:")),
+            ("a", Some("a0")),
+            ("ü", Some("üz")),
+            ("a", None),
+            ("z", Some("z\0")),
+        ] {
+            if let Some(m) = cut_point(a, b) {
+                assert!(
+                    a < m.as_str() && b.is_none_or(|b| m.as_str() < b),
+                    "{a:?} < {m:?} < {b:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pages_left_follows_the_key_density() {
+        // A page of 1,000 numbered keys, and 99,000 more keys up to the bound.
+        let n = pages_left("k0000000", "k0000999", Some("k0100000"));
+        assert!((95..=100).contains(&n), "{n}");
+        // Separators count as digits: an overestimate, never an underestimate.
+        let n = pages_left("d/set-0000/o-0000000000", "d/set-0000/o-0000000999", Some("d/set-0050"));
+        assert!(n >= 50, "{n}");
+        assert_eq!(pages_left("k0000000", "k0000999", Some("k0001500")), 0);
+        assert_eq!(pages_left("a", "b", None), u64::MAX);
     }
 
     /// Bisection towards dense keys: repeated cuts between a key and the last cut reach the keys' own
