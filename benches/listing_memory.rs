@@ -83,6 +83,7 @@ fn hwm_mib() -> f64 {
 }
 
 fn main() {
+    s3sync::prefer_small_pages();
     let n: u64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

@@ -68,3 +68,18 @@ pub use location::Location;
 pub use pipeline::Sync;
 pub use stats::{Stats, SyncEvent};
 pub use tokio_util::sync::CancellationToken;
+
+/// Keeps this process's memory in 4 KiB pages (Linux; elsewhere nothing). With transparent huge pages
+/// set to `always` (common on Linux distributions), the allocator's eagerly committed arena is backed
+/// by 2 MiB pages as soon as one byte of each is touched, and a no-op sync's peak RSS doubles
+/// (measured: 53 MiB instead of 28 MiB over 100,000 objects). Transfer buffers are few, large and
+/// reused, so small pages cost them nothing measurable. The CLI calls this first thing; a program
+/// embedding the library may.
+pub fn prefer_small_pages() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process; no memory is touched.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}

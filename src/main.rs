@@ -12,6 +12,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    s3sync::prefer_small_pages();
     let args = CliArgs::parse();
     if let Some(shell) = args.auto_complete_shell {
         CliArgs::completions(shell, &mut std::io::stdout());
