@@ -3,6 +3,7 @@
 
 use super::Entry;
 use crate::error::{Error, Result};
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 use tokio::sync::mpsc;
@@ -18,6 +19,60 @@ pub struct LocalStorage {
     ignore_symlinks: bool,
     /// The shard of a sharded job: walks skip what belongs to other shards.
     shard: Option<crate::shard::Shard>,
+}
+
+/// Directories read ahead of the walk on other threads: the next few subdirectories of the directory
+/// being walked are read (and their entries stat'ed) while the walk sends what it has, so a tree of
+/// many directories is read on several cores. The walk still takes each directory in order, so the
+/// keys still come out in byte order; at most [`READ_AHEAD`] directories per level are held.
+struct ReadAhead<'a> {
+    storage: &'a LocalStorage,
+    role: WalkRole,
+    runtime: Option<tokio::runtime::Handle>,
+    pending: std::cell::RefCell<HashMap<PathBuf, std::sync::mpsc::Receiver<DirListing>>>,
+}
+
+/// One directory of the walk: its entries not walked yet, and its subdirectories not read ahead yet.
+struct Level {
+    items: VecDeque<DirItem>,
+    upcoming: VecDeque<(PathBuf, String)>,
+}
+
+/// One directory's entries, sorted, and the errors of those that could not be read.
+type DirListing = (Vec<DirItem>, Vec<Error>);
+
+/// Subdirectories read ahead per level of the walk.
+const READ_AHEAD: usize = 8;
+
+impl<'a> ReadAhead<'a> {
+    fn new(storage: &'a LocalStorage, role: WalkRole) -> Self {
+        ReadAhead {
+            storage,
+            role,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            pending: Default::default(),
+        }
+    }
+
+    /// Starts reading the next `n` of a level's subdirectories not started yet.
+    fn start(&self, upcoming: &mut VecDeque<(PathBuf, String)>, n: usize) {
+        let Some(rt) = &self.runtime else { return };
+        let mut pending = self.pending.borrow_mut();
+        for (path, key) in upcoming.drain(..n.min(upcoming.len())) {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let (storage, role, p) = (self.storage.clone(), self.role, path.clone());
+            rt.spawn_blocking(move || {
+                let _ = tx.send(storage.read_sorted(&p, &key, role));
+            });
+            pending.insert(path, rx);
+        }
+    }
+
+    /// The listing of `dir` if it was read ahead (waiting for it if it is still being read).
+    fn take(&self, dir: &Path) -> Option<DirListing> {
+        let rx = self.pending.borrow_mut().remove(dir)?;
+        rx.recv().ok()
+    }
 }
 
 /// Why a key cannot be mapped to a local path.
@@ -151,9 +206,19 @@ impl LocalStorage {
         let send = |item: Result<Entry>| tx.blocking_send(item).is_ok();
         // Reads one directory, sending the errors of its unreadable entries; `None`: the receiver is
         // gone (the run is ending).
+        let ahead = ReadAhead::new(self, role);
         let read = |dir: &Path, prefix: &str| {
-            let (items, errors) = self.read_sorted(dir, prefix, role);
-            errors.into_iter().all(|e| send(Err(e))).then(|| items.into_iter())
+            let (items, errors) = ahead.take(dir).unwrap_or_else(|| self.read_sorted(dir, prefix, role));
+            let mut level = Level {
+                upcoming: items
+                    .iter()
+                    .filter(|i| i.dir.is_some())
+                    .map(|i| (i.path.clone(), i.key.clone()))
+                    .collect(),
+                items: items.into(),
+            };
+            ahead.start(&mut level.upcoming, READ_AHEAD);
+            errors.into_iter().all(|e| send(Err(e))).then_some(level)
         };
         // A stack of sorted directory listings; directories sort as "name/" so that the walk order
         // equals the byte order of the full keys. `on_path` holds the identity of every directory of
@@ -161,15 +226,16 @@ impl LocalStorage {
         let Some(first) = read(&self.root, "") else {
             return Ok(());
         };
-        let mut stack: Vec<std::vec::IntoIter<DirItem>> = vec![first];
+        let mut stack: Vec<Level> = vec![first];
         let mut on_path: Vec<DirId> = vec![dir_id(&root_meta)];
         while let Some(top) = stack.last_mut() {
-            let Some(item) = top.next() else {
+            let Some(item) = top.items.pop_front() else {
                 stack.pop();
                 on_path.pop();
                 continue;
             };
             if let Some(id) = item.dir {
+                ahead.start(&mut top.upcoming, 1);
                 // Without directory identities (not unix), a depth limit stands in for loop detection.
                 if (id.is_some() && on_path.contains(&id)) || (id.is_none() && stack.len() > 256) {
                     let msg = format!(

@@ -41,7 +41,9 @@ pub fn midpoint(a: &str, b: Option<&str>) -> Option<String> {
         if lo > hi {
             return None; // a >= b
         }
-        let (first, last) = ((lo + 1).max(1), (hi - 1).min(0x7F));
+        // Printable ASCII only: servers echo StartAfter in their XML, where control characters are
+        // not allowed.
+        let (first, last) = ((lo + 1).max(0x20), (hi - 1).min(0x7E));
         if first <= last {
             out.push(((first + last) / 2) as u8);
             return String::from_utf8(out).ok();
@@ -68,7 +70,8 @@ const POSITIONS: usize = 12;
 const DENSITY_POSITIONS: usize = 40;
 
 /// Keys read as numbers after a common prefix, each byte in the radix of its class in a template
-/// key: digits base 10, letters base 26, other ASCII base 128. Numbered keys (`obj-000123`) then
+/// key: digits base 10, letters base 26, other printable ASCII base 95 (a control character counts as
+/// the lowest printable one). Numbered keys (`obj-000123`) then
 /// count like numbers, so densities and midpoints follow the keys rather than the byte values.
 struct Scale {
     common: usize,
@@ -86,7 +89,8 @@ impl Scale {
                 b'0'..=b'9' => (b'0', 10),
                 b'a'..=b'z' => (b'a', 26),
                 b'A'..=b'Z' => (b'A', 26),
-                0..=0x7F => (0, 128),
+                0x20..=0x7E => (0x20, 95),
+                0..=0x7F => (0x20, 1),
                 _ => return None,
             });
         }
@@ -538,8 +542,18 @@ mod tests {
         assert!(seen < 100, "{seen} requests for 50 keys read");
     }
 
+    /// The bytes a cut adds to `a`'s are printable ASCII (servers echo StartAfter in XML).
+    fn printable(a: &str, m: &str) {
+        let common = a.bytes().zip(m.bytes()).take_while(|(x, y)| x == y).count();
+        assert!(
+            m.bytes().skip(common).all(|c| (0x20..=0x7E).contains(&c)),
+            "{m:?} after {a:?}"
+        );
+    }
+
     fn between(a: &str, b: Option<&str>) -> String {
         let m = midpoint(a, b).unwrap_or_else(|| panic!("no point between {a:?} and {b:?}"));
+        printable(a, &m);
         assert!(a.as_bytes() < m.as_bytes(), "{a:?} < {m:?}");
         if let Some(b) = b {
             assert!(m.as_bytes() < b.as_bytes(), "{m:?} < {b:?}");
@@ -578,6 +592,7 @@ mod tests {
             ("z", Some("z\0")),
         ] {
             if let Some(m) = cut_point(a, b) {
+                printable(a, &m);
                 assert!(
                     a < m.as_str() && b.is_none_or(|b| m.as_str() < b),
                     "{a:?} < {m:?} < {b:?}"
