@@ -122,6 +122,10 @@ pub enum Error {
     /// A listing task ended abnormally before its end.
     #[error("the listing ended abnormally: {0}")]
     ListingAborted(String),
+    /// A listing returned a key out of key order and stopped there (a parallel listing cannot go on
+    /// with ranges of an unordered listing); the merge treats it as that side's disorder.
+    #[error("the listing is not in key order (at {0:?})")]
+    ListingOutOfOrder(String),
     /// The chunk pool or an I/O backend failed.
     #[error(transparent)]
     Io(#[from] s3sync_io::IoError),

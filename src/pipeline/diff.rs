@@ -66,23 +66,49 @@ struct Side {
     is_source: bool,
     /// Entries pulled in order.
     seen: usize,
+    /// What [`Side::prove`] read ahead, in order.
+    ahead: std::collections::VecDeque<Pulled>,
 }
 
 enum Pulled {
     Entry(Entry),
     OutOfOrder(Entry),
+    /// The lister stopped at a key out of order (and did not send it).
+    Stopped(String),
     Error(crate::error::Error),
     End,
 }
 
 impl Side {
     async fn pull(&mut self) -> Pulled {
+        match self.ahead.pop_front() {
+            Some(p) => p,
+            None => self.pull_next().await,
+        }
+    }
+
+    /// Reads ahead until the side has shown [`PROBATION`] keys in order or ended (at most that many
+    /// entries are held); true when it showed a key out of order instead.
+    async fn prove(&mut self) -> bool {
+        while self.seen < PROBATION && self.rx.is_some() {
+            let p = self.pull_next().await;
+            let disorder = matches!(p, Pulled::OutOfOrder(_) | Pulled::Stopped(_));
+            self.ahead.push_back(p);
+            if disorder {
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn pull_next(&mut self) -> Pulled {
         let Some(rx) = self.rx.as_mut() else { return Pulled::End };
         match rx.recv().await {
             None => {
                 self.rx = None;
                 Pulled::End
             }
+            Some(Err(crate::error::Error::ListingOutOfOrder(key))) => Pulled::Stopped(key),
             Some(Err(e)) => Pulled::Error(e),
             Some(Ok(e)) => {
                 if self.last.as_deref().is_some_and(|l| l.as_bytes() >= e.key.as_bytes()) {
@@ -151,12 +177,14 @@ pub async fn merge(
         last: None,
         is_source: true,
         seen: 0,
+        ahead: Default::default(),
     };
     let mut tgt = Side {
         rx: target,
         last: None,
         is_source: false,
         seen: 0,
+        ahead: Default::default(),
     };
     let mut disorder = Disorder::default();
     let mut target_complete = true;
@@ -171,6 +199,13 @@ pub async fn merge(
                 Pulled::OutOfOrder(e) => {
                     disorder.source = true;
                     if stop_on.source || !out.send(Pair::Source(e, TargetState::Lookup)).await {
+                        return disorder;
+                    }
+                }
+                Pulled::Stopped(key) => {
+                    disorder.source = true;
+                    let e = crate::error::Error::ListingOutOfOrder(key);
+                    if stop_on.source || !out.send(Pair::of_error(e, src.is_source)).await {
                         return disorder;
                     }
                 }
@@ -191,6 +226,14 @@ pub async fn merge(
                         return disorder;
                     }
                 }
+                Pulled::Stopped(key) => {
+                    disorder.target = true;
+                    target_complete = false;
+                    let e = crate::error::Error::ListingOutOfOrder(key);
+                    if stop_on.target || !out.send(Pair::of_error(e, tgt.is_source)).await {
+                        return disorder;
+                    }
+                }
                 Pulled::Error(e) => {
                     let pair = Pair::of_error(e, tgt.is_source);
                     // Absent from an incomplete target listing proves nothing: look later keys up.
@@ -203,6 +246,17 @@ pub async fn merge(
             }
         }
         let on_probation = |side: &Side, done: bool| !done && side.seen < PROBATION;
+        // Held pairs about to overflow while the target has not shown its order (many source keys
+        // before its first): read the target's first page ahead, so that "absent from the target" is
+        // never decided on an unproven target.
+        if stop_on.target
+            && on_probation(&tgt, tgt_done)
+            && out.held.as_ref().is_some_and(|h| h.len() + 1 >= 2 * PROBATION)
+            && tgt.prove().await
+        {
+            disorder.target = true;
+            return disorder;
+        }
         if out.held.is_some() && !on_probation(&src, src_done) && !on_probation(&tgt, tgt_done) && !out.release().await
         {
             return disorder;
@@ -250,6 +304,27 @@ pub async fn merge(
 mod tests {
     use super::*;
     use std::time::SystemTime;
+
+    /// Many source keys before the target's first: before the held pairs go out, the target's first
+    /// page is read ahead, so an unordered target is caught before any key is decided absent.
+    #[tokio::test]
+    async fn many_source_keys_before_the_target_wait_for_its_order() {
+        let src: Vec<String> = (0..3 * PROBATION).map(|i| format!("a{i:05}")).collect();
+        let src: Vec<&str> = src.iter().map(String::as_str).collect();
+        let (out, disorder) = run_with(&src, Some(&["b", "d", "c"]), true).await;
+        assert_eq!(
+            disorder,
+            Disorder {
+                source: false,
+                target: true
+            }
+        );
+        assert_eq!(out, vec![], "nothing decided on an unordered target");
+        let (out, disorder) = run_with(&src, Some(&["b", "c"]), true).await;
+        assert!(!disorder.any());
+        assert_eq!(out.len(), src.len() + 2);
+        assert!(matches!(&out[0], Pair::Source(e, TargetState::Listed(None)) if e.key == "a00000"));
+    }
 
     /// Past the probation, decisions flow before the listings end; a merge that may stop still gives
     /// the same pairs as one that may not.

@@ -3,9 +3,9 @@
 //! unordered side costs temporary disk space rather than memory.
 //!
 //! Entries are gathered in a bounded buffer; a full buffer is sorted and written to a temporary file
-//! (a run). At the end the runs are merged, one entry of each run in memory at a time. When runs pile
-//! up, the oldest are merged into one, so the number of open files stays bounded however long the
-//! listing is.
+//! (a run). At the end the runs are merged, one entry of each run in memory at a time. Runs are merged
+//! in groups of equal size as they pile up, so the number of open files stays small and every entry
+//! is rewritten only a few times however long the listing is.
 
 use crate::error::{Error, Result};
 use crate::storage::Entry;
@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 
 /// Bytes of entries held in memory before a run is written (about 40,000 entries of 100-byte keys).
 pub const BUFFER_BYTES: usize = 8 << 20;
-/// Runs merged at once; more runs than this are first merged into one.
-const MAX_RUNS: usize = 64;
+/// Runs merged at once: this many runs of one size are merged into one of the next size, so every
+/// entry is rewritten about log16(runs) times and few files are open at the end.
+const FAN_IN: usize = 16;
 /// Entries handed from a blocking merge step to the async side at a time.
 const BATCH: usize = 1024;
 
@@ -28,7 +29,9 @@ pub struct ExternalSort {
     buffer: Vec<Entry>,
     buffered_bytes: usize,
     limit: usize,
-    runs: Vec<File>,
+    /// Sorted runs with their level (a run of level `l` holds about `FAN_IN^l` buffers), levels
+    /// never increasing along the vector.
+    runs: Vec<(u32, File)>,
 }
 
 impl ExternalSort {
@@ -62,15 +65,22 @@ impl ExternalSort {
         }
         self.buffered_bytes = 0;
         let file = w.into_inner().map_err(|e| io_error(e.into_error()))?;
-        self.runs.push(file);
-        if self.runs.len() >= MAX_RUNS {
-            let oldest: Vec<File> = self.runs.drain(..).collect();
-            let mut merged = Merger::new(oldest, Vec::new())?;
+        self.runs.push((0, file));
+        // FAN_IN runs of the same level at the end: merge them into one of the next level.
+        while self.runs.len() >= FAN_IN {
+            let level = self.runs[self.runs.len() - 1].0;
+            let tail = &self.runs[self.runs.len() - FAN_IN..];
+            if tail.iter().any(|(l, _)| *l != level) {
+                break;
+            }
+            let group: Vec<File> = self.runs.drain(self.runs.len() - FAN_IN..).map(|(_, f)| f).collect();
+            let mut merged = Merger::new(group, Vec::new())?;
             let mut w = BufWriter::new(temp_file()?);
             while let Some(e) = merged.next_entry()? {
                 write_entry(&mut w, &e).map_err(io_error)?;
             }
-            self.runs.push(w.into_inner().map_err(|e| io_error(e.into_error()))?);
+            self.runs
+                .push((level + 1, w.into_inner().map_err(|e| io_error(e.into_error()))?));
         }
         Ok(())
     }
@@ -79,7 +89,7 @@ impl ExternalSort {
     pub fn finish(mut self) -> Result<Merger> {
         self.buffer
             .sort_unstable_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-        Merger::new(self.runs, self.buffer)
+        Merger::new(self.runs.into_iter().map(|(_, f)| f).collect(), self.buffer)
     }
 }
 
@@ -160,7 +170,13 @@ impl Merger {
 /// merge knows the side is incomplete before it sees an entry), then sends every entry sorted.
 pub async fn sort_listing(mut rx: mpsc::Receiver<Result<Entry>>, tx: mpsc::Sender<Result<Entry>>) {
     let mut sort = ExternalSort::new(BUFFER_BYTES);
-    while let Some(item) = rx.recv().await {
+    loop {
+        // The merge may stop before the listing ends (a restart, Ctrl-C): stop reading then too.
+        let item = tokio::select! {
+            _ = tx.closed() => return,
+            item = rx.recv() => item,
+        };
+        let Some(item) = item else { break };
         match item {
             Ok(e) => {
                 if sort.push(e) {
@@ -372,8 +388,8 @@ mod tests {
         let mut want = entries.clone();
         want.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
         entries.shuffle(&mut rand::rng());
-        // A small buffer: about 1,000 entries per run, so more than MAX_RUNS runs.
-        let mut sort = ExternalSort::new(1000 * approx_size(&entries[0]));
+        // A small buffer: about 300 entries per run, so more than FAN_IN^2 runs.
+        let mut sort = ExternalSort::new(300 * approx_size(&entries[0]));
         let mut spills = 0;
         for e in entries {
             if sort.push(e) {
@@ -381,8 +397,9 @@ mod tests {
                 spills += 1;
             }
         }
-        assert!(spills > MAX_RUNS, "{spills} runs");
-        assert!(sort.runs.len() < MAX_RUNS);
+        assert!(spills > FAN_IN * FAN_IN, "{spills} runs");
+        assert!(sort.runs.len() < 2 * FAN_IN, "{} runs left", sort.runs.len());
+        assert!(sort.runs.iter().any(|(level, _)| *level == 2), "runs merged twice over");
         let mut m = sort.finish().unwrap();
         let mut got = Vec::with_capacity(n);
         while let Some(e) = m.next_entry().unwrap() {

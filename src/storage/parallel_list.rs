@@ -174,6 +174,8 @@ struct Shared {
     ranges: Mutex<BTreeMap<String, mpsc::Receiver<Result<Vec<Entry>>>>>,
     /// Chains running.
     active: AtomicUsize,
+    /// Set when the reader stopped: no range is queued any more.
+    abandoned: AtomicBool,
     /// Ranges started, requests sent and keys read past a range's end (for the debug log).
     ranges_started: AtomicUsize,
     requests: AtomicUsize,
@@ -214,11 +216,17 @@ impl Shared {
     }
 
     fn insert(&self, lower: String, rx: mpsc::Receiver<Result<Vec<Entry>>>) {
-        self.ranges.lock().unwrap_or_else(|p| p.into_inner()).insert(lower, rx);
+        let mut ranges = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock `abandon` clears under: a range cut after the reader stopped is
+        // dropped at once, so its chain ends at its first send instead of waiting forever.
+        if !self.abandoned.load(Ordering::Acquire) {
+            ranges.insert(lower, rx);
+        }
     }
 
     /// Drops every queue: the chains still running end at their next send.
     fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
         self.ranges.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
@@ -245,6 +253,7 @@ pub async fn list(
     let shared = Arc::new(Shared {
         ranges: Mutex::new(BTreeMap::new()),
         active: AtomicUsize::new(1),
+        abandoned: AtomicBool::new(false),
         ranges_started: AtomicUsize::new(1),
         requests: AtomicUsize::new(0),
         overread: AtomicUsize::new(0),
@@ -340,10 +349,12 @@ async fn chain(
             }
         };
         let first = entries.first().map(|e| e.key.clone());
-        // Keep the keys in order up to the range's end; a key out of order is passed on (the merge
-        // sees it) and ends the chain.
+        // Keep the keys in order up to the range's end. A key out of order ends the chain with an
+        // error the merge takes for this side's disorder: ranges of an unordered listing do not
+        // partition it, so nothing after it may pass for complete.
         let mut end = entries.len();
         let mut done = false;
+        let mut disorder = None;
         for (i, e) in entries.iter().enumerate() {
             let prev = if i == 0 {
                 last.as_deref()
@@ -351,7 +362,7 @@ async fn chain(
                 Some(entries[i - 1].key.as_str())
             };
             if prev.is_some_and(|p| p.as_bytes() >= e.key.as_bytes()) {
-                (end, done) = (i + 1, true);
+                (end, done, disorder) = (i, true, Some(e.key.clone()));
                 break;
             }
             if upper.as_deref().is_some_and(|u| e.key.as_bytes() > u.as_bytes()) {
@@ -369,6 +380,9 @@ async fn chain(
             last = Some(e.key.clone());
         }
         if (!entries.is_empty() && tx.send(Ok(entries)).await.is_err()) || done {
+            if let Some(key) = disorder {
+                let _ = tx.send(Err(crate::error::Error::ListingOutOfOrder(key))).await;
+            }
             break;
         }
         let Some(next) = next else { break };
@@ -410,9 +424,14 @@ mod tests {
     /// A bucket in memory that answers ListObjectsV2 (prefix, start-after, continuation token,
     /// max-keys) in key order; counts requests and the ranges started (requests with start-after).
     fn bucket(keys: Vec<String>, prefix: &str) -> (S3Storage, Arc<AtomicU64>, Arc<AtomicU64>) {
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
         let mut keys = keys;
         keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        serving(keys, prefix)
+    }
+
+    /// The same, serving the keys in the order given (a server that does not sort).
+    fn serving(keys: Vec<String>, prefix: &str) -> (S3Storage, Arc<AtomicU64>, Arc<AtomicU64>) {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
         let (requests, ranges) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (r, g) = (requests.clone(), ranges.clone());
         let http = aws_smithy_http_client::test_util::infallible_client_fn(move |req| {
@@ -521,6 +540,30 @@ mod tests {
         let tail: Vec<String> = want.iter().filter(|k| k.as_str() > from).cloned().collect();
         assert_eq!(list_all(&s3, 7, Some(from), 8).await, tail);
         assert_eq!(list_all(&s3, 7, None, 1).await, want);
+    }
+
+    /// A listing out of key order never looks complete: the chain that sees it ends with
+    /// `ListingOutOfOrder` (the merge takes it for disorder), it does not just stop.
+    #[tokio::test]
+    async fn an_unordered_listing_ends_with_an_out_of_order_error() {
+        let mut keys: Vec<String> = (0..60).map(|i| format!("k{i:03}")).collect();
+        keys.swap(30, 40);
+        let (s3, _, _) = serving(keys, "");
+        let (tx, mut rx) = mpsc::channel(16);
+        let h = tokio::spawn(async move { list(&s3, 7, None, 4, tx).await });
+        let mut errors = Vec::new();
+        while let Some(item) = rx.recv().await {
+            if let Err(e) = item {
+                errors.push(e);
+            }
+        }
+        h.await.unwrap().unwrap();
+        assert!(
+            errors
+                .iter()
+                .any(|e| matches!(e, crate::error::Error::ListingOutOfOrder(k) if k == "k031")),
+            "{errors:?}"
+        );
     }
 
     /// A reader that stops early ends every chain (nothing left waiting on a full queue).
