@@ -3,7 +3,7 @@
 //!
 //! When a listing turns out not to be in order (some S3-compatible servers, directory buckets), the merge
 //! either stops at once and says which side it was (the pipeline then lists again, sorting that side on
-//! disk, see [`super::sort`]), or — when that was already done — falls back to a point lookup of the
+//! disk, see `sort`), or — when that was already done — falls back to a point lookup of the
 //! target for every later source entry, and deletion is disabled for the run, so an unordered listing
 //! can cost requests but never a wrong delete.
 

@@ -156,7 +156,7 @@ pub fn pages_left(first: &str, last: &str, upper: Option<&str>) -> u64 {
     (scale.distance(last, upper) / span).max(0.0) as u64
 }
 
-/// Where to cut the range `(last, upper]`: halfway as the keys count ([`Scale`]), else halfway in
+/// Where to cut the range `(last, upper]`: halfway as the keys count (`Scale`), else halfway in
 /// bytes ([`midpoint`]); always strictly between the two.
 pub fn cut_point(last: &str, upper: Option<&str>) -> Option<String> {
     let by_scale = upper.and_then(|u| {
