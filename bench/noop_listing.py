@@ -16,6 +16,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,11 @@ CACHE = Path(os.environ.get("S3SYNC_CACHE", Path.home() / ".cache/s3sync"))
 ORIG = os.environ.get("S3SYNC_ORIG_BIN", str(CACHE / "s3sync-orig/bin/s3sync"))
 EP = os.environ["AWS_ENDPOINT_URL"]
 N = int(os.environ.get("N", "100000"))
+LAYOUT = os.environ.get("LAYOUT", "tree")
+# DELETE=both|yes|no: run each tool with --delete, without, or both (rclone sync always deletes; its
+# no-delete form is `rclone copy`).
+DELETE = os.environ.get("DELETE", "yes")
+ONLY = os.environ.get("ONLY", "")  # comma-separated substrings of tool names to run (default: all)
 RUNS = int(os.environ.get("RUNS", "3"))
 SERVER_PID = os.environ.get("S3SYNC_SERVER_PID")
 client = boto3.client("s3", endpoint_url=EP)
@@ -56,13 +62,24 @@ def run(cmd, env):
             "server": server_cpu() - s0}
 
 
+def key(i):
+    """The i-th key: 55 bytes, in prefixes of 1,000 (LAYOUT=tree) or all in one prefix (LAYOUT=flat)."""
+    if LAYOUT == "flat":
+        return f"data/object-{i:010}-padding-to-55-bytes--flat.bin"
+    return f"data/set-{i // 1000:04}/object-{i:010}-padding-to-55-bytes.bin"
+
+
 def populate(tree, bucket, copy):
     if not tree.exists():
-        for d in range(N // 1000 or 1):
-            p = tree / f"data/set-{d:04}"
-            p.mkdir(parents=True, exist_ok=True)
-            for i in range(min(1000, N)):
-                (p / f"object-{d * 1000 + i:010}-padding-to-55-bytes.bin").write_bytes(b"x")
+        partial = tree.with_name(tree.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        for i in range(N):
+            k = key(i)
+            assert len(k) == 55, k
+            if i % 1000 == 0:
+                (partial / k).parent.mkdir(parents=True, exist_ok=True)
+            (partial / k).write_bytes(b"x")
+        partial.rename(tree)
     for b in (bucket, copy):
         try:
             client.create_bucket(Bucket=b)
@@ -71,7 +88,8 @@ def populate(tree, bucket, copy):
     env = dict(os.environ)
     subprocess.run([OURS, "--worker-size", "64", str(tree), f"s3://{bucket}/"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run([OURS, f"s3://{bucket}/", f"s3://{copy}/"], env=env, check=True,
+    subprocess.run([OURS, "--worker-size", "64", "--server-side-copy", f"s3://{bucket}/", f"s3://{copy}/"],
+                   env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -94,37 +112,48 @@ def commands(tree, bucket, copy, work):
                      "ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
                      "SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"], "FORCE_PATH_STYLE": "true"}.items():
             env[f"RCLONE_CONFIG_G_{k}"] = v
-        tools["rclone (--size-only)"] = ([rclone, "sync", "--size-only"], env)
+        tools["rclone (--size-only)"] = ([rclone, "--size-only"], env)
+    if ONLY:
+        tools = {n: t for n, t in tools.items() if any(o in n for o in ONLY.split(","))}
+    deletes = {"yes": [True], "no": [False], "both": [True, False]}[DELETE]
     out = []
     for name, (base, env) in tools.items():
-        for direction, (src, dst) in {"local->S3": (str(tree), f"s3://{bucket}/"),
-                                      "S3->S3": (f"s3://{bucket}/", f"s3://{copy}/")}.items():
-            if "rclone" in name:
-                conv = lambda u: u.replace("s3://", "g:").rstrip("/") if u.startswith("s3://") else u
-                cmd = base + [conv(src), conv(dst)]
-            else:
-                ep = []  # the original refuses endpoint options for a local end
-                for side, url in (("source", src), ("target", dst)):
-                    if url.startswith("s3://") and "original" in name:
-                        ep += [f"--{side}-endpoint-url", EP, f"--{side}-force-path-style"]
-                cmd = base + ep + ["--delete", src, dst]
-            out.append((name, direction, cmd, env))
+        for delete in deletes:
+            for direction, (src, dst) in {"local->S3": (str(tree), f"s3://{bucket}/"),
+                                          "S3->S3": (f"s3://{bucket}/", f"s3://{copy}/")}.items():
+                if "rclone" in name:
+                    conv = lambda u: u.replace("s3://", "g:").rstrip("/") if u.startswith("s3://") else u
+                    cmd = base[:1] + ["sync" if delete else "copy"] + base[1:] + [conv(src), conv(dst)]
+                else:
+                    ep = []  # the original refuses endpoint options for a local end
+                    for side, url in (("source", src), ("target", dst)):
+                        if url.startswith("s3://") and "original" in name:
+                            ep += [f"--{side}-endpoint-url", EP, f"--{side}-force-path-style"]
+                    cmd = base + ep + (["--delete"] if delete else []) + [src, dst]
+                out.append((name, direction + (" --delete" if delete else ""), cmd, env))
     return out
 
 
 def main():
     work = tempfile.mkdtemp(prefix="s3sync-bench-noop-")
-    tree = Path(os.environ.get("TREE", f"/tmp/s3sync-noop-tree-{N}"))
-    bucket, copy = os.environ.get("BUCKET", f"noop{N}"), os.environ.get("COPY", f"noop{N}copy")
+    tag = "" if LAYOUT == "tree" else LAYOUT
+    tree = Path(os.environ.get("TREE", f"/tmp/s3sync-noop-tree-{N}{tag}"))
+    bucket = os.environ.get("BUCKET", f"noop{N}{tag}")
+    copy = os.environ.get("COPY", f"noop{N}{tag}copy")
     if "BUCKET" not in os.environ:  # BUCKET/COPY: already filled from TREE
         populate(tree, bucket, copy)
+    if os.environ.get("POPULATE_ONLY"):
+        return
     cmds = commands(tree, bucket, copy, work)
     results = {(n, d): [] for n, d, _, _ in cmds}
     for rep in range(RUNS):
         for n, d, cmd, env in (cmds if rep % 2 == 0 else list(reversed(cmds))):
-            results[(n, d)].append(run(cmd, env))
-    print(f"N = {N} objects (55-byte keys, 1 byte each, {max(1, N // 1000)} prefixes of 1,000), {RUNS} runs, medians"
-          " (min-max of wall)")
+            r = run(cmd, env)
+            print(f"{n} | {d} | {r}", file=sys.stderr, flush=True)
+            results[(n, d)].append(r)
+    shape = "one flat prefix" if LAYOUT == "flat" else f"{max(1, N // 1000)} prefixes of 1,000"
+    print(f"N = {N} objects (55-byte keys, 1 byte each, {shape}), {RUNS} runs, medians (min-max of wall)",
+          flush=True)
     print("| tool | direction | wall s | client CPU s | peak RSS MiB | server CPU s |")
     print("|---|---|---|---|---|---|")
     for (n, d), rs in results.items():

@@ -6,9 +6,15 @@
 //!
 //! The peak RSS (VmHWM) is read when the listed count crosses 10k, 100k, 1M and 10M.
 //!
+//! With `--first-transfer` the target is empty instead, and the run stops at the first request that
+//! is not a listing (the first transfer): it prints how many source and target pages had been
+//! answered by then, at sizes of 10k to 10M keys, to show that transfers start within the first
+//! listing pages however large the listing (nothing waits for a listing to end).
+//!
 //! ```sh
-//! cargo bench --bench listing_memory              # up to 10,000,000 keys
-//! cargo bench --bench listing_memory -- 1000000   # up to 1,000,000 keys
+//! cargo bench --bench listing_memory                      # up to 10,000,000 keys
+//! cargo bench --bench listing_memory -- 1000000           # up to 1,000,000 keys
+//! cargo bench --bench listing_memory -- --first-transfer  # first transfer at 10k .. 10M keys
 //! ```
 
 use aws_smithy_types::body::SdkBody;
@@ -39,7 +45,7 @@ fn index_after(s: &str, n: u64) -> u64 {
     lo
 }
 
-/// One page of ListObjectsV2 for a request URI over the keys `0..n`.
+/// One page of ListObjectsV2 for a request URI over the keys `0..n` (`n` = 0: an empty bucket).
 fn page(query: &str, n: u64) -> String {
     let param = |name: &str| {
         query.split('&').find_map(|kv| {
@@ -82,12 +88,42 @@ fn hwm_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The client settings of an S3 end answered by `http`.
+fn client(http: aws_smithy_runtime_api::client::http::SharedHttpClient) -> ClientConfig {
+    ClientConfig {
+        access_key: Some("bench".into()),
+        secret_access_key: Some("bench".into()),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some("http://synthetic.invalid".into()),
+        force_path_style: true,
+        http_client: Some(http),
+        ..Default::default()
+    }
+}
+
+/// A sync of `s3://source/` into `s3://target/` with `--delete`, both answered by `http`.
+fn config(http: aws_smithy_runtime_api::client::http::SharedHttpClient) -> Config {
+    Config::builder(
+        Location::parse("s3://source/").expect("location"),
+        Location::parse("s3://target/").expect("location"),
+    )
+    .source_client(client(http.clone()))
+    .target_client(client(http))
+    .with(|c| c.delete = true)
+    .build()
+    .expect("config")
+}
+
 fn main() {
     s3sync::prefer_small_pages();
-    let n: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(10_000_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--first-transfer") {
+        for n in [10_000, 100_000, 1_000_000, 10_000_000] {
+            first_transfer(n);
+        }
+        return;
+    }
+    let n: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(10_000_000);
     let pages = Arc::new(AtomicU64::new(0));
     let p = pages.clone();
     let http = aws_smithy_http_client::test_util::infallible_client_fn(move |req| {
@@ -106,24 +142,7 @@ fn main() {
                 .unwrap()
         }
     });
-    let client = ClientConfig {
-        access_key: Some("bench".into()),
-        secret_access_key: Some("bench".into()),
-        region: Some("us-east-1".into()),
-        endpoint_url: Some("http://synthetic.invalid".into()),
-        force_path_style: true,
-        http_client: Some(http),
-        ..Default::default()
-    };
-    let cfg = Config::builder(
-        Location::parse("s3://source/").expect("location"),
-        Location::parse("s3://target/").expect("location"),
-    )
-    .source_client(client.clone())
-    .target_client(client)
-    .with(|c| c.delete = true)
-    .build()
-    .expect("config");
+    let cfg = config(http);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
         let sync = Sync::new(cfg);
@@ -162,4 +181,61 @@ fn main() {
         );
         assert_eq!((stats.skipped, stats.transferred, stats.deleted), (n, 0, 0));
     });
+}
+
+/// A sync of `n` source keys into an empty target, stopped at its first request that is not a
+/// listing: prints the pages answered before it and the time it took.
+fn first_transfer(n: u64) {
+    let source_pages = Arc::new(AtomicU64::new(0));
+    let target_pages = Arc::new(AtomicU64::new(0));
+    let first = Arc::new(std::sync::OnceLock::<(u64, u64, f64, String)>::new());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (sp, tp, f, c) = (
+        source_pages.clone(),
+        target_pages.clone(),
+        first.clone(),
+        cancel.clone(),
+    );
+    let started = Instant::now();
+    let http = aws_smithy_http_client::test_util::infallible_client_fn(move |req| {
+        let to_target = req.uri().path().starts_with("/target");
+        let ok = |body: SdkBody| hyper::http::Response::builder().status(200).body(body).unwrap();
+        if req.uri().query().is_some_and(|q| q.contains("list-type=2")) {
+            let (pages, keys) = if to_target { (&tp, 0) } else { (&sp, n) };
+            pages.fetch_add(1, Ordering::Relaxed);
+            return ok(SdkBody::from(page(req.uri().query().unwrap_or_default(), keys)));
+        }
+        if req.method() == "HEAD" && req.uri().path().trim_matches('/').split('/').count() == 1 {
+            return ok(SdkBody::empty()); // HeadBucket
+        }
+        // The first transfer's first request (HEAD or GET of a source object, PUT of a target).
+        let _ = f.set((
+            sp.load(Ordering::Relaxed),
+            tp.load(Ordering::Relaxed),
+            started.elapsed().as_secs_f64(),
+            format!("{} {}", req.method(), req.uri().path()),
+        ));
+        c.cancel();
+        hyper::http::Response::builder()
+            .status(503)
+            .body(SdkBody::empty())
+            .unwrap()
+    });
+    let cfg = config(http);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let sync = Sync::new(cfg);
+        let token = sync.cancellation_token();
+        let run = tokio::spawn(sync.run());
+        cancel.cancelled().await;
+        token.cancel();
+        let _ = run.await;
+    });
+    if let Some((s, t, secs, req)) = first.get() {
+        println!(
+            "{n} source keys, empty target: first transfer request ({req}) after {s} source and {t} \
+             target list pages, {:.1} ms",
+            secs * 1000.0
+        );
+    }
 }

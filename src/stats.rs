@@ -186,9 +186,10 @@ pub struct Stats {
     pub planned_objects: u64,
     /// Bytes to transfer, known so far.
     pub planned_bytes: u64,
-    /// Source objects listed so far.
+    /// Source objects listed so far (by the listing that runs: a listing repeated because one was
+    /// found out of key order counts from zero again).
     pub listed_source: u64,
-    /// Target objects listed so far.
+    /// Target objects listed so far (likewise).
     pub listed_target: u64,
     /// Whether both listings have finished (so the plan is complete).
     pub listing_done: bool,
@@ -318,6 +319,13 @@ impl Reporter {
         self.counters.listed_target.fetch_add(target, Ordering::Relaxed);
     }
 
+    /// Starts the listed counts again from zero: the listings are repeated (one was found out of key
+    /// order), and the progress line counts the listing that runs.
+    pub fn relisting(&self) {
+        self.counters.listed_source.store(0, Ordering::Relaxed);
+        self.counters.listed_target.store(0, Ordering::Relaxed);
+    }
+
     /// Marks the listings as complete.
     pub fn listing_done(&self) {
         self.counters.listing_done.store(true, Ordering::Relaxed);
@@ -429,6 +437,19 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repeated listing (one was out of key order) counts from zero: the progress line never shows
+    /// the first listing's objects twice.
+    #[test]
+    fn a_repeated_listing_counts_from_zero() {
+        let r = Reporter::new(None);
+        r.listed(3, 2);
+        r.listed(1, 0);
+        assert_eq!((r.snapshot().listed_source, r.snapshot().listed_target), (4, 2));
+        r.relisting();
+        r.listed(1, 1);
+        assert_eq!((r.snapshot().listed_source, r.snapshot().listed_target), (1, 1));
+    }
 
     /// The event callback's queue holds only the events its mask asks for, plus the run's end.
     #[test]

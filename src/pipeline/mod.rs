@@ -39,14 +39,14 @@ struct Pass {
     deletions: spill::Spill,
 }
 
-/// The keys the first pass decided (skipped or handed to a worker), so that a pass that lists again
-/// after finding a listing out of order neither counts nor transfers them twice. Bounded: a listing
-/// out of order shows it within its first pages; keys past the bound are decided again (the target
-/// then holds them, so they count as up to date).
+/// The keys a pass decided (skipped or handed to a worker), so that a pass that lists again after
+/// finding a listing out of order neither counts nor transfers them twice. Bounded: a listing out of
+/// order shows it within its first pages (no key is decided before each side showed 1,000 in order);
+/// keys past the bound are decided again, and are counted twice (a transfer, or a plan under
+/// --dry-run, in the first pass; up to date, or planned again, in the second).
 #[derive(Default)]
 struct Decided {
     keys: std::collections::HashSet<String>,
-    recording: bool,
 }
 
 impl Decided {
@@ -54,7 +54,7 @@ impl Decided {
     const MAX: usize = 10_000;
 
     fn record(&mut self, key: &str) {
-        if self.recording && self.keys.len() < Self::MAX {
+        if self.keys.len() < Self::MAX {
             self.keys.insert(key.to_string());
         }
     }
@@ -247,6 +247,7 @@ impl Sync {
             }
             let side = if again.source { "source" } else { "target" };
             warn!("the {side} listing is not in key order: listing again, sorted on disk");
+            self.reporter.relisting();
             // Every S3 side is sorted now (local walks are sorted already), so there is no third pass.
             sort.source |= again.source || matches!(source, End::S3(_));
             sort.target |= again.target || matches!(target, End::S3(_));
@@ -288,8 +289,8 @@ impl Sync {
         sort: Disorder,
         decided: &mut Decided,
     ) -> Result<Pass> {
+        // What the pass before decided (empty in the first pass); this pass records afresh.
         let earlier = std::mem::take(&mut decided.keys);
-        decided.recording = earlier.is_empty();
         let cfg = self.cfg.clone();
         // Listers.
         // The listing queues: --object-listing-queue-size, never above the flat-memory bound.

@@ -7,6 +7,7 @@
 //! in groups of equal size as they pile up, so the number of open files stays small and every entry
 //! is rewritten only a few times however long the listing is.
 
+use super::spill::{read_str, temp_file, write_str};
 use crate::error::{Error, Result};
 use crate::storage::Entry;
 use std::cmp::Reverse;
@@ -243,10 +244,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::ListingAborted(format!("sorting the listing: {e}")))?
 }
 
-fn temp_file() -> Result<File> {
-    tempfile::tempfile().map_err(|e| Error::local("create", std::env::temp_dir(), e))
-}
-
 fn io_error(e: std::io::Error) -> Error {
     Error::local("sort the listing in", std::env::temp_dir(), e)
 }
@@ -258,23 +255,18 @@ fn approx_size(e: &Entry) -> usize {
         + e.version_id.as_ref().map_or(0, String::len)
 }
 
-fn write_bytes(w: &mut impl Write, b: &[u8]) -> std::io::Result<()> {
-    w.write_all(&(b.len() as u32).to_le_bytes())?;
-    w.write_all(b)
-}
-
 fn write_opt(w: &mut impl Write, s: Option<&String>) -> std::io::Result<()> {
     match s {
         None => w.write_all(&[0]),
         Some(s) => {
             w.write_all(&[1])?;
-            write_bytes(w, s.as_bytes())
+            write_str(w, s)
         }
     }
 }
 
 fn write_entry(w: &mut impl Write, e: &Entry) -> std::io::Result<()> {
-    write_bytes(w, e.key.as_bytes())?;
+    write_str(w, &e.key)?;
     w.write_all(&e.size.to_le_bytes())?;
     let (sign, d) = match e.mtime.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => (0u8, d),
@@ -294,10 +286,7 @@ fn read_array<const N: usize>(r: &mut impl Read) -> std::io::Result<[u8; N]> {
 }
 
 fn read_string(r: &mut impl Read) -> std::io::Result<String> {
-    let len = u32::from_le_bytes(read_array(r)?) as usize;
-    let mut b = vec![0u8; len];
-    r.read_exact(&mut b)?;
-    String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    read_str(r)?.ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
 }
 
 fn read_opt(r: &mut impl Read) -> std::io::Result<Option<String>> {
@@ -309,15 +298,7 @@ fn read_opt(r: &mut impl Read) -> std::io::Result<Option<String>> {
 
 /// The next entry of a run, `None` at its end.
 fn read_entry(r: &mut BufReader<File>) -> std::io::Result<Option<Entry>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let mut key = vec![0u8; u32::from_le_bytes(len) as usize];
-    r.read_exact(&mut key)?;
-    let key = String::from_utf8(key).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let Some(key) = read_str(r)? else { return Ok(None) };
     let size = u64::from_le_bytes(read_array(r)?);
     let sign = read_array::<1>(r)?[0];
     let secs = u64::from_le_bytes(read_array(r)?);

@@ -1,5 +1,6 @@
 //! Deletion candidates wait in a temporary file until the source listing has completed, so `--delete`
-//! costs disk, not memory, however many target objects are to go.
+//! costs disk, not memory, however many target objects are to go. The temporary-file and record
+//! helpers here serve the on-disk sort of unordered listings too.
 
 use crate::error::{Error, Result};
 use std::fs::File;
@@ -11,13 +12,38 @@ pub struct Spill {
     count: u64,
 }
 
+/// A new temporary file, removed when closed (or at a crash: it has no name).
+pub(crate) fn temp_file() -> Result<File> {
+    tempfile::tempfile().map_err(|e| Error::local("create", std::env::temp_dir(), e))
+}
+
+/// Writes `s` as a record field: its length (u32, little-endian), then its bytes.
+pub(crate) fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+    let len = u32::try_from(s.len()).map_err(|_| std::io::Error::other("field longer than 4 GiB"))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+/// Reads a field written by [`write_str`]; `None` at the end of the file (before its length).
+pub(crate) fn read_str(r: &mut impl Read) -> std::io::Result<Option<String>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+    r.read_exact(&mut buf)?;
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 impl Spill {
     /// A spill file, created only when `enabled`.
     pub fn new(enabled: bool) -> Result<Self> {
         let file = if enabled {
-            Some(BufWriter::new(
-                tempfile::tempfile().map_err(|e| Error::local("create", std::env::temp_dir(), e))?,
-            ))
+            Some(BufWriter::new(temp_file()?))
         } else {
             None
         };
@@ -28,10 +54,7 @@ impl Spill {
     pub fn push(&mut self, key: &str, etag: Option<&str>) -> Result<()> {
         let Some(f) = self.file.as_mut() else { return Ok(()) };
         for field in [key, etag.unwrap_or("")] {
-            let len = u32::try_from(field.len()).map_err(|_| Error::InvalidArgument("key too long".into()))?;
-            f.write_all(&len.to_le_bytes())
-                .and_then(|_| f.write_all(field.as_bytes()))
-                .map_err(|e| Error::local("write", "deletion list", e))?;
+            write_str(f, field).map_err(|e| Error::local("write", "deletion list", e))?;
         }
         self.count += 1;
         Ok(())
@@ -57,11 +80,9 @@ impl Spill {
             remaining -= 1;
             let r = reader.as_mut()?;
             let mut field = || -> Result<String> {
-                let mut len = [0u8; 4];
-                r.read_exact(&mut len).map_err(io)?;
-                let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
-                r.read_exact(&mut buf).map_err(io)?;
-                String::from_utf8(buf).map_err(|e| io(std::io::Error::other(e)))
+                read_str(r)
+                    .map_err(io)?
+                    .ok_or_else(|| io(std::io::ErrorKind::UnexpectedEof.into()))
             };
             Some(field().and_then(|key| Ok((key, Some(field()?).filter(|e| !e.is_empty())))))
         }))
