@@ -29,13 +29,22 @@ ORIG = os.environ.get("S3SYNC_ORIG_BIN", str(CACHE / "s3sync-orig/bin/s3sync"))
 EP = os.environ["AWS_ENDPOINT_URL"]
 N = int(os.environ.get("N", "100000"))
 LAYOUT = os.environ.get("LAYOUT", "tree")
-# DELETE=both|yes|no: run each tool with --delete, without, or both (rclone sync always deletes; its
+# NOOP_DELETE=both|yes|no: run each tool with --delete, without, or both (rclone sync always deletes; its
 # no-delete form is `rclone copy`).
-DELETE = os.environ.get("DELETE", "yes")
+DELETE = os.environ.get("NOOP_DELETE", "yes")
+# DIRECTIONS: comma-separated, of local->S3, S3->S3, S3->local (the last into a copy of the tree whose
+# files are dated 2030, so that no tool finds the bucket's objects newer).
+DIRECTIONS = os.environ.get("DIRECTIONS", "local->S3,S3->S3,S3->local").split(",")
 ONLY = os.environ.get("ONLY", "")  # comma-separated substrings of tool names to run (default: all)
 RUNS = int(os.environ.get("RUNS", "3"))
 SERVER_PID = os.environ.get("S3SYNC_SERVER_PID")
 client = boto3.client("s3", endpoint_url=EP)
+# This script's own settings are not passed on: s3sync reads options from the environment too.
+OWN = {"N", "RUNS", "LAYOUT", "NOOP_DELETE", "DIRECTIONS", "ONLY", "TREE", "BUCKET", "COPY", "POPULATE_ONLY"}
+
+
+def tool_env():
+    return {k: v for k, v in os.environ.items() if k not in OWN}
 
 
 def server_cpu():
@@ -85,7 +94,7 @@ def populate(tree, bucket, copy):
             client.create_bucket(Bucket=b)
         except client.exceptions.BucketAlreadyOwnedByYou:
             pass
-    env = dict(os.environ)
+    env = tool_env()
     subprocess.run([OURS, "--worker-size", "64", str(tree), f"s3://{bucket}/"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run([OURS, "--worker-size", "64", "--server-side-copy", f"s3://{bucket}/", f"s3://{copy}/"],
@@ -93,8 +102,21 @@ def populate(tree, bucket, copy):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def download_tree(tree):
+    """A copy of `tree` with every file dated 2030: the S3->local target, already up to date."""
+    down = tree.with_name(tree.name + "-down")
+    if not down.exists():
+        partial = down.with_name(down.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(tree), str(partial)], check=True)
+        subprocess.run(f"find '{partial}' -type f -print0 | xargs -0 touch -d 2030-01-01", shell=True,
+                       check=True)
+        partial.rename(down)
+    return down
+
+
 def commands(tree, bucket, copy, work):
-    s3_env = dict(os.environ)
+    s3_env = tool_env()
     tools = {
         "ours, sequential listing": ([OURS, "--max-parallel-listings", "1"], s3_env),
         "ours (parallel listing, default)": ([OURS], s3_env),
@@ -119,8 +141,11 @@ def commands(tree, bucket, copy, work):
     out = []
     for name, (base, env) in tools.items():
         for delete in deletes:
-            for direction, (src, dst) in {"local->S3": (str(tree), f"s3://{bucket}/"),
-                                          "S3->S3": (f"s3://{bucket}/", f"s3://{copy}/")}.items():
+            ends = {"local->S3": (str(tree), f"s3://{bucket}/"),
+                    "S3->S3": (f"s3://{bucket}/", f"s3://{copy}/"),
+                    "S3->local": (f"s3://{bucket}/", str(tree.with_name(tree.name + "-down")))}
+            for direction in DIRECTIONS:
+                src, dst = ends[direction]
                 if "rclone" in name:
                     conv = lambda u: u.replace("s3://", "g:").rstrip("/") if u.startswith("s3://") else u
                     cmd = base[:1] + ["sync" if delete else "copy"] + base[1:] + [conv(src), conv(dst)]
@@ -142,6 +167,8 @@ def main():
     copy = os.environ.get("COPY", f"noop{N}{tag}copy")
     if "BUCKET" not in os.environ:  # BUCKET/COPY: already filled from TREE
         populate(tree, bucket, copy)
+    if "S3->local" in DIRECTIONS:
+        download_tree(tree)
     if os.environ.get("POPULATE_ONLY"):
         return
     cmds = commands(tree, bucket, copy, work)
