@@ -4,6 +4,7 @@
 //! diff can merge them without holding either in memory.
 
 pub mod client;
+mod list_xml;
 pub mod local;
 pub mod parallel_list;
 pub mod s3;

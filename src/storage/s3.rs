@@ -604,6 +604,8 @@ impl S3Storage {
     /// One page of the listing under the prefix: its entries (prefix removed, in the server's order)
     /// and where the next page starts, `None` at the end.
     pub async fn list_page(&self, max_keys: i32, page: Page) -> Result<(Vec<Entry>, Option<Page>)> {
+        // Successful pages are read by the fast reader (`list_xml`), the rest by the SDK.
+        let fast: super::list_xml::Slot = Default::default();
         let resp = self
             .client
             .list_objects_v2()
@@ -613,28 +615,48 @@ impl S3Storage {
             .max_keys(max_keys)
             .set_start_after(page.start_after.as_deref().map(|k| self.full_key(k)))
             .set_continuation_token(page.token)
+            .customize()
+            .interceptor(super::list_xml::FastList::new(fast.clone()))
             .send()
             .await
             .map_err(|e| self.err("ListObjectsV2", &self.prefix, e))?;
-        let mut entries = Vec::with_capacity(resp.contents().len());
-        for obj in resp.contents() {
-            let Some(full) = obj.key() else { continue };
-            let Some(rel) = full.strip_prefix(self.prefix.as_str()) else {
-                continue;
-            };
-            if rel.is_empty() {
-                continue; // the prefix itself (e.g. a directory marker equal to the prefix)
+        let prefix = self.prefix.as_str();
+        // The key relative to the prefix; `None` for keys outside it and for the prefix itself (e.g. a
+        // directory marker equal to the prefix).
+        let relative = |full: &str| full.strip_prefix(prefix).is_some_and(|rel| !rel.is_empty());
+        let fast = fast.lock().ok().and_then(|mut page| page.take());
+        let mut entries = Vec::with_capacity(fast.as_ref().map_or(resp.contents().len(), |p| p.objects.len()));
+        if let Some(page) = fast {
+            for obj in page.objects {
+                if !relative(&obj.key) {
+                    continue;
+                }
+                let mut key = obj.key;
+                key.drain(..prefix.len());
+                entries.push(Entry {
+                    key,
+                    size: obj.size,
+                    mtime: obj.mtime,
+                    etag: obj.etag.as_deref().map(crate::checksum::normalize_etag),
+                    version_id: None,
+                });
             }
-            entries.push(Entry {
-                key: rel.to_string(),
-                size: obj.size().unwrap_or(0).max(0) as u64,
-                mtime: obj
-                    .last_modified()
-                    .map(to_system_time)
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-                etag: obj.e_tag().map(crate::checksum::normalize_etag),
-                version_id: None,
-            });
+        } else {
+            for obj in resp.contents() {
+                let Some(full) = obj.key().filter(|k| relative(k)) else {
+                    continue;
+                };
+                entries.push(Entry {
+                    key: full[prefix.len()..].to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    mtime: obj
+                        .last_modified()
+                        .map(to_system_time)
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                    etag: obj.e_tag().map(crate::checksum::normalize_etag),
+                    version_id: None,
+                });
+            }
         }
         let next = match (resp.is_truncated() == Some(true), resp.next_continuation_token()) {
             (true, Some(t)) if !t.is_empty() => Some(Page {
