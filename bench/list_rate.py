@@ -30,12 +30,13 @@ BUCKET = os.environ.get("BUCKET", f"noop{N}{'' if LAYOUT == 'tree' else LAYOUT}"
 SERVER_PID = os.environ.get("S3SYNC_SERVER_PID")
 CREDS = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 REGION = os.environ.get("AWS_REGION", "us-east-1")
-LAST_KEY = re.compile(rb"<Key>([^<]*)</Key>(?!.*<Key>)", re.S)
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+LAST_KEY = re.compile(rb"<Key>([^<]*)</Key>")
 
 
 def key(i):
     if LAYOUT == "flat":
-        return f"data/object-{i:010}-padding-to-55-bytes--flat.bin"
+        return f"data/object-{i:010}-padding-to-55-bytes--flat.bin.xy"
     return f"data/set-{i // 1000:04}/object-{i:010}-padding-to-55-bytes.bin"
 
 
@@ -57,15 +58,16 @@ def chain(lo, hi, out):
         if after:
             q["start-after"] = after
         url = f"{EP.scheme}://{EP.netloc}/{BUCKET}?{urllib.parse.urlencode(sorted(q.items()))}"
-        req = AWSRequest(method="GET", url=url)
+        req = AWSRequest(method="GET", url=url, headers={"X-Amz-Content-SHA256": EMPTY_SHA256})
         SigV4Auth(CREDS, "s3", REGION).add_auth(req)
         conn.request("GET", url[len(f"{EP.scheme}://{EP.netloc}"):], headers=dict(req.headers))
         body = conn.getresponse().read()
         pages += 1
-        m = LAST_KEY.search(body)
+        i = body.rfind(b"<Key>")
+        m = LAST_KEY.match(body, i) if i >= 0 else None
         if not m:
-            break
-        last = urllib.parse.unquote(m.group(1).decode())
+            raise SystemExit(f"unexpected answer: {body[:300]!r}")
+        last = m.group(1).decode().replace("&amp;", "&")
         keys += body.count(b"<Key>")
         if last >= end or b"<IsTruncated>false" in body:
             break

@@ -74,7 +74,7 @@ def run(cmd, env):
 def key(i):
     """The i-th key: 55 bytes, in prefixes of 1,000 (LAYOUT=tree) or all in one prefix (LAYOUT=flat)."""
     if LAYOUT == "flat":
-        return f"data/object-{i:010}-padding-to-55-bytes--flat.bin"
+        return f"data/object-{i:010}-padding-to-55-bytes--flat.bin.xy"
     return f"data/set-{i // 1000:04}/object-{i:010}-padding-to-55-bytes.bin"
 
 
