@@ -79,6 +79,14 @@ fn page(query: &str, n: u64) -> String {
     xml
 }
 
+/// An answer of the in-process server.
+fn respond(status: u16, body: SdkBody) -> hyper::http::Response<SdkBody> {
+    hyper::http::Response::builder()
+        .status(status)
+        .body(body)
+        .expect("a valid response")
+}
+
 fn hwm_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -129,17 +137,10 @@ fn main() {
     let http = aws_smithy_http_client::test_util::infallible_client_fn(move |req| {
         if req.uri().query().is_some_and(|q| q.contains("list-type=2")) {
             p.fetch_add(1, Ordering::Relaxed);
-            let body = page(req.uri().query().unwrap_or_default(), n);
-            hyper::http::Response::builder()
-                .status(200)
-                .body(SdkBody::from(body))
-                .unwrap()
+            respond(200, SdkBody::from(page(req.uri().query().unwrap_or_default(), n)))
         } else {
             // HeadBucket and anything else: an empty success.
-            hyper::http::Response::builder()
-                .status(200)
-                .body(SdkBody::empty())
-                .unwrap()
+            respond(200, SdkBody::empty())
         }
     });
     let cfg = config(http);
@@ -199,14 +200,13 @@ fn first_transfer(n: u64) {
     let started = Instant::now();
     let http = aws_smithy_http_client::test_util::infallible_client_fn(move |req| {
         let to_target = req.uri().path().starts_with("/target");
-        let ok = |body: SdkBody| hyper::http::Response::builder().status(200).body(body).unwrap();
         if req.uri().query().is_some_and(|q| q.contains("list-type=2")) {
             let (pages, keys) = if to_target { (&tp, 0) } else { (&sp, n) };
             pages.fetch_add(1, Ordering::Relaxed);
-            return ok(SdkBody::from(page(req.uri().query().unwrap_or_default(), keys)));
+            return respond(200, SdkBody::from(page(req.uri().query().unwrap_or_default(), keys)));
         }
         if req.method() == "HEAD" && req.uri().path().trim_matches('/').split('/').count() == 1 {
-            return ok(SdkBody::empty()); // HeadBucket
+            return respond(200, SdkBody::empty()); // HeadBucket
         }
         // The first transfer's first request (HEAD or GET of a source object, PUT of a target).
         let _ = f.set((
@@ -216,10 +216,7 @@ fn first_transfer(n: u64) {
             format!("{} {}", req.method(), req.uri().path()),
         ));
         c.cancel();
-        hyper::http::Response::builder()
-            .status(503)
-            .body(SdkBody::empty())
-            .unwrap()
+        respond(503, SdkBody::empty())
     });
     let cfg = config(http);
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -283,27 +283,22 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips the element just opened, with whatever it contains.
-    fn skip(&mut self, name: &str, empty: bool) -> Option<()> {
+    fn skip(&mut self, name: &'a str, empty: bool) -> Option<()> {
         if empty {
             return Some(());
         }
-        let mut depth = 1usize;
-        let mut names: Vec<&'a str> = Vec::new();
+        // The elements open inside, innermost last; every end tag must close the innermost.
+        let mut open: Vec<&'a str> = vec![name];
         loop {
             self.pos += self.rest().find('<')?;
             match self.tag()? {
                 Tag::Open(_, true) => {}
-                Tag::Open(n, false) => {
-                    names.push(n);
-                    depth += 1;
-                }
+                Tag::Open(n, false) => open.push(n),
                 Tag::Close(n) => {
-                    depth -= 1;
-                    let expected = names.pop().unwrap_or(name);
-                    if n != expected {
+                    if open.pop() != Some(n) {
                         return None;
                     }
-                    if depth == 0 {
+                    if open.is_empty() {
                         return Some(());
                     }
                 }

@@ -620,43 +620,41 @@ impl S3Storage {
             .send()
             .await
             .map_err(|e| self.err("ListObjectsV2", &self.prefix, e))?;
+        // The fast reader's page, or the SDK's reading of it, as one list of objects.
+        let objects = match fast.lock().ok().and_then(|mut page| page.take()) {
+            Some(page) => page.objects,
+            None => resp
+                .contents()
+                .iter()
+                .filter_map(|obj| {
+                    Some(super::list_xml::Listed {
+                        key: obj.key()?.to_string(),
+                        size: obj.size().unwrap_or(0).max(0) as u64,
+                        mtime: obj
+                            .last_modified()
+                            .map(to_system_time)
+                            .unwrap_or(SystemTime::UNIX_EPOCH),
+                        etag: obj.e_tag().map(str::to_string),
+                    })
+                })
+                .collect(),
+        };
         let prefix = self.prefix.as_str();
-        // The key relative to the prefix; `None` for keys outside it and for the prefix itself (e.g. a
-        // directory marker equal to the prefix).
-        let relative = |full: &str| full.strip_prefix(prefix).is_some_and(|rel| !rel.is_empty());
-        let fast = fast.lock().ok().and_then(|mut page| page.take());
-        let mut entries = Vec::with_capacity(fast.as_ref().map_or(resp.contents().len(), |p| p.objects.len()));
-        if let Some(page) = fast {
-            for obj in page.objects {
-                if !relative(&obj.key) {
-                    continue;
-                }
-                let mut key = obj.key;
-                key.drain(..prefix.len());
-                entries.push(Entry {
-                    key,
-                    size: obj.size,
-                    mtime: obj.mtime,
-                    etag: obj.etag.as_deref().map(crate::checksum::normalize_etag),
-                    version_id: None,
-                });
+        let mut entries = Vec::with_capacity(objects.len());
+        for obj in objects {
+            // Keys outside the prefix, and the prefix itself (e.g. a directory marker equal to it).
+            if obj.key.strip_prefix(prefix).is_none_or(str::is_empty) {
+                continue;
             }
-        } else {
-            for obj in resp.contents() {
-                let Some(full) = obj.key().filter(|k| relative(k)) else {
-                    continue;
-                };
-                entries.push(Entry {
-                    key: full[prefix.len()..].to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    mtime: obj
-                        .last_modified()
-                        .map(to_system_time)
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                    etag: obj.e_tag().map(crate::checksum::normalize_etag),
-                    version_id: None,
-                });
-            }
+            let mut key = obj.key;
+            key.drain(..prefix.len());
+            entries.push(Entry {
+                key,
+                size: obj.size,
+                mtime: obj.mtime,
+                etag: obj.etag.as_deref().map(crate::checksum::normalize_etag),
+                version_id: None,
+            });
         }
         let next = match (resp.is_truncated() == Some(true), resp.next_continuation_token()) {
             (true, Some(t)) if !t.is_empty() => Some(Page {
