@@ -140,7 +140,17 @@ pub fn etag_from_parts(parts: &[Md5Digest], multipart: bool) -> String {
 
 /// Strips the quotes S3 puts around ETags and lower-cases the hex.
 pub fn normalize_etag(etag: &str) -> String {
-    etag.trim().trim_matches('"').to_ascii_lowercase()
+    normalized_etag(etag.to_string())
+}
+
+/// [`normalize_etag`] in the string's own memory.
+pub fn normalized_etag(mut etag: String) -> String {
+    let bare = etag.trim().trim_matches('"');
+    let (start, len) = (bare.as_ptr() as usize - etag.as_ptr() as usize, bare.len());
+    etag.truncate(start + len);
+    etag.drain(..start);
+    etag.make_ascii_lowercase();
+    etag
 }
 
 /// The number of parts in a multipart ETag (`…-N`), or `None` for a plain one.
@@ -304,6 +314,9 @@ mod tests {
         assert_eq!(etag_part_count("\"abc-3\""), Some(3));
         assert_eq!(etag_part_count("abc"), None);
         assert_eq!(normalize_etag(" \"ABC\" "), "abc");
+        assert_eq!(normalized_etag(" \"AbC-2\"\n".to_string()), "abc-2");
+        assert_eq!(normalized_etag("plain".to_string()), "plain");
+        assert_eq!(normalized_etag("\"\"".to_string()), "");
     }
 
     #[test]

@@ -399,8 +399,9 @@ impl Sync {
                     if !cfg.filters.accepts(&s) {
                         continue;
                     }
-                    let object = crate::callback::SourceObject::from_entry(&s);
-                    match passes_filter_callback(&cfg, &self.reporter, &object).await {
+                    match passes_filter_callback(&cfg, &self.reporter, || crate::callback::SourceObject::from_entry(&s))
+                        .await
+                    {
                         Ok(true) => {}
                         Ok(false) => continue,
                         Err(e) => {
@@ -748,11 +749,16 @@ async fn process(tr: &Transferer, job: Job) {
 
 /// The filter callback's verdict on one source object (`true` without a callback); an object it
 /// leaves out is reported as filtered. An error must stop the run.
-async fn passes_filter_callback(cfg: &Config, rep: &Reporter, object: &crate::callback::SourceObject) -> Result<bool> {
+async fn passes_filter_callback(
+    cfg: &Config,
+    rep: &Reporter,
+    object: impl FnOnce() -> crate::callback::SourceObject,
+) -> Result<bool> {
     let Some(f) = &cfg.callbacks.filter else {
         return Ok(true);
     };
-    let pass = f.filter(object).await?;
+    let object = object();
+    let pass = f.filter(&object).await?;
     if !pass {
         rep.filtered(&object.key, "filter callback");
     }

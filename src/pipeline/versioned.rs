@@ -109,12 +109,12 @@ async fn sync_key(tr: &Transferer, target: &S3Storage, kv: KeyVersions) {
             rep.skipped(&kv.key);
             continue;
         }
-        let object = crate::callback::SourceObject {
+        let object = || crate::callback::SourceObject {
             is_latest: i == last,
             is_delete_marker: v.delete_marker,
             ..crate::callback::SourceObject::from_entry(&v.entry)
         };
-        match super::passes_filter_callback(&tr.cfg, rep, &object).await {
+        match super::passes_filter_callback(&tr.cfg, rep, object).await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => return tr.stop.fail(e),

@@ -10,7 +10,8 @@
 //! reader stays one chain and costs no extra request), and when the rest looks long enough. A cut that
 //! falls where there are no keys costs one empty page and frees its slot; the next cut lands nearer
 //! the keys, so the cuts find the key distribution by bisection. The ranges are read in key order,
-//! each through a queue of one page, so at most one page per chain is held ahead of the merge.
+//! each through a queue of one page, and a chain asks for a page only when its queue has room, so at
+//! most one page per chain is held ahead of the merge.
 
 use super::s3::{Page, S3Storage};
 use super::Entry;
@@ -340,11 +341,14 @@ async fn chain(
     let mut child: Option<Arc<AtomicBool>> = None;
     let mut first_page = true;
     loop {
+        // A page is asked for only when there is room for it: a chain ahead of the reader holds one
+        // page, not one queued and one more waiting.
+        let Ok(room) = tx.reserve().await else { break };
         shared.requests.fetch_add(1, Ordering::Relaxed);
         let (mut entries, next) = match shared.s3.list_page(shared.max_keys, page).await {
             Ok(p) => p,
             Err(e) => {
-                let _ = tx.send(Err(e)).await;
+                room.send(Err(e));
                 break;
             }
         };
@@ -379,7 +383,12 @@ async fn chain(
         if let Some(e) = entries.last() {
             last = Some(e.key.clone());
         }
-        if (!entries.is_empty() && tx.send(Ok(entries)).await.is_err()) || done {
+        if !entries.is_empty() {
+            room.send(Ok(entries));
+        } else {
+            drop(room);
+        }
+        if done {
             if let Some(key) = disorder {
                 let _ = tx.send(Err(crate::error::Error::ListingOutOfOrder(key))).await;
             }

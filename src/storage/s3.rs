@@ -10,6 +10,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::mpsc;
 
@@ -22,6 +24,8 @@ pub struct S3Storage {
     payload_signing: bool,
     sse_c: Option<SseC>,
     request_payer: bool,
+    /// Set once the fast reader declined a listing page: later pages go to the SDK's decoder alone.
+    sdk_lists: Arc<AtomicBool>,
 }
 
 /// A customer-provided encryption key (SSE-C) of one end, sent with every request on its objects.
@@ -290,6 +294,7 @@ impl S3Storage {
             payload_signing,
             sse_c,
             request_payer: false,
+            sdk_lists: Arc::default(),
         }
     }
 
@@ -604,30 +609,43 @@ impl S3Storage {
     /// One page of the listing under the prefix: its entries (prefix removed, in the server's order)
     /// and where the next page starts, `None` at the end.
     pub async fn list_page(&self, max_keys: i32, page: Page) -> Result<(Vec<Entry>, Option<Page>)> {
-        // Successful pages are read by the fast reader (`list_xml`), the rest by the SDK.
-        let fast: super::list_xml::Slot = Default::default();
-        let resp = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .set_request_payer(self.payer())
-            .prefix(&self.prefix)
-            .max_keys(max_keys)
-            .set_start_after(page.start_after.as_deref().map(|k| self.full_key(k)))
-            .set_continuation_token(page.token)
-            .customize()
-            .interceptor(super::list_xml::FastList::new(fast.clone()))
-            .send()
-            .await
-            .map_err(|e| self.err("ListObjectsV2", &self.prefix, e))?;
+        use super::list_xml::{FastList, Listed, Read};
+        // Successful pages are read by the fast reader (`list_xml`); a page it declines is asked for
+        // again and read by the SDK, as is every later page of this listing.
+        let mut fast_reader = !self.sdk_lists.load(Ordering::Relaxed);
+        let (resp, read) = loop {
+            let request = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .set_request_payer(self.payer())
+                .prefix(&self.prefix)
+                .max_keys(max_keys)
+                .set_start_after(page.start_after.as_deref().map(|k| self.full_key(k)))
+                .set_continuation_token(page.token.clone())
+                .customize();
+            let slot = super::list_xml::Slot::default();
+            let sent = match fast_reader {
+                true => request.interceptor(FastList::new(slot.clone())).send().await,
+                false => request.send().await,
+            };
+            let resp = sent.map_err(|e| self.err("ListObjectsV2", &self.prefix, e))?;
+            let read = slot.lock().ok().and_then(|mut read| read.take());
+            if fast_reader && read == Some(Read::Declined) {
+                self.sdk_lists.store(true, Ordering::Relaxed);
+                fast_reader = false;
+                continue;
+            }
+            break (resp, read);
+        };
         // The fast reader's page, or the SDK's reading of it, as one list of objects.
-        let objects = match fast.lock().ok().and_then(|mut page| page.take()) {
-            Some(page) => page.objects,
-            None => resp
+        let objects = match read {
+            Some(Read::Page(page)) => page.objects,
+            _ => resp
                 .contents()
                 .iter()
                 .filter_map(|obj| {
-                    Some(super::list_xml::Listed {
+                    Some(Listed {
                         key: obj.key()?.to_string(),
                         size: obj.size().unwrap_or(0).max(0) as u64,
                         mtime: obj
@@ -652,7 +670,7 @@ impl S3Storage {
                 key,
                 size: obj.size,
                 mtime: obj.mtime,
-                etag: obj.etag.as_deref().map(crate::checksum::normalize_etag),
+                etag: obj.etag.map(crate::checksum::normalized_etag),
                 version_id: None,
             });
         }
