@@ -12,6 +12,7 @@
 //! again with the SDK's own decoder (and keeps to it for that listing). The fast path accepts nothing
 //! the SDK would read differently; errors never pass through it.
 
+use super::Entry;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -26,19 +27,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-/// One object of a listing page, as the server wrote it (full key, ETag with its quotes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Listed {
-    pub key: String,
-    pub size: u64,
-    pub mtime: SystemTime,
-    pub etag: Option<String>,
-}
-
 /// A page as the fast reader read it.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ListedPage {
-    pub objects: Vec<Listed>,
+    /// The objects as the server wrote them: full keys, ETags with their quotes.
+    pub objects: Vec<Entry>,
     pub is_truncated: bool,
     pub next_token: Option<String>,
 }
@@ -166,6 +159,9 @@ pub(crate) fn parse(body: &[u8]) -> Option<ListedPage> {
 /// most 1,024 bytes): it declines rather than hold the body.
 const MAX_UNREAD: usize = 1 << 20;
 
+/// The most objects room is made for ahead of a page (a page holds at most 1,000 on S3).
+const MAX_KEYS_RESERVED: usize = 10_000;
+
 /// Where the streaming reader is in the document.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum At {
@@ -269,6 +265,14 @@ impl Stream {
                     Tag::Open("Contents", false) => {
                         let object = r.contents()?;
                         self.page.objects.push(object);
+                    }
+                    Tag::Open("KeyCount", empty) => {
+                        // Room for the page's objects at once (S3 writes the count before them).
+                        let count = r.text_element("KeyCount", empty)?.trim().parse::<i32>().ok()?;
+                        let room = usize::try_from(count).unwrap_or(0).min(MAX_KEYS_RESERVED);
+                        self.page
+                            .objects
+                            .reserve_exact(room.saturating_sub(self.page.objects.len()));
                     }
                     Tag::Open("IsTruncated", empty) => {
                         self.page.is_truncated = boolean(&r.text_element("IsTruncated", empty)?)?;
@@ -454,7 +458,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The fields of one `<Contents>` element, through its end tag.
-    fn contents(&mut self) -> Option<Listed> {
+    fn contents(&mut self) -> Option<Entry> {
         let (mut key, mut size, mut mtime, mut etag) = (None, None, None, None);
         loop {
             self.space()?;
@@ -470,11 +474,12 @@ impl<'a> Reader<'a> {
                 Tag::Open(name, empty) => self.skip(name, empty)?,
             }
         }
-        Some(Listed {
+        Some(Entry {
             key: key?,
             size: size.unwrap_or(0),
             mtime: mtime.unwrap_or(SystemTime::UNIX_EPOCH),
             etag,
+            version_id: None,
         })
     }
 }
@@ -611,6 +616,7 @@ mod tests {
         assert!(page.is_truncated);
         assert_eq!(page.next_token.as_deref(), Some("tok/+="));
         let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(page.objects.capacity(), 3, "room made from KeyCount");
         assert_eq!(keys, ["p/a & b<c>\r\u{1F600}", "p/ spaced key ", "p/é/ü"]);
         let a = &page.objects[0];
         assert_eq!(a.size, 1);
@@ -646,6 +652,7 @@ mod tests {
             with("<Contents><Key>k</Key><Size>-1</Size></Contents>"),
             with("<Contents><Key>k</Key><LastModified>yesterday</LastModified></Contents>"),
             with("<Contents><Key>k</Key></Contents><IsTruncated>maybe</IsTruncated>"),
+            with("<KeyCount>many</KeyCount><Contents><Key>k</Key></Contents>"),
             with("<Contents><Key>k</Key>"),
             with("<Owner><ID>x</Owner></ID>"),
             with("text<IsTruncated>false</IsTruncated>"),

@@ -24,13 +24,19 @@ pub struct LocalStorage {
 /// Directories read ahead of the walk on other threads: the next few subdirectories of the directory
 /// being walked are read (and their entries stat'ed) while the walk sends what it has, so a tree of
 /// many directories is read on several cores. The walk still takes each directory in order, so the
-/// keys still come out in byte order; at most [`READ_AHEAD`] directories per level are held.
-struct ReadAhead<'a> {
-    storage: &'a LocalStorage,
-    role: WalkRole,
-    runtime: Option<tokio::runtime::Handle>,
+/// keys still come out in byte order; at most [`READ_AHEAD`] directories per level are held. The
+/// reads run on a few threads of the walk's own ([`readers`]): every thread that allocates keeps
+/// memory of its own, so a thread per directory read ahead cost more memory than the entries held.
+struct ReadAhead {
+    /// Where reads are queued; `None` without reader threads (nothing is read ahead).
+    jobs: Option<crossbeam_channel::Sender<ReadJob>>,
+    /// The queue's other end, to drop what is still queued when the walk ends (early: stopped).
+    queue: crossbeam_channel::Receiver<ReadJob>,
     pending: std::cell::RefCell<HashMap<PathBuf, std::sync::mpsc::Receiver<DirListing>>>,
 }
+
+/// A directory to read ahead (its path and key prefix), and where its listing goes.
+type ReadJob = (PathBuf, String, std::sync::mpsc::SyncSender<DirListing>);
 
 /// One directory of the walk: its entries not walked yet, and its subdirectories not read ahead yet.
 struct Level {
@@ -44,27 +50,49 @@ type DirListing = (Vec<DirItem>, Vec<Error>);
 /// Subdirectories read ahead per level of the walk.
 const READ_AHEAD: usize = 8;
 
-impl<'a> ReadAhead<'a> {
-    fn new(storage: &'a LocalStorage, role: WalkRole) -> Self {
+/// Threads that read directories ahead of a walk: one per core, at least 2, at most [`READ_AHEAD`].
+fn readers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .clamp(2, READ_AHEAD)
+}
+
+impl ReadAhead {
+    /// Starts the reader threads of a walk in `scope`; they end when the walk drops this.
+    fn new<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        storage: &'scope LocalStorage,
+        role: WalkRole,
+    ) -> Self {
+        let (jobs, queue) = crossbeam_channel::unbounded::<ReadJob>();
+        let mut started = 0;
+        for _ in 0..readers() {
+            let queue = queue.clone();
+            let reader = std::thread::Builder::new()
+                .name("s3sync-walk".into())
+                .spawn_scoped(scope, move || {
+                    for (dir, prefix, done) in queue {
+                        let _ = done.send(storage.read_sorted(&dir, &prefix, role));
+                    }
+                });
+            started += usize::from(reader.is_ok());
+        }
         ReadAhead {
-            storage,
-            role,
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            jobs: (started > 0).then_some(jobs),
+            queue,
             pending: Default::default(),
         }
     }
 
     /// Starts reading the next `n` of a level's subdirectories not started yet.
     fn start(&self, upcoming: &mut VecDeque<(PathBuf, String)>, n: usize) {
-        let Some(rt) = &self.runtime else { return };
+        let Some(jobs) = &self.jobs else { return };
         let mut pending = self.pending.borrow_mut();
         for (path, key) in upcoming.drain(..n.min(upcoming.len())) {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let (storage, role, p) = (self.storage.clone(), self.role, path.clone());
-            rt.spawn_blocking(move || {
-                let _ = tx.send(storage.read_sorted(&p, &key, role));
-            });
-            pending.insert(path, rx);
+            if jobs.send((path.clone(), key, tx)).is_ok() {
+                pending.insert(path, rx);
+            }
         }
     }
 
@@ -72,6 +100,14 @@ impl<'a> ReadAhead<'a> {
     fn take(&self, dir: &Path) -> Option<DirListing> {
         let rx = self.pending.borrow_mut().remove(dir)?;
         rx.recv().ok()
+    }
+}
+
+impl Drop for ReadAhead {
+    /// Ends the readers: the reads under way finish, the queued ones are dropped unread.
+    fn drop(&mut self) {
+        self.jobs = None;
+        while self.queue.try_recv().is_ok() {}
     }
 }
 
@@ -192,6 +228,10 @@ impl LocalStorage {
     }
 
     fn walk(&self, tx: &mpsc::Sender<Result<Entry>>, role: WalkRole) -> Result<()> {
+        std::thread::scope(|scope| self.walk_with(tx, role, ReadAhead::new(scope, self, role)))
+    }
+
+    fn walk_with(&self, tx: &mpsc::Sender<Result<Entry>>, role: WalkRole, ahead: ReadAhead) -> Result<()> {
         let root_meta = match fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => m,
             Ok(_) => {
@@ -206,14 +246,12 @@ impl LocalStorage {
         let send = |item: Result<Entry>| tx.blocking_send(item).is_ok();
         // Reads one directory, sending the errors of its unreadable entries; `None`: the receiver is
         // gone (the run is ending).
-        let ahead = ReadAhead::new(self, role);
         let read = |dir: &Path, prefix: &str| {
             let (items, errors) = ahead.take(dir).unwrap_or_else(|| self.read_sorted(dir, prefix, role));
             let mut level = Level {
                 upcoming: items
                     .iter()
-                    .filter(|i| i.dir.is_some())
-                    .map(|i| (i.path.clone(), i.key.clone()))
+                    .filter_map(|i| Some((i.dir.as_ref()?.1.clone(), i.key.clone())))
                     .collect(),
                 items: items.into(),
             };
@@ -234,13 +272,13 @@ impl LocalStorage {
                 on_path.pop();
                 continue;
             };
-            if let Some(id) = item.dir {
+            if let Some((id, path)) = item.dir {
                 ahead.start(&mut top.upcoming, 1);
                 // Without directory identities (not unix), a depth limit stands in for loop detection.
                 if (id.is_some() && on_path.contains(&id)) || (id.is_none() && stack.len() > 256) {
                     let msg = format!(
                         "{} leads back to a directory it is inside of (symbolic link loop): not followed",
-                        item.path.display()
+                        path.display()
                     );
                     let skipped = Error::Skipped {
                         key: item.key.clone(),
@@ -251,7 +289,7 @@ impl LocalStorage {
                     }
                     continue;
                 }
-                let Some(children) = read(&item.path, &item.key) else {
+                let Some(children) = read(&path, &item.key) else {
                     return Ok(());
                 };
                 stack.push(children);
@@ -367,8 +405,7 @@ impl LocalStorage {
             };
             items.push(DirItem {
                 key,
-                path,
-                dir: is_dir.then(|| dir_id(&meta)),
+                dir: is_dir.then(|| (dir_id(&meta), path)),
                 size,
                 mtime,
             });
@@ -527,9 +564,8 @@ fn temp_owner_dead(name: &str, written: Option<std::time::SystemTime>) -> bool {
 
 struct DirItem {
     key: String,
-    path: PathBuf,
-    /// For directories, their identity.
-    dir: Option<DirId>,
+    /// For directories, their identity and path (a file's path is not kept: its key names it).
+    dir: Option<(DirId, PathBuf)>,
     size: u64,
     mtime: std::time::SystemTime,
 }

@@ -609,7 +609,7 @@ impl S3Storage {
     /// One page of the listing under the prefix: its entries (prefix removed, in the server's order)
     /// and where the next page starts, `None` at the end.
     pub async fn list_page(&self, max_keys: i32, page: Page) -> Result<(Vec<Entry>, Option<Page>)> {
-        use super::list_xml::{FastList, Listed, Read};
+        use super::list_xml::{FastList, Read};
         // Successful pages are read by the fast reader (`list_xml`); a page it declines is asked for
         // again and read by the SDK, as is every later page of this listing.
         let mut fast_reader = !self.sdk_lists.load(Ordering::Relaxed);
@@ -639,13 +639,13 @@ impl S3Storage {
             break (resp, read);
         };
         // The fast reader's page, or the SDK's reading of it, as one list of objects.
-        let objects = match read {
+        let mut entries = match read {
             Some(Read::Page(page)) => page.objects,
             _ => resp
                 .contents()
                 .iter()
                 .filter_map(|obj| {
-                    Some(Listed {
+                    Some(Entry {
                         key: obj.key()?.to_string(),
                         size: obj.size().unwrap_or(0).max(0) as u64,
                         mtime: obj
@@ -653,27 +653,22 @@ impl S3Storage {
                             .map(to_system_time)
                             .unwrap_or(SystemTime::UNIX_EPOCH),
                         etag: obj.e_tag().map(str::to_string),
+                        version_id: None,
                     })
                 })
                 .collect(),
         };
+        // Keys relative to the prefix, ETags bare, in place. Keys outside the prefix, and the prefix
+        // itself (e.g. a directory marker equal to it), are left out.
         let prefix = self.prefix.as_str();
-        let mut entries = Vec::with_capacity(objects.len());
-        for obj in objects {
-            // Keys outside the prefix, and the prefix itself (e.g. a directory marker equal to it).
-            if obj.key.strip_prefix(prefix).is_none_or(str::is_empty) {
-                continue;
+        entries.retain_mut(|e| {
+            if e.key.strip_prefix(prefix).is_none_or(str::is_empty) {
+                return false;
             }
-            let mut key = obj.key;
-            key.drain(..prefix.len());
-            entries.push(Entry {
-                key,
-                size: obj.size,
-                mtime: obj.mtime,
-                etag: obj.etag.map(crate::checksum::normalized_etag),
-                version_id: None,
-            });
-        }
+            e.key.drain(..prefix.len());
+            e.etag = e.etag.take().map(crate::checksum::normalized_etag);
+            true
+        });
         let next = match (resp.is_truncated() == Some(true), resp.next_continuation_token()) {
             (true, Some(t)) if !t.is_empty() => Some(Page {
                 start_after: None,
