@@ -43,10 +43,12 @@ struct Pass {
 /// finding a listing out of order neither counts nor transfers them twice. Bounded: a listing out of
 /// order shows it within its first pages (no key is decided before each side showed 1,000 in order);
 /// keys past the bound are decided again, and are counted twice (a transfer, or a plan under
-/// --dry-run, in the first pass; up to date, or planned again, in the second).
+/// --dry-run, in the first pass; up to date, or planned again, in the second). Each key is held as
+/// 128 bits of its SHA-256 (no two keys share them in practice, nor can they be made to), a sixth of
+/// what the keys themselves took.
 #[derive(Default)]
 struct Decided {
-    keys: std::collections::HashSet<String>,
+    keys: std::collections::HashSet<[u8; 16]>,
 }
 
 impl Decided {
@@ -55,8 +57,21 @@ impl Decided {
 
     fn record(&mut self, key: &str) {
         if self.keys.len() < Self::MAX {
-            self.keys.insert(key.to_string());
+            self.keys.insert(Self::digest(key));
         }
+    }
+
+    /// Whether `key` was recorded.
+    fn contains(&self, key: &str) -> bool {
+        !self.keys.is_empty() && self.keys.contains(&Self::digest(key))
+    }
+
+    fn digest(key: &str) -> [u8; 16] {
+        use sha2::Digest as _;
+        let full = sha2::Sha256::digest(key.as_bytes());
+        let mut out = [0; 16];
+        out.copy_from_slice(&full[..16]);
+        out
     }
 }
 
@@ -290,7 +305,7 @@ impl Sync {
         decided: &mut Decided,
     ) -> Result<Pass> {
         // What the pass before decided (empty in the first pass); this pass records afresh.
-        let earlier = std::mem::take(&mut decided.keys);
+        let earlier = std::mem::take(decided);
         let cfg = self.cfg.clone();
         // Listers.
         // The listing queues: --object-listing-queue-size, never above the flat-memory bound.
@@ -1066,4 +1081,22 @@ pub async fn make_shard_plan(cfg: &Config, count: u32) -> Result<crate::shard::S
         objects,
         bounds: crate::shard::split_points(&sample.into_sorted(), count),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Decided;
+
+    #[test]
+    fn decided_keys_are_remembered_up_to_the_bound() {
+        let mut d = Decided::default();
+        assert!(!d.contains("a"));
+        for i in 0..Decided::MAX + 5 {
+            d.record(&format!("key-{i}"));
+        }
+        assert!(d.contains("key-0") && d.contains(&format!("key-{}", Decided::MAX - 1)));
+        assert!(!d.contains(&format!("key-{}", Decided::MAX)), "past the bound");
+        assert!(!d.contains("key-") && !d.contains("a"));
+        assert_eq!(d.keys.len(), Decided::MAX);
+    }
 }

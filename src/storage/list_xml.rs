@@ -487,18 +487,19 @@ impl<'a> Reader<'a> {
 /// XML character data with its references resolved; `None` for an unknown entity or a raw carriage
 /// return (which an XML reader would normalize: the SDK is left to decide).
 fn unescape(s: &str) -> Option<Cow<'_, str>> {
-    if s.contains('\r') {
+    let bytes = s.as_bytes();
+    if memchr::memchr(b'\r', bytes).is_some() {
         return None;
     }
-    if !s.contains('&') {
+    let Some(mut at) = memchr::memchr(b'&', bytes) else {
         return Some(Cow::Borrowed(s));
-    }
+    };
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let end = after.find(';')?;
+    loop {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let end = memchr::memchr(b';', after.as_bytes())?;
         let entity = &after[..end];
         let c = match entity {
             "amp" => '&',
@@ -517,6 +518,10 @@ fn unescape(s: &str) -> Option<Cow<'_, str>> {
         };
         out.push(c);
         rest = &after[end + 1..];
+        match memchr::memchr(b'&', rest.as_bytes()) {
+            Some(next) => at = next,
+            None => break,
+        }
     }
     out.push_str(rest);
     Some(Cow::Owned(out))
