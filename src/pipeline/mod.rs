@@ -44,8 +44,9 @@ struct Pass {
 /// order shows it within its first pages (no key is decided before each side showed 1,000 in order);
 /// keys past the bound are decided again, and are counted twice (a transfer, or a plan under
 /// --dry-run, in the first pass; up to date, or planned again, in the second). Each key is held as
-/// 128 bits of its SHA-256 (no two keys share them in practice, nor can they be made to), a sixth of
-/// what the keys themselves took.
+/// 128 bits of its SHA-256, a sixth of what the keys themselves took: two keys share them by chance
+/// never, on purpose only after about 2^64 hashes, and even then the cost is one key skipped in the
+/// second pass of a listing found out of order.
 #[derive(Default)]
 struct Decided {
     keys: std::collections::HashSet<[u8; 16]>,

@@ -9,8 +9,8 @@
 //! for the caller and the SDK is handed a body with only the truncation and the token. Whatever it
 //! does not expect (an encoding type, CDATA, a comment, an unknown entity, a carriage return, a
 //! missing key) makes it decline: the bytes are gone by then, so the slot says so and the caller asks
-//! again with the SDK's own decoder (and keeps to it for that listing). The fast path accepts nothing
-//! the SDK would read differently; errors never pass through it.
+//! again with the SDK's own decoder, and keeps to it for every later page listed through that end.
+//! The fast path accepts nothing the SDK would read differently; errors never pass through it.
 
 use super::Entry;
 use aws_smithy_runtime_api::box_error::BoxError;

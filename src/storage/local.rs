@@ -72,7 +72,11 @@ impl ReadAhead {
                 .name("s3sync-walk".into())
                 .spawn_scoped(scope, move || {
                     for (dir, prefix, done) in queue {
-                        let _ = done.send(storage.read_sorted(&dir, &prefix, role));
+                        // A read that panics drops `done`: the walk then reads that directory itself.
+                        let read = std::panic::AssertUnwindSafe(|| storage.read_sorted(&dir, &prefix, role));
+                        if let Ok(listing) = std::panic::catch_unwind(read) {
+                            let _ = done.send(listing);
+                        }
                     }
                 });
             started += usize::from(reader.is_ok());

@@ -611,7 +611,7 @@ impl S3Storage {
     pub async fn list_page(&self, max_keys: i32, page: Page) -> Result<(Vec<Entry>, Option<Page>)> {
         use super::list_xml::{FastList, Read};
         // Successful pages are read by the fast reader (`list_xml`); a page it declines is asked for
-        // again and read by the SDK, as is every later page of this listing.
+        // again and read by the SDK, as is every later page listed through this end.
         let mut fast_reader = !self.sdk_lists.load(Ordering::Relaxed);
         let (resp, read) = loop {
             let request = self
