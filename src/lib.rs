@@ -47,6 +47,7 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod error;
+mod external_sort;
 pub mod filter;
 pub mod ingest;
 pub mod location;

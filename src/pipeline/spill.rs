@@ -1,42 +1,15 @@
 //! Deletion candidates wait in a temporary file until the source listing has completed, so `--delete`
-//! costs disk, not memory, however many target objects are to go. The temporary-file and record
-//! helpers here serve the on-disk sort of unordered listings too.
+//! costs disk, not memory, however many target objects are to go.
 
 use crate::error::{Error, Result};
+use crate::external_sort::{read_str, temp_file, write_str};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 
 /// An append-only list of keys (each with the ETag a conditional delete sends) on disk.
 pub struct Spill {
     file: Option<BufWriter<File>>,
     count: u64,
-}
-
-/// A new temporary file, removed when closed (or at a crash: it has no name).
-pub(crate) fn temp_file() -> Result<File> {
-    tempfile::tempfile().map_err(|e| Error::local("create", std::env::temp_dir(), e))
-}
-
-/// Writes `s` as a record field: its length (u32, little-endian), then its bytes.
-pub(crate) fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
-    let len = u32::try_from(s.len()).map_err(|_| std::io::Error::other("field longer than 4 GiB"))?;
-    w.write_all(&len.to_le_bytes())?;
-    w.write_all(s.as_bytes())
-}
-
-/// Reads a field written by [`write_str`]; `None` at the end of the file (before its length).
-pub(crate) fn read_str(r: &mut impl Read) -> std::io::Result<Option<String>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
-    r.read_exact(&mut buf)?;
-    String::from_utf8(buf)
-        .map(Some)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 impl Spill {

@@ -3,6 +3,7 @@
 
 use super::Entry;
 use crate::error::{Error, Result};
+use crate::external_sort::{read_array, read_str, read_time, write_str, write_time, ExternalSort, Merger, Record};
 use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -19,6 +20,8 @@ pub struct LocalStorage {
     ignore_symlinks: bool,
     /// The shard of a sharded job: walks skip what belongs to other shards.
     shard: Option<crate::shard::Shard>,
+    /// Bytes of one directory's entries sorted in memory ([`DIR_SORT_BYTES`]).
+    dir_sort_bytes: usize,
 }
 
 /// Directories read ahead of the walk on other threads: the next few subdirectories of the directory
@@ -38,17 +41,45 @@ struct ReadAhead {
 /// A directory to read ahead (its path and key prefix), and where its listing goes.
 type ReadJob = (PathBuf, String, std::sync::mpsc::SyncSender<DirListing>);
 
-/// One directory of the walk: its entries not walked yet, and its subdirectories not read ahead yet.
+/// One directory of the walk: its path, the next of its entries (a window of at most [`WINDOW`]),
+/// the rest of them in order, and the subdirectories in the window not read ahead yet.
 struct Level {
+    dir: PathBuf,
     items: VecDeque<DirItem>,
+    rest: Merger<DirItem>,
     upcoming: VecDeque<(PathBuf, String)>,
 }
 
-/// One directory's entries, sorted, and the errors of those that could not be read.
-type DirListing = (Vec<DirItem>, Vec<Error>);
+impl Level {
+    /// Tops the window up from the rest (blocking file I/O for a directory sorted on disk); the
+    /// subdirectories that enter it become candidates for reading ahead.
+    fn refill(&mut self) -> Result<()> {
+        if self.items.len() > WINDOW / 2 {
+            return Ok(());
+        }
+        while self.items.len() < WINDOW {
+            let Some(item) = self.rest.next_record()? else { break };
+            if item.dir.is_some() {
+                self.upcoming.push_back((self.dir.join(item.name()), item.key.clone()));
+            }
+            self.items.push_back(item);
+        }
+        Ok(())
+    }
+}
+
+/// One directory's entries in key order, and the errors of those that could not be read.
+type DirListing = (Merger<DirItem>, Vec<Error>);
 
 /// Subdirectories read ahead per level of the walk.
 const READ_AHEAD: usize = 8;
+/// Entries of a level taken out of its sorted listing ahead of the walk, so that the subdirectories
+/// among them can be read ahead.
+const WINDOW: usize = 256;
+/// Bytes of one directory's entries sorted in memory (about 8,000 entries); the entries of a larger
+/// directory are sorted in runs on disk and merged, so a directory of millions of files costs disk,
+/// not memory.
+pub const DIR_SORT_BYTES: usize = 1 << 20;
 
 /// Threads that read directories ahead of a walk: one per core, at least 2, at most [`READ_AHEAD`].
 fn readers() -> usize {
@@ -105,6 +136,11 @@ impl ReadAhead {
         let rx = self.pending.borrow_mut().remove(dir)?;
         rx.recv().ok()
     }
+
+    /// Forgets the read ahead of `dir`, which the walk will not enter (its listing is dropped).
+    fn discard(&self, dir: &Path) {
+        self.pending.borrow_mut().remove(dir);
+    }
 }
 
 impl Drop for ReadAhead {
@@ -132,6 +168,7 @@ impl LocalStorage {
             root: root.into(),
             ignore_symlinks,
             shard: None,
+            dir_sort_bytes: DIR_SORT_BYTES,
         }
     }
 
@@ -139,6 +176,13 @@ impl LocalStorage {
     /// the lister's shard filter still decides).
     pub fn with_shard(mut self, shard: Option<crate::shard::Shard>) -> Self {
         self.shard = shard;
+        self
+    }
+
+    /// The same end, sorting directories in memory only up to `bytes` of entries.
+    #[cfg(test)]
+    fn with_dir_sort_bytes(mut self, bytes: usize) -> Self {
+        self.dir_sort_bytes = bytes;
         self
     }
 
@@ -251,16 +295,23 @@ impl LocalStorage {
         // Reads one directory, sending the errors of its unreadable entries; `None`: the receiver is
         // gone (the run is ending).
         let read = |dir: &Path, prefix: &str| {
-            let (items, errors) = ahead.take(dir).unwrap_or_else(|| self.read_sorted(dir, prefix, role));
+            let (rest, errors) = ahead.take(dir).unwrap_or_else(|| self.read_sorted(dir, prefix, role));
+            if !errors.into_iter().all(|e| send(Err(e))) {
+                return None;
+            }
             let mut level = Level {
-                upcoming: items
-                    .iter()
-                    .filter_map(|i| Some((i.dir.as_ref()?.1.clone(), i.key.clone())))
-                    .collect(),
-                items: items.into(),
+                dir: dir.to_path_buf(),
+                items: VecDeque::new(),
+                rest,
+                upcoming: VecDeque::new(),
             };
+            if let Err(e) = level.refill() {
+                if !send(Err(e)) {
+                    return None;
+                }
+            }
             ahead.start(&mut level.upcoming, READ_AHEAD);
-            errors.into_iter().all(|e| send(Err(e))).then_some(level)
+            Some(level)
         };
         // A stack of sorted directory listings; directories sort as "name/" so that the walk order
         // equals the byte order of the full keys. `on_path` holds the identity of every directory of
@@ -271,12 +322,19 @@ impl LocalStorage {
         let mut stack: Vec<Level> = vec![first];
         let mut on_path: Vec<DirId> = vec![dir_id(&root_meta)];
         while let Some(top) = stack.last_mut() {
+            // A run of a directory sorted on disk that cannot be read: its other entries still come.
+            if let Err(e) = top.refill() {
+                if !send(Err(e)) {
+                    return Ok(());
+                }
+            }
             let Some(item) = top.items.pop_front() else {
                 stack.pop();
                 on_path.pop();
                 continue;
             };
-            if let Some((id, path)) = item.dir {
+            if let Some(id) = item.dir {
+                let path = top.dir.join(item.name());
                 ahead.start(&mut top.upcoming, 1);
                 // Without directory identities (not unix), a depth limit stands in for loop detection.
                 if (id.is_some() && on_path.contains(&id)) || (id.is_none() && stack.len() > 256) {
@@ -288,6 +346,7 @@ impl LocalStorage {
                         key: item.key.clone(),
                         reason: msg,
                     };
+                    ahead.discard(&path);
                     if !send(Err(skipped)) {
                         return Ok(());
                     }
@@ -311,15 +370,36 @@ impl LocalStorage {
         Ok(())
     }
 
-    /// The entries of one directory, sorted by key, and the errors of those that could not be read.
-    fn read_sorted(&self, dir: &Path, key_prefix: &str, role: WalkRole) -> (Vec<DirItem>, Vec<Error>) {
-        let mut items = Vec::new();
+    /// The entries of one directory in key order (sorted on disk past [`DIR_SORT_BYTES`]), and the
+    /// errors of those that could not be read.
+    fn read_sorted(&self, dir: &Path, key_prefix: &str, role: WalkRole) -> DirListing {
+        let mut sort = ExternalSort::new(self.dir_sort_bytes);
         let mut errors = Vec::new();
+        let read = self.read_into(dir, key_prefix, role, &mut sort, &mut errors);
+        match read.and_then(|()| sort.finish()) {
+            Ok(sorted) => (sorted, errors),
+            Err(e) => {
+                errors.push(e);
+                (Merger::empty(), errors)
+            }
+        }
+    }
+
+    /// Reads the entries of one directory into `sort`, and the errors of those that cannot be read
+    /// into `errors`; an error returned (writing a run) ends the read.
+    fn read_into(
+        &self,
+        dir: &Path,
+        key_prefix: &str,
+        role: WalkRole,
+        sort: &mut ExternalSort<DirItem>,
+        errors: &mut Vec<Error>,
+    ) -> Result<()> {
         let rd = match fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) => {
                 errors.push(Error::local("read directory", dir, e));
-                return (items, errors);
+                return Ok(());
             }
         };
         for ent in rd {
@@ -407,15 +487,17 @@ impl LocalStorage {
             } else {
                 (meta.len(), mtime)
             };
-            items.push(DirItem {
+            let item = DirItem {
                 key,
-                dir: is_dir.then(|| (dir_id(&meta), path)),
+                dir: is_dir.then(|| dir_id(&meta)),
                 size,
                 mtime,
-            });
+            };
+            if sort.push(item) {
+                sort.spill()?;
+            }
         }
-        items.sort_unstable_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-        (items, errors)
+        Ok(())
     }
 
     /// Refuses a path inside the root whose parent directories cross a symbolic link: s3sync never
@@ -566,12 +648,63 @@ fn temp_owner_dead(name: &str, written: Option<std::time::SystemTime>) -> bool {
         .is_some_and(|owner| crate::owner::leftover_is_dead(owner, written))
 }
 
+/// An entry of a local directory: a file (or, in the target, a link) or a subdirectory.
 struct DirItem {
+    /// The key; a directory's ends in `/`, so that a walk in key order is a walk in S3 key order.
     key: String,
-    /// For directories, their identity and path (a file's path is not kept: its key names it).
-    dir: Option<(DirId, PathBuf)>,
+    /// For directories, their identity (their path is their parent's and their name: not kept).
+    dir: Option<DirId>,
     size: u64,
     mtime: std::time::SystemTime,
+}
+
+impl DirItem {
+    /// The name of the entry in its directory.
+    fn name(&self) -> &str {
+        let k = self.key.strip_suffix('/').unwrap_or(&self.key);
+        k.rsplit_once('/').map_or(k, |(_, name)| name)
+    }
+}
+
+/// The entries of a directory too large to sort in memory go through runs on disk.
+impl Record for DirItem {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn approx_size(&self) -> usize {
+        std::mem::size_of::<DirItem>() + self.key.len()
+    }
+
+    fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        write_str(w, &self.key)?;
+        w.write_all(&self.size.to_le_bytes())?;
+        write_time(w, self.mtime)?;
+        match self.dir {
+            None => w.write_all(&[0]),
+            Some(None) => w.write_all(&[1]),
+            Some(Some((dev, ino))) => {
+                w.write_all(&[2])?;
+                w.write_all(&dev.to_le_bytes())?;
+                w.write_all(&ino.to_le_bytes())
+            }
+        }
+    }
+
+    fn read_from(r: &mut impl std::io::Read) -> std::io::Result<Option<Self>> {
+        let Some(key) = read_str(r)? else { return Ok(None) };
+        let size = u64::from_le_bytes(read_array(r)?);
+        let mtime = read_time(r)?;
+        let dir = match read_array::<1>(r)?[0] {
+            0 => None,
+            1 => Some(None),
+            _ => {
+                let dev = u64::from_le_bytes(read_array(r)?);
+                Some(Some((dev, u64::from_le_bytes(read_array(r)?))))
+            }
+        };
+        Ok(Some(DirItem { key, dir, size, mtime }))
+    }
 }
 
 #[cfg(test)]
@@ -623,8 +756,11 @@ mod tests {
 
     /// Every item a walk sends: keys of entries, `Err` texts of errors and warnings.
     async fn walk_all(root: &Path, role: WalkRole) -> (Vec<String>, Vec<String>) {
+        walk_storage(LocalStorage::new(root, false), role).await
+    }
+
+    async fn walk_storage(s: LocalStorage, role: WalkRole) -> (Vec<String>, Vec<String>) {
         let (tx, mut rx) = mpsc::channel(4);
-        let s = LocalStorage::new(root, false);
         let h = tokio::spawn(async move { s.list(tx, role).await });
         let (mut keys, mut errs) = (Vec::new(), Vec::new());
         while let Some(e) = rx.recv().await {
@@ -635,6 +771,52 @@ mod tests {
         }
         h.await.unwrap().unwrap();
         (keys, errs)
+    }
+
+    /// A directory too large to sort in memory is sorted in runs on disk and merged: the walk gives
+    /// the same entries in the same order as one sorted in memory, subdirectories (read ahead from
+    /// the merged runs) and a link loop inside it included, for the source and the target walk.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_directory_sorted_on_disk_walks_as_one_sorted_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for i in 0..3000 {
+            fs::write(root.join(format!("f{:05}", (i * 7919) % 3001)), "").unwrap();
+        }
+        for d in 0..40 {
+            fs::create_dir_all(root.join(format!("d{d:02}/s"))).unwrap();
+            for f in ["d{d:02}/x", "d{d:02}/s/z"] {
+                fs::write(root.join(f.replace("{d:02}", &format!("{d:02}"))), "x").unwrap();
+            }
+        }
+        for f in ["a-c", "a.txt", "a/b", "ü", "é/e", "A"] {
+            let p = root.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, f).unwrap();
+        }
+        std::os::unix::fs::symlink(".", root.join("loop")).unwrap();
+        let small = LocalStorage::new(root, false).with_dir_sort_bytes(2048);
+        let (runs, errors) = small.read_sorted(root, "", WalkRole::Source);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            runs.runs() > 1,
+            "{} runs: the directory must be sorted on disk",
+            runs.runs()
+        );
+        for role in [WalkRole::Source, WalkRole::TargetDryRun] {
+            let (memory_keys, memory_errs) = walk_storage(LocalStorage::new(root, false), role).await;
+            let (disk_keys, disk_errs) = walk_storage(small.clone(), role).await;
+            assert_eq!(disk_keys, memory_keys, "{role:?}");
+            assert_eq!(disk_errs, memory_errs, "{role:?}");
+            let mut sorted = disk_keys.clone();
+            sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            assert_eq!(disk_keys, sorted, "{role:?}");
+            let files = 3000 + 40 * 2 + 6 + usize::from(role != WalkRole::Source);
+            assert_eq!(disk_keys.len(), files, "{role:?}");
+            assert!(disk_keys.contains(&"d07/s/z".to_string()));
+            assert_eq!(disk_errs.len(), usize::from(role == WalkRole::Source), "{disk_errs:?}");
+        }
     }
 
     #[cfg(unix)]
