@@ -136,6 +136,9 @@ pub enum Error {
     /// The run was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// A task of the run ended abnormally (a panic): a bug, reported rather than hidden.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {

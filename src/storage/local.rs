@@ -151,6 +151,45 @@ impl Drop for ReadAhead {
     }
 }
 
+/// The items of a walk on their way to the listing channel, sent in bursts of up to [`Burst::SIZE`]:
+/// a walk that waited for room after every entry once the channel was full, and woke the merge for
+/// every entry when it was not, spent more CPU waking threads than reading directories.
+struct Burst<'a> {
+    tx: &'a mpsc::Sender<Result<Entry>>,
+    held: Vec<Result<Entry>>,
+}
+
+impl<'a> Burst<'a> {
+    const SIZE: usize = 64;
+
+    fn new(tx: &'a mpsc::Sender<Result<Entry>>) -> Self {
+        Burst {
+            tx,
+            held: Vec::with_capacity(Self::SIZE),
+        }
+    }
+
+    /// Holds an item, sending what is held once it is a full burst; `false`: the receiver is gone.
+    fn push(&mut self, item: Result<Entry>) -> bool {
+        self.held.push(item);
+        self.held.len() < Self::SIZE || self.flush()
+    }
+
+    /// Sends what is held, waiting for room for all of it at once; `false`: the receiver is gone.
+    fn flush(&mut self) -> bool {
+        while !self.held.is_empty() {
+            let n = self.held.len().min(self.tx.max_capacity());
+            let Ok(permits) = futures::executor::block_on(self.tx.reserve_many(n)) else {
+                return false;
+            };
+            for (permit, item) in permits.zip(self.held.drain(..n)) {
+                permit.send(item);
+            }
+        }
+        true
+    }
+}
+
 /// Why a key cannot be mapped to a local path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("key {key:?} refused: {reason}")]
@@ -291,10 +330,14 @@ impl LocalStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::local("open directory", &self.root, e)),
         };
-        let send = |item: Result<Entry>| tx.blocking_send(item).is_ok();
+        let burst = std::cell::RefCell::new(Burst::new(tx));
+        let send = |item: Result<Entry>| burst.borrow_mut().push(item);
         // Reads one directory, sending the errors of its unreadable entries; `None`: the receiver is
-        // gone (the run is ending).
+        // gone (the run is ending). What is held is sent first: the read may take a while.
         let read = |dir: &Path, prefix: &str| {
+            if !burst.borrow_mut().flush() {
+                return None;
+            }
             let (rest, errors) = ahead.take(dir).unwrap_or_else(|| self.read_sorted(dir, prefix, role));
             if !errors.into_iter().all(|e| send(Err(e))) {
                 return None;
@@ -367,6 +410,7 @@ impl LocalStorage {
                 return Ok(()); // receiver gone: the run is ending
             }
         }
+        burst.borrow_mut().flush();
         Ok(())
     }
 
@@ -410,20 +454,21 @@ impl LocalStorage {
                     break;
                 }
             };
-            let path = ent.path();
+            // The path is made only where it is needed: for links followed, and for messages.
+            let path = || ent.path();
             let Some(name) = ent.file_name().to_str().map(str::to_string) else {
                 errors.push(Error::Skipped {
                     key: format!("{key_prefix}{}", ent.file_name().to_string_lossy()),
-                    reason: format!("{}: file name is not UTF-8, skipped", path.display()),
+                    reason: format!("{}: file name is not UTF-8, skipped", path().display()),
                 });
                 continue;
             };
             if name.starts_with(TEMP_PREFIX) {
                 let written = ent.metadata().and_then(|m| m.modified()).ok();
                 if role == WalkRole::Target && temp_owner_dead(&name, written) {
-                    match fs::remove_file(&path) {
-                        Ok(()) => debug!(path = %path.display(), "removed leftover temporary file"),
-                        Err(e) => warn!(path = %path.display(), error = %e, "cannot remove leftover temporary file"),
+                    match fs::remove_file(path()) {
+                        Ok(()) => debug!(path = %path().display(), "removed leftover temporary file"),
+                        Err(e) => warn!(path = %path().display(), error = %e, "cannot remove leftover temporary file"),
                     }
                 }
                 continue;
@@ -431,7 +476,7 @@ impl LocalStorage {
             let ft = match ent.file_type() {
                 Ok(ft) => ft,
                 Err(e) => {
-                    errors.push(Error::local("stat", &path, e));
+                    errors.push(Error::local("stat", path(), e));
                     continue;
                 }
             };
@@ -450,15 +495,17 @@ impl LocalStorage {
                     continue;
                 }
             }
-            let meta = if follow {
-                fs::metadata(&path)
+            // Stat'ed relative to the open directory (one name to look up, not the whole path); only
+            // a link to follow is looked up by its path.
+            let meta = if follow && is_link {
+                fs::metadata(path())
             } else {
-                fs::symlink_metadata(&path)
+                ent.metadata()
             };
             let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
-                    errors.push(Error::local("stat", &path, e));
+                    errors.push(Error::local("stat", path(), e));
                     continue;
                 }
             };
@@ -471,7 +518,7 @@ impl LocalStorage {
             let mtime = match meta.modified() {
                 Ok(t) => t,
                 Err(e) => {
-                    errors.push(Error::local("stat", &path, e));
+                    errors.push(Error::local("stat", path(), e));
                     continue;
                 }
             };
