@@ -8,8 +8,9 @@ use crate::external_sort::ExternalSort;
 use crate::storage::Entry;
 use tokio::sync::mpsc;
 
-/// Bytes of entries held in memory before a run is written (about 40,000 entries of 100-byte keys).
-pub const BUFFER_BYTES: usize = 8 << 20;
+/// Bytes of entries held in memory before a run is written (about 10,000 entries of 100-byte keys):
+/// small enough that an unordered side keeps a run within the flat-memory bound of a sorted one.
+pub const BUFFER_BYTES: usize = 2 << 20;
 /// Entries handed from a blocking merge step to the async side at a time.
 const BATCH: usize = 1024;
 
