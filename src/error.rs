@@ -40,8 +40,9 @@ pub enum S3ErrorKind {
     Other,
 }
 
-/// The error type of the s3sync library.
+/// The error type of the s3sync library. New kinds may be added: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A configuration value is invalid or unsupported.
     #[error("{0}")]

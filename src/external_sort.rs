@@ -42,6 +42,8 @@ pub(crate) struct ExternalSort<T> {
     /// Sorted runs with their level (a run of level `l` holds about `FAN_IN^l` buffers), levels
     /// never increasing along the vector.
     runs: Vec<(u32, File)>,
+    /// Where runs are written ([`temp_file`]; tests make it fail).
+    new_file: fn() -> Result<File>,
 }
 
 impl<T: Record> ExternalSort<T> {
@@ -52,6 +54,7 @@ impl<T: Record> ExternalSort<T> {
             buffered_bytes: 0,
             limit: limit.max(1),
             runs: Vec::new(),
+            new_file: temp_file,
         }
     }
 
@@ -62,36 +65,56 @@ impl<T: Record> ExternalSort<T> {
         self.buffered_bytes >= self.limit
     }
 
-    /// Writes the buffer as a sorted run (blocking file I/O).
+    /// Writes the buffer as a sorted run (blocking file I/O). Nothing is lost when that fails (no room
+    /// or no permission for temporary files): the records stay in memory, the sort holds every later
+    /// record in memory too, and the error is returned for the caller to report.
     pub(crate) fn spill(&mut self) -> Result<()> {
+        let written = self.write_run().and_then(|()| self.merge_full_levels());
+        if written.is_err() {
+            self.limit = usize::MAX;
+        }
+        written
+    }
+
+    fn write_run(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
         sort_by_key(&mut self.buffer);
-        let mut w = BufWriter::new(temp_file()?);
-        for r in self.buffer.drain(..) {
+        let mut w = BufWriter::new((self.new_file)()?);
+        for r in &self.buffer {
             r.write_to(&mut w).map_err(io_error)?;
         }
+        let file = w.into_inner().map_err(|e| io_error(e.into_error()))?;
+        self.runs.push((0, file));
+        self.buffer.clear();
         self.buffered_bytes = 0;
         // Give the memory back: a spilled buffer would otherwise hold its largest size to the end.
         self.buffer.shrink_to_fit();
-        let file = w.into_inner().map_err(|e| io_error(e.into_error()))?;
-        self.runs.push((0, file));
-        // FAN_IN runs of the same level at the end: merge them into one of the next level.
+        Ok(())
+    }
+
+    /// Merges FAN_IN runs of the same level at the end into one of the next level, as long as there
+    /// are; the runs merged are replaced only once their merge is written.
+    fn merge_full_levels(&mut self) -> Result<()> {
         while self.runs.len() >= FAN_IN {
-            let level = self.runs[self.runs.len() - 1].0;
-            let tail = &self.runs[self.runs.len() - FAN_IN..];
-            if tail.iter().any(|(l, _)| *l != level) {
+            let from = self.runs.len() - FAN_IN;
+            let level = self.runs[from].0;
+            if self.runs[from..].iter().any(|(l, _)| *l != level) {
                 break;
             }
-            let group: Vec<File> = self.runs.drain(self.runs.len() - FAN_IN..).map(|(_, f)| f).collect();
+            let mut group = Vec::with_capacity(FAN_IN);
+            for (_, f) in &self.runs[from..] {
+                group.push(f.try_clone().map_err(io_error)?);
+            }
             let mut merged = Merger::<T>::new(group, Vec::new())?;
-            let mut w = BufWriter::new(temp_file()?);
+            let mut w = BufWriter::new((self.new_file)()?);
             while let Some(r) = merged.next_record()? {
                 r.write_to(&mut w).map_err(io_error)?;
             }
-            self.runs
-                .push((level + 1, w.into_inner().map_err(|e| io_error(e.into_error()))?));
+            let file = w.into_inner().map_err(|e| io_error(e.into_error()))?;
+            self.runs.truncate(from);
+            self.runs.push((level + 1, file));
         }
         Ok(())
     }
@@ -113,6 +136,8 @@ pub(crate) struct Merger<T> {
     memory: std::vec::IntoIter<T>,
     /// The head of each source (`readers[i]`, or `readers.len()` for the memory buffer), smallest first.
     heads: BinaryHeap<Reverse<Head<T>>>,
+    /// A run that could not be read: reported at the next call, after the record taken before it.
+    failed: Option<Error>,
 }
 
 struct Head<T> {
@@ -148,6 +173,7 @@ impl<T: Record> Merger<T> {
             readers: Vec::new(),
             memory: Vec::new().into_iter(),
             heads: BinaryHeap::new(),
+            failed: None,
         }
     }
 
@@ -161,6 +187,7 @@ impl<T: Record> Merger<T> {
             readers,
             memory: memory.into_iter(),
             heads: BinaryHeap::new(),
+            failed: None,
         };
         for source in 0..=m.readers.len() {
             m.refill(source)?;
@@ -185,12 +212,18 @@ impl<T: Record> Merger<T> {
         Ok(())
     }
 
-    /// The next record in key order.
+    /// The next record in key order. A run that cannot be read is reported once (the records it
+    /// still held are missing); the other runs' records follow, still in order.
     pub(crate) fn next_record(&mut self) -> Result<Option<T>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let Some(Reverse(head)) = self.heads.pop() else {
             return Ok(None);
         };
-        self.refill(head.source)?;
+        if let Err(e) = self.refill(head.source) {
+            self.failed = Some(e);
+        }
         Ok(Some(head.record))
     }
 }
@@ -351,6 +384,29 @@ mod tests {
         let mut want: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         want.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         assert_eq!(got, want);
+    }
+
+    /// A run that cannot be written loses nothing: its records stay in memory, and so do all later
+    /// ones; the result is still complete and sorted.
+    #[cfg(unix)]
+    #[test]
+    fn a_run_that_cannot_be_written_keeps_its_records_in_memory() {
+        let mut sort = ExternalSort::new(1);
+        for i in [3, 1] {
+            sort.push(entry(i));
+            sort.spill().unwrap();
+        }
+        // Run files that refuse writes, as on a full disk.
+        sort.new_file = || File::open("/dev/null").map_err(io_error);
+        assert!(sort.push(entry(2)));
+        assert!(sort.spill().is_err());
+        assert!(!sort.push(entry(0)), "once a run failed, records stay in memory");
+        let mut m = sort.finish().unwrap();
+        let mut got = Vec::new();
+        while let Some(e) = m.next_record().unwrap() {
+            got.push(e.size);
+        }
+        assert_eq!(got, vec![0, 1, 2, 3]);
     }
 
     /// A shuffled listing of 100,000 keys, sorted through many runs (and a merge of runs), gives the

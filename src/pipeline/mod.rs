@@ -157,13 +157,18 @@ impl Sync {
     }
 
     /// Runs the sync to the end and returns its statistics. `Err` means the run could not start or was
-    /// cancelled; per-object failures are counted in the statistics.
+    /// cancelled (or, [`Error::Internal`], that a bug ended it); per-object failures are counted in the
+    /// statistics. The run is a task of its own on the current runtime; dropping this future stops it.
     pub async fn run(self) -> Result<Stats> {
         // The run's own loop (routing every listed pair) is woken once per pair: as a task it runs on
         // the runtime's workers, not on the thread that awaits the run (often a `block_on`, which
-        // every wake-up would have to unpark: a third of the no-op run's context switches).
-        match tokio::spawn(self.run_here()).await {
+        // every wake-up would have to unpark: a third of the no-op run's context switches). Dropping
+        // this future still stops the run, as it did when the run was polled here.
+        use tracing::Instrument as _;
+        let task = tokio::spawn(self.run_here().in_current_span());
+        match tokio_util::task::AbortOnDropHandle::new(task).await {
             Ok(result) => result,
+            Err(e) if e.is_cancelled() => Err(Error::Cancelled),
             Err(e) => Err(Error::Internal(format!("the run ended abnormally: {e}"))),
         }
     }

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::external_sort::ExternalSort;
 use crate::storage::Entry;
 use tokio::sync::mpsc;
+use tracing::warn;
 
 /// Bytes of entries held in memory before a run is written (about 10,000 entries of 100-byte keys):
 /// small enough that an unordered side keeps a run within the flat-memory bound of a sorted one.
@@ -28,8 +29,13 @@ pub async fn sort_listing(mut rx: mpsc::Receiver<Result<Entry>>, tx: mpsc::Sende
         match item {
             Ok(e) => {
                 if sort.push(e) {
-                    match blocking(move || sort.spill().map(|_| sort)).await {
-                        Ok(s) => sort = s,
+                    match blocking(move || Ok((sort.spill().err(), sort))).await {
+                        Ok((failed, s)) => {
+                            sort = s;
+                            if let Some(e) = failed {
+                                warn!(error = %e, "cannot sort the listing in temporary files: sorting the rest in memory");
+                            }
+                        }
                         Err(e) => {
                             let _ = tx.send(Err(e)).await;
                             return;

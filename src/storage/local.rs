@@ -36,6 +36,8 @@ struct ReadAhead {
     /// The queue's other end, to drop what is still queued when the walk ends (early: stopped).
     queue: crossbeam_channel::Receiver<ReadJob>,
     pending: std::cell::RefCell<HashMap<PathBuf, std::sync::mpsc::Receiver<DirListing>>>,
+    /// The most directories read ahead at once (reported at the end of the walk).
+    peak: std::cell::Cell<usize>,
 }
 
 /// A directory to read ahead (its path and key prefix), and where its listing goes.
@@ -48,6 +50,8 @@ struct Level {
     items: VecDeque<DirItem>,
     rest: Merger<DirItem>,
     upcoming: VecDeque<(PathBuf, String)>,
+    /// Subdirectories of this level being read ahead (at most [`READ_AHEAD`]).
+    in_flight: usize,
 }
 
 impl Level {
@@ -94,6 +98,7 @@ impl ReadAhead {
         scope: &'scope std::thread::Scope<'scope, '_>,
         storage: &'scope LocalStorage,
         role: WalkRole,
+        tx: &'scope mpsc::Sender<Result<Entry>>,
     ) -> Self {
         let (jobs, queue) = crossbeam_channel::unbounded::<ReadJob>();
         let mut started = 0;
@@ -104,7 +109,7 @@ impl ReadAhead {
                 .spawn_scoped(scope, move || {
                     for (dir, prefix, done) in queue {
                         // A read that panics drops `done`: the walk then reads that directory itself.
-                        let read = std::panic::AssertUnwindSafe(|| storage.read_sorted(&dir, &prefix, role));
+                        let read = std::panic::AssertUnwindSafe(|| storage.read_sorted(&dir, &prefix, role, tx));
                         if let Ok(listing) = std::panic::catch_unwind(read) {
                             let _ = done.send(listing);
                         }
@@ -116,19 +121,30 @@ impl ReadAhead {
             jobs: (started > 0).then_some(jobs),
             queue,
             pending: Default::default(),
+            peak: Default::default(),
         }
     }
 
-    /// Starts reading the next `n` of a level's subdirectories not started yet.
-    fn start(&self, upcoming: &mut VecDeque<(PathBuf, String)>, n: usize) {
-        let Some(jobs) = &self.jobs else { return };
+    /// Starts reading the next `n` of a level's subdirectories not started yet; returns how many
+    /// were started (none without reader threads).
+    fn start(&self, upcoming: &mut VecDeque<(PathBuf, String)>, n: usize) -> usize {
+        let Some(jobs) = &self.jobs else { return 0 };
         let mut pending = self.pending.borrow_mut();
+        let mut started = 0;
         for (path, key) in upcoming.drain(..n.min(upcoming.len())) {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             if jobs.send((path.clone(), key, tx)).is_ok() {
                 pending.insert(path, rx);
+                started += 1;
             }
         }
+        self.peak.set(self.peak.get().max(pending.len()));
+        started
+    }
+
+    /// Whether `dir` is being read ahead (or was, and its listing waits to be taken).
+    fn has(&self, dir: &Path) -> bool {
+        self.pending.borrow().contains_key(dir)
     }
 
     /// The listing of `dir` if it was read ahead (waiting for it if it is still being read).
@@ -315,10 +331,13 @@ impl LocalStorage {
     }
 
     fn walk(&self, tx: &mpsc::Sender<Result<Entry>>, role: WalkRole) -> Result<()> {
-        std::thread::scope(|scope| self.walk_with(tx, role, ReadAhead::new(scope, self, role)))
+        let peak = std::thread::scope(|scope| self.walk_with(tx, role, ReadAhead::new(scope, self, role, tx)))?;
+        debug!(root = %self.root.display(), peak, "walk ended; most directories read ahead at once");
+        Ok(())
     }
 
-    fn walk_with(&self, tx: &mpsc::Sender<Result<Entry>>, role: WalkRole, ahead: ReadAhead) -> Result<()> {
+    /// The walk; returns the most directories that were read ahead at once.
+    fn walk_with(&self, tx: &mpsc::Sender<Result<Entry>>, role: WalkRole, ahead: ReadAhead) -> Result<usize> {
         let root_meta = match fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => m,
             Ok(_) => {
@@ -327,7 +346,7 @@ impl LocalStorage {
                     self.root.display()
                 )))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(Error::local("open directory", &self.root, e)),
         };
         let burst = std::cell::RefCell::new(Burst::new(tx));
@@ -338,7 +357,9 @@ impl LocalStorage {
             if !burst.borrow_mut().flush() {
                 return None;
             }
-            let (rest, errors) = ahead.take(dir).unwrap_or_else(|| self.read_sorted(dir, prefix, role));
+            let (rest, errors) = ahead
+                .take(dir)
+                .unwrap_or_else(|| self.read_sorted(dir, prefix, role, tx));
             if !errors.into_iter().all(|e| send(Err(e))) {
                 return None;
             }
@@ -347,30 +368,34 @@ impl LocalStorage {
                 items: VecDeque::new(),
                 rest,
                 upcoming: VecDeque::new(),
+                in_flight: 0,
             };
             if let Err(e) = level.refill() {
                 if !send(Err(e)) {
                     return None;
                 }
             }
-            ahead.start(&mut level.upcoming, READ_AHEAD);
+            level.in_flight = ahead.start(&mut level.upcoming, READ_AHEAD);
             Some(level)
         };
         // A stack of sorted directory listings; directories sort as "name/" so that the walk order
         // equals the byte order of the full keys. `on_path` holds the identity of every directory of
         // the current path, to recognise a link that leads back into it.
         let Some(first) = read(&self.root, "") else {
-            return Ok(());
+            return Ok(ahead.peak.get());
         };
         let mut stack: Vec<Level> = vec![first];
         let mut on_path: Vec<DirId> = vec![dir_id(&root_meta)];
         while let Some(top) = stack.last_mut() {
-            // A run of a directory sorted on disk that cannot be read: its other entries still come.
+            // A run of a directory sorted on disk that cannot be read is reported (what it still held
+            // is missing); the entries of its other runs still come.
             if let Err(e) = top.refill() {
                 if !send(Err(e)) {
-                    return Ok(());
+                    return Ok(ahead.peak.get());
                 }
             }
+            // Subdirectories that entered the window are read ahead as earlier ones are taken.
+            top.in_flight += ahead.start(&mut top.upcoming, READ_AHEAD - top.in_flight);
             let Some(item) = top.items.pop_front() else {
                 stack.pop();
                 on_path.pop();
@@ -378,7 +403,13 @@ impl LocalStorage {
             };
             if let Some(id) = item.dir {
                 let path = top.dir.join(item.name());
-                ahead.start(&mut top.upcoming, 1);
+                // Either it was started (and is taken or dropped now), or it is the first of those
+                // not started yet (and is read here).
+                if top.upcoming.front().is_some_and(|(p, _)| *p == path) {
+                    top.upcoming.pop_front();
+                } else if ahead.has(&path) {
+                    top.in_flight -= 1;
+                }
                 // Without directory identities (not unix), a depth limit stands in for loop detection.
                 if (id.is_some() && on_path.contains(&id)) || (id.is_none() && stack.len() > 256) {
                     let msg = format!(
@@ -391,12 +422,12 @@ impl LocalStorage {
                     };
                     ahead.discard(&path);
                     if !send(Err(skipped)) {
-                        return Ok(());
+                        return Ok(ahead.peak.get());
                     }
                     continue;
                 }
                 let Some(children) = read(&path, &item.key) else {
-                    return Ok(());
+                    return Ok(ahead.peak.get());
                 };
                 stack.push(children);
                 on_path.push(id);
@@ -407,19 +438,26 @@ impl LocalStorage {
                 etag: None,
                 version_id: None,
             })) {
-                return Ok(()); // receiver gone: the run is ending
+                return Ok(ahead.peak.get()); // receiver gone: the run is ending
             }
         }
         burst.borrow_mut().flush();
-        Ok(())
+        Ok(ahead.peak.get())
     }
 
     /// The entries of one directory in key order (sorted on disk past [`DIR_SORT_BYTES`]), and the
     /// errors of those that could not be read.
-    fn read_sorted(&self, dir: &Path, key_prefix: &str, role: WalkRole) -> DirListing {
+    /// The read stops early once `tx` is closed (the run is ending).
+    fn read_sorted(
+        &self,
+        dir: &Path,
+        key_prefix: &str,
+        role: WalkRole,
+        tx: &mpsc::Sender<Result<Entry>>,
+    ) -> DirListing {
         let mut sort = ExternalSort::new(self.dir_sort_bytes);
         let mut errors = Vec::new();
-        let read = self.read_into(dir, key_prefix, role, &mut sort, &mut errors);
+        let read = self.read_into(dir, key_prefix, role, tx, &mut sort, &mut errors);
         match read.and_then(|()| sort.finish()) {
             Ok(sorted) => (sorted, errors),
             Err(e) => {
@@ -430,12 +468,13 @@ impl LocalStorage {
     }
 
     /// Reads the entries of one directory into `sort`, and the errors of those that cannot be read
-    /// into `errors`; an error returned (writing a run) ends the read.
+    /// into `errors`.
     fn read_into(
         &self,
         dir: &Path,
         key_prefix: &str,
         role: WalkRole,
+        tx: &mpsc::Sender<Result<Entry>>,
         sort: &mut ExternalSort<DirItem>,
         errors: &mut Vec<Error>,
     ) -> Result<()> {
@@ -446,7 +485,11 @@ impl LocalStorage {
                 return Ok(());
             }
         };
-        for ent in rd {
+        for (n, ent) in rd.enumerate() {
+            // A directory of millions of files takes a while: stop reading once the run is ending.
+            if n % 1024 == 1023 && tx.is_closed() {
+                return Ok(());
+            }
             let ent = match ent {
                 Ok(ent) => ent,
                 Err(e) => {
@@ -454,7 +497,7 @@ impl LocalStorage {
                     break;
                 }
             };
-            // The path is made only where it is needed: for links followed, and for messages.
+            // The path is made only where it is needed: links followed, leftovers removed, messages.
             let path = || ent.path();
             let Some(name) = ent.file_name().to_str().map(str::to_string) else {
                 errors.push(Error::Skipped {
@@ -495,12 +538,15 @@ impl LocalStorage {
                     continue;
                 }
             }
-            // Stat'ed relative to the open directory (one name to look up, not the whole path); only
-            // a link to follow is looked up by its path.
+            // On unix, stat'ed relative to the open directory (one name to look up, not the whole
+            // path); a link to follow is looked up by its path.
             let meta = if follow && is_link {
                 fs::metadata(path())
-            } else {
+            } else if cfg!(unix) {
                 ent.metadata()
+            } else {
+                // Elsewhere the directory entry's metadata may be a cached copy.
+                fs::symlink_metadata(path())
             };
             let meta = match meta {
                 Ok(m) => m,
@@ -541,7 +587,9 @@ impl LocalStorage {
                 mtime,
             };
             if sort.push(item) {
-                sort.spill()?;
+                if let Err(e) = sort.spill() {
+                    warn!(dir = %dir.display(), error = %e, "cannot sort a large directory in temporary files: sorting it in memory");
+                }
             }
         }
         Ok(())
@@ -844,7 +892,8 @@ mod tests {
         }
         std::os::unix::fs::symlink(".", root.join("loop")).unwrap();
         let small = LocalStorage::new(root, false).with_dir_sort_bytes(2048);
-        let (runs, errors) = small.read_sorted(root, "", WalkRole::Source);
+        let (tx, _rx) = mpsc::channel(1);
+        let (runs, errors) = small.read_sorted(root, "", WalkRole::Source, &tx);
         assert!(errors.is_empty(), "{errors:?}");
         assert!(
             runs.runs() > 1,
@@ -864,6 +913,33 @@ mod tests {
             assert!(disk_keys.contains(&"d07/s/z".to_string()));
             assert_eq!(disk_errs.len(), usize::from(role == WalkRole::Source), "{disk_errs:?}");
         }
+    }
+
+    /// Subdirectories that come after the first window of a directory's entries (here after 300
+    /// files) are still read several at a time ahead of the walk.
+    #[test]
+    fn subdirectories_past_the_first_window_are_read_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for i in 0..300 {
+            fs::write(root.join(format!("a{i:03}")), "").unwrap();
+        }
+        for d in 0..40 {
+            fs::create_dir_all(root.join(format!("b{d:02}"))).unwrap();
+            fs::write(root.join(format!("b{d:02}/x")), "").unwrap();
+        }
+        let s = LocalStorage::new(root, false);
+        let (tx, mut rx) = mpsc::channel(1000);
+        let role = WalkRole::Source;
+        let peak = std::thread::scope(|scope| s.walk_with(&tx, role, ReadAhead::new(scope, &s, role, &tx))).unwrap();
+        drop(tx);
+        let mut keys = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            keys.push(e.unwrap().key);
+        }
+        assert_eq!(keys.len(), 340);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert!(peak >= 2, "at most {peak} directory read ahead at once");
     }
 
     #[cfg(unix)]
