@@ -456,15 +456,16 @@ impl LocalStorage {
         tx: &mpsc::Sender<Result<Entry>>,
     ) -> DirListing {
         let mut sort = ExternalSort::new(self.dir_sort_bytes);
-        let mut errors = Vec::new();
+        let mut errors = DirErrors::default();
         let read = self.read_into(dir, key_prefix, role, tx, &mut sort, &mut errors);
-        match read.and_then(|()| sort.finish()) {
-            Ok(sorted) => (sorted, errors),
+        let sorted = match read.and_then(|()| sort.finish()) {
+            Ok(sorted) => sorted,
             Err(e) => {
                 errors.push(e);
-                (Merger::empty(), errors)
+                Merger::empty()
             }
-        }
+        };
+        (sorted, errors.finish(dir, key_prefix))
     }
 
     /// Reads the entries of one directory into `sort`, and the errors of those that cannot be read
@@ -476,7 +477,7 @@ impl LocalStorage {
         role: WalkRole,
         tx: &mpsc::Sender<Result<Entry>>,
         sort: &mut ExternalSort<DirItem>,
-        errors: &mut Vec<Error>,
+        errors: &mut DirErrors,
     ) -> Result<()> {
         let rd = match fs::read_dir(dir) {
             Ok(rd) => rd,
@@ -743,6 +744,45 @@ fn temp_owner_dead(name: &str, written: Option<std::time::SystemTime>) -> bool {
         .is_some_and(|owner| crate::owner::leftover_is_dead(owner, written))
 }
 
+/// The errors of one directory's entries. At most [`DirErrors::HELD`] are held; past that they are
+/// counted and reported as one error (and one warning for names skipped), so a directory of millions
+/// of unreadable entries does not cost memory per entry.
+#[derive(Default)]
+struct DirErrors {
+    held: Vec<Error>,
+    more_errors: u64,
+    more_skipped: u64,
+}
+
+impl DirErrors {
+    const HELD: usize = 1000;
+
+    fn push(&mut self, e: Error) {
+        if self.held.len() < Self::HELD {
+            self.held.push(e);
+        } else if matches!(e, Error::Skipped { .. }) {
+            self.more_skipped += 1;
+        } else {
+            self.more_errors += 1;
+        }
+    }
+
+    /// The errors held, and one for each kind counted.
+    fn finish(mut self, dir: &Path, key_prefix: &str) -> Vec<Error> {
+        if self.more_errors > 0 {
+            let more = std::io::Error::other(format!("and {} more entries could not be read", self.more_errors));
+            self.held.push(Error::local("read directory", dir, more));
+        }
+        if self.more_skipped > 0 {
+            self.held.push(Error::Skipped {
+                key: key_prefix.to_string(),
+                reason: format!("{}: and {} more entries skipped", dir.display(), self.more_skipped),
+            });
+        }
+        self.held
+    }
+}
+
 /// An entry of a local directory: a file (or, in the target, a link) or a subdirectory.
 struct DirItem {
     /// The key; a directory's ends in `/`, so that a walk in key order is a walk in S3 key order.
@@ -1006,6 +1046,25 @@ mod tests {
         let (keys, errs) = walk_all(dir.path(), WalkRole::Source).await;
         assert_eq!(keys, vec!["a"]);
         assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+
+    /// A directory of many unreadable entries: the first 1,000 errors are held, the rest counted in one.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn errors_past_a_thousand_in_one_directory_are_counted_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..1010 {
+            std::os::unix::fs::symlink("nowhere", dir.path().join(format!("dangling{i}"))).unwrap();
+        }
+        fs::write(dir.path().join("a"), "a").unwrap();
+        let (keys, errs) = walk_all(dir.path(), WalkRole::Source).await;
+        assert_eq!(keys, vec!["a"]);
+        assert_eq!(errs.len(), 1001);
+        assert!(
+            errs[1000].contains("and 10 more entries could not be read"),
+            "{}",
+            errs[1000]
+        );
     }
 
     #[cfg(unix)]
