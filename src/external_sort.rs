@@ -345,11 +345,12 @@ impl Record for Entry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::seq::SliceRandom;
 
-    fn entry(i: usize) -> Entry {
+    /// A test entry: key `dir{i % 7}/k{i:06}`, size `i`, an ETag and a version for some.
+    pub(crate) fn entry(i: usize) -> Entry {
         Entry {
             key: format!("dir{}/k{i:06}", i % 7),
             size: i as u64,

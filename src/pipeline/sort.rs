@@ -100,17 +100,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, SystemTime};
-
-    fn entry(i: usize) -> Entry {
-        Entry {
-            key: format!("dir{}/k{i:06}", i % 7),
-            size: i as u64,
-            mtime: SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000 + i as u64, i as u32),
-            etag: None,
-            version_id: None,
-        }
-    }
+    use crate::external_sort::tests::entry;
 
     /// Through the async stage: errors first, then every entry in order.
     #[tokio::test]

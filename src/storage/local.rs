@@ -128,7 +128,9 @@ impl ReadAhead {
     /// Starts reading the next `n` of a level's subdirectories not started yet; returns how many
     /// were started (none without reader threads).
     fn start(&self, upcoming: &mut VecDeque<(PathBuf, String)>, n: usize) -> usize {
-        let Some(jobs) = &self.jobs else { return 0 };
+        let Some(jobs) = self.jobs.as_ref().filter(|_| n > 0 && !upcoming.is_empty()) else {
+            return 0;
+        };
         let mut pending = self.pending.borrow_mut();
         let mut started = 0;
         for (path, key) in upcoming.drain(..n.min(upcoming.len())) {
@@ -375,7 +377,6 @@ impl LocalStorage {
                     return None;
                 }
             }
-            level.in_flight = ahead.start(&mut level.upcoming, READ_AHEAD);
             Some(level)
         };
         // A stack of sorted directory listings; directories sort as "name/" so that the walk order
@@ -394,7 +395,7 @@ impl LocalStorage {
                     return Ok(ahead.peak.get());
                 }
             }
-            // Subdirectories that entered the window are read ahead as earlier ones are taken.
+            // Up to READ_AHEAD of the subdirectories in the window are read ahead at any time.
             top.in_flight += ahead.start(&mut top.upcoming, READ_AHEAD - top.in_flight);
             let Some(item) = top.items.pop_front() else {
                 stack.pop();
@@ -921,8 +922,8 @@ mod tests {
         }
         for d in 0..40 {
             fs::create_dir_all(root.join(format!("d{d:02}/s"))).unwrap();
-            for f in ["d{d:02}/x", "d{d:02}/s/z"] {
-                fs::write(root.join(f.replace("{d:02}", &format!("{d:02}"))), "x").unwrap();
+            for f in [format!("d{d:02}/x"), format!("d{d:02}/s/z")] {
+                fs::write(root.join(f), "x").unwrap();
             }
         }
         for f in ["a-c", "a.txt", "a/b", "ü", "é/e", "A"] {
