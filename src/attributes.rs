@@ -2,6 +2,7 @@
 //! decided in one place, [`AttributeOptions::for_target`], from the source object's attributes and the
 //! user's overrides; and turned into request headers in one place, [`crate::apply_attributes!`].
 
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -122,9 +123,10 @@ pub fn quote(etag: &str) -> String {
     format!("\"{}\"", etag.trim_matches('"'))
 }
 
-impl ObjectAttributes {
-    /// The attributes a HEAD of the source reports (tagging is read separately).
-    pub fn from_head(h: &HeadObjectOutput) -> Self {
+/// The attributes a HEAD or GET response reports: both carry the same headers under the same getters.
+macro_rules! attributes_of {
+    ($h:expr) => {{
+        let h = $h;
         ObjectAttributes {
             content_type: h.content_type().map(str::to_string),
             cache_control: h.cache_control().map(str::to_string),
@@ -142,6 +144,18 @@ impl ObjectAttributes {
                 .unwrap_or_default(),
             ..Default::default()
         }
+    }};
+}
+
+impl ObjectAttributes {
+    /// The attributes a HEAD of the source reports (tagging is read separately).
+    pub fn from_head(h: &HeadObjectOutput) -> Self {
+        attributes_of!(h)
+    }
+
+    /// The attributes a GET of the source reports: the same as its HEAD's.
+    pub fn from_get(g: &GetObjectOutput) -> Self {
+        attributes_of!(g)
     }
 }
 

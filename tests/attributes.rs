@@ -102,6 +102,78 @@ async fn metadata_overrides_are_set_on_upload() {
     assert_eq!(h.content_type(), Some("application/x-test"));
 }
 
+/// A small object copied through the client costs one GET and one PUT: its metadata comes from the
+/// GET's headers (no HEAD), and its tags are read only when the GET says it has some.
+#[tokio::test]
+async fn s3_to_s3_reads_attributes_from_the_get() {
+    use common::fault_proxy::{FaultProxy, Op};
+    let srv = server().await;
+    let b1 = srv.bucket().await;
+    let tagged = !srv.is_garage();
+    for (key, tags) in [("plain", None), ("meta", None), ("tagged", Some("team=storage"))] {
+        let mut req = srv
+            .client
+            .put_object()
+            .bucket(&b1)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(key.as_bytes().to_vec()));
+        if key == "meta" {
+            req = req.content_type("text/x-custom").metadata("color", "blue");
+        }
+        if let (true, Some(t)) = (tagged, tags) {
+            req = req.tagging(t);
+        }
+        req.send().await.unwrap();
+    }
+    let b2 = srv.bucket().await;
+    let proxy = FaultProxy::start(&srv.endpoint, vec![]).await;
+    let out =
+        tokio::process::Command::from(srv.command_via(&proxy.url(), &[&format!("s3://{b1}/"), &format!("s3://{b2}/")]))
+            .output()
+            .await
+            .unwrap();
+    let r = Run::from(out);
+    r.expect(0);
+    assert_eq!(r.transferred(), 3);
+    assert_eq!(proxy.requests_of(Op::HeadObject), 0, "{}", proxy.summary());
+    assert_eq!(proxy.requests_of(Op::GetObject), 3, "{}", proxy.summary());
+    assert_eq!(proxy.requests_of(Op::PutObject), 3, "{}", proxy.summary());
+    assert_eq!(
+        proxy.requests_of(Op::GetObjectTagging),
+        usize::from(tagged),
+        "only the tagged object's tags are read: {}",
+        proxy.summary()
+    );
+    assert_eq!(srv.get(&b2, "meta").await, b"meta");
+    let h = srv.client.head_object().bucket(&b2).key("meta").send().await.unwrap();
+    assert_eq!(h.content_type(), Some("text/x-custom"));
+    assert_eq!(
+        h.metadata().and_then(|m| m.get("color")).map(String::as_str),
+        Some("blue")
+    );
+    if tagged {
+        let t = srv
+            .client
+            .get_object_tagging()
+            .bucket(&b2)
+            .key("tagged")
+            .send()
+            .await
+            .unwrap();
+        let tags: Vec<_> = t.tag_set().iter().map(|t| (t.key(), t.value())).collect();
+        assert_eq!(tags, vec![("team", "storage")]);
+        let t = srv
+            .client
+            .get_object_tagging()
+            .bucket(&b2)
+            .key("plain")
+            .send()
+            .await
+            .unwrap();
+        assert!(t.tag_set().is_empty());
+    }
+}
+
 #[tokio::test]
 async fn s3_to_s3_copies_metadata_and_tags() {
     let srv = server().await;

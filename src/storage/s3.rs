@@ -868,15 +868,60 @@ impl S3Storage {
         offset: u64,
         len: u64,
     ) -> Result<Ranged> {
-        let full = self.full_key(key);
         let range = (len > 0).then(|| format!("bytes={}-{}", offset, offset + len - 1));
-        // Every range of one object is pinned to the same bytes: the version, else the listed ETag
-        // (an object overwritten mid-download fails with 412 instead of mixing two objects).
+        let resp = self.send_get(key, version_id, etag, range).await?;
+        Ok(Ranged {
+            etag_is_md5: etag_is_digest(resp.server_side_encryption(), resp.sse_customer_algorithm()),
+            body: resp.body,
+        })
+    }
+
+    /// Starts a GET of a whole object and returns its body with what its headers tell, the same as a
+    /// HEAD would (but for the stored additional checksum, which a GET does not ask for): one request
+    /// where a HEAD and a GET were two.
+    pub async fn open(&self, key: &str, version_id: Option<&str>, etag: Option<&str>) -> Result<(Ranged, HeadInfo)> {
+        let g = self.send_get(key, version_id, etag, None).await?;
+        let info = HeadInfo {
+            entry: Entry {
+                key: key.to_string(),
+                size: g.content_length().unwrap_or(0).max(0) as u64,
+                mtime: g.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
+                etag: g.e_tag().map(crate::checksum::normalize_etag),
+                version_id: g.version_id().map(str::to_string),
+            },
+            attributes: ObjectAttributes::from_get(&g),
+            parts_count: g.parts_count().and_then(|n| u64::try_from(n).ok()),
+            checksum: None,
+            full_object_checksum: false,
+            storage_class: g.storage_class().map(|c| c.as_str().to_string()),
+            tag_count: g.tag_count(),
+            server_side_encryption: g.server_side_encryption().map(|c| c.as_str().to_string()),
+            ssekms_key_id: g.ssekms_key_id().map(str::to_string),
+            sse_customer_algorithm: g.sse_customer_algorithm().map(str::to_string),
+        };
+        let ranged = Ranged {
+            etag_is_md5: etag_is_digest(g.server_side_encryption(), g.sse_customer_algorithm()),
+            body: g.body,
+        };
+        Ok((ranged, info))
+    }
+
+    /// Sends one GetObject, pinned to `version_id`, else to the listed `etag`: every range of one
+    /// object reads the same bytes (an object overwritten mid-transfer fails with 412, reported as
+    /// [`Error::ObjectChanged`], instead of mixing two objects).
+    async fn send_get(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        etag: Option<&str>,
+        range: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        let full = self.full_key(key);
         let if_match = match (version_id, etag) {
             (None, Some(e)) if !e.is_empty() => Some(format!("\"{e}\"")),
             _ => None,
         };
-        let resp = self
+        let req = self
             .client
             .get_object()
             .bucket(&self.bucket)
@@ -885,7 +930,7 @@ impl S3Storage {
             .set_range(range)
             .set_if_match(if_match)
             .set_version_id(version_id.map(str::to_string));
-        let resp = with_sse_c!(resp, &self.sse_c).send().await.map_err(|e| {
+        with_sse_c!(req, &self.sse_c).send().await.map_err(|e| {
             if let SdkError::ServiceError(se) = &e {
                 if se.raw().status().as_u16() == 412 {
                     return Error::ObjectChanged {
@@ -896,10 +941,6 @@ impl S3Storage {
                 }
             }
             self.err("GetObject", &full, e)
-        })?;
-        Ok(Ranged {
-            etag_is_md5: etag_is_digest(resp.server_side_encryption(), resp.sse_customer_algorithm()),
-            body: resp.body,
         })
     }
 

@@ -207,11 +207,20 @@ struct S3Part<'a> {
     etag: Option<&'a str>,
     /// Set when a response says the object's ETag is not an MD5 of its bytes (SSE-KMS, SSE-C).
     opaque_etag: &'a std::sync::atomic::AtomicBool,
+    /// A GET of the whole object already under way (its headers gave the attributes), taken by the
+    /// first read from offset 0.
+    opened: std::sync::Mutex<Option<aws_sdk_s3::primitives::ByteStream>>,
 }
 
 impl S3Part<'_> {
     /// GETs `len` bytes at `offset`, noting whether the response says the ETag is opaque.
     async fn get_range(&self, offset: u64, len: u64) -> Result<aws_sdk_s3::primitives::ByteStream> {
+        if offset == 0 {
+            let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(body) = opened {
+                return Ok(body);
+            }
+        }
         let ranged = self
             .s3
             .get_range(self.key, self.version, self.etag, offset, len)
@@ -372,7 +381,10 @@ impl Transferer {
             }
             (End::S3(s), End::Local(l)) => self.download(s, l, entry).await,
             (End::S3(s), End::S3(t)) => {
-                let (mut attrs, head) = self.source_attributes(s, entry).await?;
+                let opened = self.open_whole(s, entry).await?;
+                let (mut attrs, head) = self
+                    .source_attributes(s, entry, opened.as_ref().map(|(_, h)| h))
+                    .await?;
                 if !self.prepare_write(entry, target, head.as_ref(), &mut attrs).await? {
                     return Ok(cancelled);
                 }
@@ -380,7 +392,8 @@ impl Transferer {
                 if self.cfg.server_side_copy {
                     self.server_side_copy(s, t, entry, &attrs).await
                 } else {
-                    self.copy_through_client(s, t, entry, &attrs).await
+                    self.copy_through_client(s, t, entry, &attrs, opened.map(|(r, _)| r))
+                        .await
                 }
             }
             (End::Local(_), End::Local(_)) => Err(Error::InvalidArgument("local to local is not supported".into())),
@@ -424,19 +437,52 @@ impl Transferer {
         Ok(true)
     }
 
-    /// The target attributes of an S3 source object: its metadata (HEAD) and tags (GetObjectTagging),
-    /// each fetched only when the options (or a preprocess callback) need it; with the HEAD.
+    /// Starts the GET of an S3 source object that will be copied through the client in one PutObject:
+    /// its response headers carry the metadata and the tag count, so the object needs no HEAD and,
+    /// without tags, no GetObjectTagging. `None` for the other objects (multipart layouts, server-side
+    /// copies), and with a preprocess callback, which is shown the HEAD (it has the stored checksum).
+    async fn open_whole(
+        &self,
+        source: &S3Storage,
+        entry: &Entry,
+    ) -> Result<Option<(crate::storage::s3::Ranged, crate::storage::s3::HeadInfo)>> {
+        let single = entry.size < self.cfg.multipart_threshold
+            && entry.etag.as_deref().is_none_or(|e| etag_part_count(e).is_none());
+        if self.cfg.server_side_copy || self.cfg.callbacks.preprocess.is_some() || !single {
+            return Ok(None);
+        }
+        match source
+            .open(&entry.key, entry.version_id.as_deref(), entry.etag.as_deref())
+            .await
+        {
+            Ok(opened) => Ok(Some(opened)),
+            Err(Error::S3 {
+                kind: S3ErrorKind::NotFound,
+                ..
+            }) => Err(vanished(&entry.key)),
+            Err(e) => Err(with_key(e, &entry.key)),
+        }
+    }
+
+    /// The target attributes of an S3 source object: its metadata and tags, each fetched only when
+    /// the options (or a preprocess callback) need it; with the HEAD. `got` is what the response of a
+    /// GET already under way said: then no HEAD is sent, and GetObjectTagging only when the object
+    /// has tags (`x-amz-tagging-count`; S3 leaves the header out when there are none).
     async fn source_attributes(
         &self,
         source: &S3Storage,
         entry: &Entry,
+        got: Option<&crate::storage::s3::HeadInfo>,
     ) -> Result<(
         crate::attributes::ObjectAttributes,
         Option<crate::storage::s3::HeadInfo>,
     )> {
         let opts = &self.cfg.attributes;
         let mut head = None;
-        let mut src = if opts.needs_source_attributes() || self.cfg.callbacks.preprocess.is_some() {
+        let tagged = got.is_none_or(|g| g.tag_count.is_some_and(|n| n > 0));
+        let mut src = if let Some(g) = got {
+            g.attributes.clone()
+        } else if opts.needs_source_attributes() || self.cfg.callbacks.preprocess.is_some() {
             match source
                 .head_version(&entry.key, None, entry.version_id.as_deref())
                 .await?
@@ -446,17 +492,12 @@ impl Transferer {
                     head = Some(h);
                     a
                 }
-                None => {
-                    return Err(Error::ObjectChanged {
-                        key: entry.key.clone(),
-                        message: "the source object vanished".into(),
-                    })
-                }
+                None => return Err(vanished(&entry.key)),
             }
         } else {
             Default::default()
         };
-        if !opts.disable_tagging && opts.tagging.is_none() {
+        if !opts.disable_tagging && opts.tagging.is_none() && tagged {
             src.tagging = source.get_tagging(&entry.key, entry.version_id.as_deref()).await?;
         }
         let mut attrs = opts.for_target(Some(src), &entry.key, entry.mtime);
@@ -985,9 +1026,10 @@ impl Transferer {
         target: &S3Storage,
         entry: &Entry,
         attrs: &crate::attributes::ObjectAttributes,
+        opened: Option<crate::storage::s3::Ranged>,
     ) -> Result<Moved> {
         let src_etag = entry.etag.clone().unwrap_or_default();
-        let opaque_etag = std::sync::atomic::AtomicBool::new(false);
+        let opaque_etag = std::sync::atomic::AtomicBool::new(opened.as_ref().is_some_and(|r| !r.etag_is_md5));
         // Write with the source's own part layout when it is known, so the ETags come out identical.
         let (layout, known) = match etag_part_count(&src_etag) {
             Some(_) => {
@@ -1023,6 +1065,7 @@ impl Transferer {
                         version: entry.version_id.as_deref(),
                         etag: entry.etag.as_deref(),
                         opaque_etag: &opaque_etag,
+                        opened: std::sync::Mutex::new(opened.map(|r| r.body)),
                     }),
                     id: src_etag.clone(),
                     expected_etag: (known && self.source_etag_is_md5() && etag_is_md5_form(&src_etag))
@@ -1285,6 +1328,7 @@ impl Transferer {
             version: entry.version_id.as_deref(),
             etag: entry.etag.as_deref(),
             opaque_etag: &opaque_etag,
+            opened: std::sync::Mutex::new(None),
         };
         let object = &object;
         let mut parts: Vec<(u64, PartDigest)> = stream::iter(layout.parts())
@@ -1628,6 +1672,14 @@ pub(crate) fn downloaded_checksum(
 }
 
 /// Fills in the key of errors raised below the object level.
+/// The error of a source object that was listed but is gone when read.
+fn vanished(key: &str) -> Error {
+    Error::ObjectChanged {
+        key: key.to_string(),
+        message: "the source object vanished".into(),
+    }
+}
+
 fn with_key(e: Error, key: &str) -> Error {
     match e {
         Error::ObjectChanged { key: k, message } if k.is_empty() => Error::ObjectChanged {

@@ -129,6 +129,10 @@ pub enum Op {
     GetObject,
     /// `GET /bucket/key?uploadId=`.
     ListParts,
+    /// `GET /bucket/key?tagging`.
+    GetObjectTagging,
+    /// `PUT /bucket/key?tagging`.
+    PutObjectTagging,
     /// `PUT /bucket/key`.
     PutObject,
     /// `PUT /bucket/key` with `x-amz-copy-source`.
@@ -199,6 +203,8 @@ pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Op {
     }
     match *method {
         Method::GET if has("uploadId") => Op::ListParts,
+        Method::GET if has("tagging") => Op::GetObjectTagging,
+        Method::PUT if has("tagging") => Op::PutObjectTagging,
         Method::GET => Op::GetObject,
         Method::HEAD => Op::HeadObject,
         Method::PUT if has("partNumber") && has("uploadId") => {
