@@ -4,7 +4,8 @@
 # Usage: scripts/test.sh [-- ARGS...]
 #   ARGS go to every test binary (after cargo's `--`): a test-name filter, --nocapture, --exact, ...
 # Steps: install the S3 servers (cached) -> cargo build --all-targets -> unit tests
-#   (cargo test --no-fail-fast --workspace --lib --bins; cargo test --no-fail-fast -p s3sync-io) -> the
+#   (cargo test --no-fail-fast --workspace --lib --bins; cargo test --no-fail-fast -p s3sync-io; the same
+#   crate's tests as user nobody with RLIMIT_MEMLOCK 8 MiB, scripts/unprivileged-io-tests.sh) -> the
 #   deployment files (deploy/kubernetes/check_manifests.py) -> docs and packaging (scripts/check-package.sh)
 #   -> for each server, start it and run
 #   `cargo test --no-fail-fast` of every [[test]] target of Cargo.toml once per I/O backend (S3SYNC_IO_BACKEND) -> stop it ->
@@ -87,6 +88,7 @@ step "build" cargo build --all-targets || { summary; exit 1; }
 if [ "${S3SYNC_UNIT:-1}" != 0 ]; then
   step "unit (lib+bins)" cargo test --no-fail-fast --workspace --lib --bins -- "${EXTRA[@]}" || true
   step "s3sync-io (all tests)" cargo test --no-fail-fast -p s3sync-io -- "${EXTRA[@]}" || true
+  step "s3sync-io as an unprivileged user" scripts/unprivileged-io-tests.sh -- "${EXTRA[@]}" || true
 fi
 
 # The deployment files (Indexed Job, Dockerfile): parsed and checked with the moto venv's PyYAML.

@@ -165,13 +165,19 @@ impl IoEngine {
         }
     }
 
-    /// Whether I/O uses registered fixed buffers (io_uring with the pool registered). False for
-    /// the tokio backend, and for io_uring when registration failed (e.g. `RLIMIT_MEMLOCK`).
+    /// Whether I/O uses registered fixed buffers (io_uring with at least part of the pool
+    /// registered). False for the tokio backend, and for io_uring when no chunk could be registered.
     pub fn uses_fixed_buffers(&self) -> bool {
+        self.fixed_buffer_chunks() > 0
+    }
+
+    /// How many of the pool's chunks are registered as fixed buffers (the first ones): all of them
+    /// when `RLIMIT_MEMLOCK` allows, else the prefix it holds; 0 for the tokio backend.
+    pub fn fixed_buffer_chunks(&self) -> usize {
         match &self.backend {
-            Backend::Tokio => false,
+            Backend::Tokio => 0,
             #[cfg(s3sync_uring)]
-            Backend::Uring(b) => b.fixed_buffers(),
+            Backend::Uring(b) => b.fixed_chunks(),
         }
     }
 

@@ -120,6 +120,9 @@ impl DirtyDirs {
 #[derive(Debug)]
 pub struct LazyIo {
     cell: std::sync::OnceLock<IoEngine>,
+    /// Held while the engine is built, so transfers starting together build one pool and one ring
+    /// (each pool registered with a ring pins all its memory).
+    building: std::sync::Mutex<()>,
     pool_bytes: u64,
 }
 
@@ -128,6 +131,7 @@ impl LazyIo {
     pub fn new(pool_bytes: u64) -> Self {
         LazyIo {
             cell: std::sync::OnceLock::new(),
+            building: std::sync::Mutex::new(()),
             pool_bytes,
         }
     }
@@ -137,13 +141,18 @@ impl LazyIo {
         if let Some(io) = self.cell.get() {
             return Ok(io);
         }
+        let _building = self.building.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(io) = self.cell.get() {
+            return Ok(io);
+        }
         let cs = crate::config::POOL_CHUNK_SIZE;
         let pool = s3sync_io::ChunkPool::new(cs, (self.pool_bytes as usize).div_ceil(cs))?;
         let io = IoEngine::new(pool)?;
         debug!(
             backend = ?io.backend(),
             built_for = env!("S3SYNC_BUILD_BACKEND"),
-            fixed_buffers = io.uses_fixed_buffers(),
+            fixed_chunks = io.fixed_buffer_chunks(),
+            chunks = io.pool().capacity(),
             pool_bytes = self.pool_bytes,
             "I/O engine ready"
         );
@@ -1438,6 +1447,9 @@ impl Transferer {
         // MD5 only when the ETag will be compared (not with --disable-etag-verify, nor for ETags that
         // are not digests).
         let mut hasher = PartHasher::for_verification(md5, algo);
+        // The ranges of one object are polled by one task: a large range hashes on blocking
+        // threads, so that one large download uses every core for its MD5.
+        let offload = len >= OFFLOAD_HASH_BYTES && hasher.hashes();
         // An empty object whose ETag is the MD5 of nothing needs no request; any other empty object is
         // fetched, so that its response tells whether its ETag is a digest at all (SSE-KMS).
         const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
@@ -1473,7 +1485,8 @@ impl Transferer {
                                 message: "the object is larger than listed".into(),
                             });
                         }
-                        hasher.update(full.as_slice());
+                        let (h, full) = feed(hasher, full, offload).await?;
+                        hasher = h;
                         let n = full.len() as u64;
                         write(full, pos).await?;
                         pos += n;
@@ -1483,7 +1496,8 @@ impl Transferer {
             }
         }
         if let Some(c) = cur.filter(|c| !c.is_empty()) {
-            hasher.update(c.as_slice());
+            let (h, c) = feed(hasher, c, offload).await?;
+            hasher = h;
             let n = c.len() as u64;
             write(c, pos).await?;
             pos += n;
@@ -1672,6 +1686,24 @@ pub(crate) fn downloaded_checksum(
 }
 
 /// Fills in the key of errors raised below the object level.
+/// Feeds `chunk` to `hasher`, on a blocking thread when `offload`; hands both back.
+async fn feed(
+    mut hasher: PartHasher,
+    chunk: s3sync_io::Chunk,
+    offload: bool,
+) -> Result<(PartHasher, s3sync_io::Chunk)> {
+    if !offload {
+        hasher.update(chunk.as_slice());
+        return Ok((hasher, chunk));
+    }
+    tokio::task::spawn_blocking(move || {
+        hasher.update(chunk.as_slice());
+        (hasher, chunk)
+    })
+    .await
+    .map_err(|e| Error::local("hash", "downloaded part", std::io::Error::other(e)))
+}
+
 /// The error of a source object that was listed but is gone when read.
 fn vanished(key: &str) -> Error {
     Error::ObjectChanged {

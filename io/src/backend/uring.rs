@@ -88,27 +88,28 @@ fn poke(waker: &File) {
 pub(crate) struct UringBackend {
     tx: Option<Sender<Request>>,
     waker: Arc<File>,
-    fixed: bool,
+    fixed: usize,
 }
 
 impl UringBackend {
     /// Builds the ring (the runtime probe), registers the pool's chunks and starts the thread.
     ///
-    /// If the ring works but the chunks cannot be registered (typically `RLIMIT_MEMLOCK` for an
-    /// unprivileged user), logs one warning and continues with plain READ/WRITE on the ring.
+    /// As many chunks are registered as `RLIMIT_MEMLOCK` allows (an unprivileged user's default of
+    /// 8 MiB holds about 31 chunks of 256 KiB); the others use plain READ/WRITE. If no chunk can be
+    /// registered, logs one warning and continues with plain READ/WRITE on the ring.
     pub(crate) fn start(pool: &ChunkPool) -> io::Result<UringBackend> {
         #[cfg(test)]
         if tests::FAIL_PROBE.with(std::cell::Cell::get) {
             return Err(io::Error::other("probe failure injected by a test"));
         }
-        UringBackend::start_with(pool, true)
+        UringBackend::start_with(pool, Some(usize::MAX))
     }
 
-    /// [`start`](Self::start), optionally without registering fixed buffers (for tests).
-    pub(crate) fn start_with(pool: &ChunkPool, register_buffers: bool) -> io::Result<UringBackend> {
+    /// [`start`](Self::start), registering at most `register` chunks (`None`: none), for tests.
+    pub(crate) fn start_with(pool: &ChunkPool, register: Option<usize>) -> io::Result<UringBackend> {
         let waker = Arc::new(uring_sys::eventfd()?);
-        let (ring, registration) = Ring::<Reply>::new(RING_ENTRIES, pool, waker.try_clone()?, register_buffers)?;
-        let fixed = ring.fixed_buffers();
+        let (ring, registration) = Ring::<Reply>::new(RING_ENTRIES, pool, waker.try_clone()?, register)?;
+        let fixed = ring.fixed_chunks();
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread_waker = Arc::clone(&waker);
         std::thread::Builder::new()
@@ -126,7 +127,7 @@ impl UringBackend {
                 pool.chunk_size()
             );
         }
-        tracing::debug!(fixed_buffers = fixed, "io backend: io_uring");
+        tracing::debug!(fixed_chunks = fixed, chunks = pool.capacity(), "io backend: io_uring");
         Ok(UringBackend {
             tx: Some(tx),
             waker,
@@ -134,7 +135,8 @@ impl UringBackend {
         })
     }
 
-    pub(crate) fn fixed_buffers(&self) -> bool {
+    /// How many of the pool's first chunks are registered as fixed buffers.
+    pub(crate) fn fixed_chunks(&self) -> usize {
         self.fixed
     }
 
@@ -414,19 +416,94 @@ pub(crate) mod tests {
         assert!(matches!(err, Err(crate::IoError::UringUnavailable(_))));
     }
 
-    /// The non-fixed path (used when registration fails, e.g. `RLIMIT_MEMLOCK`) reads and writes
-    /// correctly, including short reads at EOF.
+    /// With room for only a prefix of the pool (as `RLIMIT_MEMLOCK` leaves an unprivileged user),
+    /// the first chunks go through READ_FIXED/WRITE_FIXED and the rest through READ/WRITE, all
+    /// in flight together, and every byte lands where it belongs.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn unregistered_buffers_roundtrip() {
-        let pool = ChunkPool::new(1 << 20, 4).unwrap();
-        let backend = match UringBackend::start_with(&pool, false) {
+    async fn a_registered_prefix_mixes_fixed_and_plain_buffers() {
+        let pool = ChunkPool::new(64 << 10, 8).unwrap();
+        let backend = match UringBackend::start_with(&pool, Some(3)) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("note: io_uring unavailable, skipping: {e}");
                 return;
             }
         };
-        assert!(!backend.fixed_buffers());
+        let fixed = backend.fixed_chunks();
+        assert!(fixed <= 3, "{fixed}");
+        let engine = IoEngine::from_uring(pool.clone(), backend);
+        assert_eq!(engine.fixed_buffer_chunks(), fixed);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let expected: Vec<u8> = (0..8u32 << 16).map(|i| (i % 253) as u8).collect();
+        let file = engine.create_new(&path).await.unwrap();
+        let chunks = pool.acquire_many(8).await.unwrap();
+        assert!(chunks.iter().any(|c| c.index() < fixed) || fixed == 0);
+        assert!(chunks.iter().any(|c| c.index() >= 3));
+        let writes = chunks
+            .into_iter()
+            .zip(expected.chunks(64 << 10))
+            .enumerate()
+            .map(|(i, (mut c, piece))| {
+                c.extend_from_slice(piece);
+                engine.write_at(&file, c, (i << 16) as u64)
+            });
+        futures::future::try_join_all(writes).await.unwrap();
+        engine.fsync(&file).await.unwrap();
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        let file = engine.open_read(&path).await.unwrap();
+        let chunks = pool.acquire_many(8).await.unwrap();
+        let reads = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| engine.read_at(&file, c, (i << 16) as u64, 64 << 10));
+        let read = futures::future::try_join_all(reads).await.unwrap();
+        let got: Vec<u8> = read.iter().flat_map(|c| c.as_slice().to_vec()).collect();
+        assert_eq!(got, expected);
+    }
+
+    /// The whole default pool (64 MiB) is registered when the process may lock that much, and
+    /// otherwise the prefix `RLIMIT_MEMLOCK` holds (scripts/test.sh also runs this crate's tests as
+    /// an unprivileged user with an 8 MiB limit); never nothing while the limit holds one chunk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn as_much_of_the_pool_as_memlock_allows_is_registered() {
+        let pool = ChunkPool::new(256 << 10, 256).unwrap();
+        let backend = match UringBackend::start_with(&pool, Some(usize::MAX)) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("note: io_uring unavailable, skipping: {e}");
+                return;
+            }
+        };
+        let lim = uring_sys::memlock_limits().expect("getrlimit");
+        assert_eq!(lim.rlim_cur, lim.rlim_max, "the soft limit was raised to the hard one");
+        let fixed = backend.fixed_chunks();
+        eprintln!("memlock {} bytes: {fixed} of 256 chunks registered", lim.rlim_cur);
+        if lim.rlim_cur >= 2 * (256 << 10) {
+            assert!(fixed > 0, "memlock {} holds chunks, none registered", lim.rlim_cur);
+        }
+        if fixed < 256 && lim.rlim_cur != libc::RLIM_INFINITY {
+            assert!(
+                fixed as u64 * (256 << 10) <= lim.rlim_cur,
+                "{fixed} chunks over the limit"
+            );
+        }
+    }
+
+    /// The non-fixed path (used when registration fails, e.g. `RLIMIT_MEMLOCK`) reads and writes
+    /// correctly, including short reads at EOF.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unregistered_buffers_roundtrip() {
+        let pool = ChunkPool::new(1 << 20, 4).unwrap();
+        let backend = match UringBackend::start_with(&pool, None) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("note: io_uring unavailable, skipping: {e}");
+                return;
+            }
+        };
+        assert_eq!(backend.fixed_chunks(), 0);
         let engine = IoEngine::from_uring(pool.clone(), backend);
         assert_eq!(engine.backend(), BackendKind::Uring);
         assert!(!engine.uses_fixed_buffers());

@@ -79,6 +79,33 @@ fn context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Raises the soft `RLIMIT_MEMLOCK` to the hard limit (allowed to any process) and returns the
+/// soft limit in force, in bytes; `None` when unlimited or unknown.
+fn raise_memlock() -> Option<u64> {
+    let mut lim = memlock_limits()?;
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the valid `raised`.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+/// The process's `RLIMIT_MEMLOCK` (soft and hard), if it can be read.
+pub(crate) fn memlock_limits() -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `lim`.
+    (unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0).then_some(lim)
+}
+
 /// Creates the eventfd senders poke to wake the ring thread (a counter, initially 0).
 pub(crate) fn eventfd() -> io::Result<File> {
     // SAFETY: plain FFI call with valid flags; returns a new fd or -1.
@@ -100,7 +127,8 @@ pub(crate) struct Ring<T> {
     wake: File,
     wake_buf: Box<u64>,
     wake_armed: bool,
-    fixed: bool,
+    /// Chunks `0..fixed` are registered as fixed buffers.
+    fixed: usize,
     pool: ChunkPool,
 }
 
@@ -108,14 +136,15 @@ impl<T> Ring<T> {
     /// Builds a ring with `entries` SQ entries (at most `entries - 1` operations in flight, plus
     /// the wake-up read) and checks that the kernel supports every opcode used.
     ///
-    /// Then, if `register_buffers`, tries to register the pool's chunks as fixed buffers. The ring
-    /// is usable either way; the second value is the registration error, if any (then plain
-    /// READ/WRITE are used).
+    /// Then registers up to `register` of the pool's first chunks as fixed buffers (none when
+    /// `None`): as many as `RLIMIT_MEMLOCK` allows (see [`register_pool`](Self::register_pool)).
+    /// The ring is usable either way; the second value is the registration error when no chunk
+    /// could be registered (then plain READ/WRITE are used throughout).
     pub(crate) fn new(
         entries: u32,
         pool: &ChunkPool,
         wake: File,
-        register_buffers: bool,
+        register: Option<usize>,
     ) -> io::Result<(Ring<T>, Option<io::Error>)> {
         let ring = IoUring::builder()
             .setup_clamp()
@@ -154,25 +183,33 @@ impl<T> Ring<T> {
             wake,
             wake_buf: Box::new(0),
             wake_armed: false,
-            fixed: false,
+            fixed: 0,
             pool: pool.clone(),
         };
-        if !register_buffers {
+        let Some(max) = register else {
             return Ok((this, None));
+        };
+        match this.register_pool(max) {
+            Ok(n) => {
+                this.fixed = n;
+                Ok((this, None))
+            }
+            Err(e) => Ok((this, Some(e))),
         }
-        let registration = this.register_pool();
-        this.fixed = registration.is_ok();
-        Ok((this, registration.err()))
     }
 
-    fn register_pool(&self) -> io::Result<()> {
-        let count = self.pool.capacity();
-        if count > MAX_FIXED_BUFFERS {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{count} chunks exceed the kernel's limit of {MAX_FIXED_BUFFERS} fixed buffers"),
-            ));
+    /// Registers a prefix of the pool's chunks (at most `max`) as fixed buffers and returns its
+    /// length. Pinned buffers count against `RLIMIT_MEMLOCK` (unless the process may lock memory
+    /// anyway, as root can), which is 8 MiB by default: the soft limit is raised to the hard one,
+    /// then the whole pool is tried, then the prefix the limit holds, shortened by 1, 2, 4, ...
+    /// chunks while the kernel still says no (other processes of the same user count against the
+    /// same limit). Chunks past the prefix use plain READ/WRITE.
+    fn register_pool(&self, max: usize) -> io::Result<usize> {
+        let count = self.pool.capacity().min(MAX_FIXED_BUFFERS).min(max);
+        if count == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no chunk to register"));
         }
+        let limit = raise_memlock();
         let inner = self.pool.inner();
         let iovecs = (0..count)
             .map(|i| {
@@ -185,15 +222,41 @@ impl<T> Ring<T> {
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
-        // SAFETY: each iovec is exactly one chunk's range inside the pool allocation, which
-        // `self.pool` keeps alive until after the ring (and with it the registration) is gone
-        // (invariant 3). The kernel only accesses a registered buffer for a fixed-buffer
-        // operation, and those are issued only under invariants 1 and 2.
-        unsafe { self.ring.submitter().register_buffers(&iovecs) }.map_err(|e| context(e, "IORING_REGISTER_BUFFERS"))
+        let mut n = count;
+        let mut step = 0;
+        loop {
+            // SAFETY: each iovec is exactly one chunk's range inside the pool allocation, which
+            // `self.pool` keeps alive until after the ring (and with it the registration) is gone
+            // (invariant 3). The kernel only accesses a registered buffer for a fixed-buffer
+            // operation, and those are issued only under invariants 1 and 2.
+            let e = match unsafe { self.ring.submitter().register_buffers(&iovecs[..n]) } {
+                Ok(()) => return Ok(n),
+                Err(e) => e,
+            };
+            // First the prefix the limit holds, then a little less each time (the ring's own pages
+            // or another process of the same user may hold part of the limit).
+            let next = if step == 0 {
+                let fits = limit.map_or(n / 2, |l| {
+                    usize::try_from(l / self.pool.chunk_size() as u64).unwrap_or(n)
+                });
+                (n - 1).min(fits)
+            } else {
+                n.saturating_sub(step)
+            };
+            step = (step * 2).max(1);
+            if e.raw_os_error() != Some(libc::ENOMEM) || next == 0 {
+                let held = limit.map_or_else(|| "unlimited".to_string(), |l| format!("{l} bytes"));
+                return Err(context(
+                    e,
+                    &format!("IORING_REGISTER_BUFFERS ({n} chunks; RLIMIT_MEMLOCK {held})"),
+                ));
+            }
+            n = next;
+        }
     }
 
-    /// Whether the pool's chunks are registered as fixed buffers.
-    pub(crate) fn fixed_buffers(&self) -> bool {
+    /// How many of the pool's first chunks are registered as fixed buffers.
+    pub(crate) fn fixed_chunks(&self) -> usize {
         self.fixed
     }
 
@@ -249,7 +312,7 @@ impl<T> Ring<T> {
                 let buf = chunk.as_mut_ptr().wrapping_add(done);
                 let fd = types::Fd(file.std().as_raw_fd());
                 let at = offset.saturating_add(done as u64);
-                if self.fixed && self.pool.owns(chunk) {
+                if self.pool.owns(chunk) && chunk.index() < self.fixed {
                     opcode::ReadFixed::new(fd, buf, len, chunk.index() as u16)
                         .offset(at)
                         .build()
@@ -268,7 +331,7 @@ impl<T> Ring<T> {
                 let buf = chunk.as_ptr().wrapping_add(done);
                 let fd = types::Fd(file.std().as_raw_fd());
                 let at = offset.saturating_add(done as u64);
-                if self.fixed && self.pool.owns(chunk) {
+                if self.pool.owns(chunk) && chunk.index() < self.fixed {
                     opcode::WriteFixed::new(fd, buf, len, chunk.index() as u16)
                         .offset(at)
                         .build()
