@@ -230,7 +230,10 @@ impl Sync {
             tracing::warn!("ETags of SSE-C and SSE-KMS objects are not MD5 digests: ETag verification is off for them; use --additional-checksum-algorithm for end-to-end verification");
         }
         let transferer = Arc::new(Transferer {
-            io: crate::transfer::LazyIo::new(cfg.pool_budget()),
+            io: crate::transfer::LazyIo::new(
+                cfg.pool_budget(),
+                matches!(source, End::Local(_)) || matches!(target, End::Local(_)),
+            ),
             source: source.clone(),
             target: target.clone(),
             cfg: cfg.clone(),

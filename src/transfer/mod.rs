@@ -124,15 +124,19 @@ pub struct LazyIo {
     /// (each pool registered with a ring pins all its memory).
     building: std::sync::Mutex<()>,
     pool_bytes: u64,
+    local_files: bool,
 }
 
 impl LazyIo {
     /// An engine whose pool will hold `pool_bytes` in chunks of [`crate::config::POOL_CHUNK_SIZE`].
-    pub fn new(pool_bytes: u64) -> Self {
+    /// Without `local_files` (S3 to S3) the pool is only memory for the bytes in flight: no ring is
+    /// set up and no chunk is registered (registering pins, and so touches, the whole pool).
+    pub fn new(pool_bytes: u64, local_files: bool) -> Self {
         LazyIo {
             cell: std::sync::OnceLock::new(),
             building: std::sync::Mutex::new(()),
             pool_bytes,
+            local_files,
         }
     }
 
@@ -147,7 +151,10 @@ impl LazyIo {
         }
         let cs = crate::config::POOL_CHUNK_SIZE;
         let pool = s3sync_io::ChunkPool::new(cs, (self.pool_bytes as usize).div_ceil(cs))?;
-        let io = IoEngine::new(pool)?;
+        let io = match self.local_files {
+            true => IoEngine::new(pool)?,
+            false => IoEngine::with_backend(pool, s3sync_io::BackendKind::Tokio)?,
+        };
         debug!(
             backend = ?io.backend(),
             built_for = env!("S3SYNC_BUILD_BACKEND"),
