@@ -10,6 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ "${1:-}" = "--" ]; then shift; fi
 MEMLOCK=$((8 << 20))
 
+cargo test -p s3sync-io --no-run # build errors show here
 mapfile -t BINS < <(cargo test -p s3sync-io --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json, sys
 for line in sys.stdin:

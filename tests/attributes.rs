@@ -103,35 +103,39 @@ async fn metadata_overrides_are_set_on_upload() {
 }
 
 /// A small object copied through the client costs one GET and one PUT: its metadata comes from the
-/// GET's headers (no HEAD), and its tags are read only when the GET says it has some.
+/// GET's headers (no HEAD), and its tags are read only when the GET says it has some, once the server
+/// showed that it says so (moto), or not at all once the server said it has no tagging (Garage).
 #[tokio::test]
 async fn s3_to_s3_reads_attributes_from_the_get() {
     use common::fault_proxy::{FaultProxy, Op};
     let srv = server().await;
     let b1 = srv.bucket().await;
     let tagged = !srv.is_garage();
-    for (key, tags) in [("plain", None), ("meta", None), ("tagged", Some("team=storage"))] {
+    for key in ["a-tagged", "b-plain", "c-meta"] {
         let mut req = srv
             .client
             .put_object()
             .bucket(&b1)
             .key(key)
             .body(aws_sdk_s3::primitives::ByteStream::from(key.as_bytes().to_vec()));
-        if key == "meta" {
+        if key == "c-meta" {
             req = req.content_type("text/x-custom").metadata("color", "blue");
         }
-        if let (true, Some(t)) = (tagged, tags) {
-            req = req.tagging(t);
+        if tagged && key == "a-tagged" {
+            req = req.tagging("team=storage");
         }
         req.send().await.unwrap();
     }
     let b2 = srv.bucket().await;
     let proxy = FaultProxy::start(&srv.endpoint, vec![]).await;
-    let out =
-        tokio::process::Command::from(srv.command_via(&proxy.url(), &[&format!("s3://{b1}/"), &format!("s3://{b2}/")]))
-            .output()
-            .await
-            .unwrap();
+    // One worker: the objects are copied in key order, the tagged one first.
+    let out = tokio::process::Command::from(srv.command_via(
+        &proxy.url(),
+        &["--worker-size", "1", &format!("s3://{b1}/"), &format!("s3://{b2}/")],
+    ))
+    .output()
+    .await
+    .unwrap();
     let r = Run::from(out);
     r.expect(0);
     assert_eq!(r.transferred(), 3);
@@ -140,38 +144,83 @@ async fn s3_to_s3_reads_attributes_from_the_get() {
     assert_eq!(proxy.requests_of(Op::PutObject), 3, "{}", proxy.summary());
     assert_eq!(
         proxy.requests_of(Op::GetObjectTagging),
-        usize::from(tagged),
-        "only the tagged object's tags are read: {}",
+        1,
+        "only the first object's tags are read: {}",
         proxy.summary()
     );
-    assert_eq!(srv.get(&b2, "meta").await, b"meta");
-    let h = srv.client.head_object().bucket(&b2).key("meta").send().await.unwrap();
+    assert_eq!(srv.get(&b2, "c-meta").await, b"c-meta");
+    let h = srv.client.head_object().bucket(&b2).key("c-meta").send().await.unwrap();
     assert_eq!(h.content_type(), Some("text/x-custom"));
     assert_eq!(
         h.metadata().and_then(|m| m.get("color")).map(String::as_str),
         Some("blue")
     );
     if tagged {
-        let t = srv
-            .client
-            .get_object_tagging()
-            .bucket(&b2)
-            .key("tagged")
-            .send()
-            .await
-            .unwrap();
-        let tags: Vec<_> = t.tag_set().iter().map(|t| (t.key(), t.value())).collect();
-        assert_eq!(tags, vec![("team", "storage")]);
-        let t = srv
-            .client
-            .get_object_tagging()
-            .bucket(&b2)
-            .key("plain")
-            .send()
-            .await
-            .unwrap();
-        assert!(t.tag_set().is_empty());
+        assert_eq!(
+            tags_of(&srv, &b2, "a-tagged").await,
+            vec![("team".into(), "storage".into())]
+        );
+        assert!(tags_of(&srv, &b2, "b-plain").await.is_empty());
     }
+}
+
+/// A server that never sends `x-amz-tagging-count` (or a caller not allowed to read tags) says
+/// nothing about tags by leaving it out: every object's tags are read, and none is lost.
+#[tokio::test]
+async fn s3_to_s3_keeps_tags_when_the_server_omits_the_tag_count() {
+    use common::fault_proxy::{Fault, FaultProxy, Op, Rule, When};
+    let srv = server().await;
+    if srv.is_garage() {
+        eprintln!("garage has no object tagging; moto covers tags");
+        return;
+    }
+    let b1 = srv.bucket().await;
+    srv.put(&b1, "a-plain", b"a").await;
+    srv.client
+        .put_object()
+        .bucket(&b1)
+        .key("b-tagged")
+        .body(aws_sdk_s3::primitives::ByteStream::from(b"b".to_vec()))
+        .tagging("team=storage")
+        .send()
+        .await
+        .unwrap();
+    let b2 = srv.bucket().await;
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::NoTagCount, When::Always).ops(&[Op::GetObject])],
+    )
+    .await;
+    let out = tokio::process::Command::from(srv.command_via(
+        &proxy.url(),
+        &["--worker-size", "1", &format!("s3://{b1}/"), &format!("s3://{b2}/")],
+    ))
+    .output()
+    .await
+    .unwrap();
+    let r = Run::from(out);
+    r.expect(0);
+    assert_eq!(r.transferred(), 2);
+    assert_eq!(proxy.requests_of(Op::GetObjectTagging), 2, "{}", proxy.summary());
+    assert_eq!(
+        tags_of(&srv, &b2, "b-tagged").await,
+        vec![("team".into(), "storage".into())]
+    );
+}
+
+async fn tags_of(srv: &Server, bucket: &str, key: &str) -> Vec<(String, String)> {
+    let t = srv
+        .client
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    t.tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
 }
 
 #[tokio::test]

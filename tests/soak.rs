@@ -439,7 +439,11 @@ fn plan_faults(rng: &mut Rng) -> (Vec<Rule>, String) {
             Fault::FlipByte => (0.05, 0.15),
             Fault::Latency(_) => (0.05, 0.25),
             // Not part of the soak's mix: they model servers that break the protocol, not faults.
-            Fault::DropContinuationToken | Fault::KmsEtag | Fault::ReverseListing | Fault::Status412 => continue,
+            Fault::DropContinuationToken
+            | Fault::KmsEtag
+            | Fault::ReverseListing
+            | Fault::NoTagCount
+            | Fault::Status412 => continue,
         };
         let p = rng.uniform(lo, hi);
         let ms = rng.range(5, 60);

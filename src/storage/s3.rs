@@ -24,8 +24,20 @@ pub struct S3Storage {
     payload_signing: bool,
     sse_c: Option<SseC>,
     request_payer: bool,
-    /// Set once the fast reader declined a listing page: later pages go to the SDK's decoder alone.
-    sdk_lists: Arc<AtomicBool>,
+    /// What the server showed of itself so far in this run, shared by this end's clones.
+    learned: Arc<Learned>,
+}
+
+/// What a server showed of itself during a run: later requests are shaped by it.
+#[derive(Debug, Default)]
+struct Learned {
+    /// The fast reader declined a listing page: later pages go to the SDK's decoder alone.
+    sdk_lists: AtomicBool,
+    /// A GET carried `x-amz-tagging-count`: the server says when an object has tags (and the
+    /// caller may read them), so an object whose GET lacks it has none.
+    tag_count_sent: AtomicBool,
+    /// GetObjectTagging answered `NotImplemented`: no object of this server has tags.
+    no_tagging: AtomicBool,
 }
 
 /// A customer-provided encryption key (SSE-C) of one end, sent with every request on its objects.
@@ -159,7 +171,8 @@ pub struct AnnotationInfo {
     pub last_modified: SystemTime,
 }
 
-/// What a HEAD of an object tells.
+/// What a HEAD of an object tells (or a GET, which tells the same but for the stored checksum and
+/// the parts count).
 #[derive(Debug, Clone)]
 pub struct HeadInfo {
     /// The entry (size, last-modified, ETag).
@@ -294,7 +307,7 @@ impl S3Storage {
             payload_signing,
             sse_c,
             request_payer: false,
-            sdk_lists: Arc::default(),
+            learned: Arc::default(),
         }
     }
 
@@ -378,8 +391,12 @@ impl S3Storage {
             .map_err(|e| self.err("PutObjectTagging", &full, e))
     }
 
-    /// The tag set of one version of an object.
+    /// The tag set of one version of an object (empty, without a request, once the server said it
+    /// does not implement tagging).
     pub async fn get_tags_version(&self, key: &str, version_id: Option<&str>) -> Result<Vec<(String, String)>> {
+        if self.learned.no_tagging.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
         let full = self.full_key(key);
         match self
             .client
@@ -404,10 +421,20 @@ impl S3Storage {
                 Error::S3 {
                     kind: S3ErrorKind::NotImplemented,
                     ..
-                } => Ok(Vec::new()),
+                } => {
+                    self.learned.no_tagging.store(true, Ordering::Relaxed);
+                    Ok(Vec::new())
+                }
                 other => Err(other),
             },
         }
+    }
+
+    /// Whether a GET of this server already carried `x-amz-tagging-count`: then a GET without it
+    /// means the object has no tags. Until then its absence says nothing (a server that never sends
+    /// it, or a caller not allowed to read tags).
+    pub fn tag_count_is_sent(&self) -> bool {
+        self.learned.tag_count_sent.load(Ordering::Relaxed)
     }
 
     /// The annotations of one version of an object (the latest when `version_id` is `None`), sorted
@@ -612,7 +639,7 @@ impl S3Storage {
         use super::list_xml::{FastList, Read};
         // Successful pages are read by the fast reader (`list_xml`); a page it declines is asked for
         // again and read by the SDK, as is every later page listed through this end.
-        let mut fast_reader = !self.sdk_lists.load(Ordering::Relaxed);
+        let mut fast_reader = !self.learned.sdk_lists.load(Ordering::Relaxed);
         let (resp, read) = loop {
             let request = self
                 .client
@@ -632,7 +659,7 @@ impl S3Storage {
             let resp = sent.map_err(|e| self.err("ListObjectsV2", &self.prefix, e))?;
             let read = slot.lock().ok().and_then(|mut read| read.take());
             if fast_reader && read == Some(Read::Declined) {
-                self.sdk_lists.store(true, Ordering::Relaxed);
+                self.learned.sdk_lists.store(true, Ordering::Relaxed);
                 fast_reader = false;
                 continue;
             }
@@ -881,6 +908,9 @@ impl S3Storage {
     /// where a HEAD and a GET were two.
     pub async fn open(&self, key: &str, version_id: Option<&str>, etag: Option<&str>) -> Result<(Ranged, HeadInfo)> {
         let g = self.send_get(key, version_id, etag, None).await?;
+        if g.tag_count().is_some() {
+            self.learned.tag_count_sent.store(true, Ordering::Relaxed);
+        }
         let info = HeadInfo {
             entry: Entry {
                 key: key.to_string(),

@@ -224,19 +224,22 @@ struct S3Part<'a> {
     /// Set when a response says the object's ETag is not an MD5 of its bytes (SSE-KMS, SSE-C).
     opaque_etag: &'a std::sync::atomic::AtomicBool,
     /// A GET of the whole object already under way (its headers gave the attributes), taken by the
-    /// first read from offset 0.
-    opened: std::sync::Mutex<Option<aws_sdk_s3::primitives::ByteStream>>,
+    /// read of the whole object.
+    opened: std::sync::Mutex<Option<Box<Opened>>>,
+}
+
+/// A GET of a whole object under way, with the pool memory its bytes will fill (taken before the
+/// request, so a response never waits unread for memory).
+struct Opened {
+    body: aws_sdk_s3::primitives::ByteStream,
+    len: u64,
+    chunks: Vec<s3sync_io::Chunk>,
+    etag_is_md5: bool,
 }
 
 impl S3Part<'_> {
     /// GETs `len` bytes at `offset`, noting whether the response says the ETag is opaque.
     async fn get_range(&self, offset: u64, len: u64) -> Result<aws_sdk_s3::primitives::ByteStream> {
-        if offset == 0 {
-            let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(body) = opened {
-                return Ok(body);
-            }
-        }
         let ranged = self
             .s3
             .get_range(self.key, self.version, self.etag, offset, len)
@@ -245,6 +248,15 @@ impl S3Part<'_> {
             self.opaque_etag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(ranged.body)
+    }
+
+    /// The GET under way, when it covers exactly `len` bytes at `offset` (the first read only).
+    fn take_opened(&self, offset: u64, len: u64) -> Option<Box<Opened>> {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        match opened.as_ref() {
+            Some(o) if offset == 0 && o.len == len => opened.take(),
+            _ => None,
+        }
     }
 
     /// Whether a response so far said that the object's ETag is not an MD5 of its bytes.
@@ -408,7 +420,7 @@ impl Transferer {
                 if self.cfg.server_side_copy {
                     self.server_side_copy(s, t, entry, &attrs).await
                 } else {
-                    self.copy_through_client(s, t, entry, &attrs, opened.map(|(r, _)| r))
+                    self.copy_through_client(s, t, entry, &attrs, opened.map(|(o, _)| o))
                         .await
                 }
             }
@@ -461,17 +473,31 @@ impl Transferer {
         &self,
         source: &S3Storage,
         entry: &Entry,
-    ) -> Result<Option<(crate::storage::s3::Ranged, crate::storage::s3::HeadInfo)>> {
+    ) -> Result<Option<(Opened, crate::storage::s3::HeadInfo)>> {
         let single = entry.size < self.cfg.multipart_threshold
             && entry.etag.as_deref().is_none_or(|e| etag_part_count(e).is_none());
-        if self.cfg.server_side_copy || self.cfg.callbacks.preprocess.is_some() || !single {
+        if self.cfg.server_side_copy
+            || self.cfg.callbacks.preprocess.is_some()
+            || !single
+            || entry.size > self.pool_bytes()?
+        {
             return Ok(None);
         }
+        let n = entry.size.div_ceil(self.chunk_size()) as usize;
+        let chunks = self.io.get()?.pool().acquire_many(n).await?;
         match source
             .open(&entry.key, entry.version_id.as_deref(), entry.etag.as_deref())
             .await
         {
-            Ok(opened) => Ok(Some(opened)),
+            Ok((ranged, head)) => Ok(Some((
+                Opened {
+                    body: ranged.body,
+                    len: entry.size,
+                    chunks,
+                    etag_is_md5: ranged.etag_is_md5,
+                },
+                head,
+            ))),
             Err(Error::S3 {
                 kind: S3ErrorKind::NotFound,
                 ..
@@ -495,7 +521,11 @@ impl Transferer {
     )> {
         let opts = &self.cfg.attributes;
         let mut head = None;
-        let tagged = got.is_none_or(|g| g.tag_count.is_some_and(|n| n > 0));
+        let tagged = match got.map(|g| g.tag_count) {
+            None => true,
+            Some(Some(n)) => n > 0,
+            Some(None) => !source.tag_count_is_sent(),
+        };
         let mut src = if let Some(g) = got {
             g.attributes.clone()
         } else if opts.needs_source_attributes() || self.cfg.callbacks.preprocess.is_some() {
@@ -547,7 +577,14 @@ impl Transferer {
     async fn read_part(&self, src: &PartSource<'_>, offset: u64, len: u64) -> Result<(Vec<Bytes>, PartDigest)> {
         let cs = self.chunk_size();
         let n = len.div_ceil(cs) as usize;
-        let chunks = self.io.get()?.pool().acquire_many(n).await?;
+        let opened = match src {
+            PartSource::S3(p) => p.take_opened(offset, len),
+            PartSource::Local(_) => None,
+        };
+        let (chunks, opened) = match opened {
+            Some(o) => (o.chunks, Some(o.body)),
+            None => (self.io.get()?.pool().acquire_many(n).await?, None),
+        };
         let mut hasher = PartHasher::with_checksum(self.cfg.checksum.map(|c| c.0));
         let mut out = Vec::with_capacity(n);
         match src {
@@ -595,7 +632,10 @@ impl Transferer {
             }
             PartSource::S3(part) => {
                 let (s3, key) = (part.s3, part.key);
-                let mut body = part.get_range(offset, len).await?;
+                let mut body = match opened {
+                    Some(body) => body,
+                    None => part.get_range(offset, len).await?,
+                };
                 let mut pending = chunks.into_iter();
                 let mut cur = pending.next();
                 while let Some(frame) = body.next().await {
@@ -1042,10 +1082,10 @@ impl Transferer {
         target: &S3Storage,
         entry: &Entry,
         attrs: &crate::attributes::ObjectAttributes,
-        opened: Option<crate::storage::s3::Ranged>,
+        opened: Option<Opened>,
     ) -> Result<Moved> {
         let src_etag = entry.etag.clone().unwrap_or_default();
-        let opaque_etag = std::sync::atomic::AtomicBool::new(opened.as_ref().is_some_and(|r| !r.etag_is_md5));
+        let opaque_etag = std::sync::atomic::AtomicBool::new(opened.as_ref().is_some_and(|o| !o.etag_is_md5));
         // Write with the source's own part layout when it is known, so the ETags come out identical.
         let (layout, known) = match etag_part_count(&src_etag) {
             Some(_) => {
@@ -1081,7 +1121,7 @@ impl Transferer {
                         version: entry.version_id.as_deref(),
                         etag: entry.etag.as_deref(),
                         opaque_etag: &opaque_etag,
-                        opened: std::sync::Mutex::new(opened.map(|r| r.body)),
+                        opened: std::sync::Mutex::new(opened.map(Box::new)),
                     }),
                     id: src_etag.clone(),
                     expected_etag: (known && self.source_etag_is_md5() && etag_is_md5_form(&src_etag))
@@ -1692,7 +1732,6 @@ pub(crate) fn downloaded_checksum(
     }
 }
 
-/// Fills in the key of errors raised below the object level.
 /// Feeds `chunk` to `hasher`, on a blocking thread when `offload`; hands both back.
 async fn feed(
     mut hasher: PartHasher,
@@ -1719,6 +1758,7 @@ fn vanished(key: &str) -> Error {
     }
 }
 
+/// Fills in the key of errors raised below the object level.
 fn with_key(e: Error, key: &str) -> Error {
     match e {
         Error::ObjectChanged { key: k, message } if k.is_empty() => Error::ObjectChanged {

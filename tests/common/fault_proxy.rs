@@ -79,6 +79,8 @@ pub enum Fault {
     KmsEtag,
     /// Forward a listing with its entries in reverse key order (a server that does not sort).
     ReverseListing,
+    /// Forward, but without the `x-amz-tagging-count` header (a server that never sends it).
+    NoTagCount,
 }
 
 /// The ETag [`Fault::KmsEtag`] gives every object.
@@ -98,6 +100,7 @@ impl Fault {
             Fault::DropContinuationToken => "DropContinuationToken",
             Fault::KmsEtag => "KmsEtag",
             Fault::ReverseListing => "ReverseListing",
+            Fault::NoTagCount => "NoTagCount",
         }
     }
 
@@ -669,7 +672,10 @@ async fn handle(
     if let Some(f @ (Fault::DropContinuationToken | Fault::KmsEtag | Fault::ReverseListing)) = fault {
         return rewrite(&shared, seq, &line, op, f, upstream).await;
     }
-    let (parts, body) = upstream.into_parts();
+    let (mut parts, body) = upstream.into_parts();
+    if fault == Some(Fault::NoTagCount) && parts.headers.remove("x-amz-tagging-count").is_some() {
+        shared.record(seq, &line, op, Fault::NoTagCount, String::new());
+    }
     let len: Option<u64> = parts
         .headers
         .get(CONTENT_LENGTH)

@@ -14,9 +14,10 @@
 //! 2. From push until its CQE is reaped, the `Op` (and so its `Chunk` and `IoFile`) lives in
 //!    `Ring::slots[user_data]` and is not accessed; the wake buffer is not accessed while
 //!    `wake_armed` is true. The kernel is therefore the only party touching that memory.
-//! 3. Fixed-buffer opcodes are used only when buffers were registered and the chunk belongs to
-//!    the registered pool; buffer index == chunk index, and registered buffer `i` is exactly the
-//!    memory range of chunk `i` (`PoolInner::chunk_region`). `Ring::pool` keeps the pool memory
+//! 3. Fixed-buffer opcodes are used only for a chunk of the registered pool whose index is below
+//!    `Ring::fixed` (buffers `0..fixed` are registered, a prefix of the pool); buffer index ==
+//!    chunk index, and registered buffer `i` is exactly the memory range of chunk `i`
+//!    (`PoolInner::chunk_region`). `Ring::pool` keeps the pool memory
 //!    alive for as long as the ring (and so the registration) exists: it is declared after
 //!    `ring`, so the ring is closed first.
 //! 4. If the `Ring` is dropped while operations are still in flight (only possible if the ring
