@@ -75,11 +75,6 @@ impl PartHasher {
         self.len += data.len() as u64;
     }
 
-    /// Whether it computes any digest (else it only counts bytes).
-    pub fn hashes(&self) -> bool {
-        self.md5.is_some() || self.extra.is_some()
-    }
-
     /// Bytes fed so far.
     pub fn len(&self) -> u64 {
         self.len

@@ -1494,9 +1494,6 @@ impl Transferer {
         // MD5 only when the ETag will be compared (not with --disable-etag-verify, nor for ETags that
         // are not digests).
         let mut hasher = PartHasher::for_verification(md5, algo);
-        // The ranges of one object are polled by one task: a large range hashes on blocking
-        // threads, so that one large download uses every core for its MD5.
-        let offload = len >= OFFLOAD_HASH_BYTES && hasher.hashes();
         // An empty object whose ETag is the MD5 of nothing needs no request; any other empty object is
         // fetched, so that its response tells whether its ETag is a digest at all (SSE-KMS).
         const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
@@ -1532,8 +1529,7 @@ impl Transferer {
                                 message: "the object is larger than listed".into(),
                             });
                         }
-                        let (h, full) = feed(hasher, full, offload).await?;
-                        hasher = h;
+                        hasher.update(full.as_slice());
                         let n = full.len() as u64;
                         write(full, pos).await?;
                         pos += n;
@@ -1543,8 +1539,7 @@ impl Transferer {
             }
         }
         if let Some(c) = cur.filter(|c| !c.is_empty()) {
-            let (h, c) = feed(hasher, c, offload).await?;
-            hasher = h;
+            hasher.update(c.as_slice());
             let n = c.len() as u64;
             write(c, pos).await?;
             pos += n;
@@ -1730,24 +1725,6 @@ pub(crate) fn downloaded_checksum(
         }
         None => None,
     }
-}
-
-/// Feeds `chunk` to `hasher`, on a blocking thread when `offload`; hands both back.
-async fn feed(
-    mut hasher: PartHasher,
-    chunk: s3sync_io::Chunk,
-    offload: bool,
-) -> Result<(PartHasher, s3sync_io::Chunk)> {
-    if !offload {
-        hasher.update(chunk.as_slice());
-        return Ok((hasher, chunk));
-    }
-    tokio::task::spawn_blocking(move || {
-        hasher.update(chunk.as_slice());
-        (hasher, chunk)
-    })
-    .await
-    .map_err(|e| Error::local("hash", "downloaded part", std::io::Error::other(e)))
 }
 
 /// The error of a source object that was listed but is gone when read.
