@@ -23,7 +23,7 @@ use crate::transfer::{End, Transferer};
 use diff::{Disorder, Pair, TargetState};
 use futures::StreamExt;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -381,8 +381,8 @@ impl Sync {
         let merge = tokio::spawn(diff::merge(src_rx, tgt_rx, no_listing, pair_tx, stop_on));
 
         // Workers.
-        let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.worker_size * 2);
-        let job_rx = Arc::new(Mutex::new(job_rx));
+        // One queue that every worker takes from (multi-consumer: no lock between the workers).
+        let (job_tx, job_rx) = async_channel::bounded::<Job>(cfg.worker_size * 2);
         let mut workers = Vec::new();
         for _ in 0..cfg.worker_size {
             let rx = job_rx.clone();
@@ -390,8 +390,7 @@ impl Sync {
             let cancel = self.cancel.clone();
             workers.push(tokio::spawn(async move {
                 loop {
-                    let job = { rx.lock().await.recv().await };
-                    let Some(job) = job else { break };
+                    let Ok(job) = rx.recv().await else { break };
                     // Biased: a job taken after cancellation never starts.
                     tokio::select! {
                         biased;
@@ -641,10 +640,10 @@ async fn list_at(
     t: std::time::SystemTime,
     tx: mpsc::Sender<Result<Entry>>,
 ) -> Result<()> {
-    let (vtx, mut vrx) = mpsc::channel(LISTING_CHANNEL);
+    let (vtx, vrx) = async_channel::bounded(LISTING_CHANNEL);
     let s3 = s3.clone();
     let lister = tokio::spawn(async move { s3.list_versions(max_keys, vtx).await });
-    while let Some(kv) = vrx.recv().await {
+    while let Ok(kv) = vrx.recv().await {
         let item = match kv {
             Ok(kv) => match kv.at(t) {
                 Some(e) => Ok(e.clone()),

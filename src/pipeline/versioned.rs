@@ -13,7 +13,6 @@ use crate::storage::s3::{KeyVersions, S3Storage};
 use crate::transfer::Transferer;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -24,10 +23,9 @@ pub(super) async fn run(
     target: S3Storage,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let (tx, rx) = mpsc::channel(LISTING_CHANNEL);
+    let (tx, rx) = async_channel::bounded(LISTING_CHANNEL);
     let max_keys = tr.cfg.max_keys;
     let lister = tokio::spawn(async move { source.list_versions(max_keys, tx).await });
-    let rx = Arc::new(Mutex::new(rx));
     let mut workers = Vec::new();
     for _ in 0..tr.cfg.worker_size {
         let (rx, tr, target, cancel) = (rx.clone(), tr.clone(), target.clone(), cancel.clone());
@@ -35,9 +33,9 @@ pub(super) async fn run(
             loop {
                 let next = tokio::select! {
                     _ = cancel.cancelled() => break,
-                    n = async { rx.lock().await.recv().await } => n,
+                    n = rx.recv() => n,
                 };
-                let Some(kv) = next else { break };
+                let Ok(kv) = next else { break };
                 match kv {
                     Ok(kv)
                         if tr.cfg.filters.accepts_key(&kv.key)

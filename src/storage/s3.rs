@@ -714,7 +714,7 @@ impl S3Storage {
 
     /// Lists every version and delete marker under the prefix, one key at a time (versions oldest
     /// first), with the prefix removed.
-    pub async fn list_versions(&self, max_keys: i32, tx: mpsc::Sender<Result<KeyVersions>>) -> Result<()> {
+    pub async fn list_versions(&self, max_keys: i32, tx: async_channel::Sender<Result<KeyVersions>>) -> Result<()> {
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
         let mut current: Option<KeyVersions> = None;
