@@ -125,6 +125,9 @@ pub struct LazyIo {
     building: std::sync::Mutex<()>,
     pool_bytes: u64,
     local_files: bool,
+    /// Engines built (tests check that it is one).
+    #[cfg(test)]
+    builds: std::sync::atomic::AtomicUsize,
 }
 
 impl LazyIo {
@@ -137,6 +140,8 @@ impl LazyIo {
             building: std::sync::Mutex::new(()),
             pool_bytes,
             local_files,
+            #[cfg(test)]
+            builds: Default::default(),
         }
     }
 
@@ -155,6 +160,8 @@ impl LazyIo {
             true => IoEngine::new(pool)?,
             false => IoEngine::with_backend(pool, s3sync_io::BackendKind::Tokio)?,
         };
+        #[cfg(test)]
+        self.builds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         debug!(
             backend = ?io.backend(),
             built_for = env!("S3SYNC_BUILD_BACKEND"),
@@ -1756,5 +1763,38 @@ fn with_key(e: Error, key: &str) -> Error {
             message,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Transfers that start together share one engine: one pool, one ring (each registration pins
+    /// its whole pool).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn transfers_starting_together_build_one_engine() {
+        let io = Arc::new(LazyIo::new(4 * crate::config::POOL_CHUNK_SIZE as u64, true));
+        let gets = (0..16).map(|_| {
+            let io = Arc::clone(&io);
+            tokio::spawn(async move { io.get().map(|e| e as *const IoEngine as usize).ok() })
+        });
+        let engines: Vec<_> = futures::future::join_all(gets)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(engines.iter().all(|e| e.is_some() && *e == engines[0]), "{engines:?}");
+        assert_eq!(io.builds.load(std::sync::atomic::Ordering::SeqCst), 1, "engines built");
+        assert_eq!(io.get().unwrap().pool().capacity(), 4);
+    }
+
+    /// Without a local side the pool is only memory: no ring, nothing registered.
+    #[test]
+    fn s3_to_s3_builds_no_ring() {
+        let io = LazyIo::new(4 * crate::config::POOL_CHUNK_SIZE as u64, false);
+        let engine = io.get().unwrap();
+        assert_eq!(engine.backend(), s3sync_io::BackendKind::Tokio);
+        assert_eq!(engine.fixed_buffer_chunks(), 0);
     }
 }
