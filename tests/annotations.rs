@@ -82,14 +82,6 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Runs the binary through the proxy (without blocking the runtime the proxy serves on).
-async fn run_via(srv: &Server, proxy: &FaultProxy, args: &[&str]) -> Run {
-    let out = tokio::process::Command::from(srv.command_via(&proxy.url(), args))
-        .output()
-        .await
-        .expect("run s3sync");
-    Run::from(out)
-}
-
 /// Annotation writes a run made: (PutObjectAnnotation, DeleteObjectAnnotation), since `before`.
 fn writes(proxy: &FaultProxy, before: (usize, usize)) -> (usize, usize) {
     (

@@ -129,14 +129,12 @@ async fn s3_to_s3_reads_attributes_from_the_get() {
     let b2 = srv.bucket().await;
     let proxy = FaultProxy::start(&srv.endpoint, vec![]).await;
     // One worker: the objects are copied in key order, the tagged one first.
-    let out = tokio::process::Command::from(srv.command_via(
-        &proxy.url(),
+    let r = run_via(
+        &srv,
+        &proxy,
         &["--worker-size", "1", &format!("s3://{b1}/"), &format!("s3://{b2}/")],
-    ))
-    .output()
-    .await
-    .unwrap();
-    let r = Run::from(out);
+    )
+    .await;
     r.expect(0);
     assert_eq!(r.transferred(), 3);
     assert_eq!(proxy.requests_of(Op::HeadObject), 0, "{}", proxy.summary());
@@ -191,14 +189,12 @@ async fn s3_to_s3_keeps_tags_when_the_server_omits_the_tag_count() {
         vec![Rule::new(Fault::NoTagCount, When::Always).ops(&[Op::GetObject])],
     )
     .await;
-    let out = tokio::process::Command::from(srv.command_via(
-        &proxy.url(),
+    let r = run_via(
+        &srv,
+        &proxy,
         &["--worker-size", "1", &format!("s3://{b1}/"), &format!("s3://{b2}/")],
-    ))
-    .output()
-    .await
-    .unwrap();
-    let r = Run::from(out);
+    )
+    .await;
     r.expect(0);
     assert_eq!(r.transferred(), 2);
     assert_eq!(proxy.requests_of(Op::GetObjectTagging), 2, "{}", proxy.summary());

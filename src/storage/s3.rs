@@ -123,6 +123,34 @@ macro_rules! checksum_of {
 
 /// Sends a request that carries object bytes (signed payload unless `--disable-payload-signing`)
 /// and reads the ETag and the asked-for checksum from its response.
+/// What a HEAD or GET response `$out` tells of the object `$key` (both carry the same headers under
+/// the same getters; a GET carries the stored checksum only when asked for it, which `open` does not).
+macro_rules! head_info {
+    ($out:expr, $key:expr, $attributes:expr) => {{
+        let h = &$out;
+        HeadInfo {
+            entry: Entry {
+                key: $key.to_string(),
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+                mtime: h.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
+                etag: h.e_tag().map(crate::checksum::normalize_etag),
+                version_id: h.version_id().map(str::to_string),
+            },
+            attributes: $attributes,
+            parts_count: h.parts_count().and_then(|n| u64::try_from(n).ok()),
+            checksum: ChecksumAlgorithm::ALL
+                .into_iter()
+                .find_map(|a| checksum_of!(h, a).map(|v| (a, v))),
+            full_object_checksum: h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::FullObject),
+            storage_class: h.storage_class().map(|c| c.as_str().to_string()),
+            tag_count: h.tag_count(),
+            server_side_encryption: h.server_side_encryption().map(|c| c.as_str().to_string()),
+            ssekms_key_id: h.ssekms_key_id().map(str::to_string),
+            sse_customer_algorithm: h.sse_customer_algorithm().map(str::to_string),
+        }
+    }};
+}
+
 macro_rules! send_body {
     ($self:expr, $req:expr, $op:literal, $full:expr, $checksum:expr) => {{
         let resp = if $self.payload_signing {
@@ -855,26 +883,7 @@ impl S3Storage {
             .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
         let res = with_sse_c!(res, &self.sse_c).send().await;
         match res {
-            Ok(h) => Ok(Some(HeadInfo {
-                entry: Entry {
-                    key: key.to_string(),
-                    size: h.content_length().unwrap_or(0).max(0) as u64,
-                    mtime: h.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
-                    etag: h.e_tag().map(crate::checksum::normalize_etag),
-                    version_id: h.version_id().map(str::to_string),
-                },
-                attributes: ObjectAttributes::from_head(&h),
-                parts_count: h.parts_count().and_then(|n| u64::try_from(n).ok()),
-                checksum: ChecksumAlgorithm::ALL
-                    .into_iter()
-                    .find_map(|a| checksum_of!(h, a).map(|v| (a, v))),
-                full_object_checksum: h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::FullObject),
-                storage_class: h.storage_class().map(|c| c.as_str().to_string()),
-                tag_count: h.tag_count(),
-                server_side_encryption: h.server_side_encryption().map(|c| c.as_str().to_string()),
-                ssekms_key_id: h.ssekms_key_id().map(str::to_string),
-                sse_customer_algorithm: h.sse_customer_algorithm().map(str::to_string),
-            })),
+            Ok(h) => Ok(Some(head_info!(h, key, ObjectAttributes::from_head(&h)))),
             Err(e) => match self.err("HeadObject", &full, e) {
                 Error::S3 {
                     kind: S3ErrorKind::NotFound,
@@ -911,24 +920,7 @@ impl S3Storage {
         if g.tag_count().is_some() {
             self.learned.tag_count_sent.store(true, Ordering::Relaxed);
         }
-        let info = HeadInfo {
-            entry: Entry {
-                key: key.to_string(),
-                size: g.content_length().unwrap_or(0).max(0) as u64,
-                mtime: g.last_modified().map(to_system_time).unwrap_or(SystemTime::UNIX_EPOCH),
-                etag: g.e_tag().map(crate::checksum::normalize_etag),
-                version_id: g.version_id().map(str::to_string),
-            },
-            attributes: ObjectAttributes::from_get(&g),
-            parts_count: g.parts_count().and_then(|n| u64::try_from(n).ok()),
-            checksum: None,
-            full_object_checksum: false,
-            storage_class: g.storage_class().map(|c| c.as_str().to_string()),
-            tag_count: g.tag_count(),
-            server_side_encryption: g.server_side_encryption().map(|c| c.as_str().to_string()),
-            ssekms_key_id: g.ssekms_key_id().map(str::to_string),
-            sse_customer_algorithm: g.sse_customer_algorithm().map(str::to_string),
-        };
+        let info = head_info!(g, key, ObjectAttributes::from_get(&g));
         let ranged = Ranged {
             etag_is_md5: etag_is_digest(g.server_side_encryption(), g.sse_customer_algorithm()),
             body: g.body,

@@ -481,11 +481,9 @@ impl Transferer {
         source: &S3Storage,
         entry: &Entry,
     ) -> Result<Option<(Opened, crate::storage::s3::HeadInfo)>> {
-        let single = entry.size < self.cfg.multipart_threshold
-            && entry.etag.as_deref().is_none_or(|e| etag_part_count(e).is_none());
         if self.cfg.server_side_copy
             || self.cfg.callbacks.preprocess.is_some()
-            || !single
+            || !self.copied_whole(entry)
             || entry.size > self.pool_bytes()?
         {
             return Ok(None);
@@ -511,6 +509,12 @@ impl Transferer {
             }) => Err(vanished(&entry.key)),
             Err(e) => Err(with_key(e, &entry.key)),
         }
+    }
+
+    /// Whether an S3 source object is copied through the client in one PutObject: it was not
+    /// uploaded in parts and is under the multipart threshold.
+    fn copied_whole(&self, entry: &Entry) -> bool {
+        entry.size < self.cfg.multipart_threshold && entry.etag.as_deref().is_none_or(|e| etag_part_count(e).is_none())
     }
 
     /// The target attributes of an S3 source object: its metadata and tags, each fetched only when
@@ -1095,11 +1099,11 @@ impl Transferer {
         let opaque_etag = std::sync::atomic::AtomicBool::new(opened.as_ref().is_some_and(|o| !o.etag_is_md5));
         // Write with the source's own part layout when it is known, so the ETags come out identical.
         let (layout, known) = match etag_part_count(&src_etag) {
+            _ if self.copied_whole(entry) => (PartLayout::single(entry.size), true),
             Some(_) => {
                 self.layout_of_version(source, &entry.key, entry.version_id.as_deref(), entry.size, &src_etag)
                     .await?
             }
-            None if entry.size < self.cfg.multipart_threshold => (PartLayout::single(entry.size), true),
             None => (
                 PartLayout::for_upload(entry.size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize),
                 false,

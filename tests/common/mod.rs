@@ -145,6 +145,15 @@ impl Server {
     }
 }
 
+/// Runs the binary with both endpoints set to `proxy` (requests counted, faults injected).
+pub async fn run_via(srv: &Server, proxy: &fault_proxy::FaultProxy, args: &[&str]) -> Run {
+    let out = tokio::process::Command::from(srv.command_via(&proxy.url(), args))
+        .output()
+        .await
+        .expect("run s3sync");
+    Run::from(out)
+}
+
 /// PutObject through `client` (the server's, or one whose requests go through a proxy).
 pub async fn put_with(client: &Client, bucket: &str, key: &str, data: &[u8]) {
     client
