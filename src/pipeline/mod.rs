@@ -17,7 +17,9 @@ use crate::location::Location;
 use crate::stats::{Reporter, Stats, SyncEvent, SyncStatus};
 use crate::storage::client::build_client;
 use crate::storage::local::{LocalStorage, WalkRole};
+use crate::storage::object_client::ObjectClient;
 use crate::storage::s3::S3Storage;
+use crate::storage::sdk::SdkClient;
 use crate::storage::Entry;
 use crate::transfer::{End, Transferer};
 use diff::{Disorder, Pair, TargetState};
@@ -84,6 +86,8 @@ pub struct Sync {
     events_rx: Option<mpsc::UnboundedReceiver<SyncEvent>>,
     callback_rx: Option<mpsc::UnboundedReceiver<SyncEvent>>,
     stop: Arc<Stop>,
+    /// The client of the S3 ends, when not the SDK's.
+    object_client: Option<Arc<dyn ObjectClient>>,
 }
 
 /// How a run is stopped from inside: a filter or preprocess callback that fails ends the run with its
@@ -136,7 +140,15 @@ impl Sync {
             cancel,
             events_rx: Some(rx),
             callback_rx,
+            object_client: None,
         }
+    }
+
+    /// Sends the requests of both S3 ends through `client` instead of an SDK client built from the
+    /// configuration (an in-memory service, or one that injects failures).
+    pub fn with_object_client(mut self, client: Arc<dyn ObjectClient>) -> Self {
+        self.object_client = Some(client);
+        self
     }
 
     /// The per-object events of this run (take once, before `run`). Unread events are kept in memory,
@@ -212,8 +224,9 @@ impl Sync {
         let (source, target) = tokio::select! {
             _ = self.cancel.cancelled() => return Err(Error::Cancelled),
             ends = async {
-                let source = open_end(&cfg.source, &cfg.source_client, &cfg).await?;
-                let target = open_end(&cfg.target, &cfg.target_client, &cfg).await?;
+                let client = self.object_client.as_ref();
+                let source = open_end(&cfg.source, &cfg.source_client, &cfg, client).await?;
+                let target = open_end(&cfg.target, &cfg.target_client, &cfg, client).await?;
                 check_end(&source, true).await?;
                 check_end(&target, false).await?;
                 Ok::<_, Error>((source, target))
@@ -505,18 +518,28 @@ impl Sync {
     }
 }
 
-async fn open_end(loc: &Location, client: &crate::config::ClientConfig, cfg: &Config) -> Result<End> {
+async fn open_end(
+    loc: &Location,
+    client: &crate::config::ClientConfig,
+    cfg: &Config,
+    object_client: Option<&Arc<dyn ObjectClient>>,
+) -> Result<End> {
     Ok(match loc {
         Location::Local(p) => {
             End::Local(LocalStorage::new(p.clone(), cfg.ignore_symlinks).with_shard(cfg.shard.clone()))
         }
         Location::S3 { bucket, prefix } => {
-            let c = build_client(client, &cfg.retry).await?;
-            End::S3(S3Storage::new(
-                c,
+            let sends: Arc<dyn ObjectClient> = match object_client {
+                Some(c) => c.clone(),
+                None => Arc::new(SdkClient::new(
+                    build_client(client, &cfg.retry).await?,
+                    cfg.payload_signing,
+                )),
+            };
+            End::S3(S3Storage::with_client(
+                sends,
                 bucket.clone(),
                 prefix.clone(),
-                cfg.payload_signing,
                 client.sse_c.clone(),
             ))
         }
@@ -1070,7 +1093,7 @@ async fn delete_one(target: &End, key: &str, if_match: Option<&str>) -> Result<(
 /// (`--make-shard-plan`). A listing error fails the plan: split points from a partial listing would
 /// still partition every key, but not evenly.
 pub async fn make_shard_plan(cfg: &Config, count: u32) -> Result<crate::shard::ShardPlan> {
-    let source = open_end(&cfg.source, &cfg.source_client, cfg).await?;
+    let source = open_end(&cfg.source, &cfg.source_client, cfg, None).await?;
     check_end(&source, true).await?;
     let (tx, mut rx) = mpsc::channel(LISTING_CHANNEL);
     spawn_lister(
@@ -1118,3 +1141,6 @@ mod tests {
         assert_eq!(d.keys.len(), Decided::MAX);
     }
 }
+
+#[cfg(test)]
+mod in_memory;

@@ -4,10 +4,14 @@
 //! diff can merge them without holding either in memory.
 
 pub mod client;
+pub mod failing;
 mod list_xml;
 pub mod local;
+pub mod memory;
+pub mod object_client;
 pub mod parallel_list;
 pub mod s3;
+pub mod sdk;
 
 use std::time::SystemTime;
 
