@@ -1,0 +1,299 @@
+//! S3→local: ranges downloaded in parallel into a temporary file, hashed in flight, verified, then
+//! renamed into place.
+
+use super::*;
+use crate::checksum::additional;
+use crate::checksum::{
+    etag_from_parts, etag_is_md5_form, etag_part_count, Md5Digest, PartDigest, PartHasher, PartLayout,
+};
+use crate::error::{Error, Result, S3ErrorKind};
+use crate::storage::local::LocalStorage;
+use crate::storage::s3::S3Storage;
+use crate::storage::Entry;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use s3sync_io::IoFile;
+use tracing::{debug, trace};
+
+/// The object-level checksum computed from downloaded parts, in the form of the stored `value`
+/// (composite `…-N`, full-object, or a single-part digest); `None` when the layout does not allow it.
+pub(crate) fn downloaded_checksum(
+    algo: additional::ChecksumAlgorithm,
+    value: &str,
+    full_object: bool,
+    layout: &PartLayout,
+    known: bool,
+    parts: &[PartDigest],
+) -> Option<String> {
+    let (_, count) = additional::split_part_count(value);
+    let raw: Vec<(Vec<u8>, u64)> = parts
+        .iter()
+        .map(|p| Some((p.checksum.clone()?, p.len)))
+        .collect::<Option<_>>()?;
+    match count {
+        Some(n) if known && layout.multipart && layout.part_count() == n => {
+            additional::combine_parts(algo, additional::ChecksumType::Composite, &raw).ok()
+        }
+        Some(_) => None,
+        None if raw.len() == 1 => raw.first().map(|(d, _)| additional::to_base64(d)),
+        None if algo.is_crc() && (full_object || !layout.multipart || raw.len() > 1) => {
+            additional::combine_parts(algo, additional::ChecksumType::FullObject, &raw).ok()
+        }
+        None => None,
+    }
+}
+
+impl Transferer {
+    /// Creates the parent directories of a file to be written, never through a link; directories it
+    /// creates are fsynced with the files at the end of the run.
+    pub(super) async fn create_parents(&self, local: &LocalStorage, key: &str, path: &std::path::Path) -> Result<()> {
+        if local.create_parents(key, path).await? {
+            let mut dir = path.parent();
+            while let Some(d) = dir {
+                if !d.starts_with(local.root()) {
+                    break;
+                }
+                if self.cfg.fsync {
+                    self.dirty_dirs.add(d).await;
+                }
+                dir = d.parent();
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn download(&self, source: &S3Storage, local: &LocalStorage, entry: &Entry) -> Result<Moved> {
+        let key = &entry.key;
+        let final_path = local.path_for(key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if entry.is_dir_marker() {
+            self.create_parents(local, key, &final_path).await?;
+            tokio::fs::create_dir_all(&final_path)
+                .await
+                .map_err(|e| Error::local("create directory", &final_path, e))?;
+            return Ok(Moved::default());
+        }
+        let etag = entry.etag.clone().unwrap_or_default();
+        let verify = self.cfg.verify_etag
+            && self.source_etag_is_md5()
+            && etag_is_md5_form(&etag)
+            && (etag_part_count(&etag).is_none() || self.cfg.verify_multipart);
+        // The stored additional checksum, when downloads are to be verified with it.
+        let stored = match self.cfg.enable_additional_checksum && self.cfg.verify_additional_checksum {
+            true => source
+                .head_version(key, None, entry.version_id.as_deref())
+                .await?
+                .and_then(|h| h.checksum.map(|c| (c, h.full_object_checksum))),
+            false => None,
+        };
+        let algo = stored.as_ref().map(|((a, _), _)| *a);
+        let (layout, known) = if verify || stored.is_some() {
+            self.layout_of_version(source, key, entry.version_id.as_deref(), entry.size, &etag)
+                .await?
+        } else {
+            (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
+        };
+        let tmp = LocalStorage::temp_path_for(&final_path);
+        // The parents are made right before the temporary file goes in. A run deleting files in the
+        // same tree (another shard with --delete) may remove a directory it emptied in between: then
+        // make it again, once.
+        self.create_parents(local, key, &final_path).await?;
+        let file = match self.io.get()?.create_new(&tmp).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.create_parents(local, key, &final_path).await?;
+                self.io.get()?.create_new(&tmp).await
+            }
+            other => other,
+        }
+        .map_err(|e| Error::local("create", &tmp, e))?;
+        let mut guard = TempGuard {
+            path: tmp.clone(),
+            armed: true,
+        };
+        self.io
+            .get()?
+            .set_len(&file, entry.size)
+            .await
+            .map_err(|e| Error::local("allocate", &tmp, e))?;
+        let file_ref = &file;
+        let opaque_etag = std::sync::atomic::AtomicBool::new(false);
+        let object = S3Part {
+            s3: source,
+            key,
+            version: entry.version_id.as_deref(),
+            etag: entry.etag.as_deref(),
+            opaque_etag: &opaque_etag,
+            opened: std::sync::Mutex::new(None),
+        };
+        let object = &object;
+        let mut parts: Vec<(u64, PartDigest)> = stream::iter(layout.parts())
+            .map(|(i, off, len)| async move {
+                let digest = self
+                    .retry_part(key, || {
+                        self.download_range(object, file_ref, (off, len), (verify, algo))
+                    })
+                    .await?;
+                Ok::<_, Error>((i, digest))
+            })
+            .buffer_unordered(self.cfg.max_parallel_uploads)
+            .try_collect()
+            .await
+            .map_err(|e| with_key(e, key))?;
+        parts.sort_by_key(|p| p.0);
+        let parts: Vec<PartDigest> = parts.into_iter().map(|p| p.1).collect();
+        let digests: Vec<Md5Digest> = parts.iter().map(|p| p.md5).collect();
+        if self.cfg.fsync {
+            self.io
+                .get()?
+                .fsync(&file)
+                .await
+                .map_err(|e| Error::local("fsync", &tmp, e))?;
+        }
+        drop(file);
+        let mut verified = false;
+        let mut warning = None;
+        if verify && object.etag_is_opaque() {
+            debug!(
+                key,
+                "the object is encrypted with SSE-KMS or SSE-C: its ETag is not an MD5, not verified"
+            );
+        } else if verify {
+            let computed = etag_from_parts(&digests, layout.multipart);
+            if computed == etag {
+                verified = true;
+                trace!(key, source_e_tag = %etag, target_e_tag = %computed, "e_tag verified.");
+            } else if known {
+                return Err(Error::Verification {
+                    what: "ETag",
+                    key: key.clone(),
+                    expected: etag,
+                    actual: computed,
+                });
+            } else {
+                warning = Some(format!("ETag {etag} could not be verified: the object's part size is unknown (computed {computed} with {} byte parts)", layout.part_size));
+            }
+        }
+        let mut checksum_verified = false;
+        if let Some(((algo, value), full_object)) = stored {
+            let computed = downloaded_checksum(algo, &value, full_object, &layout, known, &parts);
+            match computed {
+                Some(c) if c == value => {
+                    trace!(key, additional_checksum_algorithm = %algo, source_checksum = %value, target_checksum = %c, "additional checksum verified.");
+                    checksum_verified = true;
+                }
+                Some(c) => {
+                    return Err(Error::Verification {
+                        what: "additional checksum",
+                        key: key.clone(),
+                        expected: value,
+                        actual: c,
+                    })
+                }
+                None => {
+                    warning = Some(format!(
+                        "{algo} checksum {value} could not be verified: the object's part layout is unknown"
+                    ))
+                }
+            }
+        }
+        let mtime = filetime::FileTime::from_system_time(entry.mtime);
+        filetime::set_file_mtime(&tmp, mtime).map_err(|e| Error::local("set mtime", &tmp, e))?;
+        // The directories may have been swapped for a link while the bytes arrived.
+        local.check_no_link_on_path(key, &final_path)?;
+        local.clear_empty_dir(key, &final_path).await?;
+        self.io
+            .get()?
+            .rename(&tmp, &final_path)
+            .await
+            .map_err(|e| Error::local("rename", &final_path, e))?;
+        guard.armed = false;
+        if let Some(dir) = final_path.parent() {
+            if self.cfg.fsync {
+                self.dirty_dirs.add(dir).await;
+            }
+        }
+        Ok(Moved {
+            cancelled: false,
+            bytes: entry.size,
+            etag_verified: verified,
+            checksum_verified,
+            warning,
+        })
+    }
+
+    /// Downloads one range into the file at its offset, one pool chunk at a time, hashing in flight.
+    pub(super) async fn download_range(
+        &self,
+        object: &S3Part<'_>,
+        file: &IoFile,
+        (offset, len): (u64, u64),
+        (md5, algo): (bool, Option<additional::ChecksumAlgorithm>),
+    ) -> Result<PartDigest> {
+        let key = object.key;
+        // MD5 only when the ETag will be compared (not with --disable-etag-verify, nor for ETags that
+        // are not digests).
+        let mut hasher = PartHasher::for_verification(md5, algo);
+        // An empty object whose ETag is the MD5 of nothing needs no request; any other empty object is
+        // fetched, so that its response tells whether its ETag is a digest at all (SSE-KMS).
+        const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+        if len == 0 && object.etag.is_none_or(|e| e == EMPTY_MD5) {
+            return Ok(hasher.finish_all());
+        }
+        let mut body = object.get_range(offset, len).await?;
+        let mut pos = offset;
+        let mut cur = None;
+        let write = |c: s3sync_io::Chunk, at: u64| async move {
+            self.io
+                .get()?
+                .write_at(file, c, at)
+                .await
+                .map_err(|e| Error::local("write", "temporary file", e))
+        };
+        while let Some(frame) = body.next().await {
+            let frame = frame.map_err(|e| stream_error(key, object.s3.bucket(), e))?;
+            self.limits.bytes(frame.len() as u64).await;
+            let mut data = &frame[..];
+            while !data.is_empty() {
+                if cur.is_none() {
+                    cur = Some(self.io.get()?.pool().acquire().await);
+                }
+                let Some(c) = cur.as_mut() else { continue };
+                let n = c.extend_from_slice(data);
+                data = &data[n..];
+                if c.remaining() == 0 {
+                    if let Some(full) = cur.take() {
+                        if pos + full.len() as u64 > offset + len {
+                            return Err(Error::ObjectChanged {
+                                key: key.to_string(),
+                                message: "the object is larger than listed".into(),
+                            });
+                        }
+                        hasher.update(full.as_slice());
+                        let n = full.len() as u64;
+                        write(full, pos).await?;
+                        pos += n;
+                        self.reporter.add_bytes(n);
+                    }
+                }
+            }
+        }
+        if let Some(c) = cur.filter(|c| !c.is_empty()) {
+            hasher.update(c.as_slice());
+            let n = c.len() as u64;
+            write(c, pos).await?;
+            pos += n;
+            self.reporter.add_bytes(n);
+        }
+        if pos != offset + len {
+            return Err(Error::S3 {
+                operation: "GetObject",
+                bucket: object.s3.bucket().to_string(),
+                key: key.to_string(),
+                kind: S3ErrorKind::Retryable,
+                message: format!(
+                    "got {} bytes, expected {len} (truncated response or object changed)",
+                    pos - offset
+                ),
+            });
+        }
+        Ok(hasher.finish_all())
+    }
+}

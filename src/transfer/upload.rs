@@ -1,0 +1,443 @@
+//! Writing an object to S3 from a part source: one PutObject or a multipart upload (resumed from the
+//! journal when it can be), then checking what the server reports against what was sent.
+
+use super::*;
+use crate::checksum::additional;
+use crate::checksum::{etag_from_parts, etag_is_md5_form, Md5Digest, PartDigest, PartLayout};
+use crate::error::{Error, Result};
+use crate::storage::local::LocalStorage;
+use crate::storage::s3::{PartInfo, S3Storage, Written};
+use crate::storage::Entry;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use std::path::PathBuf;
+use tracing::{debug, trace};
+
+/// What an upload reported and what was computed from its bytes.
+pub(super) struct Uploaded {
+    pub(super) written: Written,
+    pub(super) computed_etag: String,
+    pub(super) computed_checksum: Option<String>,
+}
+
+impl Transferer {
+    /// The last step before an object is written to S3: the preconditions of `--if-match`,
+    /// `--if-none-match` and `--copy-source-if-match`, then the preprocess callback, which may edit the
+    /// attributes. `false`: the callback cancelled the object.
+    pub(super) async fn prepare_write(
+        &self,
+        entry: &Entry,
+        target: Option<&Entry>,
+        head: Option<&crate::storage::s3::HeadInfo>,
+        attrs: &mut crate::attributes::ObjectAttributes,
+    ) -> Result<bool> {
+        let c = self.cfg.conditions;
+        attrs.preconditions = crate::attributes::Preconditions {
+            if_match: target.and_then(|t| t.etag.clone()).filter(|_| c.if_match),
+            if_none_match: c.if_none_match,
+            copy_source_if_match: entry.etag.clone().filter(|_| c.copy_source_if_match),
+        };
+        let Some(cb) = &self.cfg.callbacks.preprocess else {
+            return Ok(true);
+        };
+        let info = crate::callback::SourceObjectInfo::new(entry, head, attrs);
+        let mut upload = crate::callback::UploadMetadata::from_attributes(attrs);
+        if !cb.preprocess(&info, &mut upload).await? {
+            return Ok(false);
+        }
+        upload.apply_to(attrs)?;
+        Ok(true)
+    }
+
+    /// Writes an object to S3 with the given layout, reading its parts from `src`; returns what S3
+    /// reports and what was computed from the bytes.
+    pub(super) async fn put_with_layout(
+        &self,
+        target: &S3Storage,
+        key: &str,
+        source: UploadSource<'_>,
+        layout: PartLayout,
+        attrs: &crate::attributes::ObjectAttributes,
+    ) -> Result<Uploaded> {
+        let UploadSource {
+            parts: src,
+            id: source_id,
+            expected_etag,
+        } = source;
+        let largest_part = if layout.multipart {
+            layout.part_size.min(layout.size)
+        } else {
+            layout.size
+        };
+        let pool = self.pool_bytes()?;
+        if largest_part > pool {
+            return Err(Error::PartTooLarge {
+                key: key.to_string(),
+                part_size: largest_part,
+                pool,
+            });
+        }
+        // Bytes read from an S3 source are checked against its ETag before anything is committed, so a
+        // corrupted read never becomes the target object.
+        let opaque = |src: &PartSource<'_>| match src {
+            PartSource::S3(p) => p.etag_is_opaque(),
+            PartSource::Local(_) => false,
+        };
+        let check_source = |computed: &str| match expected_etag {
+            Some(want) if self.cfg.verify_etag && !opaque(&src) && want != computed => Err(Error::Verification {
+                what: "source ETag",
+                key: key.to_string(),
+                expected: want.to_string(),
+                actual: computed.to_string(),
+            }),
+            _ => Ok(()),
+        };
+        let md5_header = |d: &Md5Digest| self.cfg.content_md5.then(|| b64(d));
+        let checksum_header = |p: &PartDigest| {
+            self.cfg
+                .checksum
+                .and_then(|(a, _)| Some((a, additional::to_base64(p.checksum.as_ref()?))))
+        };
+        let object_checksum = |parts: &[PartDigest]| {
+            self.cfg
+                .checksum
+                .and_then(|(a, kind)| crate::checksum::object_checksum(a, kind, &layout, parts))
+        };
+        if !layout.multipart {
+            let (body, digest) = self.read_part(&src, 0, layout.size).await?;
+            check_source(&etag_from_parts(&[digest.md5], false))?;
+            let written = target
+                .put_object(key, body, md5_header(&digest.md5), &checksum_header(&digest), attrs)
+                .await?;
+            let parts = [digest];
+            return Ok(Uploaded {
+                computed_etag: etag_from_parts(&[parts[0].md5], false),
+                computed_checksum: object_checksum(&parts),
+                written,
+            });
+        }
+        let (upload_id, journal, reuse) = self.start_or_resume(target, key, attrs, &layout, &source_id).await?;
+        let mut guard = AbortGuard {
+            s3: target.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.clone(),
+            armed: true,
+            cleanups: self.cleanups.clone(),
+            journal,
+        };
+        let src = &src;
+        let upload_id_ref = &upload_id;
+        let reuse = &reuse;
+        let parts = stream::iter(layout.parts())
+            .map(|(i, off, len)| async move {
+                let (body, digest) = self.retry_part(key, || self.read_part(src, off, len)).await?;
+                let n = i as i32 + 1;
+                let checksum = checksum_header(&digest);
+                let md5 = hex::encode(digest.md5);
+                if let Some((etag, size)) = reuse.get(&n) {
+                    if *size == len && *etag == md5 {
+                        debug!(key, part = n, "part already uploaded by an earlier run; reused");
+                        return Ok((
+                            PartInfo {
+                                number: n,
+                                etag: etag.clone(),
+                                checksum,
+                            },
+                            digest,
+                        ));
+                    }
+                }
+                let written = self
+                    .retry_part(key, || {
+                        target.upload_part(key, upload_id_ref, n, body.clone(), md5_header(&digest.md5), &checksum)
+                    })
+                    .await?;
+                if self.cfg.verify_etag
+                    && self.target_etag_is_md5()
+                    && written.etag_is_md5
+                    && etag_is_md5_form(&written.etag)
+                    && written.etag != md5
+                {
+                    return Err(Error::Verification {
+                        what: "part ETag",
+                        key: format!("{key} (part {n})"),
+                        expected: md5,
+                        actual: written.etag,
+                    });
+                }
+                if let (Some((_, sent)), Some(got), true) =
+                    (&checksum, &written.checksum, self.cfg.verify_additional_checksum)
+                {
+                    if sent != got {
+                        return Err(Error::Verification {
+                            what: "part checksum",
+                            key: format!("{key} (part {n})"),
+                            expected: got.clone(),
+                            actual: sent.clone(),
+                        });
+                    }
+                }
+                Ok((
+                    PartInfo {
+                        number: n,
+                        etag: written.etag,
+                        checksum,
+                    },
+                    digest,
+                ))
+            })
+            .buffer_unordered(self.cfg.max_parallel_uploads)
+            .try_collect::<Vec<(PartInfo, PartDigest)>>();
+        let mut parts = guard.step(parts).await?;
+        parts.sort_by_key(|p| p.0.number);
+        let (infos, digests): (Vec<PartInfo>, Vec<PartDigest>) = parts.into_iter().unzip();
+        let md5s: Vec<Md5Digest> = digests.iter().map(|d| d.md5).collect();
+        guard
+            .step(async { check_source(&etag_from_parts(&md5s, true)) })
+            .await?;
+        let computed_checksum = object_checksum(&digests);
+        let full_object_value = match (self.cfg.checksum, &computed_checksum) {
+            (Some((a, additional::ChecksumType::FullObject)), Some(v)) => Some((a, v.clone())),
+            _ => None,
+        };
+        let complete = target.complete_multipart(
+            key,
+            &upload_id,
+            infos,
+            self.cfg.checksum,
+            full_object_value,
+            &attrs.preconditions,
+        );
+        let written = guard.step(complete).await?;
+        guard.finish();
+        Ok(Uploaded {
+            computed_etag: etag_from_parts(&md5s, true),
+            computed_checksum,
+            written,
+        })
+    }
+
+    /// Starts a multipart upload that is aborted, never orphaned, if this transfer is cancelled while
+    /// the request is in flight.
+    pub(super) async fn create_multipart(
+        &self,
+        target: &S3Storage,
+        key: &str,
+        attrs: &crate::attributes::ObjectAttributes,
+        checksum: Option<(additional::ChecksumAlgorithm, additional::ChecksumType)>,
+    ) -> Result<String> {
+        create_multipart(&self.cleanups, target, key, attrs, checksum).await
+    }
+
+    /// After a completed run, uploads of ours to this target that are still in the journal were not
+    /// needed by this run (their objects are up to date, e.g. the process was killed after the server
+    /// completed the upload): abort them and forget them.
+    pub async fn sweep_journal(&self) {
+        let (Some(journal), End::S3(target)) = (&self.journal, &self.target) else {
+            return;
+        };
+        for (path, rec) in journal.records() {
+            if rec.bucket != target.bucket() || !rec.key.starts_with(target.prefix()) {
+                continue;
+            }
+            if rec.owned_by_live_run(&path) {
+                debug!(key = %rec.key, "multipart upload of another live run left alone");
+                continue;
+            }
+            let key = &rec.key[target.prefix().len()..];
+            match target.abort_multipart(key, &rec.upload_id).await {
+                Ok(()) => tracing::info!(key, "aborted a stale multipart upload of an earlier run"),
+                Err(e) => debug!(key, error = %e, "stale multipart upload already gone"),
+            }
+            resume::Journal::remove(&path);
+        }
+    }
+
+    /// Starts a multipart upload, or resumes the one an interrupted earlier run left for the same key
+    /// and the same source bytes (the parts already on the server are reused when their ETags match).
+    /// A stale upload of ours is aborted. Returns the upload id, its journal record and the parts
+    /// already uploaded.
+    pub(super) async fn start_or_resume(
+        &self,
+        target: &S3Storage,
+        key: &str,
+        attrs: &crate::attributes::ObjectAttributes,
+        layout: &PartLayout,
+        source_id: &str,
+    ) -> Result<(String, Option<PathBuf>, std::collections::HashMap<i32, (String, u64)>)> {
+        let mut reuse = std::collections::HashMap::new();
+        let mut path = self
+            .journal
+            .as_ref()
+            .map(|j| j.path_for(target.bucket(), &target.full_key(key)));
+        let mut record = path.as_deref().and_then(resume::Journal::load);
+        if let (Some(p), Some(rec)) = (&path, &record) {
+            if rec.owned_by_live_run(p) {
+                // Another live run is uploading this key: neither resume nor abort its upload, and
+                // keep its record.
+                debug!(
+                    key,
+                    "another live run is uploading this key; starting a separate upload"
+                );
+                (path, record) = (None, None);
+            }
+        }
+        if let Some(p) = &path {
+            if let Some(rec) = record {
+                let same = rec.size == layout.size
+                    && rec.source_id == source_id
+                    && rec.part_size == layout.part_size
+                    && self.cfg.checksum.is_none();
+                let parts = if same {
+                    target.list_parts(key, &rec.upload_id).await.ok().flatten()
+                } else {
+                    None
+                };
+                match parts {
+                    Some(parts) => {
+                        tracing::info!(
+                            key,
+                            parts = parts.len(),
+                            "resuming the multipart upload of an interrupted run"
+                        );
+                        reuse = parts.into_iter().map(|(n, e, sz)| (n, (e, sz))).collect();
+                        // The upload is ours now: other runs must see a live owner.
+                        let adopted = resume::UploadRecord {
+                            owner: crate::owner::Owner::current().token(),
+                            ..rec.clone()
+                        };
+                        if let Err(e) = resume::Journal::save(p, &adopted) {
+                            debug!(key, error = %e, "cannot write the resume journal");
+                        }
+                        return Ok((rec.upload_id, path, reuse));
+                    }
+                    None => {
+                        if let Err(e) = target.abort_multipart(key, &rec.upload_id).await {
+                            debug!(key, error = %e, "stale multipart upload could not be aborted (already gone?)");
+                        }
+                        resume::Journal::remove(p);
+                    }
+                }
+            }
+        }
+        let upload_id = self.create_multipart(target, key, attrs, self.cfg.checksum).await?;
+        if let Some(p) = &path {
+            let rec = resume::UploadRecord {
+                upload_id: upload_id.clone(),
+                size: layout.size,
+                source_id: source_id.to_string(),
+                part_size: layout.part_size,
+                bucket: target.bucket().to_string(),
+                key: target.full_key(key),
+                owner: crate::owner::Owner::current().token(),
+            };
+            if let Err(e) = resume::Journal::save(p, &rec) {
+                debug!(key, error = %e, "cannot write the resume journal");
+            }
+        }
+        Ok((upload_id, path, reuse))
+    }
+
+    /// Checks an uploaded object's ETag and additional checksum against those computed from the bytes.
+    /// Returns what was verified, with a warning when the asked-for checksum is missing.
+    pub(super) fn verify_upload(&self, key: &str, layout: &PartLayout, up: &Uploaded) -> Result<Moved> {
+        let mut warning = None;
+        let mut checksum_verified = false;
+        if let (Some((algo, _)), true) = (self.cfg.checksum, self.cfg.verify_additional_checksum) {
+            match (&up.written.checksum, &up.computed_checksum) {
+                (Some(got), Some(want)) if got == want => {
+                    trace!(key, additional_checksum_algorithm = %algo, target_checksum = %got, source_checksum = %want, "additional checksum verified.");
+                    checksum_verified = true;
+                }
+                (Some(got), Some(want)) => {
+                    return Err(Error::Verification {
+                        what: "additional checksum",
+                        key: key.to_string(),
+                        expected: got.clone(),
+                        actual: want.clone(),
+                    })
+                }
+                _ => {
+                    warning = Some(format!(
+                        "the server returned no {algo} checksum for the object: additional checksum not verified"
+                    ))
+                }
+            }
+        }
+        let reported = &up.written.etag;
+        let computed = &up.computed_etag;
+        let unverified_etag = Moved {
+            checksum_verified,
+            warning: warning.clone(),
+            ..Default::default()
+        };
+        if !self.cfg.verify_etag
+            || (layout.multipart && !self.cfg.verify_multipart)
+            || !self.target_etag_is_md5()
+            || !up.written.etag_is_md5
+        {
+            return Ok(unverified_etag);
+        }
+        if !etag_is_md5_form(reported) {
+            debug!(key, etag = %reported, "the target's ETag is not an MD5 form; not verifiable by ETag");
+            return Ok(unverified_etag);
+        }
+        if reported != computed {
+            return Err(Error::Verification {
+                what: "ETag",
+                key: key.to_string(),
+                expected: reported.to_string(),
+                actual: computed.to_string(),
+            });
+        }
+        trace!(key, source_e_tag = %computed, target_e_tag = %reported, "e_tag verified.");
+        Ok(Moved {
+            etag_verified: true,
+            checksum_verified,
+            warning,
+            ..Default::default()
+        })
+    }
+
+    pub(super) async fn upload_local(
+        &self,
+        local: &LocalStorage,
+        target: &S3Storage,
+        entry: &Entry,
+        attrs: &crate::attributes::ObjectAttributes,
+    ) -> Result<Moved> {
+        let path = local.root().join(&entry.key);
+        let file = self
+            .io
+            .get()?
+            .open_read(&path)
+            .await
+            .map_err(|e| Error::local("open", &path, e))?;
+        let size = file.len().map_err(|e| Error::local("stat", &path, e))?;
+        let layout = PartLayout::for_upload(size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize);
+        // Identity of the bytes for resuming: size and the listed modification time.
+        let mtime_ns = entry
+            .mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let source_id = format!("{size}-{mtime_ns}");
+        let up = self
+            .put_with_layout(
+                target,
+                &entry.key,
+                UploadSource {
+                    parts: PartSource::Local(&file),
+                    id: source_id,
+                    expected_etag: None,
+                },
+                layout,
+                attrs,
+            )
+            .await
+            .map_err(|e| with_key(e, &entry.key))?;
+        Ok(Moved {
+            bytes: size,
+            ..self.verify_upload(&entry.key, &layout, &up)?
+        })
+    }
+}
