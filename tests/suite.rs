@@ -18,6 +18,8 @@ mod attributes;
 mod callbacks;
 #[path = "checksums.rs"]
 mod checksums;
+#[path = "conformance.rs"]
+mod conformance;
 #[path = "faults.rs"]
 mod faults;
 #[path = "ingest.rs"]

@@ -1,6 +1,7 @@
 //! Failures injected in-process: an [`ObjectClient`] that wraps another and makes chosen calls fail,
-//! return a cut or corrupted body, or wait, by operation and call number. Every reliability and
-//! safety case the engine handles can so be reproduced in a unit test, without a proxy or a server.
+//! return a cut or corrupted body, or wait, by operation and call number; it also counts the calls.
+//! Every reliability and safety case the engine handles can so be reproduced in a unit test, without a
+//! proxy or a server.
 
 use super::object_client::{ObjectClient, ObjectsPage, Scope, Source, Upload, VersionsPage};
 use super::s3::{AnnotationInfo, ChecksumValue, HeadInfo, PartInfo, Ranged, Written};
@@ -29,8 +30,8 @@ pub enum Fault {
 #[derive(Debug, Clone)]
 struct Rule {
     operation: &'static str,
-    /// 1-based call number of the operation; every call when `None`.
-    call: Option<usize>,
+    /// The 1-based call numbers of the operation it hits.
+    calls: std::ops::RangeInclusive<usize>,
     fault: Fault,
 }
 
@@ -52,21 +53,37 @@ impl FailingClient {
         }
     }
 
+    /// How many calls of `operation` were made through this client (including failed ones).
+    pub fn calls(&self, operation: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Injects `fault` into call number `call` (1-based) of `operation` (`"GetObject"`, …).
     pub fn fail_call(self, operation: &'static str, call: usize, fault: Fault) -> Self {
-        self.add(operation, Some(call), fault)
+        self.add(operation, call..=call, fault)
+    }
+
+    /// Injects `fault` into call number `call` (1-based) of `operation` and every later one.
+    pub fn fail_from(self, operation: &'static str, call: usize, fault: Fault) -> Self {
+        self.add(operation, call..=usize::MAX, fault)
     }
 
     /// Injects `fault` into every call of `operation`.
     pub fn fail_every(self, operation: &'static str, fault: Fault) -> Self {
-        self.add(operation, None, fault)
+        self.add(operation, 1..=usize::MAX, fault)
     }
 
-    fn add(self, operation: &'static str, call: Option<usize>, fault: Fault) -> Self {
-        self.rules
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Rule { operation, call, fault });
+    fn add(self, operation: &'static str, calls: std::ops::RangeInclusive<usize>, fault: Fault) -> Self {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner()).push(Rule {
+            operation,
+            calls,
+            fault,
+        });
         self
     }
 
@@ -83,7 +100,7 @@ impl FailingClient {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .find(|r| r.operation == operation && r.call.is_none_or(|c| c == n))
+            .find(|r| r.operation == operation && r.calls.contains(&n))
             .map(|r| r.fault.clone());
         match fault {
             Some(Fault::Error(kind)) => Err(Error::S3 {
