@@ -75,3 +75,45 @@ async fn an_aborted_multipart_upload_leaves_no_upload_open() {
     assert_eq!(mem.open_uploads("b"), 0);
     assert!(mem.keys("b").is_empty());
 }
+
+#[tokio::test]
+async fn an_object_replaced_between_listing_and_download_is_not_mixed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mem = Arc::new(MemoryClient::new());
+    mem.create_bucket("b", false);
+    mem.insert("b", "p/obj", vec![1u8; 3000]);
+    // Another writer replaces the object after the listing, just before the first GET.
+    let writer = mem.clone();
+    let replace = Fault::Before(Arc::new(move || {
+        writer.insert("b", "p/obj", vec![2u8; 5000]);
+    }));
+    let failing = FailingClient::new(mem.clone()).fail_call("GetObject", 1, replace);
+    let source = Location::S3 {
+        bucket: "b".into(),
+        prefix: "p/".into(),
+    };
+    let cfg = Config::builder(source, Location::Local(dir.path().to_path_buf()))
+        .build()
+        .expect("config");
+    let mut sync = Sync::new(cfg).with_object_client(Arc::new(failing));
+    let mut events = sync.events().expect("events");
+    let stats = sync.run().await.expect("run");
+    let mut failures = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let crate::SyncEvent::Failed { key, message } = e {
+            failures.push((key, message));
+        }
+    }
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "obj", "the key relative to the prefix");
+    assert!(
+        failures[0].1.contains("replaced during the transfer"),
+        "{}",
+        failures[0].1
+    );
+    assert!(
+        !dir.path().join("obj").exists(),
+        "neither the old nor the new bytes under the listed ETag"
+    );
+    assert_eq!((stats.transferred, stats.failed + stats.warnings), (0, 1));
+}

@@ -14,16 +14,30 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What happens to a chosen call.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Fault {
     /// The call fails with an S3 error of this kind, without reaching the inner client.
     Error(S3ErrorKind),
     /// A GetObject body ends after this many bytes.
     Truncate(usize),
-    /// A GetObject body has one byte changed (the middle one).
+    /// A GetObject body has one byte changed (the middle one; an empty body stays empty).
     Corrupt,
     /// The call waits this long before it is made.
     Delay(Duration),
+    /// This runs, then the call is made: e.g. another writer replaces the object.
+    Before(Arc<dyn Fn() + Send + Sync>),
+}
+
+impl std::fmt::Debug for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Error(kind) => write!(f, "Error({kind:?})"),
+            Fault::Truncate(n) => write!(f, "Truncate({n})"),
+            Fault::Corrupt => write!(f, "Corrupt"),
+            Fault::Delay(d) => write!(f, "Delay({d:?})"),
+            Fault::Before(_) => write!(f, "Before(..)"),
+        }
+    }
 }
 
 /// Which calls a fault hits.
@@ -114,6 +128,14 @@ impl FailingClient {
                 tokio::time::sleep(d).await;
                 Ok(None)
             }
+            Some(Fault::Before(run)) => {
+                run();
+                Ok(None)
+            }
+            // Only a GET has a body to damage: a fault that cannot happen fails the call, visibly.
+            Some(Fault::Truncate(_) | Fault::Corrupt) if operation != "GetObject" => Err(Error::InvalidArgument(
+                format!("FailingClient: {operation} has no response body to truncate or corrupt"),
+            )),
             other => Ok(other),
         }
     }

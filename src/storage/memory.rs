@@ -18,6 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+/// The smallest part but the last of a multipart upload, as S3 requires.
+const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
 /// An in-memory S3 service: buckets of objects with versions, multipart uploads and tags.
 #[derive(Debug, Default)]
 pub struct MemoryClient {
@@ -30,9 +33,6 @@ struct State {
     calls: HashMap<&'static str, usize>,
     /// Serial of ids.
     serial: u64,
-    /// The last write's time: each write is later than the one before, so versions order by time
-    /// as they do by write.
-    last_write: Option<SystemTime>,
     /// List objects in a scrambled order instead of key order.
     unordered: bool,
 }
@@ -121,13 +121,19 @@ fn concat(body: &[Bytes]) -> Bytes {
     Bytes::from(all)
 }
 
-/// The stored form of the attributes: what a HEAD reports back.
+/// What a HEAD or GET reports of the attributes an object was written with (the headers
+/// `ObjectAttributes::from_head` reads; storage class, ACL and encryption are reported apart).
 fn stored(attrs: &ObjectAttributes) -> ObjectAttributes {
     ObjectAttributes {
-        tagging: None,
-        preconditions: Preconditions::default(),
-        request_payer: false,
-        ..attrs.clone()
+        content_type: attrs.content_type.clone(),
+        cache_control: attrs.cache_control.clone(),
+        content_disposition: attrs.content_disposition.clone(),
+        content_encoding: attrs.content_encoding.clone(),
+        content_language: attrs.content_language.clone(),
+        expires: attrs.expires,
+        website_redirect: attrs.website_redirect.clone(),
+        metadata: attrs.metadata.clone(),
+        ..Default::default()
     }
 }
 
@@ -156,11 +162,11 @@ impl Version {
                 etag: Some(self.etag.clone()),
                 version_id: (self.id != "null").then(|| self.id.clone()),
             },
-            attributes: self.attrs.clone(),
+            attributes: stored(&self.attrs),
             parts_count: None,
             checksum: self.checksum.as_ref().map(|(a, v, _)| (*a, v.clone())),
             full_object_checksum: self.checksum.as_ref().is_some_and(|c| c.2),
-            storage_class: self.attrs.storage_class.clone(),
+            storage_class: self.attrs.storage_class.clone().filter(|c| c != "STANDARD"),
             tag_count: (!self.tags.is_empty()).then_some(self.tags.len() as i32),
             server_side_encryption: self.attrs.sse.clone(),
             ssekms_key_id: self.attrs.sse_kms_key_id.clone(),
@@ -182,7 +188,7 @@ impl Bucket {
     fn version(&self, key: &str, version_id: Option<&str>) -> Option<&Version> {
         match version_id {
             None => self.current(key),
-            Some(id) => self.objects.get(key)?.iter().find(|v| v.id == id),
+            Some(id) => self.objects.get(key)?.iter().find(|v| v.id == id && v.data.is_some()),
         }
     }
 }
@@ -251,6 +257,11 @@ impl State {
     /// Counts a request and returns its bucket.
     fn bucket(&mut self, operation: &'static str, name: &str, key: &str) -> Result<&mut Bucket> {
         *self.calls.entry(operation).or_default() += 1;
+        self.lookup(operation, name, key)
+    }
+
+    /// A bucket, for a request already counted.
+    fn lookup(&mut self, operation: &'static str, name: &str, key: &str) -> Result<&mut Bucket> {
         self.buckets.get_mut(name).ok_or_else(|| {
             error(
                 operation,
@@ -269,19 +280,19 @@ impl State {
 
     fn version(&mut self, data: Bytes, etag: String, attrs: ObjectAttributes) -> Version {
         let n = self.tick();
-        let now = SystemTime::now();
-        let mtime = match self.last_write {
-            Some(last) if last >= now => last + Duration::from_millis(1),
-            _ => now,
-        };
-        self.last_write = Some(mtime);
+        // Whole seconds, as S3 reports them: writes within one second share a timestamp.
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(now);
         Version {
             id: format!("v{n:08}"),
             data: Some(data),
             etag,
             mtime,
             tags: parse_tags(&attrs.tagging),
-            attrs: stored(&attrs),
+            attrs,
             checksum: None,
             part_sizes: Vec::new(),
             sse_c_key: None,
@@ -403,8 +414,11 @@ fn read_source(
     }
     let mut v = v;
     if let (Some((offset, len)), Some(data)) = (range, v.data.as_ref()) {
-        let end = (offset + len).min(data.len() as u64) as usize;
-        v.data = Some(data.slice((offset as usize).min(end)..end));
+        if offset + len > data.len() as u64 {
+            let m = "InvalidRange: the copy range is past the end of the source (HTTP 416)";
+            return Err(error(op, &source.scope.bucket, source.key, S3ErrorKind::Other, m));
+        }
+        v.data = Some(data.slice(offset as usize..(offset + len) as usize));
     }
     Ok(v)
 }
@@ -426,11 +440,31 @@ impl ObjectClient for MemoryClient {
         let mut s = self.lock();
         let unordered = s.unordered;
         let b = s.bucket("ListObjectsV2", &scope.bucket, prefix)?;
+        let bad_token = || {
+            error(
+                "ListObjectsV2",
+                &scope.bucket,
+                prefix,
+                S3ErrorKind::Other,
+                "InvalidArgument: the continuation token is invalid (HTTP 400)",
+            )
+        };
+        // A continuation token says where the previous page ended and takes precedence over
+        // `start_after`: the last key returned (key order), or the position in the listing
+        // (unordered).
+        let (after, position) = match token.as_deref() {
+            None => (start_after, 0),
+            Some(t) if unordered => (None, t.parse::<usize>().map_err(|_| bad_token())?),
+            Some(t) => {
+                let key = hex::decode(t).ok().and_then(|k| String::from_utf8(k).ok());
+                (Some(key.ok_or_else(bad_token)?), 0)
+            }
+        };
         let mut all: Vec<Entry> = b
             .objects
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .filter(|(k, _)| start_after.as_ref().is_none_or(|a| k.as_str() > a.as_str()))
+            .filter(|(k, _)| after.as_ref().is_none_or(|a| k.as_str() > a.as_str()))
             .filter_map(|(k, _)| {
                 let v = b.current(k)?;
                 Some(Entry {
@@ -446,13 +480,18 @@ impl ObjectClient for MemoryClient {
             // Keys sorted by their reversed bytes: an order that is not the key order.
             all.sort_by(|a, b| a.key.bytes().rev().cmp(b.key.bytes().rev()));
         }
-        let start: usize = token.as_deref().and_then(|t| t.parse().ok()).unwrap_or(0);
+        let start = position.min(all.len());
         let end = (start + max_keys.max(1) as usize).min(all.len());
         let truncated = end < all.len();
+        let next_token = match (truncated, unordered) {
+            (false, _) => None,
+            (true, true) => Some(end.to_string()),
+            (true, false) => Some(hex::encode(&all[end - 1].key)),
+        };
         Ok(ObjectsPage {
-            entries: all.drain(start.min(end)..end).collect(),
+            entries: all.drain(start..end).collect(),
             truncated,
-            next_token: truncated.then(|| end.to_string()),
+            next_token,
         })
     }
 
@@ -490,7 +529,11 @@ impl ObjectClient for MemoryClient {
             (Some(k), Some(v)) => all
                 .iter()
                 .position(|e| &e.entry.key == k && e.entry.version_id.as_ref() == Some(v))
-                .map_or(0, |i| i + 1),
+                .map(|i| i + 1)
+                .ok_or_else(|| {
+                    let m = "InvalidArgument: no such version marker (HTTP 400)";
+                    error("ListObjectVersions", &scope.bucket, prefix, S3ErrorKind::Other, m)
+                })?,
             (Some(k), None) => all.iter().position(|e| e.entry.key > *k).unwrap_or(all.len()),
             _ => 0,
         };
@@ -681,12 +724,25 @@ impl ObjectClient for MemoryClient {
                 "InvalidArgument: part number (HTTP 400)",
             ));
         }
+        let refuse = |m: &str| error("UploadPart", &scope.bucket, upload.key, S3ErrorKind::Other, m);
+        if pending.sse_c_key != scope.sse_c.as_ref().map(|k| k.key_md5.clone()) {
+            return Err(refuse(
+                "InvalidRequest: the SSE-C key differs from the upload's (HTTP 400)",
+            ));
+        }
+        if let (Some((want, _)), Some((got, _))) = (pending.checksum, checksum) {
+            if want != *got {
+                return Err(refuse(
+                    "InvalidRequest: the checksum algorithm differs from the upload's (HTTP 400)",
+                ));
+            }
+        }
         let raw = check_body("UploadPart", scope, upload.key, &data, &content_md5, checksum)?;
         let etag = md5_hex(&[&data]);
         let written = Written {
             etag: etag.clone(),
             checksum: checksum.as_ref().map(|c| c.1.clone()),
-            etag_is_md5: pending.sse_c_key.is_none(),
+            etag_is_md5: !encrypted(&pending.attrs, &pending.sse_c_key),
         };
         pending.parts.insert(
             part_number,
@@ -710,16 +766,20 @@ impl ObjectClient for MemoryClient {
     ) -> Result<String> {
         let mut s = self.lock();
         let v = read_source(&mut s, "UploadPartCopy", &source, Some(range), &copy_source_if_match)?;
-        let b = s.bucket("UploadPartCopy", &scope.bucket, upload.key)?;
-        let pending = b.uploads.get_mut(upload.upload_id).ok_or_else(|| {
-            error(
-                "UploadPartCopy",
-                &scope.bucket,
-                upload.key,
-                S3ErrorKind::NoSuchUpload,
-                "NoSuchUpload (HTTP 404)",
-            )
-        })?;
+        let b = s.lookup("UploadPartCopy", &scope.bucket, upload.key)?;
+        let pending = b
+            .uploads
+            .get_mut(upload.upload_id)
+            .filter(|p| p.key == upload.key)
+            .ok_or_else(|| {
+                error(
+                    "UploadPartCopy",
+                    &scope.bucket,
+                    upload.key,
+                    S3ErrorKind::NoSuchUpload,
+                    "NoSuchUpload (HTTP 404)",
+                )
+            })?;
         let data = v.data.unwrap_or_default();
         let etag = md5_hex(&[&data]);
         let checksum = pending.checksum.map(|(a, _)| raw_checksum(a, &data));
@@ -758,10 +818,25 @@ impl ObjectClient for MemoryClient {
         }
         let mut chosen = Vec::new();
         for p in &parts {
+            let same_checksum = |stored: &StoredPart| match (&p.checksum, &stored.checksum) {
+                (Some((_, sent)), Some(raw)) => *sent == additional::to_base64(raw),
+                _ => true,
+            };
             match pending.parts.get(&p.number) {
-                Some(stored) if stored.etag == p.etag => chosen.push(stored),
+                Some(stored) if stored.etag == p.etag && same_checksum(stored) => chosen.push(stored),
                 _ => return Err(fail(S3ErrorKind::Other, "InvalidPart (HTTP 400)")),
             }
+        }
+        if chosen
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|p| (p.data.len() as u64) < MIN_PART_SIZE)
+        {
+            return Err(fail(
+                S3ErrorKind::Other,
+                "EntityTooSmall: a part but the last is under 5 MiB (HTTP 400)",
+            ));
         }
         let data = concat(&chosen.iter().map(|p| p.data.clone()).collect::<Vec<_>>());
         let digests: Vec<Vec<u8>> = chosen
@@ -855,7 +930,7 @@ impl ObjectClient for MemoryClient {
             None,
             &attrs.preconditions.copy_source_if_match,
         )?;
-        let b = s.bucket("CopyObject", &scope.bucket, key)?;
+        let b = s.lookup("CopyObject", &scope.bucket, key)?;
         check_preconditions("CopyObject", b, &scope.bucket, key, &attrs.preconditions)?;
         let data = from.data.unwrap_or_default();
         let mut v = s.version(data.clone(), md5_hex(&[&data]), attrs.clone());

@@ -207,6 +207,15 @@ impl Page {
         }
     }
 }
+/// The order of a page of versions: keys ascending; within a key, oldest first and the latest last.
+/// Times are whole seconds, so versions written within one second tie: the caller breaks the tie by
+/// the server's order reversed (S3 lists a key's versions newest first).
+fn version_order(a: &ObjectVersionEntry, b: &ObjectVersionEntry) -> std::cmp::Ordering {
+    let key = a.entry.key.as_bytes().cmp(b.entry.key.as_bytes());
+    key.then(a.entry.mtime.cmp(&b.entry.mtime))
+        .then(a.is_latest.cmp(&b.is_latest))
+}
+
 impl S3Storage {
     /// A storage end over the SDK `client` for `bucket` and `prefix`.
     pub fn new(
@@ -473,30 +482,29 @@ impl S3Storage {
                 .client
                 .list_versions(&self.scope, &self.prefix, max_keys, markers.0.take(), markers.1.take())
                 .await?;
-            let mut page: Vec<ObjectVersionEntry> = got
+            let mut page: Vec<(usize, ObjectVersionEntry)> = got
                 .versions
                 .into_iter()
-                .filter_map(|mut v| {
+                .enumerate()
+                .filter_map(|(i, mut v)| {
                     let rel = v.entry.key.strip_prefix(self.prefix.as_str())?;
                     v.entry.key = rel.to_string();
-                    (!v.entry.key.is_empty()).then_some(v)
+                    (!v.entry.key.is_empty()).then_some((i, v))
                 })
                 .collect();
-            // Keys ascending; within a key, oldest first.
-            page.sort_by(|a, b| {
-                a.entry
-                    .key
-                    .as_bytes()
-                    .cmp(b.entry.key.as_bytes())
-                    .then(a.entry.mtime.cmp(&b.entry.mtime))
-            });
+            page.sort_by(|(i, a), (j, b)| version_order(a, b).then(j.cmp(i)));
+            let mut page = page.into_iter().map(|(_, v)| v).peekable();
+            // A key split across pages: this page holds its older versions, oldest first.
+            if let Some(c) = current.as_mut() {
+                let mut older = Vec::new();
+                while let Some(v) = page.next_if(|v| v.entry.key == c.key) {
+                    older.push(v);
+                }
+                c.versions.splice(0..0, older);
+            }
             for v in page {
                 match current.as_mut() {
-                    Some(c) if c.key == v.entry.key => {
-                        // A key split across pages: later pages hold older versions.
-                        let pos = c.versions.partition_point(|x| x.entry.mtime <= v.entry.mtime);
-                        c.versions.insert(pos, v);
-                    }
+                    Some(c) if c.key == v.entry.key => c.versions.push(v),
                     _ => {
                         if let Some(done) = current.take() {
                             if tx.send(Ok(done)).await.is_err() {
@@ -906,5 +914,66 @@ mod tests {
             .headers()
             .get("x-amz-server-side-encryption-customer-key-md5")
             .is_some());
+    }
+
+    /// Versions written within one second (S3 times are whole seconds) and split across pages come
+    /// out oldest first with the latest last, as they were written.
+    #[tokio::test]
+    async fn versions_within_one_second_keep_their_order_across_pages() {
+        use crate::storage::memory::MemoryClient;
+        use crate::storage::object_client::ObjectClient as _;
+        let mem = Arc::new(MemoryClient::new());
+        mem.create_bucket("b", true);
+        let scope = Scope {
+            bucket: "b".into(),
+            ..Default::default()
+        };
+        let attrs = ObjectAttributes::default();
+        for (key, n) in [("a", 1), ("k", 5), ("z", 1)] {
+            for i in 0..n {
+                let body = vec![Bytes::from(vec![i as u8; i + 1])];
+                mem.put_object(&scope, key, body, None, &None, &attrs).await.unwrap();
+            }
+        }
+        mem.delete_object(&scope, "k", None).await.unwrap();
+        let s3 = S3Storage::with_client(mem, "b".into(), String::new(), None);
+        for max_keys in [1, 2, 3, 1000] {
+            let (tx, rx) = async_channel::unbounded();
+            s3.list_versions(max_keys, tx).await.unwrap();
+            let mut got = Vec::new();
+            while let Ok(kv) = rx.try_recv() {
+                got.push(kv.unwrap());
+            }
+            let keys: Vec<&str> = got.iter().map(|k| k.key.as_str()).collect();
+            assert_eq!(keys, ["a", "k", "z"], "max_keys {max_keys}");
+            let sizes: Vec<u64> = got[1].versions.iter().map(|v| v.entry.size).collect();
+            assert_eq!(
+                sizes,
+                [1, 2, 3, 4, 5, 0],
+                "max_keys {max_keys}: oldest first, the marker last"
+            );
+            assert!(got[1].versions[5].delete_marker && got[1].versions[5].is_latest);
+        }
+    }
+
+    /// A listing that starts after a key goes on from the previous page's end, not from the start
+    /// (continuation tokens of the in-memory service, as of S3, are positions after the last key).
+    #[tokio::test]
+    async fn listing_after_a_key_pages_on_from_it() {
+        use crate::storage::memory::MemoryClient;
+        let mem = Arc::new(MemoryClient::new());
+        mem.create_bucket("b", false);
+        for i in 0..10 {
+            mem.insert("b", &format!("p/k{i:02}"), vec![i]);
+        }
+        mem.insert("b", "q", vec![0]);
+        let s3 = S3Storage::with_client(mem, "b".into(), "p/".into(), None);
+        let (tx, mut rx) = mpsc::channel(100);
+        s3.list(2, Some("k04"), tx).await.unwrap();
+        let mut keys = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            keys.push(e.unwrap().key);
+        }
+        assert_eq!(keys, ["k05", "k06", "k07", "k08", "k09"]);
     }
 }

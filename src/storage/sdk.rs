@@ -405,7 +405,7 @@ impl ObjectClient for SdkClient {
             .set_content_md5(content_md5)
             .set_if_match(attrs.preconditions.if_match_header())
             .set_if_none_match(attrs.preconditions.if_none_match_header())
-            .body(crate::transfer::body::chunk_stream(body));
+            .body(super::body::chunk_stream(body));
         let req = crate::apply_attributes!(req, attrs).set_request_payer(payer(scope));
         let req = with_named_checksum!(with_sse_c!(req, &scope.sse_c), checksum);
         Ok(send_body!(self, scope, req, "PutObject", key, checksum))
@@ -460,7 +460,7 @@ impl ObjectClient for SdkClient {
             .part_number(part_number)
             .content_length(len as i64)
             .set_content_md5(content_md5)
-            .body(crate::transfer::body::chunk_stream(body));
+            .body(super::body::chunk_stream(body));
         let req = with_named_checksum!(with_sse_c!(req, &scope.sse_c), checksum);
         Ok(send_body!(self, scope, req, "UploadPart", upload.key, checksum))
     }
@@ -563,6 +563,12 @@ impl ObjectClient for SdkClient {
                 }) => return Ok(None),
                 Err(e) => return Err(e),
             };
+            // The paginator would start again from the first page: a truncated page must say where
+            // the next one starts.
+            if page.is_truncated() == Some(true) && page.next_part_number_marker().is_none() {
+                let m = "the server says the part list is truncated but gives no next part number marker";
+                return Err(malformed("ListParts", scope, upload.key, m.into()));
+            }
             out.extend(page.parts().iter().filter_map(|p| {
                 Some((
                     p.part_number()?,

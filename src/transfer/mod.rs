@@ -7,7 +7,6 @@
 //! bytes by digest), `guards` (cleanup that survives cancellation); this module routes one object to
 //! its job and holds what they share.
 
-pub mod body;
 mod compare;
 mod copy;
 mod download;

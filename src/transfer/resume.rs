@@ -11,8 +11,8 @@ pub struct Journal {
     dir: PathBuf,
 }
 
-/// One multipart upload of ours.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One multipart upload of ours, stored as one line of JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UploadRecord {
     /// The upload id.
     pub upload_id: String,
@@ -27,6 +27,7 @@ pub struct UploadRecord {
     /// Target key (full, with the prefix).
     pub key: String,
     /// The run that started the upload ([`crate::owner::Owner::token`]).
+    #[serde(default)]
     pub owner: String,
 }
 
@@ -64,9 +65,13 @@ impl Journal {
         self.dir.join(format!("{}.upload", hex::encode(id)))
     }
 
-    /// Reads a record, if any.
+    /// Reads a record, if any: a line of JSON, or the positional lines earlier versions wrote (so an
+    /// upload they left is still resumed or aborted).
     pub fn load(path: &Path) -> Option<UploadRecord> {
         let text = std::fs::read_to_string(path).ok()?;
+        if text.starts_with('{') {
+            return serde_json::from_str(text.trim_end()).ok();
+        }
         let mut l = text.lines();
         Some(UploadRecord {
             upload_id: l.next()?.to_string(),
@@ -83,16 +88,8 @@ impl Journal {
     pub fn save(path: &Path, r: &UploadRecord) -> std::io::Result<()> {
         use std::io::Write;
         let tmp = path.with_extension("tmp");
-        let text = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
-            r.upload_id,
-            r.size,
-            r.source_id,
-            r.part_size,
-            r.bucket,
-            hex::encode(r.key.as_bytes()),
-            r.owner
-        );
+        let mut text = serde_json::to_string(r).map_err(std::io::Error::other)?;
+        text.push('\n');
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
@@ -144,7 +141,21 @@ mod tests {
         Journal::save(&p, &r).unwrap();
         assert_eq!(Journal::load(&p), Some(r.clone()));
         assert_eq!(j.records(), vec![(p.clone(), r)]);
+        assert!(std::fs::read_to_string(&p)
+            .unwrap()
+            .starts_with("{\"upload_id\":\"id-1\""));
         Journal::remove(&p);
         assert_eq!(Journal::load(&p), None);
+    }
+
+    /// A record in the positional format of earlier versions is still read.
+    #[test]
+    fn positional_records_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.upload");
+        std::fs::write(&p, format!("id-2\n20\n20-1\n5\nb\n{}\nrun-1\n", hex::encode("k/ü"))).unwrap();
+        let r = Journal::load(&p).unwrap();
+        assert_eq!((r.upload_id.as_str(), r.size, r.part_size), ("id-2", 20, 5));
+        assert_eq!((r.key.as_str(), r.owner.as_str()), ("k/ü", "run-1"));
     }
 }
