@@ -1,8 +1,9 @@
 //! S3→S3: through the client (GET, hash, PUT) or server-side (CopyObject, UploadPartCopy).
 
+use super::verify::{mismatch, Outcome};
 use super::*;
-use crate::checksum::{etag_is_md5_form, etag_part_count, PartLayout};
-use crate::error::{Error, Result};
+use crate::checksum::{etag_part_count, PartLayout};
+use crate::error::Result;
 use crate::storage::s3::{CopySource, PartInfo, S3Storage};
 use crate::storage::Entry;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -57,34 +58,24 @@ impl Transferer {
                         opened: std::sync::Mutex::new(opened.map(Box::new)),
                     }),
                     id: src_etag.clone(),
-                    expected_etag: (known && self.source_etag_is_md5() && etag_is_md5_form(&src_etag))
-                        .then(|| src_etag.clone()),
+                    expected_etag: (known && self.verify().source_etag(&src_etag, false)).then(|| src_etag.clone()),
                 },
                 layout,
                 attrs,
             )
             .await
             .map_err(|e| with_key(e, &entry.key))?;
-        let verified = self.verify_upload(&entry.key, &layout, &up)?;
-        let mut warning = verified.warning.clone();
+        let mut outcome = self.verify_upload(&entry.key, &layout, &up)?;
+        // The bytes written against the source's ETag too (the target's may be opaque).
+        let opaque = opaque_etag.load(std::sync::atomic::Ordering::Relaxed);
         let computed = up.computed_etag;
-        let source_md5 = self.source_etag_is_md5() && !opaque_etag.load(std::sync::atomic::Ordering::Relaxed);
-        if self.cfg.verify_etag && source_md5 && etag_is_md5_form(&src_etag) && computed != src_etag {
+        if self.verify().source_etag(&src_etag, opaque) && computed != src_etag {
             if known {
-                return Err(Error::Verification {
-                    what: "source ETag",
-                    key: entry.key.clone(),
-                    expected: src_etag,
-                    actual: computed,
-                });
+                return Err(mismatch("source ETag", &entry.key, &src_etag, &computed));
             }
-            warning = Some(format!("source ETag {src_etag} not comparable with the written {computed} (part layout unknown); the target was verified"));
+            outcome.warning = Some(format!("source ETag {src_etag} not comparable with the written {computed} (part layout unknown); the target was verified"));
         }
-        Ok(Moved {
-            bytes: entry.size,
-            warning,
-            ..verified
-        })
+        Ok(outcome.moved(entry.size))
     }
 
     pub(super) async fn server_side_copy(
@@ -158,34 +149,10 @@ impl Transferer {
             written.etag
         };
         self.reporter.add_bytes(entry.size);
-        let mut verified = false;
-        let mut warning = None;
-        if self.cfg.verify_etag
-            && self.source_etag_is_md5()
-            && self.target_etag_is_md5()
-            && etag_is_md5_form(&src_etag)
-            && etag_is_md5_form(&etag)
-        {
-            if etag == src_etag {
-                verified = true;
-            } else if known {
-                return Err(Error::Verification {
-                    what: "ETag",
-                    key: key.clone(),
-                    expected: src_etag,
-                    actual: etag,
-                });
-            } else {
-                warning = Some(format!(
-                    "ETag {etag} differs from the source's {src_etag} because the part layout differs; not verified"
-                ));
-            }
+        let mut outcome = Outcome::default();
+        if self.verify().copied_etag(&src_etag, &etag) {
+            outcome.etag(key, &src_etag, &etag, known)?;
         }
-        Ok(Moved {
-            bytes: entry.size,
-            etag_verified: verified,
-            warning,
-            ..Default::default()
-        })
+        Ok(outcome.moved(entry.size))
     }
 }

@@ -1,18 +1,17 @@
 //! S3→local: ranges downloaded in parallel into a temporary file, hashed in flight, verified, then
 //! renamed into place.
 
+use super::verify::Outcome;
 use super::*;
 use crate::checksum::additional;
-use crate::checksum::{
-    etag_from_parts, etag_is_md5_form, etag_part_count, Md5Digest, PartDigest, PartHasher, PartLayout,
-};
+use crate::checksum::{etag_from_parts, Md5Digest, PartDigest, PartHasher, PartLayout};
 use crate::error::{Error, Result, S3ErrorKind};
 use crate::storage::local::LocalStorage;
 use crate::storage::s3::S3Storage;
 use crate::storage::Entry;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use s3sync_io::IoFile;
-use tracing::{debug, trace};
+use tracing::debug;
 
 /// The object-level checksum computed from downloaded parts, in the form of the stored `value`
 /// (composite `…-N`, full-object, or a single-part digest); `None` when the layout does not allow it.
@@ -72,12 +71,9 @@ impl Transferer {
             return Ok(Moved::default());
         }
         let etag = entry.etag.clone().unwrap_or_default();
-        let verify = self.cfg.verify_etag
-            && self.source_etag_is_md5()
-            && etag_is_md5_form(&etag)
-            && (etag_part_count(&etag).is_none() || self.cfg.verify_multipart);
+        let verify = self.verify().source_etag(&etag, false);
         // The stored additional checksum, when downloads are to be verified with it.
-        let stored = match self.cfg.enable_additional_checksum && self.cfg.verify_additional_checksum {
+        let stored = match self.cfg.enable_additional_checksum && self.verify().checksums() {
             true => source
                 .head_version(key, None, entry.version_id.as_deref())
                 .await?
@@ -148,51 +144,20 @@ impl Transferer {
                 .map_err(|e| Error::local("fsync", &tmp, e))?;
         }
         drop(file);
-        let mut verified = false;
-        let mut warning = None;
+        let mut outcome = Outcome::default();
         if verify && object.etag_is_opaque() {
             debug!(
                 key,
                 "the object is encrypted with SSE-KMS or SSE-C: its ETag is not an MD5, not verified"
             );
         } else if verify {
-            let computed = etag_from_parts(&digests, layout.multipart);
-            if computed == etag {
-                verified = true;
-                trace!(key, source_e_tag = %etag, target_e_tag = %computed, "e_tag verified.");
-            } else if known {
-                return Err(Error::Verification {
-                    what: "ETag",
-                    key: key.clone(),
-                    expected: etag,
-                    actual: computed,
-                });
-            } else {
-                warning = Some(format!("ETag {etag} could not be verified: the object's part size is unknown (computed {computed} with {} byte parts)", layout.part_size));
-            }
+            outcome.etag(key, &etag, &etag_from_parts(&digests, layout.multipart), known)?;
         }
-        let mut checksum_verified = false;
         if let Some(((algo, value), full_object)) = stored {
             let computed = downloaded_checksum(algo, &value, full_object, &layout, known, &parts);
-            match computed {
-                Some(c) if c == value => {
-                    trace!(key, additional_checksum_algorithm = %algo, source_checksum = %value, target_checksum = %c, "additional checksum verified.");
-                    checksum_verified = true;
-                }
-                Some(c) => {
-                    return Err(Error::Verification {
-                        what: "additional checksum",
-                        key: key.clone(),
-                        expected: value,
-                        actual: c,
-                    })
-                }
-                None => {
-                    warning = Some(format!(
-                        "{algo} checksum {value} could not be verified: the object's part layout is unknown"
-                    ))
-                }
-            }
+            outcome.checksum(key, Some(&value), computed.as_deref(), || {
+                format!("{algo} checksum {value} could not be verified: the object's part layout is unknown")
+            })?;
         }
         let mtime = filetime::FileTime::from_system_time(entry.mtime);
         filetime::set_file_mtime(&tmp, mtime).map_err(|e| Error::local("set mtime", &tmp, e))?;
@@ -210,13 +175,7 @@ impl Transferer {
                 self.dirty_dirs.add(dir).await;
             }
         }
-        Ok(Moved {
-            cancelled: false,
-            bytes: entry.size,
-            etag_verified: verified,
-            checksum_verified,
-            warning,
-        })
+        Ok(outcome.moved(entry.size))
     }
 
     /// Downloads one range into the file at its offset, one pool chunk at a time, hashing in flight.

@@ -15,6 +15,7 @@ mod layout;
 pub mod resume;
 mod source;
 mod upload;
+mod verify;
 
 pub(crate) use download::downloaded_checksum;
 pub(crate) use guards::{create_multipart, AbortGuard, TempGuard};
@@ -277,15 +278,9 @@ impl Transferer {
         crate::retry::retry(&self.cfg.retry, key, "part", op).await
     }
 
-    /// Whether ETags of the target's new objects are MD5 digests of their bytes (not with SSE-C/KMS).
-    fn target_etag_is_md5(&self) -> bool {
-        let kms = matches!(self.cfg.attributes.sse.as_deref(), Some(s) if s.starts_with("aws:kms"));
-        !kms && !matches!(&self.target, End::S3(t) if t.has_sse_c())
-    }
-
-    /// Whether the source's ETags are MD5 digests of their bytes (not with SSE-C).
-    fn source_etag_is_md5(&self) -> bool {
-        !matches!(&self.source, End::S3(s) if s.has_sse_c())
+    /// What this run verifies, and against what.
+    fn verify(&self) -> verify::Policy {
+        verify::Policy::new(&self.cfg, &self.source, &self.target)
     }
 }
 

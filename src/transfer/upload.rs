@@ -1,16 +1,17 @@
 //! Writing an object to S3 from a part source: one PutObject or a multipart upload (resumed from the
 //! journal when it can be), then checking what the server reports against what was sent.
 
+use super::verify::{mismatch, Outcome};
 use super::*;
 use crate::checksum::additional;
-use crate::checksum::{etag_from_parts, etag_is_md5_form, Md5Digest, PartDigest, PartLayout};
+use crate::checksum::{etag_from_parts, Md5Digest, PartDigest, PartLayout};
 use crate::error::{Error, Result};
 use crate::storage::local::LocalStorage;
 use crate::storage::s3::{PartInfo, S3Storage, Written};
 use crate::storage::Entry;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::path::PathBuf;
-use tracing::{debug, trace};
+use tracing::debug;
 
 /// What an upload reported and what was computed from its bytes.
 pub(super) struct Uploaded {
@@ -82,13 +83,10 @@ impl Transferer {
             PartSource::S3(p) => p.etag_is_opaque(),
             PartSource::Local(_) => false,
         };
-        let check_source = |computed: &str| match expected_etag {
-            Some(want) if self.cfg.verify_etag && !opaque(&src) && want != computed => Err(Error::Verification {
-                what: "source ETag",
-                key: key.to_string(),
-                expected: want.to_string(),
-                actual: computed.to_string(),
-            }),
+        let check_source = |computed: &str| match &expected_etag {
+            Some(want) if self.verify().source_etag(want, opaque(&src)) && want != computed => {
+                Err(mismatch("source ETag", key, want, computed))
+            }
             _ => Ok(()),
         };
         let md5_header = |d: &Md5Digest| self.cfg.content_md5.then(|| b64(d));
@@ -151,29 +149,13 @@ impl Transferer {
                         target.upload_part(key, upload_id_ref, n, body.clone(), md5_header(&digest.md5), &checksum)
                     })
                     .await?;
-                if self.cfg.verify_etag
-                    && self.target_etag_is_md5()
-                    && written.etag_is_md5
-                    && etag_is_md5_form(&written.etag)
-                    && written.etag != md5
-                {
-                    return Err(Error::Verification {
-                        what: "part ETag",
-                        key: format!("{key} (part {n})"),
-                        expected: md5,
-                        actual: written.etag,
-                    });
+                let part = || format!("{key} (part {n})");
+                if self.verify().written_etag(&written, false) && written.etag != md5 {
+                    return Err(mismatch("part ETag", &part(), &md5, &written.etag));
                 }
-                if let (Some((_, sent)), Some(got), true) =
-                    (&checksum, &written.checksum, self.cfg.verify_additional_checksum)
-                {
+                if let (Some((_, sent)), Some(got), true) = (&checksum, &written.checksum, self.verify().checksums()) {
                     if sent != got {
-                        return Err(Error::Verification {
-                            what: "part checksum",
-                            key: format!("{key} (part {n})"),
-                            expected: got.clone(),
-                            actual: sent.clone(),
-                        });
+                        return Err(mismatch("part checksum", &part(), got, sent));
                     }
                 }
                 Ok((
@@ -339,63 +321,21 @@ impl Transferer {
 
     /// Checks an uploaded object's ETag and additional checksum against those computed from the bytes.
     /// Returns what was verified, with a warning when the asked-for checksum is missing.
-    pub(super) fn verify_upload(&self, key: &str, layout: &PartLayout, up: &Uploaded) -> Result<Moved> {
-        let mut warning = None;
-        let mut checksum_verified = false;
-        if let (Some((algo, _)), true) = (self.cfg.checksum, self.cfg.verify_additional_checksum) {
-            match (&up.written.checksum, &up.computed_checksum) {
-                (Some(got), Some(want)) if got == want => {
-                    trace!(key, additional_checksum_algorithm = %algo, target_checksum = %got, source_checksum = %want, "additional checksum verified.");
-                    checksum_verified = true;
-                }
-                (Some(got), Some(want)) => {
-                    return Err(Error::Verification {
-                        what: "additional checksum",
-                        key: key.to_string(),
-                        expected: got.clone(),
-                        actual: want.clone(),
-                    })
-                }
-                _ => {
-                    warning = Some(format!(
-                        "the server returned no {algo} checksum for the object: additional checksum not verified"
-                    ))
-                }
-            }
+    pub(super) fn verify_upload(&self, key: &str, layout: &PartLayout, up: &Uploaded) -> Result<Outcome> {
+        let policy = self.verify();
+        let mut outcome = Outcome::default();
+        if let (Some((algo, _)), true) = (self.cfg.checksum, policy.checksums()) {
+            let (reported, computed) = (up.written.checksum.as_deref(), up.computed_checksum.as_deref());
+            outcome.checksum(key, reported, computed, || {
+                format!("the server returned no {algo} checksum for the object: additional checksum not verified")
+            })?;
         }
-        let reported = &up.written.etag;
-        let computed = &up.computed_etag;
-        let unverified_etag = Moved {
-            checksum_verified,
-            warning: warning.clone(),
-            ..Default::default()
-        };
-        if !self.cfg.verify_etag
-            || (layout.multipart && !self.cfg.verify_multipart)
-            || !self.target_etag_is_md5()
-            || !up.written.etag_is_md5
-        {
-            return Ok(unverified_etag);
+        if policy.written_etag(&up.written, layout.multipart) {
+            outcome.etag(key, &up.written.etag, &up.computed_etag, true)?;
+        } else {
+            debug!(key, etag = %up.written.etag, "the target's ETag is not compared");
         }
-        if !etag_is_md5_form(reported) {
-            debug!(key, etag = %reported, "the target's ETag is not an MD5 form; not verifiable by ETag");
-            return Ok(unverified_etag);
-        }
-        if reported != computed {
-            return Err(Error::Verification {
-                what: "ETag",
-                key: key.to_string(),
-                expected: reported.to_string(),
-                actual: computed.to_string(),
-            });
-        }
-        trace!(key, source_e_tag = %computed, target_e_tag = %reported, "e_tag verified.");
-        Ok(Moved {
-            etag_verified: true,
-            checksum_verified,
-            warning,
-            ..Default::default()
-        })
+        Ok(outcome)
     }
 
     pub(super) async fn upload_local(
@@ -435,9 +375,6 @@ impl Transferer {
             )
             .await
             .map_err(|e| with_key(e, &entry.key))?;
-        Ok(Moved {
-            bytes: size,
-            ..self.verify_upload(&entry.key, &layout, &up)?
-        })
+        Ok(self.verify_upload(&entry.key, &layout, &up)?.moved(size))
     }
 }
