@@ -7,6 +7,7 @@ use crate::checksum::additional;
 use crate::checksum::{etag_from_parts, Md5Digest, PartDigest, PartHasher, PartLayout};
 use crate::error::{Error, Result, S3ErrorKind};
 use crate::storage::local::LocalStorage;
+use crate::storage::s3::ChecksumValue;
 use crate::storage::s3::S3Storage;
 use crate::storage::Entry;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -41,6 +42,20 @@ pub(crate) fn downloaded_checksum(
     }
 }
 
+/// What a download reads and checks (see `plan_download`).
+struct DownloadPlan {
+    /// The listed ETag.
+    etag: String,
+    /// Whether the ETag is compared with the bytes' MD5s.
+    verify_etag: bool,
+    /// The stored additional checksum and whether it is a full-object one.
+    stored: Option<(ChecksumValue, bool)>,
+    /// The part layout ranges are read with (the object's, when `known`).
+    layout: PartLayout,
+    /// Whether `layout` is the one the object was written with.
+    known: bool,
+}
+
 impl Transferer {
     /// Creates the parent directories of a file to be written, never through a link; directories it
     /// creates are fsynced with the files at the end of the run.
@@ -60,6 +75,8 @@ impl Transferer {
         Ok(())
     }
 
+    /// Downloads an object into a temporary file beside its final path, verifies it, and renames it
+    /// into place: the file appears under its name only complete and verified.
     pub(super) async fn download(&self, source: &S3Storage, local: &LocalStorage, entry: &Entry) -> Result<Moved> {
         let key = &entry.key;
         let final_path = local.path_for(key).map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -70,23 +87,7 @@ impl Transferer {
                 .map_err(|e| Error::local("create directory", &final_path, e))?;
             return Ok(Moved::default());
         }
-        let etag = entry.etag.clone().unwrap_or_default();
-        let verify = self.verify().source_etag(&etag, false);
-        // The stored additional checksum, when downloads are to be verified with it.
-        let stored = match self.cfg.enable_additional_checksum && self.verify().checksums() {
-            true => source
-                .head_version(key, None, entry.version_id.as_deref())
-                .await?
-                .and_then(|h| h.checksum.map(|c| (c, h.full_object_checksum))),
-            false => None,
-        };
-        let algo = stored.as_ref().map(|((a, _), _)| *a);
-        let (layout, known) = if verify || stored.is_some() {
-            self.layout_of_version(source, key, entry.version_id.as_deref(), entry.size, &etag)
-                .await?
-        } else {
-            (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
-        };
+        let plan = self.plan_download(source, entry).await?;
         let tmp = LocalStorage::temp_path_for(&final_path);
         // The parents are made right before the temporary file goes in. A run deleting files in the
         // same tree (another shard with --delete) may remove a directory it emptied in between: then
@@ -104,61 +105,9 @@ impl Transferer {
             path: tmp.clone(),
             armed: true,
         };
-        self.io
-            .get()?
-            .set_len(&file, entry.size)
-            .await
-            .map_err(|e| Error::local("allocate", &tmp, e))?;
-        let file_ref = &file;
-        let opaque_etag = std::sync::atomic::AtomicBool::new(false);
-        let object = S3Part {
-            s3: source,
-            key,
-            version: entry.version_id.as_deref(),
-            etag: entry.etag.as_deref(),
-            opaque_etag: &opaque_etag,
-            opened: std::sync::Mutex::new(None),
-        };
-        let object = &object;
-        let mut parts: Vec<(u64, PartDigest)> = stream::iter(layout.parts())
-            .map(|(i, off, len)| async move {
-                let digest = self
-                    .retry_part(key, || {
-                        self.download_range(object, file_ref, (off, len), (verify, algo))
-                    })
-                    .await?;
-                Ok::<_, Error>((i, digest))
-            })
-            .buffer_unordered(self.cfg.max_parallel_uploads)
-            .try_collect()
-            .await
-            .map_err(|e| with_key(e, key))?;
-        parts.sort_by_key(|p| p.0);
-        let parts: Vec<PartDigest> = parts.into_iter().map(|p| p.1).collect();
-        let digests: Vec<Md5Digest> = parts.iter().map(|p| p.md5).collect();
-        if self.cfg.fsync {
-            self.io
-                .get()?
-                .fsync(&file)
-                .await
-                .map_err(|e| Error::local("fsync", &tmp, e))?;
-        }
+        let (parts, opaque) = self.fetch_ranges(source, entry, &plan, &file, &tmp).await?;
         drop(file);
-        let mut outcome = Outcome::default();
-        if verify && object.etag_is_opaque() {
-            debug!(
-                key,
-                "the object is encrypted with SSE-KMS or SSE-C: its ETag is not an MD5, not verified"
-            );
-        } else if verify {
-            outcome.etag(key, &etag, &etag_from_parts(&digests, layout.multipart), known)?;
-        }
-        if let Some(((algo, value), full_object)) = stored {
-            let computed = downloaded_checksum(algo, &value, full_object, &layout, known, &parts);
-            outcome.checksum(key, Some(&value), computed.as_deref(), || {
-                format!("{algo} checksum {value} could not be verified: the object's part layout is unknown")
-            })?;
-        }
+        let outcome = self.check_download(key, &plan, &parts, opaque)?;
         let mtime = filetime::FileTime::from_system_time(entry.mtime);
         filetime::set_file_mtime(&tmp, mtime).map_err(|e| Error::local("set mtime", &tmp, e))?;
         // The directories may have been swapped for a link while the bytes arrived.
@@ -176,6 +125,102 @@ impl Transferer {
             }
         }
         Ok(outcome.moved(entry.size))
+    }
+
+    /// What a download reads and checks: whether the ETag is compared, the stored checksum (when
+    /// downloads are verified with it), and the part layout the object was written with.
+    async fn plan_download(&self, source: &S3Storage, entry: &Entry) -> Result<DownloadPlan> {
+        let etag = entry.etag.clone().unwrap_or_default();
+        let verify_etag = self.verify().source_etag(&etag, false);
+        let stored = match self.cfg.enable_additional_checksum && self.verify().checksums() {
+            true => source
+                .head_version(&entry.key, None, entry.version_id.as_deref())
+                .await?
+                .and_then(|h| h.checksum.map(|c| (c, h.full_object_checksum))),
+            false => None,
+        };
+        let (layout, known) = if verify_etag || stored.is_some() {
+            self.layout_of_version(source, &entry.key, entry.version_id.as_deref(), entry.size, &etag)
+                .await?
+        } else {
+            (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
+        };
+        Ok(DownloadPlan {
+            etag,
+            verify_etag,
+            stored,
+            layout,
+            known,
+        })
+    }
+
+    /// Downloads every range of the plan's layout into `file` (at `tmp`), in parallel, and makes it
+    /// durable when asked; returns each part's digests in order, and whether a response said the
+    /// ETag is no MD5.
+    async fn fetch_ranges(
+        &self,
+        source: &S3Storage,
+        entry: &Entry,
+        plan: &DownloadPlan,
+        file: &IoFile,
+        tmp: &std::path::Path,
+    ) -> Result<(Vec<PartDigest>, bool)> {
+        let key = &entry.key;
+        self.io
+            .get()?
+            .set_len(file, entry.size)
+            .await
+            .map_err(|e| Error::local("allocate", tmp, e))?;
+        let opaque_etag = std::sync::atomic::AtomicBool::new(false);
+        let object = &S3Part {
+            s3: source,
+            key,
+            version: entry.version_id.as_deref(),
+            etag: entry.etag.as_deref(),
+            opaque_etag: &opaque_etag,
+            opened: std::sync::Mutex::new(None),
+        };
+        let hashes = (plan.verify_etag, plan.stored.as_ref().map(|((a, _), _)| *a));
+        let mut parts: Vec<(u64, PartDigest)> = stream::iter(plan.layout.parts())
+            .map(|(i, off, len)| async move {
+                let range = || self.download_range(object, file, (off, len), hashes);
+                Ok::<_, Error>((i, self.retry_part(key, range).await?))
+            })
+            .buffer_unordered(self.cfg.max_parallel_uploads)
+            .try_collect()
+            .await
+            .map_err(|e| with_key(e, key))?;
+        parts.sort_by_key(|p| p.0);
+        if self.cfg.fsync {
+            self.io
+                .get()?
+                .fsync(file)
+                .await
+                .map_err(|e| Error::local("fsync", tmp, e))?;
+        }
+        Ok((parts.into_iter().map(|p| p.1).collect(), object.etag_is_opaque()))
+    }
+
+    /// Compares the downloaded parts' digests with the object's ETag and stored checksum.
+    fn check_download(&self, key: &str, plan: &DownloadPlan, parts: &[PartDigest], opaque: bool) -> Result<Outcome> {
+        let mut outcome = Outcome::default();
+        if plan.verify_etag && opaque {
+            debug!(
+                key,
+                "the object is encrypted with SSE-KMS or SSE-C: its ETag is not an MD5, not verified"
+            );
+        } else if plan.verify_etag {
+            let digests: Vec<Md5Digest> = parts.iter().map(|p| p.md5).collect();
+            let computed = etag_from_parts(&digests, plan.layout.multipart);
+            outcome.etag(key, &plan.etag, &computed, plan.known)?;
+        }
+        if let Some(((algo, value), full_object)) = &plan.stored {
+            let computed = downloaded_checksum(*algo, value, *full_object, &plan.layout, plan.known, parts);
+            outcome.checksum(key, Some(value), computed.as_deref(), || {
+                format!("{algo} checksum {value} could not be verified: the object's part layout is unknown")
+            })?;
+        }
+        Ok(outcome)
     }
 
     /// Downloads one range into the file at its offset, one pool chunk at a time, hashing in flight.

@@ -185,8 +185,7 @@ impl Transferer {
         offset: u64,
         len: u64,
     ) -> Result<(Vec<Bytes>, PartDigest)> {
-        let cs = self.chunk_size();
-        let n = len.div_ceil(cs) as usize;
+        let n = len.div_ceil(self.chunk_size()) as usize;
         let opened = match src {
             PartSource::S3(p) => p.take_opened(offset, len),
             PartSource::Local(_) => None,
@@ -195,94 +194,123 @@ impl Transferer {
             Some(o) => (o.chunks, Some(o.body)),
             None => (self.io.get()?.pool().acquire_many(n).await?, None),
         };
-        let mut hasher = PartHasher::with_checksum(self.cfg.checksum.map(|c| c.0));
-        let mut out = Vec::with_capacity(n);
-        match src {
-            PartSource::Local(file) => {
-                let reads = chunks.into_iter().enumerate().map(|(i, c)| {
-                    let off = offset + i as u64 * cs;
-                    let want = cs.min(offset + len - off) as usize;
-                    async move {
-                        let c = self
-                            .io
-                            .get()?
-                            .read_at(file, c, off, want)
-                            .await
-                            .map_err(|e| Error::local("read", "source file", e))?;
-                        if c.len() < want {
-                            return Err(Error::ObjectChanged {
-                                key: String::new(),
-                                message: "the file shrank while it was read".into(),
-                            });
-                        }
-                        Ok(c)
-                    }
-                });
-                self.limits.bytes(len).await;
-                let chunks = futures::future::try_join_all(reads).await?;
-                // The parts of one object are read by one task; hashing a large part on a blocking thread
-                // lets the parts of a single large file use every core.
-                let chunks = if len >= OFFLOAD_HASH_BYTES {
-                    let (h, chunks) = tokio::task::spawn_blocking(move || {
-                        chunks.iter().for_each(|c| hasher.update(c.as_slice()));
-                        (hasher, chunks)
-                    })
-                    .await
-                    .map_err(|e| Error::local("hash", "source file", std::io::Error::other(e)))?;
-                    hasher = h;
-                    chunks
-                } else {
-                    chunks.iter().for_each(|c| hasher.update(c.as_slice()));
-                    chunks
-                };
-                for c in chunks {
-                    self.reporter.add_bytes(c.len() as u64);
-                    out.push(c.freeze());
-                }
-            }
+        let hasher = PartHasher::with_checksum(self.cfg.checksum.map(|c| c.0));
+        let (out, hasher) = match src {
+            PartSource::Local(file) => self.read_file_part(file, chunks, (offset, len), hasher).await?,
             PartSource::S3(part) => {
-                let (s3, key) = (part.s3, part.key);
-                let mut body = match opened {
-                    Some(body) => body,
-                    None => part.get_range(offset, len).await?,
-                };
-                let mut pending = chunks.into_iter();
-                let mut cur = pending.next();
-                while let Some(frame) = body.next().await {
-                    let frame = frame.map_err(|e| stream_error(key, s3.bucket(), e))?;
-                    self.limits.bytes(frame.len() as u64).await;
-                    let mut data = &frame[..];
-                    while !data.is_empty() {
-                        let Some(c) = cur.as_mut() else {
-                            return Err(Error::ObjectChanged {
-                                key: key.to_string(),
-                                message: "the object is larger than listed".into(),
-                            });
-                        };
-                        let n = c.extend_from_slice(data);
-                        data = &data[n..];
-                        if c.remaining() == 0 {
-                            if let Some(full) = cur.take() {
-                                hasher.update(full.as_slice());
-                                self.reporter.add_bytes(full.len() as u64);
-                                out.push(full.freeze());
-                            }
-                            cur = pending.next();
-                        }
-                    }
+                self.read_object_part(part, chunks, opened, (offset, len), hasher)
+                    .await?
+            }
+        };
+        Ok((out, hasher.finish_all()))
+    }
+
+    /// Reads `(offset, len)` of a local file into `chunks`, hashing it.
+    async fn read_file_part(
+        &self,
+        file: &IoFile,
+        chunks: Vec<s3sync_io::Chunk>,
+        (offset, len): (u64, u64),
+        mut hasher: PartHasher,
+    ) -> Result<(Vec<Bytes>, PartHasher)> {
+        let cs = self.chunk_size();
+        let reads = chunks.into_iter().enumerate().map(|(i, c)| {
+            let off = offset + i as u64 * cs;
+            let want = cs.min(offset + len - off) as usize;
+            async move {
+                let c = self
+                    .io
+                    .get()?
+                    .read_at(file, c, off, want)
+                    .await
+                    .map_err(|e| Error::local("read", "source file", e))?;
+                if c.len() < want {
+                    return Err(Error::ObjectChanged {
+                        key: String::new(),
+                        message: "the file shrank while it was read".into(),
+                    });
                 }
-                if let Some(c) = cur.filter(|c| !c.is_empty()) {
-                    hasher.update(c.as_slice());
-                    self.reporter.add_bytes(c.len() as u64);
-                    out.push(c.freeze());
+                Ok(c)
+            }
+        });
+        self.limits.bytes(len).await;
+        let chunks = futures::future::try_join_all(reads).await?;
+        // The parts of one object are read by one task; hashing a large part on a blocking thread
+        // lets the parts of a single large file use every core.
+        let chunks = if len >= OFFLOAD_HASH_BYTES {
+            let (h, chunks) = tokio::task::spawn_blocking(move || {
+                chunks.iter().for_each(|c| hasher.update(c.as_slice()));
+                (hasher, chunks)
+            })
+            .await
+            .map_err(|e| Error::local("hash", "source file", std::io::Error::other(e)))?;
+            hasher = h;
+            chunks
+        } else {
+            chunks.iter().for_each(|c| hasher.update(c.as_slice()));
+            chunks
+        };
+        let out = chunks
+            .into_iter()
+            .map(|c| {
+                self.reporter.add_bytes(c.len() as u64);
+                c.freeze()
+            })
+            .collect();
+        Ok((out, hasher))
+    }
+
+    /// Reads `(offset, len)` of an S3 object into `chunks` (from the GET `opened` when there is one),
+    /// hashing it; a body longer or shorter than the range fails.
+    async fn read_object_part(
+        &self,
+        part: &S3Part<'_>,
+        chunks: Vec<s3sync_io::Chunk>,
+        opened: Option<aws_sdk_s3::primitives::ByteStream>,
+        (offset, len): (u64, u64),
+        mut hasher: PartHasher,
+    ) -> Result<(Vec<Bytes>, PartHasher)> {
+        let (s3, key) = (part.s3, part.key);
+        let mut body = match opened {
+            Some(body) => body,
+            None => part.get_range(offset, len).await?,
+        };
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut pending = chunks.into_iter();
+        let mut cur = pending.next();
+        while let Some(frame) = body.next().await {
+            let frame = frame.map_err(|e| stream_error(key, s3.bucket(), e))?;
+            self.limits.bytes(frame.len() as u64).await;
+            let mut data = &frame[..];
+            while !data.is_empty() {
+                let Some(c) = cur.as_mut() else {
+                    return Err(Error::ObjectChanged {
+                        key: key.to_string(),
+                        message: "the object is larger than listed".into(),
+                    });
+                };
+                let n = c.extend_from_slice(data);
+                data = &data[n..];
+                if c.remaining() == 0 {
+                    if let Some(full) = cur.take() {
+                        hasher.update(full.as_slice());
+                        self.reporter.add_bytes(full.len() as u64);
+                        out.push(full.freeze());
+                    }
+                    cur = pending.next();
                 }
             }
+        }
+        if let Some(c) = cur.filter(|c| !c.is_empty()) {
+            hasher.update(c.as_slice());
+            self.reporter.add_bytes(c.len() as u64);
+            out.push(c.freeze());
         }
         if hasher.len() != len {
             return Err(Error::S3 {
                 operation: "GetObject",
-                bucket: String::new(),
-                key: String::new(),
+                bucket: s3.bucket().to_string(),
+                key: s3.full_key(key),
                 kind: S3ErrorKind::Retryable,
                 message: format!(
                     "got {} bytes, expected {len} (truncated response or object changed)",
@@ -290,6 +318,6 @@ impl Transferer {
                 ),
             });
         }
-        Ok((out, hasher.finish_all()))
+        Ok((out, hasher))
     }
 }

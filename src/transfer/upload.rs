@@ -7,9 +7,10 @@ use crate::checksum::additional;
 use crate::checksum::{etag_from_parts, Md5Digest, PartDigest, PartLayout};
 use crate::error::{Error, Result};
 use crate::storage::local::LocalStorage;
-use crate::storage::s3::{PartInfo, S3Storage, Written};
+use crate::storage::s3::{ChecksumValue, PartInfo, S3Storage, Written};
 use crate::storage::Entry;
 use futures::stream::{self, StreamExt, TryStreamExt};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use tracing::debug;
 
@@ -59,61 +60,23 @@ impl Transferer {
         layout: PartLayout,
         attrs: &crate::attributes::ObjectAttributes,
     ) -> Result<Uploaded> {
-        let UploadSource {
-            parts: src,
-            id: source_id,
-            expected_etag,
-        } = source;
-        let largest_part = if layout.multipart {
-            layout.part_size.min(layout.size)
-        } else {
-            layout.size
-        };
-        let pool = self.pool_bytes()?;
-        if largest_part > pool {
-            return Err(Error::PartTooLarge {
-                key: key.to_string(),
-                part_size: largest_part,
-                pool,
-            });
-        }
-        // Bytes read from an S3 source are checked against its ETag before anything is committed, so a
-        // corrupted read never becomes the target object.
-        let opaque = |src: &PartSource<'_>| match src {
-            PartSource::S3(p) => p.etag_is_opaque(),
-            PartSource::Local(_) => false,
-        };
-        let check_source = |computed: &str| match &expected_etag {
-            Some(want) if self.verify().source_etag(want, opaque(&src)) && want != computed => {
-                Err(mismatch("source ETag", key, want, computed))
-            }
-            _ => Ok(()),
-        };
-        let md5_header = |d: &Md5Digest| self.cfg.content_md5.then(|| b64(d));
-        let checksum_header = |p: &PartDigest| {
-            self.cfg
-                .checksum
-                .and_then(|(a, _)| Some((a, additional::to_base64(p.checksum.as_ref()?))))
-        };
-        let object_checksum = |parts: &[PartDigest]| {
-            self.cfg
-                .checksum
-                .and_then(|(a, kind)| crate::checksum::object_checksum(a, kind, &layout, parts))
-        };
+        self.check_fits_pool(key, &layout)?;
+        let src = &source.parts;
         if !layout.multipart {
-            let (body, digest) = self.read_part(&src, 0, layout.size).await?;
-            check_source(&etag_from_parts(&[digest.md5], false))?;
+            let (body, digest) = self.read_part(src, 0, layout.size).await?;
+            let computed_etag = etag_from_parts(&[digest.md5], false);
+            self.check_source(key, &source, &computed_etag)?;
+            let checksum = self.checksum_header(&digest);
             let written = target
-                .put_object(key, body, md5_header(&digest.md5), &checksum_header(&digest), attrs)
+                .put_object(key, body, self.md5_header(&digest.md5), &checksum, attrs)
                 .await?;
-            let parts = [digest];
             return Ok(Uploaded {
-                computed_etag: etag_from_parts(&[parts[0].md5], false),
-                computed_checksum: object_checksum(&parts),
+                computed_etag,
+                computed_checksum: self.object_checksum(&layout, &[digest]),
                 written,
             });
         }
-        let (upload_id, journal, reuse) = self.start_or_resume(target, key, attrs, &layout, &source_id).await?;
+        let (upload_id, journal, reuse) = self.start_or_resume(target, key, attrs, &layout, &source.id).await?;
         let mut guard = AbortGuard {
             s3: target.clone(),
             key: key.to_string(),
@@ -122,80 +85,125 @@ impl Transferer {
             cleanups: self.cleanups.clone(),
             journal,
         };
-        let src = &src;
-        let upload_id_ref = &upload_id;
-        let reuse = &reuse;
+        let upload = (key, upload_id.as_str(), &reuse);
         let parts = stream::iter(layout.parts())
-            .map(|(i, off, len)| async move {
-                let (body, digest) = self.retry_part(key, || self.read_part(src, off, len)).await?;
-                let n = i as i32 + 1;
-                let checksum = checksum_header(&digest);
-                let md5 = hex::encode(digest.md5);
-                if let Some((etag, size)) = reuse.get(&n) {
-                    if *size == len && *etag == md5 {
-                        debug!(key, part = n, "part already uploaded by an earlier run; reused");
-                        return Ok((
-                            PartInfo {
-                                number: n,
-                                etag: etag.clone(),
-                                checksum,
-                            },
-                            digest,
-                        ));
-                    }
-                }
-                let written = self
-                    .retry_part(key, || {
-                        target.upload_part(key, upload_id_ref, n, body.clone(), md5_header(&digest.md5), &checksum)
-                    })
-                    .await?;
-                let part = || format!("{key} (part {n})");
-                if self.verify().written_etag(&written, false) && written.etag != md5 {
-                    return Err(mismatch("part ETag", &part(), &md5, &written.etag));
-                }
-                if let (Some((_, sent)), Some(got), true) = (&checksum, &written.checksum, self.verify().checksums()) {
-                    if sent != got {
-                        return Err(mismatch("part checksum", &part(), got, sent));
-                    }
-                }
-                Ok((
-                    PartInfo {
-                        number: n,
-                        etag: written.etag,
-                        checksum,
-                    },
-                    digest,
-                ))
-            })
+            .map(|part| self.send_part(target, upload, src, part))
             .buffer_unordered(self.cfg.max_parallel_uploads)
             .try_collect::<Vec<(PartInfo, PartDigest)>>();
         let mut parts = guard.step(parts).await?;
         parts.sort_by_key(|p| p.0.number);
         let (infos, digests): (Vec<PartInfo>, Vec<PartDigest>) = parts.into_iter().unzip();
         let md5s: Vec<Md5Digest> = digests.iter().map(|d| d.md5).collect();
+        let computed_etag = etag_from_parts(&md5s, true);
         guard
-            .step(async { check_source(&etag_from_parts(&md5s, true)) })
+            .step(async { self.check_source(key, &source, &computed_etag) })
             .await?;
-        let computed_checksum = object_checksum(&digests);
+        let computed_checksum = self.object_checksum(&layout, &digests);
         let full_object_value = match (self.cfg.checksum, &computed_checksum) {
             (Some((a, additional::ChecksumType::FullObject)), Some(v)) => Some((a, v.clone())),
             _ => None,
         };
+        let preconditions = &attrs.preconditions;
         let complete = target.complete_multipart(
             key,
             &upload_id,
             infos,
             self.cfg.checksum,
             full_object_value,
-            &attrs.preconditions,
+            preconditions,
         );
         let written = guard.step(complete).await?;
         guard.finish();
         Ok(Uploaded {
-            computed_etag: etag_from_parts(&md5s, true),
+            computed_etag,
             computed_checksum,
             written,
         })
+    }
+
+    /// Reads part `i` (`len` bytes at `off`) and uploads it, unless an earlier run already did (`reuse`
+    /// of the upload `(key, id, reuse)`); checks what the server reports of it.
+    async fn send_part(
+        &self,
+        target: &S3Storage,
+        (key, upload_id, reuse): (&str, &str, &HashMap<i32, (String, u64)>),
+        src: &PartSource<'_>,
+        (i, off, len): (u64, u64, u64),
+    ) -> Result<(PartInfo, PartDigest)> {
+        let (body, digest) = self.retry_part(key, || self.read_part(src, off, len)).await?;
+        let number = i as i32 + 1;
+        let checksum = self.checksum_header(&digest);
+        let md5 = hex::encode(digest.md5);
+        if let Some((etag, size)) = reuse.get(&number) {
+            if *size == len && *etag == md5 {
+                debug!(key, part = number, "part already uploaded by an earlier run; reused");
+                let etag = etag.clone();
+                return Ok((PartInfo { number, etag, checksum }, digest));
+            }
+        }
+        let md5_header = self.md5_header(&digest.md5);
+        let send = || target.upload_part(key, upload_id, number, body.clone(), md5_header.clone(), &checksum);
+        let written = self.retry_part(key, send).await?;
+        let part = || format!("{key} (part {number})");
+        if self.verify().written_etag(&written, false) && written.etag != md5 {
+            return Err(mismatch("part ETag", &part(), &md5, &written.etag));
+        }
+        if let (Some((_, sent)), Some(got), true) = (&checksum, &written.checksum, self.verify().checksums()) {
+            if sent != got {
+                return Err(mismatch("part checksum", &part(), got, sent));
+            }
+        }
+        let etag = written.etag;
+        Ok((PartInfo { number, etag, checksum }, digest))
+    }
+
+    /// Fails when the largest part of `layout` cannot be held by the chunk pool.
+    fn check_fits_pool(&self, key: &str, layout: &PartLayout) -> Result<()> {
+        let largest_part = match layout.multipart {
+            true => layout.part_size.min(layout.size),
+            false => layout.size,
+        };
+        let pool = self.pool_bytes()?;
+        match largest_part > pool {
+            true => Err(Error::PartTooLarge {
+                key: key.to_string(),
+                part_size: largest_part,
+                pool,
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// Checks the ETag `computed` from the bytes read from an S3 source against the ETag the source
+    /// had, before anything is committed: a corrupted read never becomes the target object.
+    fn check_source(&self, key: &str, source: &UploadSource<'_>, computed: &str) -> Result<()> {
+        let opaque = match &source.parts {
+            PartSource::S3(p) => p.etag_is_opaque(),
+            PartSource::Local(_) => false,
+        };
+        match &source.expected_etag {
+            Some(want) if self.verify().source_etag(want, opaque) && want != computed => {
+                Err(mismatch("source ETag", key, want, computed))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The Content-MD5 header of a part (unless `--disable-content-md5-header`).
+    fn md5_header(&self, d: &Md5Digest) -> Option<String> {
+        self.cfg.content_md5.then(|| b64(d))
+    }
+
+    /// The additional checksum header of a part, when one is asked for.
+    fn checksum_header(&self, p: &PartDigest) -> Option<ChecksumValue> {
+        let (algo, _) = self.cfg.checksum?;
+        Some((algo, additional::to_base64(p.checksum.as_ref()?)))
+    }
+
+    /// The object-level additional checksum of parts written with `layout`.
+    fn object_checksum(&self, layout: &PartLayout, parts: &[PartDigest]) -> Option<String> {
+        let (algo, kind) = self.cfg.checksum?;
+        crate::checksum::object_checksum(algo, kind, layout, parts)
     }
 
     /// Starts a multipart upload that is aborted, never orphaned, if this transfer is cancelled while
