@@ -1,6 +1,6 @@
 //! The attributes of a target object (system and user metadata, tagging, storage class, ACL, SSE) are
 //! decided in one place, [`AttributeOptions::for_target`], from the source object's attributes and the
-//! user's overrides; and turned into request headers in one place, [`crate::apply_attributes!`].
+//! user's overrides; and turned into request headers in one place, `apply_attributes!` (in `storage/sdk.rs`).
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
@@ -226,31 +226,6 @@ pub fn parse_metadata(s: &str) -> Result<BTreeMap<String, String>, String> {
             _ => Err(format!("invalid --metadata entry '{p}': expected key=value")),
         })
         .collect()
-}
-
-/// Sets every attribute on a PutObject, CreateMultipartUpload or CopyObject request builder; the one
-/// place where attributes become headers (the request payer and the preconditions are per operation:
-/// see `S3Storage`).
-#[macro_export]
-macro_rules! apply_attributes {
-    ($req:expr, $a:expr) => {{
-        let a: &$crate::attributes::ObjectAttributes = $a;
-        let metadata: Option<std::collections::HashMap<String, String>> =
-            (!a.metadata.is_empty()).then(|| a.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-        $req.set_content_type(a.content_type.clone())
-            .set_cache_control(a.cache_control.clone())
-            .set_content_disposition(a.content_disposition.clone())
-            .set_content_encoding(a.content_encoding.clone())
-            .set_content_language(a.content_language.clone())
-            .set_expires(a.expires.map(aws_sdk_s3::primitives::DateTime::from))
-            .set_website_redirect_location(a.website_redirect.clone())
-            .set_metadata(metadata)
-            .set_tagging(a.tagging.clone())
-            .set_storage_class(a.storage_class.as_deref().map(aws_sdk_s3::types::StorageClass::from))
-            .set_acl(a.acl.as_deref().map(aws_sdk_s3::types::ObjectCannedAcl::from))
-            .set_server_side_encryption(a.sse.as_deref().map(aws_sdk_s3::types::ServerSideEncryption::from))
-            .set_ssekms_key_id(a.sse_kms_key_id.clone())
-    }};
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ pub struct RetryConfig {
     /// The engine's retries (of a part, a range, an object) after the SDK gave up.
     pub force_retry_count: u32,
     /// Base of the pauses between those retries: exponential growth with full jitter
-    /// ([`crate::retry::pause`]).
+    /// (see `retry::pause`).
     pub force_retry_interval: Duration,
     /// Connect timeout.
     pub connect_timeout: Option<Duration>,

@@ -43,36 +43,37 @@
 #[cfg(test)]
 extern crate self as s3sync;
 
-pub mod annotations;
+pub(crate) mod annotations;
 pub mod attributes;
 pub mod callback;
 pub mod checksum;
 pub mod cli;
-pub mod compare;
+pub(crate) mod compare;
 pub mod config;
 pub mod error;
 mod external_sort;
-pub mod filter;
+pub(crate) mod filter;
 pub mod ingest;
-pub mod location;
+pub(crate) mod location;
 pub mod owner;
-pub mod pipeline;
-pub mod ratelimit;
+pub(crate) mod pipeline;
+pub(crate) mod ratelimit;
 pub mod report;
-pub mod retry;
+pub(crate) mod retry;
 pub mod shard;
 pub mod stats;
 pub mod storage;
-pub mod transfer;
+pub(crate) mod transfer;
 
 pub use compare::CheckMode;
 pub use config::{ClientConfig, Config, ConfigBuilder, RetryConfig};
 pub use error::{Error, Result};
 pub use filter::Filters;
 pub use location::Location;
-pub use pipeline::Sync;
+pub use pipeline::{make_shard_plan, Stop, Sync};
 pub use stats::{Stats, SyncEvent};
 pub use tokio_util::sync::CancellationToken;
+pub use transfer::resume::{Journal, UploadRecord};
 
 /// Keeps this process's memory in 4 KiB pages (Linux; elsewhere nothing). With transparent huge pages
 /// set to `always` (common on Linux distributions), the allocator's eagerly committed arena is backed

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(n) = args.make_shard_plan {
-        return match runtime.block_on(s3sync::pipeline::make_shard_plan(&cfg, n)) {
+        return match runtime.block_on(s3sync::make_shard_plan(&cfg, n)) {
             Ok(plan) => match serde_json::to_string_pretty(&plan) {
                 Ok(text) => {
                     println!("{text}");

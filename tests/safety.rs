@@ -434,7 +434,7 @@ async fn temp_files_of_live_or_foreign_runs_are_kept() {
 
 #[tokio::test]
 async fn multipart_uploads_of_live_runs_are_not_swept() {
-    use s3sync::transfer::resume::{Journal, UploadRecord};
+    use s3sync::{Journal, UploadRecord};
     let srv = server().await;
     let bucket = srv.bucket().await;
     let state = tmpdir();

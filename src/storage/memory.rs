@@ -152,6 +152,15 @@ fn parse_tags(tagging: &Option<String>) -> Vec<(String, String)> {
 }
 
 impl Version {
+    /// Encrypts the version with the SSE-C key of this MD5 (if any) or its SSE-KMS attributes: its
+    /// ETag is then no MD5 of its bytes.
+    fn encrypt(&mut self, sse_c_key: Option<String>) {
+        self.sse_c_key = sse_c_key;
+        if encrypted(&self.attrs, &self.sse_c_key) {
+            self.etag = opaque(std::mem::take(&mut self.etag));
+        }
+    }
+
     fn head(&self, key: &str, range: Option<(u64, u64)>) -> HeadInfo {
         let size = self.data.as_ref().map_or(0, |d| d.len() as u64);
         HeadInfo {
@@ -329,6 +338,57 @@ fn check_preconditions(op: &'static str, b: &Bucket, bucket: &str, key: &str, p:
         )),
         false => Ok(()),
     }
+}
+
+/// The stored parts a CompleteMultipartUpload names, in order; why not, as S3 says it.
+fn chosen_parts<'p>(
+    pending: &'p Pending,
+    parts: &[PartInfo],
+) -> std::result::Result<Vec<&'p StoredPart>, &'static str> {
+    if parts.is_empty() || parts.windows(2).any(|w| w[0].number >= w[1].number) {
+        return Err("InvalidPartOrder (HTTP 400)");
+    }
+    let same_checksum = |p: &PartInfo, stored: &StoredPart| match (&p.checksum, &stored.checksum) {
+        (Some((_, sent)), Some(raw)) => *sent == additional::to_base64(raw),
+        _ => true,
+    };
+    let chosen = parts
+        .iter()
+        .map(|p| match pending.parts.get(&p.number) {
+            Some(stored) if stored.etag == p.etag && same_checksum(p, stored) => Ok(stored),
+            _ => Err("InvalidPart (HTTP 400)"),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    match chosen
+        .iter()
+        .rev()
+        .skip(1)
+        .any(|p| (p.data.len() as u64) < MIN_PART_SIZE)
+    {
+        true => Err("EntityTooSmall: a part but the last is under 5 MiB (HTTP 400)"),
+        false => Ok(chosen),
+    }
+}
+
+/// The object checksum of a multipart upload from its parts' (composite or full-object), checked
+/// against the whole-object value the client sent, if any.
+fn combined_checksum(
+    chosen: &[&StoredPart],
+    (algo, kind): (ChecksumAlgorithm, ChecksumType),
+    sent: Option<&ChecksumValue>,
+) -> std::result::Result<(ChecksumAlgorithm, String, bool), String> {
+    let raws: Vec<(Vec<u8>, u64)> = chosen
+        .iter()
+        .map(|p| {
+            let raw = p.checksum.clone().unwrap_or_else(|| raw_checksum(algo, &p.data));
+            (raw, p.data.len() as u64)
+        })
+        .collect();
+    let value = additional::combine_parts(algo, kind, &raws)?;
+    if sent.is_some_and(|(_, want)| *want != value) {
+        return Err("BadDigest: the full-object checksum does not match (HTTP 400)".into());
+    }
+    Ok((algo, value, kind == ChecksumType::FullObject))
 }
 
 /// Checks a body against the Content-MD5 and additional checksum sent with it.
@@ -652,10 +712,7 @@ impl ObjectClient for MemoryClient {
         check_preconditions("PutObject", b, &scope.bucket, key, &attrs.preconditions)?;
         check_body("PutObject", scope, key, &data, &content_md5, checksum)?;
         let mut v = s.version(data.clone(), md5_hex(&[&data]), attrs.clone());
-        v.sse_c_key = scope.sse_c.as_ref().map(|k| k.key_md5.clone());
-        if encrypted(attrs, &v.sse_c_key) {
-            v.etag = opaque(v.etag);
-        }
+        v.encrypt(scope.sse_c.as_ref().map(|k| k.key_md5.clone()));
         v.checksum = checksum.as_ref().map(|(a, value)| (*a, value.clone(), true));
         let written = Written {
             etag: v.etag.clone(),
@@ -813,31 +870,7 @@ impl ObjectClient for MemoryClient {
             .get(upload.upload_id)
             .filter(|p| p.key == upload.key)
             .ok_or_else(|| fail(S3ErrorKind::NoSuchUpload, "NoSuchUpload (HTTP 404)"))?;
-        if parts.is_empty() || parts.windows(2).any(|w| w[0].number >= w[1].number) {
-            return Err(fail(S3ErrorKind::Other, "InvalidPartOrder (HTTP 400)"));
-        }
-        let mut chosen = Vec::new();
-        for p in &parts {
-            let same_checksum = |stored: &StoredPart| match (&p.checksum, &stored.checksum) {
-                (Some((_, sent)), Some(raw)) => *sent == additional::to_base64(raw),
-                _ => true,
-            };
-            match pending.parts.get(&p.number) {
-                Some(stored) if stored.etag == p.etag && same_checksum(stored) => chosen.push(stored),
-                _ => return Err(fail(S3ErrorKind::Other, "InvalidPart (HTTP 400)")),
-            }
-        }
-        if chosen
-            .iter()
-            .rev()
-            .skip(1)
-            .any(|p| (p.data.len() as u64) < MIN_PART_SIZE)
-        {
-            return Err(fail(
-                S3ErrorKind::Other,
-                "EntityTooSmall: a part but the last is under 5 MiB (HTTP 400)",
-            ));
-        }
+        let chosen = chosen_parts(pending, &parts).map_err(|m| fail(S3ErrorKind::Other, m))?;
         let data = concat(&chosen.iter().map(|p| p.data.clone()).collect::<Vec<_>>());
         let digests: Vec<Vec<u8>> = chosen
             .iter()
@@ -850,34 +883,16 @@ impl ObjectClient for MemoryClient {
         );
         let value = match pending.checksum.or(checksum) {
             None => None,
-            Some((algo, kind)) => {
-                let raws: Vec<(Vec<u8>, u64)> = chosen
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.checksum.clone().unwrap_or_else(|| raw_checksum(algo, &p.data)),
-                            p.data.len() as u64,
-                        )
-                    })
-                    .collect();
-                let v = additional::combine_parts(algo, kind, &raws).map_err(|m| fail(S3ErrorKind::Other, &m))?;
-                if full_object_value.as_ref().is_some_and(|(_, want)| *want != v) {
-                    return Err(fail(
-                        S3ErrorKind::Other,
-                        "BadDigest: the full-object checksum does not match (HTTP 400)",
-                    ));
-                }
-                Some((algo, v, kind == ChecksumType::FullObject))
-            }
+            Some(asked) => Some(
+                combined_checksum(&chosen, asked, full_object_value.as_ref())
+                    .map_err(|m| fail(S3ErrorKind::Other, &m))?,
+            ),
         };
         let part_sizes = chosen.iter().map(|p| p.data.len() as u64).collect();
         let (attrs, sse_c_key) = (pending.attrs.clone(), pending.sse_c_key.clone());
         b.uploads.remove(upload.upload_id);
         let mut v = s.version(data, etag, attrs);
-        v.sse_c_key = sse_c_key;
-        if encrypted(&v.attrs, &v.sse_c_key) {
-            v.etag = opaque(v.etag);
-        }
+        v.encrypt(sse_c_key);
         v.checksum = value;
         v.part_sizes = part_sizes;
         let written = Written {
@@ -934,10 +949,7 @@ impl ObjectClient for MemoryClient {
         check_preconditions("CopyObject", b, &scope.bucket, key, &attrs.preconditions)?;
         let data = from.data.unwrap_or_default();
         let mut v = s.version(data.clone(), md5_hex(&[&data]), attrs.clone());
-        v.sse_c_key = scope.sse_c.as_ref().map(|k| k.key_md5.clone());
-        if encrypted(attrs, &v.sse_c_key) {
-            v.etag = opaque(v.etag);
-        }
+        v.encrypt(scope.sse_c.as_ref().map(|k| k.key_md5.clone()));
         // The copy is one part: its checksum is of the whole object, in the source's algorithm.
         v.checksum = from
             .checksum

@@ -174,6 +174,30 @@ macro_rules! send_body {
     }};
 }
 
+/// Sets every attribute on a PutObject, CreateMultipartUpload or CopyObject request builder; the one
+/// place where attributes become headers (the request payer and the preconditions are per operation:
+/// see `S3Storage`).
+macro_rules! apply_attributes {
+    ($req:expr, $a:expr) => {{
+        let a: &$crate::attributes::ObjectAttributes = $a;
+        let metadata: Option<std::collections::HashMap<String, String>> =
+            (!a.metadata.is_empty()).then(|| a.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        $req.set_content_type(a.content_type.clone())
+            .set_cache_control(a.cache_control.clone())
+            .set_content_disposition(a.content_disposition.clone())
+            .set_content_encoding(a.content_encoding.clone())
+            .set_content_language(a.content_language.clone())
+            .set_expires(a.expires.map(aws_sdk_s3::primitives::DateTime::from))
+            .set_website_redirect_location(a.website_redirect.clone())
+            .set_metadata(metadata)
+            .set_tagging(a.tagging.clone())
+            .set_storage_class(a.storage_class.as_deref().map(aws_sdk_s3::types::StorageClass::from))
+            .set_acl(a.acl.as_deref().map(aws_sdk_s3::types::ObjectCannedAcl::from))
+            .set_server_side_encryption(a.sse.as_deref().map(aws_sdk_s3::types::ServerSideEncryption::from))
+            .set_ssekms_key_id(a.sse_kms_key_id.clone())
+    }};
+}
+
 /// Sets SSE-C headers (`$alg`, `$key`, `$md5` setter names) on a request builder when the end has a key.
 macro_rules! with_sse_c {
     ($req:expr, $sse:expr) => {
@@ -406,7 +430,7 @@ impl ObjectClient for SdkClient {
             .set_if_match(attrs.preconditions.if_match_header())
             .set_if_none_match(attrs.preconditions.if_none_match_header())
             .body(super::body::chunk_stream(body));
-        let req = crate::apply_attributes!(req, attrs).set_request_payer(payer(scope));
+        let req = apply_attributes!(req, attrs).set_request_payer(payer(scope));
         let req = with_named_checksum!(with_sse_c!(req, &scope.sse_c), checksum);
         Ok(send_body!(self, scope, req, "PutObject", key, checksum))
     }
@@ -425,7 +449,7 @@ impl ObjectClient for SdkClient {
             .key(key)
             .set_checksum_algorithm(checksum.map(|c| c.0.to_sdk()))
             .set_checksum_type(full_object_type(checksum));
-        let req = crate::apply_attributes!(req, attrs).set_request_payer(payer(scope));
+        let req = apply_attributes!(req, attrs).set_request_payer(payer(scope));
         let resp = with_sse_c!(req, &scope.sse_c)
             .send()
             .await
@@ -611,7 +635,7 @@ impl ObjectClient for SdkClient {
             .set_copy_source_if_match(attrs.preconditions.copy_source_if_match_header())
             .set_if_match(attrs.preconditions.if_match_header())
             .set_if_none_match(attrs.preconditions.if_none_match_header());
-        let req = crate::apply_attributes!(req, attrs).set_request_payer(payer(scope));
+        let req = apply_attributes!(req, attrs).set_request_payer(payer(scope));
         let req = with_sse_c!(req, &scope.sse_c);
         let resp = with_sse_c!(
             req,
