@@ -934,7 +934,7 @@ def source_revision() -> str:
     rev = git("log", "-1", "--format=%h (%cd) %s", "--date=short")
     if not rev:
         return "unknown (not a git checkout)"
-    dirty = git("status", "--porcelain", "--", "src", "io", "Cargo.toml", "Cargo.lock", "build.rs")
+    dirty = git("status", "--porcelain", "--", "src", "io", "sys", "Cargo.toml", "Cargo.lock", "build.rs")
     return rev + (" + uncommitted changes to the sources" if dirty else "")
 
 

@@ -35,9 +35,9 @@
 //!
 //! Errors are [`Error`] values; [`Error::exit_code`] maps them to the CLI's exit codes.
 
-// Unsafe code is allowed where it is needed and nowhere else: each use carries its own `allow` and
-// SAFETY comment (the unrestricted Lua VM, one `kill(pid, 0)`); the io crate has its own rules.
-#![deny(unsafe_code)]
+// No unsafe code here: the io crate (`s3sync-io`) and the sys crate (`s3sync-sys`: two system calls
+// and the unrestricted Lua VM) hold it, each block with its SAFETY comment.
+#![forbid(unsafe_code)]
 
 // The conformance suite (`pipeline/conformance.rs`) names the crate as its users do, inside it too.
 #[cfg(test)]
@@ -82,10 +82,5 @@ pub use transfer::resume::{Journal, UploadRecord};
 /// reused, so small pages cost them nothing measurable. The CLI calls this first thing; a program
 /// embedding the library may.
 pub fn prefer_small_pages() {
-    #[cfg(target_os = "linux")]
-    #[allow(unsafe_code)]
-    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process; no memory is touched.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
+    s3sync_sys::prefer_small_pages();
 }

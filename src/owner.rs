@@ -146,14 +146,10 @@ fn boot_time() -> Option<SystemTime> {
 /// means gone), so a process hidden from `/proc` (`hidepid`) or of another user is never taken for dead.
 #[cfg(unix)]
 fn process_state(pid: u32) -> Process {
-    let Ok(p) = libc::pid_t::try_from(pid) else {
-        return Process::Unknown;
-    };
-    // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
-    #[allow(unsafe_code)]
-    let r = unsafe { libc::kill(p, 0) };
-    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-        return Process::Gone;
+    match s3sync_sys::process_exists(pid) {
+        None => return Process::Unknown,
+        Some(false) => return Process::Gone,
+        Some(true) => {}
     }
     match start_time(pid) {
         Some(Some(t)) => Process::Running(t),

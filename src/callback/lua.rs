@@ -64,15 +64,13 @@ struct Vm {
 }
 
 impl Vm {
-    // The one unsafe call builds the unrestricted VM the user asked for (see its SAFETY comment).
-    #[allow(unsafe_code)]
     fn load(path: &Path, settings: &LuaSettings) -> Result<Vm, CallbackError> {
         let fail = |m: String| CallbackError(format!("Failed to load and compile Lua script {}: {m}", path.display()));
         let code = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
         let lua = if settings.allow_unsafe_vm {
-            // SAFETY: the user asked for an unrestricted VM (`--allow-lua-unsafe-vm`, listed under
+            // The user asked for an unrestricted VM (`--allow-lua-unsafe-vm`, listed under
             // "Dangerous"): C modules and binary chunks may then break memory safety, as documented.
-            unsafe { Lua::unsafe_new() }
+            s3sync_sys::unrestricted_lua()
         } else if settings.allow_os_library {
             Lua::new()
         } else {
@@ -631,9 +629,7 @@ mod tests {
 
     /// Writes a bytecode chunk (`return true`, defining `filter`) with an unrestricted VM.
     fn unsafe_dump(path: std::path::PathBuf) -> bool {
-        // SAFETY: a test VM that only dumps a function to bytecode.
-        #[allow(unsafe_code)]
-        let lua = unsafe { Lua::unsafe_new() };
+        let lua = s3sync_sys::unrestricted_lua();
         let f: mlua::Function = lua
             .load("filter = function() return true end return true")
             .into_function()

@@ -1,0 +1,39 @@
+//! The unsafe code s3sync needs outside its I/O engine: two system calls and the constructor of an
+//! unrestricted Lua VM. Kept here, each block with its SAFETY comment, so that the `s3sync` crate
+//! forbids unsafe code.
+
+/// Keeps this process's memory in 4 KiB pages (`prctl(PR_SET_THP_DISABLE)`, Linux; elsewhere
+/// nothing).
+pub fn prefer_small_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process; no memory is touched.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+/// Whether a process with this id exists: `Some(false)` when the system says there is none
+/// (`ESRCH`), `Some(true)` when there is one (ours to signal or not), `None` on other systems.
+pub fn process_exists(pid: u32) -> Option<bool> {
+    #[cfg(unix)]
+    {
+        let pid = libc::pid_t::try_from(pid).ok()?;
+        // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
+        let r = unsafe { libc::kill(pid, 0) };
+        let gone = r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        Some(!gone)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
+/// A Lua VM with every standard library, C modules and binary chunks allowed: what
+/// `--allow-lua-unsafe-vm` asks for, listed by s3sync as dangerous.
+pub fn unrestricted_lua() -> mlua::Lua {
+    // SAFETY: the user asked for an unrestricted VM; C modules and binary chunks it loads may then
+    // break memory safety, as the option's documentation says.
+    unsafe { mlua::Lua::unsafe_new() }
+}
