@@ -64,13 +64,15 @@ struct Vm {
 }
 
 impl Vm {
+    // The one unsafe call builds the unrestricted VM the user asked for (see its SAFETY comment).
+    #[allow(unsafe_code)]
     fn load(path: &Path, settings: &LuaSettings) -> Result<Vm, CallbackError> {
         let fail = |m: String| CallbackError(format!("Failed to load and compile Lua script {}: {m}", path.display()));
         let code = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
         let lua = if settings.allow_unsafe_vm {
-            // The user asked for an unrestricted VM (`--allow-lua-unsafe-vm`, listed under
+            // SAFETY: the user asked for an unrestricted VM (`--allow-lua-unsafe-vm`, listed under
             // "Dangerous"): C modules and binary chunks may then break memory safety, as documented.
-            s3sync_sys::unrestricted_lua()
+            unsafe { Lua::unsafe_new() }
         } else if settings.allow_os_library {
             Lua::new()
         } else {
@@ -629,7 +631,9 @@ mod tests {
 
     /// Writes a bytecode chunk (`return true`, defining `filter`) with an unrestricted VM.
     fn unsafe_dump(path: std::path::PathBuf) -> bool {
-        let lua = s3sync_sys::unrestricted_lua();
+        // SAFETY: a test VM that only dumps a function to bytecode.
+        #[allow(unsafe_code)]
+        let lua = unsafe { Lua::unsafe_new() };
         let f: mlua::Function = lua
             .load("filter = function() return true end return true")
             .into_function()

@@ -310,7 +310,7 @@ impl Transferer {
             return Err(Error::S3 {
                 operation: "GetObject",
                 bucket: s3.bucket().to_string(),
-                key: s3.full_key(key),
+                key: key.to_string(),
                 kind: S3ErrorKind::Retryable,
                 message: format!(
                     "got {} bytes, expected {len} (truncated response or object changed)",

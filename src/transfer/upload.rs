@@ -150,7 +150,7 @@ impl Transferer {
         }
         if let (Some((_, sent)), Some(got), true) = (&checksum, &written.checksum, self.verify().checksums()) {
             if sent != got {
-                return Err(mismatch("part checksum", &part(), got, sent));
+                return Err(mismatch("part checksum", &part(), sent, got));
             }
         }
         let etag = written.etag;
@@ -333,13 +333,13 @@ impl Transferer {
         let policy = self.verify();
         let mut outcome = Outcome::default();
         if let (Some((algo, _)), true) = (self.cfg.checksum, policy.checksums()) {
-            let (reported, computed) = (up.written.checksum.as_deref(), up.computed_checksum.as_deref());
-            outcome.checksum(key, reported, computed, || {
+            let (sent, stored) = (up.computed_checksum.as_deref(), up.written.checksum.as_deref());
+            outcome.checksum(key, sent, stored, || {
                 format!("the server returned no {algo} checksum for the object: additional checksum not verified")
             })?;
         }
         if policy.written_etag(&up.written, layout.multipart) {
-            outcome.etag(key, &up.written.etag, &up.computed_etag, true)?;
+            outcome.etag(key, &up.computed_etag, &up.written.etag, true)?;
         } else {
             debug!(key, etag = %up.written.etag, "the target's ETag is not compared");
         }

@@ -63,14 +63,15 @@ impl Policy {
     }
 }
 
-/// The error of two digests that differ: `expected` is what a side reports, `actual` what the bytes
-/// gave.
-pub(super) fn mismatch(what: &'static str, key: &str, expected: &str, actual: &str) -> Error {
+/// The error of two digests that differ: `source` is the source side's (reported by the source, or
+/// computed from the bytes read from it), `target` the target side's. Events report them as the source
+/// and target values.
+pub(super) fn mismatch(what: &'static str, key: &str, source: &str, target: &str) -> Error {
     Error::Verification {
         what,
         key: key.to_string(),
-        expected: expected.to_string(),
-        actual: actual.to_string(),
+        expected: source.to_string(),
+        actual: target.to_string(),
     }
 }
 
@@ -86,38 +87,38 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
-    /// Compares the ETag a side `reported` with the one `computed` from the bytes: equal is verified;
-    /// a difference is an error when the part layout was `known`, else a warning (two part layouts
-    /// give two ETags for the same bytes).
-    pub(super) fn etag(&mut self, key: &str, reported: &str, computed: &str, known: bool) -> Result<()> {
-        if reported == computed {
-            trace!(key, source_e_tag = %reported, target_e_tag = %computed, "e_tag verified.");
+    /// Compares the source side's ETag with the target side's (one reported by a server, the other
+    /// computed from the bytes): equal is verified; a difference is an error when the part layout was
+    /// `known`, else a warning (two part layouts give two ETags for the same bytes).
+    pub(super) fn etag(&mut self, key: &str, source: &str, target: &str, known: bool) -> Result<()> {
+        if source == target {
+            trace!(key, source_e_tag = %source, target_e_tag = %target, "e_tag verified.");
             self.etag_verified = true;
         } else if known {
-            return Err(mismatch("ETag", key, reported, computed));
+            return Err(mismatch("ETag", key, source, target));
         } else {
             self.warning = Some(format!(
-                "ETag {reported} could not be verified: the object's part layout is unknown (computed {computed})"
+                "ETag {source} could not be verified against {target}: the object's part layout is unknown"
             ));
         }
         Ok(())
     }
 
-    /// Compares the additional checksum a side `reported` with the one `computed` from the bytes;
-    /// either missing is a warning, saying `missing`.
+    /// Compares the source side's additional checksum with the target side's; either missing is a
+    /// warning, saying `missing`.
     pub(super) fn checksum(
         &mut self,
         key: &str,
-        reported: Option<&str>,
-        computed: Option<&str>,
+        source: Option<&str>,
+        target: Option<&str>,
         missing: impl FnOnce() -> String,
     ) -> Result<()> {
-        match (reported, computed) {
-            (Some(r), Some(c)) if r == c => {
-                trace!(key, source_checksum = %r, target_checksum = %c, "additional checksum verified.");
+        match (source, target) {
+            (Some(s), Some(t)) if s == t => {
+                trace!(key, source_checksum = %s, target_checksum = %t, "additional checksum verified.");
                 self.checksum_verified = true;
             }
-            (Some(r), Some(c)) => return Err(mismatch("additional checksum", key, r, c)),
+            (Some(s), Some(t)) => return Err(mismatch("additional checksum", key, s, t)),
             _ => self.warning = Some(missing()),
         }
         Ok(())
