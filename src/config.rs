@@ -437,6 +437,16 @@ impl Config {
         if a.report && !self.report_sync_status {
             return invalid("--report-annotations-sync-status needs --report-sync-status");
         }
+        if (self.report_metadata_sync_status || self.report_tagging_sync_status) && !self.report_sync_status {
+            return invalid("--report-metadata-sync-status and --report-tagging-sync-status need --report-sync-status");
+        }
+        for (side, c) in [("source", &self.source_client), ("target", &self.target_client)] {
+            if c.access_key.is_some() != c.secret_access_key.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "--{side}-access-key and --{side}-secret-access-key must be given together"
+                )));
+            }
+        }
         if self.delete_excluded && !self.delete {
             return invalid("--delete-excluded needs --delete");
         }
@@ -545,6 +555,28 @@ impl ConfigBuilder {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The library path is checked by the builder: rules that the command line states in clap hold for
+    /// a `Config` built in code too.
+    #[test]
+    fn the_builder_checks_the_library_rules() {
+        let local = || Location::parse("./d").unwrap();
+        let s3 = || Location::parse("s3://b/p/").unwrap();
+        let err = |b: ConfigBuilder| b.build().unwrap_err().to_string();
+        let half_keys = ClientConfig {
+            access_key: Some("AK".into()),
+            ..Default::default()
+        };
+        let e = err(Config::builder(s3(), local()).source_client(half_keys));
+        assert!(e.contains("--source-access-key and --source-secret-access-key"), "{e}");
+        let e = err(Config::builder(local(), s3()).with(|c| c.report_tagging_sync_status = true));
+        assert!(e.contains("need --report-sync-status"), "{e}");
+        let e = err(Config::builder(local(), local()));
+        assert!(e.contains("local to local"), "{e}");
+        assert!(Config::builder(local(), s3()).build().is_ok());
+    }
+
     #[test]
     fn debug_output_hides_secrets() {
         let c = super::ClientConfig {

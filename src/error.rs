@@ -40,6 +40,30 @@ pub enum S3ErrorKind {
     Other,
 }
 
+/// An S3 request that failed: which one, on what, how the server answered, and the underlying error.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed for s3://{bucket}/{key}: {message}")]
+#[non_exhaustive]
+pub struct S3Error {
+    /// The S3 operation (e.g. `PutObject`).
+    pub operation: &'static str,
+    /// The bucket addressed.
+    pub bucket: String,
+    /// The key addressed (may be empty for bucket-level requests).
+    pub key: String,
+    /// The classification of the failure, which decides retries and what the run does next.
+    pub kind: S3ErrorKind,
+    /// The HTTP status of the server's answer, when there was one.
+    pub status: Option<u16>,
+    /// The S3 error code of the server's answer (e.g. `SlowDown`, `NoSuchUpload`), when it gave one.
+    pub code: Option<String>,
+    /// The server's or the SDK's message, on one line.
+    pub message: String,
+    /// The underlying error (the SDK's), when there is one.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
 /// The error type of the s3sync library. New kinds may be added: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -47,20 +71,9 @@ pub enum Error {
     /// A configuration value is invalid or unsupported.
     #[error("{0}")]
     InvalidArgument(String),
-    /// An S3 request failed.
-    #[error("{operation} failed for s3://{bucket}/{key}: {message}")]
-    S3 {
-        /// The S3 operation (e.g. `PutObject`).
-        operation: &'static str,
-        /// The bucket addressed.
-        bucket: String,
-        /// The key addressed (may be empty for bucket-level requests).
-        key: String,
-        /// The classification of the failure.
-        kind: S3ErrorKind,
-        /// The server's or the SDK's message.
-        message: String,
-    },
+    /// An S3 request failed (boxed: the error stays small on the paths that succeed).
+    #[error(transparent)]
+    S3(Box<S3Error>),
     /// A local file system operation failed.
     #[error("{operation} {path}: {source}")]
     Local {
@@ -154,7 +167,7 @@ impl Error {
     /// Whether retrying the whole object operation may help (the `--force-retry-count` loop).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::S3 { kind, .. } => matches!(kind, S3ErrorKind::Retryable | S3ErrorKind::Unreachable),
+            Error::S3(e) => matches!(e.kind, S3ErrorKind::Retryable | S3ErrorKind::Unreachable),
             Error::Verification { .. } => true,
             Error::Local { source, .. } => matches!(
                 source.kind(),
@@ -162,6 +175,62 @@ impl Error {
             ),
             _ => false,
         }
+    }
+
+    /// An S3 error that no server answer stands behind (a malformed or truncated response, a missing
+    /// object found by a listing, an injected fault): no status, code or source.
+    pub fn s3(
+        operation: &'static str,
+        bucket: impl Into<String>,
+        key: impl Into<String>,
+        kind: S3ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::S3(Box::new(S3Error {
+            operation,
+            bucket: bucket.into(),
+            key: key.into(),
+            kind,
+            status: None,
+            code: None,
+            message: message.into(),
+            source: None,
+        }))
+    }
+
+    /// The same S3 error with the server's answer: its HTTP status, its error code and the
+    /// underlying error; other errors are returned as they are.
+    pub(crate) fn with_response(
+        mut self,
+        status: Option<u16>,
+        code: Option<String>,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    ) -> Self {
+        if let Error::S3(e) = &mut self {
+            e.status = status;
+            e.code = code;
+            e.source = Some(source);
+        }
+        self
+    }
+
+    /// The classification of an S3 error (`None` for other errors).
+    pub fn s3_kind(&self) -> Option<S3ErrorKind> {
+        match self {
+            Error::S3(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+
+    /// Names `key` as the object of an error raised below the layer that knows the key (an S3 or
+    /// object-changed error with an empty key); other errors are returned as they are.
+    pub(crate) fn for_key(mut self, name: &str) -> Self {
+        match &mut self {
+            Error::S3(e) if e.key.is_empty() => e.key = name.to_string(),
+            Error::ObjectChanged { key, .. } if key.is_empty() => *key = name.to_string(),
+            _ => {}
+        }
+        self
     }
 
     /// Shorthand for a local I/O error.

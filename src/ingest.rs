@@ -23,14 +23,14 @@
 
 use crate::attributes::ObjectAttributes;
 use crate::checksum::additional::{self, ChecksumAlgorithm, ChecksumType};
-use crate::checksum::{
-    etag_from_parts, etag_is_md5_form, etag_part_count, Md5Digest, PartDigest, PartHasher, PartLayout,
-};
+use crate::checksum::{etag_from_parts, etag_part_count, Md5Digest, PartDigest, PartHasher, PartLayout};
 use crate::config::{ClientConfig, RetryConfig, POOL_CHUNK_SIZE};
 use crate::error::{Error, Result, S3ErrorKind};
 use crate::storage::local::LocalStorage;
-use crate::storage::s3::{PartInfo, S3Storage, Written};
-use crate::transfer::{self, AbortGuard, Cleanups, TempGuard};
+use crate::storage::s3::{HeadInfo, PartInfo, S3Storage, Written};
+use crate::transfer::sink::FileSink;
+use crate::transfer::verify::{Outcome, Policy};
+use crate::transfer::{self, AbortGuard, Cleanups};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use s3sync_io::{Chunk, IoEngine, IoFile};
@@ -108,6 +108,18 @@ pub struct GetOutcome {
     /// Whether the object's stored additional checksum was recomputed and matched (false when it has
     /// none).
     pub checksum_verified: bool,
+}
+
+/// What a download read: the digests of the object's parts, in the layout they were hashed in.
+struct Downloaded {
+    /// The object's part layout.
+    layout: PartLayout,
+    /// Whether the layout is certain.
+    known: bool,
+    /// Whether a response said the ETag is no MD5 (SSE-KMS, SSE-C).
+    opaque: bool,
+    /// One digest per part of `layout`.
+    digests: Vec<PartDigest>,
 }
 
 /// Settings shared by every transfer of an engine.
@@ -666,25 +678,16 @@ impl Engine {
         size: u64,
         parts: u64,
     ) -> Result<PutOutcome> {
-        let etag_verified = written.etag_is_md5 && self.inner.sse_c.is_none() && etag_is_md5_form(&written.etag);
-        if etag_verified && written.etag != computed_etag {
-            return Err(Error::Verification {
-                what: "ETag",
-                key: key.to_string(),
-                expected: written.etag,
-                actual: computed_etag,
-            });
+        let policy = Policy::everything(self.inner.sse_c.is_some());
+        let mut outcome = Outcome::default();
+        if policy.written_etag(&written, parts > 0) {
+            outcome.etag(key, &computed_etag, &written.etag, true)?;
         }
-        if let (Some(got), Some(want)) = (&written.checksum, &computed_checksum) {
-            if got != want {
-                return Err(Error::Verification {
-                    what: "additional checksum",
-                    key: key.to_string(),
-                    expected: got.clone(),
-                    actual: want.clone(),
-                });
-            }
+        // A checksum the server did not echo is not compared (S3 stores what it checked on receipt).
+        if let (Some(sent), Some(stored)) = (&computed_checksum, &written.checksum) {
+            outcome.checksum(key, Some(sent), Some(stored), String::new)?;
         }
+        let etag_verified = outcome.etag_verified;
         Ok(PutOutcome {
             size,
             etag: written.etag,
@@ -729,27 +732,13 @@ impl Engine {
     ) -> Result<GetOutcome> {
         let path = path.as_ref();
         let s3 = self.storage(bucket);
-        let io = &self.inner.io;
-        let tmp = LocalStorage::temp_path_for(path);
-        let file = io.create_new(&tmp).await.map_err(|e| Error::local("create", &tmp, e))?;
-        let mut guard = TempGuard {
-            path: tmp.clone(),
-            armed: true,
-        };
-        let mut sink: Sink<'_, tokio::io::Sink> = Sink::File {
-            io,
-            file: &file,
-            path: &tmp,
-            offset: 0,
-        };
+        let file = FileSink::create(&self.inner.io, path)
+            .await
+            .map_err(|e| Error::local("create", LocalStorage::temp_path_for(path), e))?;
+        let mut sink: Sink<'_, tokio::io::Sink> = Sink::File { file: &file, offset: 0 };
         let out = cancellable(opts.cancel.as_ref(), self.get(&s3, key, opts, &mut sink)).await?;
         // Verified: from here on nothing is interrupted, so `path` is either untouched or the object.
-        io.fsync(&file).await.map_err(|e| Error::local("fsync", &tmp, e))?;
-        drop(file);
-        io.rename(&tmp, path)
-            .await
-            .map_err(|e| Error::local("rename", path, e))?;
-        guard.armed = false;
+        file.rename_into_place(true).await?;
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -768,12 +757,14 @@ impl Engine {
         W: AsyncWrite + Unpin + Send,
     {
         let s = &self.inner.settings;
-        let head = s3.head(key, None).await?.ok_or_else(|| Error::S3 {
-            operation: "HeadObject",
-            bucket: s3.bucket().to_string(),
-            key: key.to_string(),
-            kind: S3ErrorKind::NotFound,
-            message: "no such object".into(),
+        let head = s3.head(key, None).await?.ok_or_else(|| {
+            Error::s3(
+                "HeadObject",
+                s3.bucket().to_string(),
+                key,
+                S3ErrorKind::NotFound,
+                "no such object",
+            )
         })?;
         let size = head.entry.size;
         let etag = head.entry.etag.clone().unwrap_or_default();
@@ -842,50 +833,53 @@ impl Engine {
                 message: format!("read {got} bytes, the object has {size}"),
             });
         }
-        let md5s: Vec<Md5Digest> = digests.iter().map(|d| d.md5).collect();
-        let etag_verified = if known && !opaque.load(Ordering::Relaxed) && etag_is_md5_form(&etag) {
-            let computed = etag_from_parts(&md5s, object_layout.multipart);
-            if computed == etag {
-                true
-            } else if object_layout.part_count() > 1 && !self.parts_are_uniform(s3, key, &object_layout).await? {
-                // The layout came from part 1 alone and the other parts differ: not a corruption, an
-                // ETag that cannot be recomputed from these boundaries.
-                debug!(key, "parts of unequal size: the ETag cannot be verified");
-                false
-            } else {
-                return Err(Error::Verification {
-                    what: "ETag",
-                    key: key.to_string(),
-                    expected: etag,
-                    actual: computed,
-                });
-            }
-        } else {
-            false
+        let downloaded = Downloaded {
+            layout: object_layout,
+            known,
+            opaque: opaque.load(Ordering::Relaxed),
+            digests,
         };
-        let mut checksum_verified = false;
-        if let Some((algo, value)) = &head.checksum {
-            let computed =
-                transfer::downloaded_checksum(*algo, value, head.full_object_checksum, &object_layout, known, &digests);
-            match computed {
-                Some(c) if &c == value => checksum_verified = true,
-                Some(c) => {
-                    return Err(Error::Verification {
-                        what: "additional checksum",
-                        key: key.to_string(),
-                        expected: value.clone(),
-                        actual: c,
-                    })
-                }
-                None => debug!(key, "the stored checksum cannot be recomputed from this layout"),
-            }
-        }
+        let outcome = self.check_downloaded(s3, key, &head, &etag, downloaded).await?;
         Ok(GetOutcome {
             size,
             etag,
-            etag_verified,
-            checksum_verified,
+            etag_verified: outcome.etag_verified,
+            checksum_verified: outcome.checksum_verified,
         })
+    }
+
+    /// Compares the digests of a downloaded object with its ETag and its stored checksum.
+    async fn check_downloaded(
+        &self,
+        s3: &S3Storage,
+        key: &str,
+        head: &HeadInfo,
+        etag: &str,
+        d: Downloaded,
+    ) -> Result<Outcome> {
+        let policy = Policy::everything(self.inner.sse_c.is_some());
+        let mut outcome = Outcome::default();
+        if d.known && policy.source_etag(etag, d.opaque) {
+            let md5s: Vec<Md5Digest> = d.digests.iter().map(|p| p.md5).collect();
+            let computed = etag_from_parts(&md5s, d.layout.multipart);
+            // The layout came from part 1 alone: when the other parts differ in size, a different
+            // ETag is not a corruption but one that cannot be recomputed from these boundaries.
+            let uniform =
+                computed == etag || d.layout.part_count() <= 1 || self.parts_are_uniform(s3, key, &d.layout).await?;
+            if uniform {
+                outcome.etag(key, etag, &computed, true)?;
+            } else {
+                debug!(key, "parts of unequal size: the ETag cannot be verified");
+            }
+        }
+        if let Some((algo, value)) = &head.checksum {
+            let full = head.full_object_checksum;
+            match transfer::downloaded_checksum(*algo, value, full, &d.layout, d.known, &d.digests) {
+                Some(c) => outcome.checksum(key, Some(value), Some(&c), String::new)?,
+                None => debug!(key, "the stored checksum cannot be recomputed from this layout"),
+            }
+        }
+        Ok(outcome)
     }
 
     /// The part layout of an object from its ETag and, for multipart objects, a HEAD of part 1; the
@@ -931,12 +925,7 @@ enum Sink<'a, W> {
     /// A caller's writer.
     Writer { writer: W, key: &'a str },
     /// A temporary file, written at increasing offsets straight from the pool's chunks.
-    File {
-        io: &'a IoEngine,
-        file: &'a IoFile,
-        path: &'a Path,
-        offset: u64,
-    },
+    File { file: &'a FileSink<'a>, offset: u64 },
 }
 
 impl<W: AsyncWrite + Unpin + Send> Sink<'_, W> {
@@ -946,11 +935,9 @@ impl<W: AsyncWrite + Unpin + Send> Sink<'_, W> {
                 .write_all(c.as_slice())
                 .await
                 .map_err(|e| Error::local("write", format!("stream of {key}"), e)),
-            Sink::File { io, file, path, offset } => {
+            Sink::File { file, offset } => {
                 let n = c.len() as u64;
-                io.write_at(file, c, *offset)
-                    .await
-                    .map_err(|e| Error::local("write", *path, e))?;
+                file.write_at(c, *offset).await?;
                 *offset += n;
                 Ok(())
             }
@@ -1150,24 +1137,8 @@ impl PartTask {
             )
         };
         let written = crate::retry::retry(&retry, &key, "part", send).await?;
-        if written.etag_is_md5 && !s3.has_sse_c() && etag_is_md5_form(&written.etag) && written.etag != md5 {
-            return Err(Error::Verification {
-                what: "part ETag",
-                key: format!("{key} (part {number})"),
-                expected: written.etag,
-                actual: md5,
-            });
-        }
-        if let (Some((_, sent)), Some(got)) = (&header, &written.checksum) {
-            if sent != got {
-                return Err(Error::Verification {
-                    what: "part checksum",
-                    key: format!("{key} (part {number})"),
-                    expected: got.clone(),
-                    actual: sent.clone(),
-                });
-            }
-        }
+        let sent = header.as_ref().map(|(_, v)| v.as_str());
+        Policy::everything(s3.has_sse_c()).check_part(&key, number, (&md5, sent), &written)?;
         progress.add(digest.len);
         Ok((
             PartInfo {
@@ -1239,13 +1210,13 @@ impl RangeTask {
             }
         }
         if got != len {
-            return Err(Error::S3 {
-                operation: "GetObject",
-                bucket: self.s3.bucket().to_string(),
-                key: self.key.clone(),
-                kind: S3ErrorKind::Retryable,
-                message: format!("got {got} bytes, expected {len} (truncated response or object changed)"),
-            });
+            return Err(Error::s3(
+                "GetObject",
+                self.s3.bucket().to_string(),
+                self.key.clone(),
+                S3ErrorKind::Retryable,
+                format!("got {got} bytes, expected {len} (truncated response or object changed)"),
+            ));
         }
         Ok(())
     }

@@ -69,7 +69,7 @@ pub(crate) mod transfer;
 
 pub use compare::CheckMode;
 pub use config::{ClientConfig, Config, ConfigBuilder, RetryConfig};
-pub use error::{Error, Result};
+pub use error::{Error, Result, S3Error, S3ErrorKind};
 pub use filter::Filters;
 pub use location::Location;
 pub use pipeline::{make_shard_plan, Stop, Sync};

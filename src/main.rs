@@ -19,13 +19,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.generate_man_page {
-        return match CliArgs::man_page(&mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("s3sync: error: cannot write the man page: {e}");
-                ExitCode::from(EXIT_ERROR as u8)
-            }
-        };
+        return print_man_page();
     }
     init_tracing(&args.log_options());
     let cfg = match args.to_config() {
@@ -40,96 +34,147 @@ fn main() -> ExitCode {
         }
     };
     if let Some(n) = args.make_shard_plan {
-        return match runtime.block_on(s3sync::make_shard_plan(&cfg, n)) {
-            Ok(plan) => match serde_json::to_string_pretty(&plan) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("s3sync: error: cannot write the shard plan: {e}");
-                    ExitCode::from(EXIT_ERROR as u8)
-                }
-            },
-            Err(e) => {
-                eprintln!("s3sync: error: {e}");
-                ExitCode::from(e.exit_code() as u8)
-            }
-        };
+        return print_shard_plan(&runtime, &cfg, n);
     }
-    let json_summary = args.json_summary.then(|| cfg.shard.clone());
-    let warn_as_error = cfg.warn_as_error;
-    // --show-no-progress hides the bar and the summary line, as in the reference; a bar between
-    // per-object log lines (-v, or a dry run) would only garble them.
-    let show_progress = args.quiet == 0
-        && args.verbose == 0
-        && !args.dry_run
-        && !args.show_no_progress
-        && !args.json_tracing
-        && std::io::stderr().is_terminal();
-    let quiet = args.quiet > 0 || args.show_no_progress;
-    let code = runtime.block_on(async move {
-        let report_status = cfg.report_sync_status;
-        let mut sync = Sync::new(cfg);
-        // --report-sync-status prints one line per object on stdout.
-        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
-        let printer = match (report_status, sync.events()) {
-            (true, Some(mut events)) => Some(tokio::spawn(async move {
-                let print = |e: SyncEvent| {
-                    if let SyncEvent::Status { key, status } = e {
-                        println!("{} {key}", status.as_str());
-                    }
-                };
-                loop {
-                    tokio::select! {
-                        e = events.recv() => match e {
-                            Some(e) => print(e),
-                            None => break,
-                        },
-                        _ = &mut done_rx => {
-                            while let Ok(e) = events.try_recv() {
-                                print(e);
-                            }
-                            break;
-                        }
-                    }
-                }
-            })),
-            _ => None,
-        };
-        let reporter = sync.reporter();
-        let signal_code = signals::watch(sync.cancellation_token());
-        let progress = show_progress.then(|| Progress::start(reporter.clone()));
-        let result = sync.run().await;
-        let _ = done_tx.send(());
-        if let Some(p) = printer {
-            let _ = p.await;
+    let output = Output::of(&args, &cfg);
+    let code = runtime.block_on(run(cfg, output));
+    ExitCode::from(code as u8)
+}
+
+/// `--generate-man-page`: writes the man page to stdout.
+fn print_man_page() -> ExitCode {
+    match CliArgs::man_page(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("s3sync: error: cannot write the man page: {e}");
+            ExitCode::from(EXIT_ERROR as u8)
         }
-        if let Some(p) = progress {
-            p.finish();
-        }
-        let started = !matches!(&result, Err(e) if !matches!(e, Error::Cancelled));
-        if !quiet && started {
-            eprintln!("{}", summary_line(&reporter.snapshot()));
-        }
-        let code = match result {
-            Ok(stats) => stats.exit_code(warn_as_error),
-            Err(Error::Cancelled) => EXIT_ERROR,
+    }
+}
+
+/// `--make-shard-plan`: lists the source and prints a plan of `count` shards as JSON on stdout.
+fn print_shard_plan(runtime: &tokio::runtime::Runtime, cfg: &s3sync::Config, count: u32) -> ExitCode {
+    match runtime.block_on(s3sync::make_shard_plan(cfg, count)) {
+        Ok(plan) => match serde_json::to_string_pretty(&plan) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
             Err(e) => {
-                eprintln!("s3sync: error: {e}");
-                e.exit_code()
+                eprintln!("s3sync: error: cannot write the shard plan: {e}");
+                ExitCode::from(EXIT_ERROR as u8)
+            }
+        },
+        Err(e) => {
+            eprintln!("s3sync: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+/// What a run shows besides the log.
+struct Output {
+    /// `--json-summary`: print the summary as JSON (of the run's shard, if any).
+    json_summary: Option<Option<s3sync::shard::Shard>>,
+    /// `--warn-as-error`.
+    warn_as_error: bool,
+    /// Whether to show the progress bar.
+    show_progress: bool,
+    /// Whether to leave the summary line out.
+    quiet: bool,
+}
+
+impl Output {
+    /// The output that `args` ask for, for a run of `cfg`.
+    fn of(args: &CliArgs, cfg: &s3sync::Config) -> Self {
+        // --show-no-progress hides the bar and the summary line, as in the reference; a bar between
+        // per-object log lines (-v, or a dry run) would only garble them.
+        let show_progress = args.quiet == 0
+            && args.verbose == 0
+            && !args.dry_run
+            && !args.show_no_progress
+            && !args.json_tracing
+            && std::io::stderr().is_terminal();
+        Output {
+            json_summary: args.json_summary.then(|| cfg.shard.clone()),
+            warn_as_error: cfg.warn_as_error,
+            show_progress,
+            quiet: args.quiet > 0 || args.show_no_progress,
+        }
+    }
+}
+
+/// Runs the sync of `cfg` with its progress bar, status lines, signal handling and summary; returns
+/// the exit code.
+async fn run(cfg: s3sync::Config, output: Output) -> i32 {
+    let report_status = cfg.report_sync_status;
+    let mut sync = Sync::new(cfg);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    // --report-sync-status prints one line per object on stdout.
+    let printer = match (report_status, sync.events()) {
+        (true, Some(events)) => Some(print_statuses(events, done_rx)),
+        _ => None,
+    };
+    let reporter = sync.reporter();
+    let signal_code = signals::watch(sync.cancellation_token());
+    let progress = output.show_progress.then(|| Progress::start(reporter.clone()));
+    let result = sync.run().await;
+    let _ = done_tx.send(());
+    if let Some(p) = printer {
+        let _ = p.await;
+    }
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let started = !matches!(&result, Err(e) if !matches!(e, Error::Cancelled));
+    if !output.quiet && started {
+        eprintln!("{}", summary_line(&reporter.snapshot()));
+    }
+    let code = match result {
+        Ok(stats) => stats.exit_code(output.warn_as_error),
+        Err(Error::Cancelled) => EXIT_ERROR,
+        Err(e) => {
+            eprintln!("s3sync: error: {e}");
+            e.exit_code()
+        }
+    };
+    let code = match signal_code.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => code,
+        signalled => signalled,
+    };
+    if let Some(shard) = &output.json_summary {
+        println!("{}", json_summary_line(&reporter.snapshot(), shard.as_ref(), code));
+    }
+    code
+}
+
+/// `--report-sync-status`: starts a task that prints one line per object on stdout from `events`,
+/// until they end or `done` fires (then what is still queued is printed).
+fn print_statuses(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<SyncEvent>,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let print = |e: SyncEvent| {
+            if let SyncEvent::Status { key, status } = e {
+                println!("{} {key}", status.as_str());
             }
         };
-        let code = match signal_code.load(std::sync::atomic::Ordering::SeqCst) {
-            0 => code,
-            signalled => signalled,
-        };
-        if let Some(shard) = &json_summary {
-            println!("{}", json_summary_line(&reporter.snapshot(), shard.as_ref(), code));
+        loop {
+            tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => print(e),
+                    None => break,
+                },
+                _ = &mut done => {
+                    while let Ok(e) = events.try_recv() {
+                        print(e);
+                    }
+                    break;
+                }
+            }
         }
-        code
-    });
-    ExitCode::from(code as u8)
+    })
 }
 
 /// SIGINT and SIGTERM: the first one cancels the run (it then winds down: multipart uploads aborted,

@@ -81,13 +81,7 @@ mod tests {
     }
 
     fn retryable() -> Error {
-        Error::S3 {
-            operation: "GetObject",
-            bucket: "b".into(),
-            key: "k".into(),
-            kind: S3ErrorKind::Retryable,
-            message: "SlowDown".into(),
-        }
+        Error::s3("GetObject", "b", "k", S3ErrorKind::Retryable, "SlowDown")
     }
 
     #[test]

@@ -209,22 +209,13 @@ async fn a_missing_object_is_a_not_found_error_and_leaves_no_file() {
         .get_stream(&bucket, "absent", Vec::new(), &GetOptions::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::S3 {
-                kind: s3sync::error::S3ErrorKind::NotFound,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(err.s3_kind() == Some(s3sync::error::S3ErrorKind::NotFound), "{err:?}");
     let dir = tmpdir();
     let err = e
         .get_to_file(&bucket, "absent", path(dir.path(), "f"), &GetOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::S3 { .. }), "{err:?}");
+    assert!(matches!(err, Error::S3(_)), "{err:?}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -412,16 +403,7 @@ async fn a_failed_part_fails_the_upload_while_the_stream_is_silent() {
     )
     .await
     .expect("the failed part ends the upload although the stream never ends");
-    assert!(
-        matches!(
-            r,
-            Err(Error::S3 {
-                operation: "UploadPart",
-                ..
-            })
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(&r, Err(Error::S3(e)) if e.operation == "UploadPart"), "{r:?}");
     proxy.assert_injected();
     assert_eq!(srv.open_uploads(&bucket).await, 0, "the multipart upload was aborted");
 }

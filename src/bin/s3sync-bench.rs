@@ -538,56 +538,13 @@ fn parse_mix(s: &str) -> Result<Vec<(Op, u32)>> {
     Ok(out)
 }
 
+/// Runs the benchmark `args` describe (preparation, measured phase, clean-up); returns its report
+/// and whether an operation failed.
 async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
-    let Location::S3 { bucket, prefix } = Location::parse(&args.target)? else {
-        bail!("the target must be s3://bucket[/prefix], not a local path");
-    };
-    if args.size > 5 * 1024 * 1024 * 1024 {
-        bail!("--size: at most 5GiB (one PutObject per object)");
-    }
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    if args.count == 0 && (args.workload != Workload::Put || args.duration.is_none()) {
-        bail!("--count must be at least 1");
-    }
-    if args.workload == Workload::Delete && args.duration.is_some() {
-        bail!("--duration does not apply to delete: it deletes the --count objects it prepared");
-    }
+    let (bucket, prefix) = check_args(&args)?;
     let mix = parse_mix(&args.mix)?;
-    let client_cfg = ClientConfig {
-        profile: args.profile.clone(),
-        region: args.region.clone(),
-        endpoint_url: args.endpoint_url.clone(),
-        force_path_style: args.force_path_style,
-        ..Default::default()
-    };
-    let retry = RetryConfig {
-        aws_max_attempts: args.max_attempts.max(1),
-        ..Default::default()
-    };
-    let client = s3sync::storage::client::build_client(&client_cfg, &retry).await?;
-    let setup = s3sync::storage::client::build_client(&client_cfg, &RetryConfig::default()).await?;
-    let existing = client
-        .list_objects_v2()
-        .bucket(&bucket)
-        .prefix(&prefix)
-        .max_keys(1)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot list s3://{bucket}/{prefix}: {}", sdk_message(&e)))?;
-    if !existing.contents().is_empty() && !args.allow_non_empty {
-        bail!("s3://{bucket}/{prefix} is not empty; choose an empty prefix or pass --allow-non-empty (existing objects are never touched)");
-    }
-    let slack = 64 * 1024;
-    let data = match args.data {
-        Data::Zero => Bytes::from(vec![0u8; args.size as usize + slack]),
-        Data::Random => {
-            let mut v = vec![0u8; args.size as usize + slack];
-            rand::fill(&mut v[..]);
-            Bytes::from(v)
-        }
-    };
+    let (client, setup) = connect(&args, &bucket, &prefix).await?;
+    let data = object_data(args.data, args.size);
     let run_id = format!("s3sync-bench-{:08x}/", rand::random::<u32>());
     let b = Arc::new(Bench {
         client,
@@ -604,98 +561,8 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
         started: AtomicU64::new(0),
         cancel: cancel.clone(),
     });
-    let stop = Stop {
-        ops: args.duration.is_none().then_some(args.count),
-        deadline: args.duration.map(|d| Instant::now() + d),
-    };
     let c = args.concurrency;
-    let mut prepared = 0;
-    let outcome: Result<(Tallies, Duration)> = async {
-        if args.workload != Workload::Put {
-            b.prepared.store(args.count, Ordering::Relaxed);
-            prepared = prepare(&b, args.count, c).await?;
-        }
-        // The deadline counts from the start of the measured phase.
-        let stop = Stop {
-            deadline: args.duration.map(|d| Instant::now() + d),
-            ..stop
-        };
-        Ok(match args.workload {
-            Workload::Put => {
-                measure(&b, c, stop, |b: Arc<Bench>, _| async move {
-                    let n = b.next_key.fetch_add(1, Ordering::Relaxed);
-                    Some((Op::Put, b.put(n).await))
-                })
-                .await
-            }
-            Workload::Get => {
-                measure(&b, c, stop, |b: Arc<Bench>, _| async move {
-                    let n = b.random_prepared()?;
-                    Some((Op::Get, b.get(n).await))
-                })
-                .await
-            }
-            Workload::Stat => {
-                measure(&b, c, stop, |b: Arc<Bench>, _| async move {
-                    let n = b.random_prepared()?;
-                    Some((Op::Stat, b.stat(n).await))
-                })
-                .await
-            }
-            Workload::Delete => {
-                measure(&b, c, stop, |b: Arc<Bench>, _| async move {
-                    let n = b.next_prepared()?;
-                    Some((Op::Delete, b.delete(n).await))
-                })
-                .await
-            }
-            Workload::List => {
-                // Each worker walks the listing from the start, page by page, again and again.
-                let cursor = Arc::new(Mutex::new(BTreeMap::<usize, Option<String>>::new()));
-                measure(&b, c, stop, move |b: Arc<Bench>, id| {
-                    let cursor = cursor.clone();
-                    async move {
-                        let after = cursor.lock().ok()?.remove(&id).flatten();
-                        let r = b.list_page(after).await;
-                        let r = r.map(|(n, next)| {
-                            if let Ok(mut c) = cursor.lock() {
-                                c.insert(id, next);
-                            }
-                            n
-                        });
-                        // A LIST's "bytes" are the keys it listed (reported as objects/s).
-                        Some((Op::List, r))
-                    }
-                })
-                .await
-            }
-            Workload::Mixed => {
-                let mix = Arc::new(mix);
-                measure(&b, c, stop, move |b: Arc<Bench>, _| {
-                    let mix = mix.clone();
-                    async move {
-                        let total = mix.last().map_or(1, |m| m.1);
-                        let roll = rand::random_range(0..total);
-                        let op = mix.iter().find(|(_, upto)| roll < *upto).map_or(Op::Get, |m| m.0);
-                        Some(match op {
-                            Op::Put => {
-                                let n = b.next_key.fetch_add(1, Ordering::Relaxed);
-                                (Op::Put, b.put(n).await)
-                            }
-                            Op::Delete => match b.take_fresh() {
-                                Some(n) => (Op::Delete, b.delete(n).await),
-                                None => (Op::Put, b.put(b.next_key.fetch_add(1, Ordering::Relaxed)).await),
-                            },
-                            Op::Stat => (Op::Stat, b.stat(b.random_prepared()?).await),
-                            _ => (Op::Get, b.get(b.random_prepared()?).await),
-                        })
-                    }
-                })
-                .await
-            }
-        })
-    }
-    .await;
+    let outcome = prepare_and_measure(&b, &args, mix).await;
     let interrupted = cancel.is_cancelled();
     // Clean up whatever happened above (a second Ctrl-C ends the process during this).
     let cleaned = if args.keep {
@@ -703,10 +570,10 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
     } else {
         cleanup(&b, c).await
     };
-    let (tallies, wall) = match outcome {
+    let (prepared, tallies, wall) = match outcome {
         Ok(o) => o,
         // Interrupted while preparing: nothing was measured; report that (exit 130), not a failure.
-        Err(_) if interrupted => (BTreeMap::new(), Duration::ZERO),
+        Err(_) if interrupted => (0, BTreeMap::new(), Duration::ZERO),
         Err(e) => {
             if cleaned.failed > 0 {
                 eprintln!(
@@ -738,6 +605,166 @@ async fn run(args: Args, cancel: CancellationToken) -> Result<(Report, bool)> {
         },
         failed,
     ))
+}
+
+/// Checks the arguments that clap cannot; returns the bucket and the prefix of the target.
+fn check_args(args: &Args) -> Result<(String, String)> {
+    let Location::S3 { bucket, prefix } = Location::parse(&args.target)? else {
+        bail!("the target must be s3://bucket[/prefix], not a local path");
+    };
+    if args.size > 5 * 1024 * 1024 * 1024 {
+        bail!("--size: at most 5GiB (one PutObject per object)");
+    }
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    if args.count == 0 && (args.workload != Workload::Put || args.duration.is_none()) {
+        bail!("--count must be at least 1");
+    }
+    if args.workload == Workload::Delete && args.duration.is_some() {
+        bail!("--duration does not apply to delete: it deletes the --count objects it prepared");
+    }
+    Ok((bucket, prefix))
+}
+
+/// Builds the measured client (`--max-attempts`) and the retrying setup client, and checks that
+/// `s3://bucket/prefix` is empty (unless `--allow-non-empty`); returns both clients.
+async fn connect(args: &Args, bucket: &str, prefix: &str) -> Result<(Client, Client)> {
+    let client_cfg = ClientConfig {
+        profile: args.profile.clone(),
+        region: args.region.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        force_path_style: args.force_path_style,
+        ..Default::default()
+    };
+    let retry = RetryConfig {
+        aws_max_attempts: args.max_attempts.max(1),
+        ..Default::default()
+    };
+    let client = s3sync::storage::client::build_client(&client_cfg, &retry).await?;
+    let setup = s3sync::storage::client::build_client(&client_cfg, &RetryConfig::default()).await?;
+    let existing = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .max_keys(1)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot list s3://{bucket}/{prefix}: {}", sdk_message(&e)))?;
+    if !existing.contents().is_empty() && !args.allow_non_empty {
+        bail!("s3://{bucket}/{prefix} is not empty; choose an empty prefix or pass --allow-non-empty (existing objects are never touched)");
+    }
+    Ok((client, setup))
+}
+
+/// The buffer the object bodies are windows of: `size` bytes and some slack, of `data`.
+fn object_data(data: Data, size: u64) -> Bytes {
+    let slack = 64 * 1024;
+    match data {
+        Data::Zero => Bytes::from(vec![0u8; size as usize + slack]),
+        Data::Random => {
+            let mut v = vec![0u8; size as usize + slack];
+            rand::fill(&mut v[..]);
+            Bytes::from(v)
+        }
+    }
+}
+
+/// Prepares the objects the workload reads (all but put), then measures the workload; returns the
+/// objects prepared, the tallies and the measured phase's wall time.
+async fn prepare_and_measure(b: &Arc<Bench>, args: &Args, mix: Vec<(Op, u32)>) -> Result<(u64, Tallies, Duration)> {
+    let c = args.concurrency;
+    let mut prepared = 0;
+    if args.workload != Workload::Put {
+        b.prepared.store(args.count, Ordering::Relaxed);
+        prepared = prepare(b, args.count, c).await?;
+    }
+    // The deadline counts from the start of the measured phase.
+    let stop = Stop {
+        ops: args.duration.is_none().then_some(args.count),
+        deadline: args.duration.map(|d| Instant::now() + d),
+    };
+    let (tallies, wall) = match args.workload {
+        Workload::Put => {
+            measure(b, c, stop, |b: Arc<Bench>, _| async move {
+                let n = b.next_key.fetch_add(1, Ordering::Relaxed);
+                Some((Op::Put, b.put(n).await))
+            })
+            .await
+        }
+        Workload::Get => {
+            measure(b, c, stop, |b: Arc<Bench>, _| async move {
+                let n = b.random_prepared()?;
+                Some((Op::Get, b.get(n).await))
+            })
+            .await
+        }
+        Workload::Stat => {
+            measure(b, c, stop, |b: Arc<Bench>, _| async move {
+                let n = b.random_prepared()?;
+                Some((Op::Stat, b.stat(n).await))
+            })
+            .await
+        }
+        Workload::Delete => {
+            measure(b, c, stop, |b: Arc<Bench>, _| async move {
+                let n = b.next_prepared()?;
+                Some((Op::Delete, b.delete(n).await))
+            })
+            .await
+        }
+        Workload::List => measure_list(b, c, stop).await,
+        Workload::Mixed => measure_mixed(b, c, stop, mix).await,
+    };
+    Ok((prepared, tallies, wall))
+}
+
+/// The list workload: each worker walks the listing from the start, page by page, again and again.
+async fn measure_list(b: &Arc<Bench>, c: usize, stop: Stop) -> (Tallies, Duration) {
+    let cursor = Arc::new(Mutex::new(BTreeMap::<usize, Option<String>>::new()));
+    measure(b, c, stop, move |b: Arc<Bench>, id| {
+        let cursor = cursor.clone();
+        async move {
+            let after = cursor.lock().ok()?.remove(&id).flatten();
+            let r = b.list_page(after).await;
+            let r = r.map(|(n, next)| {
+                if let Ok(mut c) = cursor.lock() {
+                    c.insert(id, next);
+                }
+                n
+            });
+            // A LIST's "bytes" are the keys it listed (reported as objects/s).
+            Some((Op::List, r))
+        }
+    })
+    .await
+}
+
+/// The mixed workload: each operation drawn by the cumulative weights of `mix`. A delete takes a key
+/// written during the phase (a put when there is none); reads take prepared keys.
+async fn measure_mixed(b: &Arc<Bench>, c: usize, stop: Stop, mix: Vec<(Op, u32)>) -> (Tallies, Duration) {
+    let mix = Arc::new(mix);
+    measure(b, c, stop, move |b: Arc<Bench>, _| {
+        let mix = mix.clone();
+        async move {
+            let total = mix.last().map_or(1, |m| m.1);
+            let roll = rand::random_range(0..total);
+            let op = mix.iter().find(|(_, upto)| roll < *upto).map_or(Op::Get, |m| m.0);
+            Some(match op {
+                Op::Put => {
+                    let n = b.next_key.fetch_add(1, Ordering::Relaxed);
+                    (Op::Put, b.put(n).await)
+                }
+                Op::Delete => match b.take_fresh() {
+                    Some(n) => (Op::Delete, b.delete(n).await),
+                    None => (Op::Put, b.put(b.next_key.fetch_add(1, Ordering::Relaxed)).await),
+                },
+                Op::Stat => (Op::Stat, b.stat(b.random_prepared()?).await),
+                _ => (Op::Get, b.get(b.random_prepared()?).await),
+            })
+        }
+    })
+    .await
 }
 
 /// What the clean-up did.

@@ -51,40 +51,50 @@ fn timeout_message(ms: u128) -> String {
 
 const INTERRUPTED: &str = "Lua callback interrupted: the run is stopping";
 
-/// One VM with one script loaded. Calls are serialised, each with a fresh deadline.
-struct Vm {
-    lua: Lua,
-    script: PathBuf,
-    deadline: Arc<Mutex<Option<Instant>>>,
-    /// Set when the timeout fired during the current call.
-    expired: Arc<AtomicBool>,
-    timeout: Option<Duration>,
-    memory_limit: u64,
-    turn: tokio::sync::Mutex<()>,
+/// A Lua VM as `settings` ask for, ready for a script: the libraries allowed, binary chunks refused
+/// (unless unsafe), the memory limit, and the hook that ends a call past its deadline (`deadline`,
+/// flagging `expired`) or once the run stops, in a way `pcall` cannot catch.
+fn prepare_lua(
+    settings: &LuaSettings,
+    deadline: &Arc<Mutex<Option<Instant>>>,
+    expired: &Arc<AtomicBool>,
+) -> mlua::Result<Lua> {
+    let lua = new_lua(settings)?;
+    if !settings.allow_unsafe_vm {
+        refuse_binary_chunks(&lua)?;
+    }
+    if settings.memory_limit > 0 {
+        lua.set_memory_limit(settings.memory_limit as usize)?;
+    }
+    let ms = settings.timeout.map(|t| t.as_millis()).unwrap_or(0);
+    set_deadline_hook(&lua, ms, deadline.clone(), expired.clone(), settings.interrupt.clone())?;
+    guard_protected_calls(&lua, ms, expired.clone(), settings.interrupt.clone())?;
+    Ok(lua)
 }
 
-impl Vm {
-    // The one unsafe call builds the unrestricted VM the user asked for (see its SAFETY comment).
-    #[allow(unsafe_code)]
-    fn load(path: &Path, settings: &LuaSettings) -> Result<Vm, CallbackError> {
-        let fail = |m: String| CallbackError(format!("Failed to load and compile Lua script {}: {m}", path.display()));
-        let code = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-        let lua = if settings.allow_unsafe_vm {
-            // SAFETY: the user asked for an unrestricted VM (`--allow-lua-unsafe-vm`, listed under
-            // "Dangerous"): C modules and binary chunks may then break memory safety, as documented.
-            unsafe { Lua::unsafe_new() }
-        } else if settings.allow_os_library {
-            Lua::new()
-        } else {
-            Lua::new_with(StdLib::ALL_SAFE ^ (StdLib::OS | StdLib::IO), LuaOptions::default())
-                .map_err(|e| fail(e.to_string()))?
-        };
-        if !settings.allow_unsafe_vm {
-            // Binary chunks bypass the compiler's checks (crafted bytecode corrupts memory): a safe VM
-            // loads source text only, through `load`, `loadfile` and `require` alike. Extra arguments
-            // (an environment) are passed on only when given: Lua tells nil from absent there.
-            lua.load(
-                r#"
+/// A fresh VM with the libraries `settings` allow: every one (unsafe), or the safe ones with or
+/// without `os` and `io`.
+// The one unsafe call builds the unrestricted VM the user asked for (see its SAFETY comment).
+#[allow(unsafe_code)]
+fn new_lua(settings: &LuaSettings) -> mlua::Result<Lua> {
+    Ok(if settings.allow_unsafe_vm {
+        // SAFETY: the user asked for an unrestricted VM (`--allow-lua-unsafe-vm`, listed under
+        // "Dangerous"): C modules and binary chunks may then break memory safety, as documented.
+        unsafe { Lua::unsafe_new() }
+    } else if settings.allow_os_library {
+        Lua::new()
+    } else {
+        Lua::new_with(StdLib::ALL_SAFE ^ (StdLib::OS | StdLib::IO), LuaOptions::default())?
+    })
+}
+
+/// Makes `load`, `loadfile` and `require` of `lua` load source text only (and removes `dofile`).
+fn refuse_binary_chunks(lua: &Lua) -> mlua::Result<()> {
+    // Binary chunks bypass the compiler's checks (crafted bytecode corrupts memory): a safe VM
+    // loads source text only, through `load`, `loadfile` and `require` alike. Extra arguments
+    // (an environment) are passed on only when given: Lua tells nil from absent there.
+    lua.load(
+        r#"
                 local load_, loadfile_ = load, loadfile
                 load = function(chunk, name, _, ...)
                   if type(chunk) == "string" and chunk:byte(1) == 27 then
@@ -104,50 +114,58 @@ impl Vm {
                   end
                 end
                 "#,
-            )
-            .exec()
-            .map_err(|e| fail(e.to_string()))?;
+    )
+    .exec()
+}
+
+/// Installs the hook that, every 1000 instructions, ends the running call with an error (and sets
+/// `expired`) once `stop` is cancelled or the call's `deadline` (of a `ms`-millisecond timeout)
+/// has passed.
+fn set_deadline_hook(
+    lua: &Lua,
+    ms: u128,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    expired: Arc<AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
+) -> mlua::Result<()> {
+    // Every 1000 instructions: the deadline of this call, and whether the run is stopping.
+    lua.set_global_hook(HookTriggers::new().every_nth_instruction(1000), move |_, _| {
+        if stop.is_cancelled() {
+            expired.store(true, Ordering::SeqCst);
+            return Err(mlua::Error::RuntimeError(INTERRUPTED.into()));
         }
-        if settings.memory_limit > 0 {
-            lua.set_memory_limit(settings.memory_limit as usize)
-                .map_err(|e| fail(e.to_string()))?;
+        let due = deadline.lock().map(|g| *g).unwrap_or(None);
+        match due {
+            Some(due) if Instant::now() >= due => {
+                expired.store(true, Ordering::SeqCst);
+                Err(mlua::Error::RuntimeError(timeout_message(ms)))
+            }
+            _ => Ok(VmState::Continue),
         }
-        let deadline = Arc::new(Mutex::new(None::<Instant>));
-        let expired = Arc::new(AtomicBool::new(false));
-        // Every 1000 instructions: the deadline of this call, and whether the run is stopping.
-        let ms = settings.timeout.map(|t| t.as_millis()).unwrap_or(0);
-        let (d, x, stop) = (deadline.clone(), expired.clone(), settings.interrupt.clone());
-        lua.set_global_hook(HookTriggers::new().every_nth_instruction(1000), move |_, _| {
-            if stop.is_cancelled() {
-                x.store(true, Ordering::SeqCst);
-                return Err(mlua::Error::RuntimeError(INTERRUPTED.into()));
-            }
-            let due = d.lock().map(|g| *g).unwrap_or(None);
-            match due {
-                Some(due) if Instant::now() >= due => {
-                    x.store(true, Ordering::SeqCst);
-                    Err(mlua::Error::RuntimeError(timeout_message(ms)))
-                }
-                _ => Ok(VmState::Continue),
-            }
+    })
+}
+
+/// Makes `pcall`, `xpcall` and `coroutine.resume` of `lua` raise again the timeout or interruption
+/// error once it fired (`expired`), so a script cannot outlive its deadline or the run.
+fn guard_protected_calls(
+    lua: &Lua,
+    ms: u128,
+    expired: Arc<AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
+) -> mlua::Result<()> {
+    // The timeout and the interruption are Lua errors, which `pcall`, `xpcall` and
+    // `coroutine.resume` would catch: once one fired they raise it again, so a script cannot
+    // outlive its deadline or the run.
+    let probe = lua.create_function(move |_, ()| {
+        Ok(match (expired.load(Ordering::SeqCst), stop.is_cancelled()) {
+            (false, _) => None,
+            (true, true) => Some(INTERRUPTED.to_string()),
+            (true, false) => Some(timeout_message(ms)),
         })
-        .map_err(|e| fail(e.to_string()))?;
-        // The timeout and the interruption are Lua errors, which `pcall`, `xpcall` and
-        // `coroutine.resume` would catch: once one fired they raise it again, so a script cannot
-        // outlive its deadline or the run.
-        let (x, stop) = (expired.clone(), settings.interrupt.clone());
-        let probe = lua
-            .create_function(move |_, ()| {
-                Ok(match (x.load(Ordering::SeqCst), stop.is_cancelled()) {
-                    (false, _) => None,
-                    (true, true) => Some(INTERRUPTED.to_string()),
-                    (true, false) => Some(timeout_message(ms)),
-                })
-            })
-            .map_err(|e| fail(e.to_string()))?;
-        let guard: mlua::Function = lua
-            .load(
-                r#"
+    })?;
+    let guard: mlua::Function = lua
+        .load(
+            r#"
                 local expired = ...
                 local pcall_, xpcall_ = pcall, xpcall
                 local resume_ = coroutine and coroutine.resume
@@ -162,10 +180,32 @@ impl Vm {
                 xpcall = function(...) return rethrow(xpcall_(...)) end
                 if resume_ then coroutine.resume = function(...) return rethrow(resume_(...)) end end
                 "#,
-            )
-            .into_function()
-            .map_err(|e| fail(e.to_string()))?;
-        guard.call::<()>(probe).map_err(|e| fail(e.to_string()))?;
+        )
+        .into_function()?;
+    guard.call::<()>(probe)
+}
+
+/// One VM with one script loaded. Calls are serialised, each with a fresh deadline.
+struct Vm {
+    lua: Lua,
+    script: PathBuf,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    /// Set when the timeout fired during the current call.
+    expired: Arc<AtomicBool>,
+    timeout: Option<Duration>,
+    memory_limit: u64,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Vm {
+    /// Builds a VM (see [`prepare_lua`]) and runs the script at `path` in it once, which defines
+    /// the callback's functions.
+    fn load(path: &Path, settings: &LuaSettings) -> Result<Vm, CallbackError> {
+        let fail = |m: String| CallbackError(format!("Failed to load and compile Lua script {}: {m}", path.display()));
+        let code = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let deadline = Arc::new(Mutex::new(None::<Instant>));
+        let expired = Arc::new(AtomicBool::new(false));
+        let lua = prepare_lua(settings, &deadline, &expired).map_err(|e| fail(e.to_string()))?;
         let vm = Vm {
             lua,
             script: path.to_path_buf(),

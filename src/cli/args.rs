@@ -482,6 +482,7 @@ pub struct CliArgs {
     #[arg(
         long,
         env = "FULL_OBJECT_CHECKSUM",
+        requires = "additional_checksum_algorithm",
         help_heading = "Verification",
         help = "Use full object checksum for verification. CRC64NVME automatically use full object checksum.\n\
                 This option cannot be used with SHA1/SHA256 additional checksum."

@@ -26,7 +26,9 @@ impl CliArgs {
         }
     }
 
-    /// Builds the sync configuration, rejecting contradictory options.
+    /// Builds the sync configuration. The rules between options are stated once: the ones of the
+    /// command line in the clap declarations (`conflicts_with`, `requires`), the ones of the library in
+    /// [`Config::validate`], which `build` runs; this function only converts.
     pub fn to_config(&self) -> Result<Config> {
         let (Some(source), Some(target)) = (&self.source, &self.target) else {
             return Err(Error::InvalidArgument(
@@ -36,127 +38,142 @@ impl CliArgs {
         let source = Location::parse(source)?;
         let target = Location::parse(target)?;
         let shard = self.shard(&source, &target)?;
-        let parse_algo = |name: &String| {
-            ChecksumAlgorithm::parse(name)
-                .ok_or_else(|| Error::InvalidArgument(format!("unknown checksum algorithm {name}")))
-        };
-        let checks = [
-            self.check_size,
-            self.check_etag,
-            self.check_mtime_and_etag,
-            self.check_additional_checksum.is_some(),
-            self.check_mtime_and_additional_checksum.is_some(),
-        ];
-        if checks.iter().filter(|c| **c).count() > 1 {
-            return Err(Error::InvalidArgument(
-                "only one of --check-size, --check-etag, --check-mtime-and-etag, --check-additional-checksum and --check-mtime-and-additional-checksum can be used".into(),
-            ));
-        }
-        let check = if self.check_size {
+        let checksum = self.upload_checksum(&target)?;
+        let enable_additional_checksum = self.enable_additional_checksum
+            || (Location::is_directory_bucket(&source) && !self.disable_express_one_zone_additional_checksum);
+        Config::builder(source, target)
+            .source_client(self.client(Side::Source)?)
+            .target_client(self.client(Side::Target)?)
+            .dry_run(self.dry_run)
+            .delete(self.delete)
+            .server_side_copy(self.server_side_copy)
+            .check(self.check_mode()?)
+            .worker_size(self.worker_size as usize)
+            .multipart(self.multipart_threshold, self.multipart_chunksize)
+            .filters(self.filters())
+            .attributes(self.attributes()?)
+            .with(|c| {
+                self.apply_transfer_options(c);
+                self.apply_sync_options(c);
+                c.checksum = checksum;
+                c.enable_additional_checksum = enable_additional_checksum;
+                c.shard = shard;
+            })
+            .build()
+            .and_then(|mut c| {
+                // Scripts are compiled last, once every other option is known to be valid.
+                c.callbacks = self.lua_callbacks()?;
+                Ok(c)
+            })
+    }
+
+    /// The update check of `--check-*` (clap lets at most one through), by default the modification time.
+    fn check_mode(&self) -> Result<CheckMode> {
+        Ok(if self.check_size {
             CheckMode::Size
         } else if self.check_etag {
             CheckMode::Etag
         } else if self.check_mtime_and_etag {
             CheckMode::MtimeAndEtag
         } else if let Some(a) = &self.check_additional_checksum {
-            CheckMode::Checksum(parse_algo(a)?)
+            CheckMode::Checksum(parse_algorithm(a)?)
         } else if let Some(a) = &self.check_mtime_and_additional_checksum {
-            CheckMode::MtimeAndChecksum(parse_algo(a)?)
+            CheckMode::MtimeAndChecksum(parse_algorithm(a)?)
         } else {
             CheckMode::Mtime
+        })
+    }
+
+    /// The client settings of one side.
+    fn client(&self, side: Side) -> Result<ClientConfig> {
+        let a = match side {
+            Side::Source => SideArgs {
+                profile: &self.source_profile,
+                keys: (
+                    &self.source_access_key,
+                    &self.source_secret_access_key,
+                    &self.source_session_token,
+                ),
+                region: &self.source_region,
+                endpoint: &self.source_endpoint_url,
+                flags: (
+                    self.source_force_path_style,
+                    self.source_accelerate,
+                    self.source_request_payer,
+                ),
+                sse_c: (&self.source_sse_c, &self.source_sse_c_key, &self.source_sse_c_key_md5),
+                no_sign_request: self.source_no_sign_request,
+            },
+            Side::Target => SideArgs {
+                profile: &self.target_profile,
+                keys: (
+                    &self.target_access_key,
+                    &self.target_secret_access_key,
+                    &self.target_session_token,
+                ),
+                region: &self.target_region,
+                endpoint: &self.target_endpoint_url,
+                flags: (
+                    self.target_force_path_style,
+                    self.target_accelerate,
+                    self.target_request_payer,
+                ),
+                sse_c: (&self.target_sse_c, &self.target_sse_c_key, &self.target_sse_c_key_md5),
+                no_sign_request: false,
+            },
         };
-        if self.source_access_key.is_some() != self.source_secret_access_key.is_some() {
-            return Err(Error::InvalidArgument(
-                "--source-access-key and --source-secret-access-key must be given together".into(),
-            ));
-        }
-        if self.target_access_key.is_some() != self.target_secret_access_key.is_some() {
-            return Err(Error::InvalidArgument(
-                "--target-access-key and --target-secret-access-key must be given together".into(),
-            ));
-        }
-        let side = |profile: &Option<String>,
-                    ak: &Option<String>,
-                    sk: &Option<String>,
-                    token: &Option<String>,
-                    region: &Option<String>,
-                    endpoint: &Option<String>,
-                    path_style: bool,
-                    sse_c: Option<SseC>,
-                    accelerate: bool,
-                    request_payer: bool| ClientConfig {
-            profile: profile.clone(),
-            access_key: ak.clone(),
-            secret_access_key: sk.clone(),
-            session_token: token.clone(),
-            region: region.clone(),
-            endpoint_url: endpoint.clone(),
-            force_path_style: path_style,
+        // clap makes the algorithm, the key and its MD5 come together.
+        let sse_c = match a.sse_c {
+            (Some(alg), Some(key), md5) => Some(SseC::new(alg.clone(), key.clone(), md5.clone())?),
+            _ => None,
+        };
+        Ok(ClientConfig {
+            profile: a.profile.clone(),
+            access_key: a.keys.0.clone(),
+            secret_access_key: a.keys.1.clone(),
+            session_token: a.keys.2.clone(),
+            region: a.region.clone(),
+            endpoint_url: a.endpoint.clone(),
+            force_path_style: a.flags.0,
             aws_config_file: self.aws_config_file.clone().map(Into::into),
             aws_shared_credentials_file: self.aws_shared_credentials_file.clone().map(Into::into),
             sse_c,
-            accelerate,
-            request_payer,
+            accelerate: a.flags.1,
+            request_payer: a.flags.2,
             https_proxy: self.https_proxy.clone(),
-            no_sign_request: false,
+            no_sign_request: a.no_sign_request,
             http_client: None,
-        };
-        let sse_c = |alg: &Option<String>, key: &Option<String>, md5: &Option<String>| -> Result<Option<SseC>> {
-            match (alg, key) {
-                (Some(a), Some(k)) => Ok(Some(SseC::new(a.clone(), k.clone(), md5.clone())?)),
-                (None, None) => Ok(None),
-                _ => Err(Error::InvalidArgument(
-                    "an SSE-C algorithm and key must be given together".into(),
-                )),
-            }
-        };
-        let source_sse_c = sse_c(&self.source_sse_c, &self.source_sse_c_key, &self.source_sse_c_key_md5)?;
-        let target_sse_c = sse_c(&self.target_sse_c, &self.target_sse_c_key, &self.target_sse_c_key_md5)?;
-        if (self.report_metadata_sync_status || self.report_tagging_sync_status) && !self.report_sync_status {
-            return Err(Error::InvalidArgument(
-                "--report-metadata-sync-status and --report-tagging-sync-status need --report-sync-status".into(),
-            ));
-        }
-        let checksum = match &self.additional_checksum_algorithm {
-            None if self.full_object_checksum => {
-                return Err(Error::InvalidArgument(
-                    "--full-object-checksum needs --additional-checksum-algorithm".into(),
-                ))
-            }
-            None => None,
+        })
+    }
+
+    /// The additional checksum sent with uploads: `--additional-checksum-algorithm`, or CRC64NVME for
+    /// an Express One Zone target (directory buckets: ETags are not MD5s), as the reference does.
+    fn upload_checksum(&self, target: &Location) -> Result<Option<(ChecksumAlgorithm, ChecksumType)>> {
+        match &self.additional_checksum_algorithm {
             Some(name) => {
-                let algo = ChecksumAlgorithm::parse(name)
-                    .ok_or_else(|| Error::InvalidArgument(format!("unknown checksum algorithm {name}")))?;
-                Some((
-                    algo,
-                    ChecksumType::for_algorithm(algo, self.full_object_checksum).map_err(Error::InvalidArgument)?,
-                ))
+                let algo = parse_algorithm(name)?;
+                let kind =
+                    ChecksumType::for_algorithm(algo, self.full_object_checksum).map_err(Error::InvalidArgument)?;
+                Ok(Some((algo, kind)))
             }
-        };
-        // Express One Zone (directory buckets, `--x-s3`): ETags are not MD5s, so verify with CRC64NVME
-        // by default, as the reference does.
-        let express = Location::is_directory_bucket;
-        let checksum = match checksum {
-            None if express(&target) && !self.disable_express_one_zone_additional_checksum => {
-                Some((ChecksumAlgorithm::Crc64Nvme, ChecksumType::FullObject))
+            None if Location::is_directory_bucket(target) && !self.disable_express_one_zone_additional_checksum => {
+                Ok(Some((ChecksumAlgorithm::Crc64Nvme, ChecksumType::FullObject)))
             }
-            c => c,
-        };
-        let enable_additional_checksum =
-            self.enable_additional_checksum || (express(&source) && !self.disable_express_one_zone_additional_checksum);
-        let attributes = AttributeOptions {
+            None => Ok(None),
+        }
+    }
+
+    /// The attributes written with each object.
+    fn attributes(&self) -> Result<AttributeOptions> {
+        let metadata = self.metadata.as_deref().map(parse_metadata).transpose();
+        Ok(AttributeOptions {
             cache_control: self.cache_control.clone(),
             content_disposition: self.content_disposition.clone(),
             content_encoding: self.content_encoding.clone(),
             content_language: self.content_language.clone(),
             content_type: self.content_type.clone(),
             expires: self.expires.map(Into::into),
-            metadata: self
-                .metadata
-                .as_deref()
-                .map(parse_metadata)
-                .transpose()
-                .map_err(Error::InvalidArgument)?,
+            metadata: metadata.map_err(Error::InvalidArgument)?,
             website_redirect: self.website_redirect.clone(),
             no_sync_system_metadata: self.no_sync_system_metadata,
             no_sync_user_defined_metadata: self.no_sync_user_defined_metadata,
@@ -168,9 +185,12 @@ impl CliArgs {
             disable_tagging: self.disable_tagging,
             sse: self.sse.clone(),
             sse_kms_key_id: self.sse_kms_key_id.clone(),
-        };
-        let ms = Duration::from_millis;
-        let filters = Filters {
+        })
+    }
+
+    /// The `--filter-*` options.
+    fn filters(&self) -> Filters {
+        Filters {
             mtime_before: self.filter_mtime_before.map(Into::into),
             mtime_after: self.filter_mtime_after.map(Into::into),
             smaller_size: self.filter_smaller_size,
@@ -183,115 +203,80 @@ impl CliArgs {
             exclude_metadata_regex: self.filter_exclude_metadata_regex.clone(),
             include_tag_regex: self.filter_include_tag_regex.clone(),
             exclude_tag_regex: self.filter_exclude_tag_regex.clone(),
+        }
+    }
+
+    /// How objects move: verification, durability, parallelism, retries and rate limits.
+    fn apply_transfer_options(&self, c: &mut Config) {
+        let ms = Duration::from_millis;
+        c.max_parallel_uploads = self.max_parallel_uploads as usize;
+        c.io_pool_size = self.io_pool_size;
+        c.max_keys = self.max_keys;
+        c.listing_queue = self.object_listing_queue_size as usize;
+        c.parallel_listings = self.max_parallel_listings as usize;
+        c.verify_etag = !self.disable_etag_verify;
+        c.fsync = !self.no_fsync;
+        c.verify_multipart = !self.disable_multipart_verify;
+        c.verify_additional_checksum = !self.disable_additional_checksum_verify;
+        c.content_md5 = !self.disable_content_md5_header;
+        c.payload_signing = !self.disable_payload_signing;
+        c.ignore_symlinks = self.ignore_symlinks;
+        c.warn_as_error = self.warn_as_error;
+        c.retry.aws_max_attempts = self.aws_max_attempts;
+        c.retry.initial_backoff = ms(self.initial_backoff_milliseconds);
+        c.retry.force_retry_count = self.force_retry_count;
+        c.retry.force_retry_interval = ms(self.force_retry_interval_milliseconds);
+        c.retry.connect_timeout = self.connect_timeout_milliseconds.map(ms);
+        c.retry.read_timeout = self.read_timeout_milliseconds.map(ms);
+        c.retry.operation_timeout = self.operation_timeout_milliseconds.map(ms);
+        c.retry.operation_attempt_timeout = self.operation_attempt_timeout_milliseconds.map(ms);
+        c.retry.stalled_stream_protection = !self.disable_stalled_stream_protection;
+        c.auto_chunksize = self.auto_chunksize;
+        c.rate_limit_objects = self.rate_limit_objects.map(u64::from);
+        c.rate_limit_bandwidth = self.rate_limit_bandwidth;
+    }
+
+    /// What is compared, written, deleted and reported, with the implications the reference gives
+    /// some options.
+    fn apply_sync_options(&self, c: &mut Config) {
+        c.head_each_target = self.head_each_target;
+        c.remove_modified_filter = self.remove_modified_filter;
+        c.max_delete = self.max_delete;
+        c.delete_excluded = self.delete_excluded;
+        c.ignore_glacier_warnings = self.ignore_glacier_warnings;
+        c.enable_versioning = self.enable_versioning;
+        c.point_in_time = self.point_in_time.map(Into::into);
+        c.sync_latest_tagging = self.sync_latest_tagging;
+        c.report_sync_status = self.report_sync_status;
+        c.report_metadata_sync_status = self.report_metadata_sync_status;
+        c.report_tagging_sync_status = self.report_tagging_sync_status;
+        c.annotations = crate::config::AnnotationSync {
+            enabled: self.enable_sync_object_annotations || self.sync_latest_object_annotations,
+            latest: self.sync_latest_object_annotations,
+            check_etag: !self.disable_check_annotation_etag,
+            report: self.report_annotations_sync_status,
         };
-        Config::builder(source, target)
-            .source_client(side(
-                &self.source_profile,
-                &self.source_access_key,
-                &self.source_secret_access_key,
-                &self.source_session_token,
-                &self.source_region,
-                &self.source_endpoint_url,
-                self.source_force_path_style,
-                source_sse_c,
-                self.source_accelerate,
-                self.source_request_payer,
-            ))
-            .target_client(side(
-                &self.target_profile,
-                &self.target_access_key,
-                &self.target_secret_access_key,
-                &self.target_session_token,
-                &self.target_region,
-                &self.target_endpoint_url,
-                self.target_force_path_style,
-                target_sse_c,
-                self.target_accelerate,
-                self.target_request_payer,
-            ))
-            .dry_run(self.dry_run)
-            .delete(self.delete)
-            .server_side_copy(self.server_side_copy)
-            .check(check)
-            .worker_size(self.worker_size as usize)
-            .multipart(self.multipart_threshold, self.multipart_chunksize)
-            .filters(filters)
-            .attributes(attributes)
-            .with(|c| {
-                c.head_each_target = self.head_each_target;
-                c.remove_modified_filter = self.remove_modified_filter;
-                c.max_parallel_uploads = self.max_parallel_uploads as usize;
-                c.io_pool_size = self.io_pool_size;
-                c.max_keys = self.max_keys;
-                c.listing_queue = self.object_listing_queue_size as usize;
-                c.parallel_listings = self.max_parallel_listings as usize;
-                c.verify_etag = !self.disable_etag_verify;
-                c.fsync = !self.no_fsync;
-                c.verify_multipart = !self.disable_multipart_verify;
-                c.content_md5 = !self.disable_content_md5_header;
-                c.payload_signing = !self.disable_payload_signing;
-                c.ignore_symlinks = self.ignore_symlinks;
-                c.warn_as_error = self.warn_as_error;
-                c.retry.aws_max_attempts = self.aws_max_attempts;
-                c.retry.initial_backoff = ms(self.initial_backoff_milliseconds);
-                c.retry.force_retry_count = self.force_retry_count;
-                c.retry.force_retry_interval = ms(self.force_retry_interval_milliseconds);
-                c.retry.connect_timeout = self.connect_timeout_milliseconds.map(ms);
-                c.retry.read_timeout = self.read_timeout_milliseconds.map(ms);
-                c.retry.operation_timeout = self.operation_timeout_milliseconds.map(ms);
-                c.retry.operation_attempt_timeout = self.operation_attempt_timeout_milliseconds.map(ms);
-                c.retry.stalled_stream_protection = !self.disable_stalled_stream_protection;
-                c.checksum = checksum;
-                c.enable_additional_checksum = enable_additional_checksum;
-                c.report_sync_status = self.report_sync_status;
-                c.auto_chunksize = self.auto_chunksize;
-                c.rate_limit_objects = self.rate_limit_objects.map(u64::from);
-                c.rate_limit_bandwidth = self.rate_limit_bandwidth;
-                c.max_delete = self.max_delete;
-                c.shard = shard;
-                c.enable_versioning = self.enable_versioning;
-                c.point_in_time = self.point_in_time.map(Into::into);
-                c.sync_latest_tagging = self.sync_latest_tagging;
-                c.report_metadata_sync_status = self.report_metadata_sync_status;
-                c.report_tagging_sync_status = self.report_tagging_sync_status;
-                c.annotations = crate::config::AnnotationSync {
-                    enabled: self.enable_sync_object_annotations || self.sync_latest_object_annotations,
-                    latest: self.sync_latest_object_annotations,
-                    check_etag: !self.disable_check_annotation_etag,
-                    report: self.report_annotations_sync_status,
-                };
-                // As the reference: the latest annotations are looked up on every object (a HEAD of
-                // each target), and the source is the truth for any object whose ETag differs.
-                if self.sync_latest_object_annotations {
-                    c.head_each_target = true;
-                    if !c.check.compares_digests() {
-                        c.remove_modified_filter = true;
-                    }
-                }
-                // As the reference: --sync-latest-tagging looks at every object with a HEAD.
-                if self.sync_latest_tagging {
-                    c.head_each_target = true;
-                }
-                // As the reference: a point-in-time sync always overwrites the target.
-                if self.point_in_time.is_some() {
-                    c.remove_modified_filter = true;
-                }
-                c.delete_excluded = self.delete_excluded;
-                c.ignore_glacier_warnings = self.ignore_glacier_warnings;
-                c.verify_additional_checksum = !self.disable_additional_checksum_verify;
-                c.conditions = crate::config::WriteConditions {
-                    if_match: self.if_match,
-                    if_none_match: self.if_none_match,
-                    copy_source_if_match: self.copy_source_if_match,
-                };
-                c.source_client.no_sign_request = self.source_no_sign_request;
-            })
-            .build()
-            .and_then(|mut c| {
-                // Scripts are compiled last, once every other option is known to be valid.
-                c.callbacks = self.lua_callbacks()?;
-                Ok(c)
-            })
+        c.conditions = crate::config::WriteConditions {
+            if_match: self.if_match,
+            if_none_match: self.if_none_match,
+            copy_source_if_match: self.copy_source_if_match,
+        };
+        // As the reference: the latest annotations are looked up on every object (a HEAD of each
+        // target), and the source is the truth for any object whose ETag differs.
+        if self.sync_latest_object_annotations {
+            c.head_each_target = true;
+            if !c.check.compares_digests() {
+                c.remove_modified_filter = true;
+            }
+        }
+        // As the reference: --sync-latest-tagging looks at every object with a HEAD.
+        if self.sync_latest_tagging {
+            c.head_each_target = true;
+        }
+        // As the reference: a point-in-time sync always overwrites the target.
+        if self.point_in_time.is_some() {
+            c.remove_modified_filter = true;
+        }
     }
 
     /// The Lua callbacks of `--*-callback-lua-script`, each script loaded and compiled now, so a
@@ -383,6 +368,32 @@ impl CliArgs {
     }
 }
 
+/// One side of a sync, for the options that come in a source and a target form.
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Target,
+}
+
+/// The `--source-*` or `--target-*` options of one side.
+struct SideArgs<'a> {
+    profile: &'a Option<String>,
+    /// Access key, secret access key, session token.
+    keys: (&'a Option<String>, &'a Option<String>, &'a Option<String>),
+    region: &'a Option<String>,
+    endpoint: &'a Option<String>,
+    /// Force path style, accelerate, request payer.
+    flags: (bool, bool, bool),
+    /// SSE-C algorithm, key, key MD5.
+    sse_c: (&'a Option<String>, &'a Option<String>, &'a Option<String>),
+    no_sign_request: bool,
+}
+
+/// A checksum algorithm named on the command line (clap checks the names).
+fn parse_algorithm(name: &str) -> Result<ChecksumAlgorithm> {
+    ChecksumAlgorithm::parse(name).ok_or_else(|| Error::InvalidArgument(format!("unknown checksum algorithm {name}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +441,29 @@ mod tests {
         assert!(config(&["--server-side-copy", "./d", "s3://b/"]).is_err());
         assert!(config(&["./a", "./b"]).is_err());
         assert!(config(&["--enable-versioning", "./d", "s3://b/"]).is_err());
+    }
+
+    /// The rules between options are clap's: a contradiction is a usage error (exit code 2) that
+    /// names the options.
+    #[test]
+    fn option_rules_are_usage_errors() {
+        let usage = |args: &[&str]| {
+            let mut all = vec!["s3sync"];
+            all.extend_from_slice(args);
+            let e = CliArgs::try_parse_from(all).expect_err("a usage error");
+            assert_eq!(e.exit_code(), 2, "{e}");
+            e.to_string()
+        };
+        let e = usage(&["--check-size", "--check-etag", "s3://a/", "./d"]);
+        assert!(e.contains("--check-etag") && e.contains("--check-size"), "{e}");
+        let e = usage(&["--target-access-key", "k", "./d", "s3://b/"]);
+        assert!(e.contains("--target-secret-access-key"), "{e}");
+        let e = usage(&["--source-sse-c", "AES256", "s3://a/", "./d"]);
+        assert!(e.contains("--source-sse-c-key"), "{e}");
+        let e = usage(&["--report-tagging-sync-status", "s3://a/", "s3://b/"]);
+        assert!(e.contains("--report-sync-status"), "{e}");
+        let e = usage(&["--full-object-checksum", "./d", "s3://b/"]);
+        assert!(e.contains("--additional-checksum-algorithm"), "{e}");
     }
 
     #[test]

@@ -49,10 +49,7 @@ impl World {
             .await
         {
             Ok((ranged, _)) => Some(ranged.body.collect().await.expect("body").to_vec()),
-            Err(s3sync::Error::S3 {
-                kind: S3ErrorKind::NotFound,
-                ..
-            }) => None,
+            Err(e) if e.s3_kind() == Some(S3ErrorKind::NotFound) => None,
             Err(e) => panic!("get {key}: {e}"),
         }
     }

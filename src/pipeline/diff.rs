@@ -80,6 +80,22 @@ enum Pulled {
 }
 
 impl Side {
+    /// A side pulling from `rx` (`None`: a side that is not listed).
+    fn new(rx: Option<mpsc::Receiver<Result<Entry>>>, is_source: bool) -> Self {
+        Side {
+            rx,
+            last: None,
+            is_source,
+            seen: 0,
+            ahead: Default::default(),
+        }
+    }
+
+    /// Whether the side has not ended and not yet shown [`PROBATION`] keys in order.
+    fn on_probation(&self, done: bool) -> bool {
+        !done && self.seen < PROBATION
+    }
+
     async fn pull(&mut self) -> Pulled {
         match self.ahead.pop_front() {
             Some(p) => p,
@@ -167,135 +183,188 @@ pub async fn merge(
     out: mpsc::Sender<Pair>,
     stop_on: Disorder,
 ) -> Disorder {
-    let mut out = Out {
-        tx: out,
-        held: stop_on.any().then(Vec::new),
+    let mut merge = Merge {
+        out: Out {
+            tx: out,
+            held: stop_on.any().then(Vec::new),
+        },
+        listed: target.is_some(),
+        no_target_listing,
+        stop_on,
+        src: Side::new(Some(source), true),
+        tgt_done: target.is_none(),
+        tgt: Side::new(target, false),
+        disorder: Disorder::default(),
+        target_complete: true,
+        s: None,
+        t: None,
+        src_done: false,
     };
-    let listed = target.is_some();
-    let mut src = Side {
-        rx: Some(source),
-        last: None,
-        is_source: true,
-        seen: 0,
-        ahead: Default::default(),
-    };
-    let mut tgt = Side {
-        rx: target,
-        last: None,
-        is_source: false,
-        seen: 0,
-        ahead: Default::default(),
-    };
-    let mut disorder = Disorder::default();
-    let mut target_complete = true;
-    let mut s = None;
-    let mut t = None;
-    let mut src_done = false;
-    let mut tgt_done = !listed;
-    loop {
-        while s.is_none() && !src_done {
-            match src.pull().await {
-                Pulled::Entry(e) => s = Some(e),
+    merge.run().await;
+    merge.disorder
+}
+
+/// The state of one merge (see [`merge`]).
+struct Merge {
+    out: Out,
+    /// Whether the target is listed.
+    listed: bool,
+    /// The target state of every source entry when the target is not listed.
+    no_target_listing: TargetState,
+    /// The sides whose first key out of order ends the merge.
+    stop_on: Disorder,
+    src: Side,
+    tgt: Side,
+    /// The listings found out of order so far.
+    disorder: Disorder,
+    /// Whether the target listing is complete so far (absent from it means absent).
+    target_complete: bool,
+    /// The next source entry, pulled and not merged yet.
+    s: Option<Entry>,
+    /// The next target entry, pulled and not merged yet.
+    t: Option<Entry>,
+    src_done: bool,
+    tgt_done: bool,
+}
+
+impl Merge {
+    /// Merges until both listings end, a side in `stop_on` shows a key out of order, or nobody reads
+    /// the pairs any more.
+    async fn run(&mut self) {
+        loop {
+            if !self.pull_source().await || !self.pull_target().await || !self.end_probation().await {
+                return;
+            }
+            let Some(pair) = self.next_pair().await else { return };
+            if !self.out.send(pair).await {
+                return;
+            }
+        }
+    }
+
+    /// Pulls the next source entry in order, if none is waiting, sending on what the source listing
+    /// reports on the way; `false`: the merge ends.
+    async fn pull_source(&mut self) -> bool {
+        while self.s.is_none() && !self.src_done {
+            match self.src.pull().await {
+                Pulled::Entry(e) => self.s = Some(e),
                 Pulled::OutOfOrder(e) => {
-                    disorder.source = true;
-                    if stop_on.source || !out.send(Pair::Source(e, TargetState::Lookup)).await {
-                        return disorder;
+                    self.disorder.source = true;
+                    if self.stop_on.source || !self.out.send(Pair::Source(e, TargetState::Lookup)).await {
+                        return false;
                     }
                 }
                 Pulled::Stopped(key) => {
-                    disorder.source = true;
+                    self.disorder.source = true;
                     let e = crate::error::Error::ListingOutOfOrder(key);
-                    if stop_on.source || !out.send(Pair::of_error(e, src.is_source)).await {
-                        return disorder;
+                    if self.stop_on.source || !self.out.send(Pair::of_error(e, self.src.is_source)).await {
+                        return false;
                     }
                 }
                 Pulled::Error(e) => {
-                    if !out.send(Pair::of_error(e, src.is_source)).await {
-                        return disorder;
+                    if !self.out.send(Pair::of_error(e, self.src.is_source)).await {
+                        return false;
                     }
                 }
-                Pulled::End => src_done = true,
+                Pulled::End => self.src_done = true,
             }
         }
-        while t.is_none() && !tgt_done {
-            match tgt.pull().await {
-                Pulled::Entry(e) => t = Some(e),
+        true
+    }
+
+    /// Pulls the next target entry in order, if none is waiting, sending on what the target listing
+    /// reports on the way; `false`: the merge ends.
+    async fn pull_target(&mut self) -> bool {
+        while self.t.is_none() && !self.tgt_done {
+            match self.tgt.pull().await {
+                Pulled::Entry(e) => self.t = Some(e),
                 Pulled::OutOfOrder(_) => {
-                    disorder.target = true;
-                    if stop_on.target {
-                        return disorder;
+                    self.disorder.target = true;
+                    if self.stop_on.target {
+                        return false;
                     }
                 }
                 Pulled::Stopped(key) => {
-                    disorder.target = true;
-                    target_complete = false;
+                    self.disorder.target = true;
+                    self.target_complete = false;
                     let e = crate::error::Error::ListingOutOfOrder(key);
-                    if stop_on.target || !out.send(Pair::of_error(e, tgt.is_source)).await {
-                        return disorder;
+                    if self.stop_on.target || !self.out.send(Pair::of_error(e, self.tgt.is_source)).await {
+                        return false;
                     }
                 }
                 Pulled::Error(e) => {
-                    let pair = Pair::of_error(e, tgt.is_source);
+                    let pair = Pair::of_error(e, self.tgt.is_source);
                     // Absent from an incomplete target listing proves nothing: look later keys up.
-                    target_complete &= matches!(pair, Pair::ListingWarning(..));
-                    if !out.send(pair).await {
-                        return disorder;
+                    self.target_complete &= matches!(pair, Pair::ListingWarning(..));
+                    if !self.out.send(pair).await {
+                        return false;
                     }
                 }
-                Pulled::End => tgt_done = true,
+                Pulled::End => self.tgt_done = true,
             }
         }
-        let on_probation = |side: &Side, done: bool| !done && side.seen < PROBATION;
+        true
+    }
+
+    /// Ends the probation of the output once both sides have shown their order; `false`: the merge
+    /// ends (the target showed a key out of order, or nobody reads any more).
+    async fn end_probation(&mut self) -> bool {
         // Held pairs about to overflow while the target has not shown its order (many source keys
         // before its first): read the target's first page ahead, so that "absent from the target" is
         // never decided on an unproven target.
-        if stop_on.target
-            && on_probation(&tgt, tgt_done)
-            && out.held.as_ref().is_some_and(|h| h.len() + 1 >= 2 * PROBATION)
-            && tgt.prove().await
+        if self.stop_on.target
+            && self.tgt.on_probation(self.tgt_done)
+            && self.out.held.as_ref().is_some_and(|h| h.len() + 1 >= 2 * PROBATION)
+            && self.tgt.prove().await
         {
-            disorder.target = true;
-            return disorder;
+            self.disorder.target = true;
+            return false;
         }
-        if out.held.is_some() && !on_probation(&src, src_done) && !on_probation(&tgt, tgt_done) && !out.release().await
-        {
-            return disorder;
-        }
-        let pair = match (s.take(), t.take()) {
+        !(self.out.held.is_some()
+            && !self.src.on_probation(self.src_done)
+            && !self.tgt.on_probation(self.tgt_done)
+            && !self.out.release().await)
+    }
+
+    /// The next pair of the pulled entries (the entry of the greater key waits for the next round);
+    /// `None` when both listings ended (what was held is sent first).
+    async fn next_pair(&mut self) -> Option<Pair> {
+        let pair = match (self.s.take(), self.t.take()) {
             (None, None) => {
-                out.release().await;
-                return disorder;
+                self.out.release().await;
+                return None;
             }
             (Some(se), None) => {
-                let state = if !listed {
-                    no_target_listing.clone()
-                } else if !disorder.any() && target_complete {
-                    TargetState::Listed(None)
+                let state = if !self.listed {
+                    self.no_target_listing.clone()
                 } else {
-                    TargetState::Lookup
+                    self.absent_state()
                 };
                 Pair::Source(se, state)
             }
             (None, Some(te)) => Pair::TargetOnly(te),
             (Some(se), Some(te)) => match se.key.as_bytes().cmp(te.key.as_bytes()) {
                 std::cmp::Ordering::Less => {
-                    t = Some(te);
-                    let state = if !disorder.any() && target_complete {
-                        TargetState::Listed(None)
-                    } else {
-                        TargetState::Lookup
-                    };
-                    Pair::Source(se, state)
+                    self.t = Some(te);
+                    Pair::Source(se, self.absent_state())
                 }
                 std::cmp::Ordering::Greater => {
-                    s = Some(se);
+                    self.s = Some(se);
                     Pair::TargetOnly(te)
                 }
                 std::cmp::Ordering::Equal => Pair::Source(se, TargetState::Listed(Some(te))),
             },
         };
-        if !out.send(pair).await {
-            return disorder;
+        Some(pair)
+    }
+
+    /// The target state of a source key absent from the target listing: absent, while the listings
+    /// are in order and the target's complete; otherwise to be looked up.
+    fn absent_state(&self) -> TargetState {
+        if !self.disorder.any() && self.target_complete {
+            TargetState::Listed(None)
+        } else {
+            TargetState::Lookup
         }
     }
 }

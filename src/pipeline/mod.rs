@@ -24,6 +24,7 @@ use crate::storage::Entry;
 use crate::transfer::{End, Transferer};
 use diff::{Disorder, Pair, TargetState};
 use futures::StreamExt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -220,13 +221,49 @@ impl Sync {
 
     async fn run_stages(&mut self) -> Result<Stats> {
         let cfg = self.cfg.clone();
+        let (source, target) = self.open_ends().await?;
+        warn_unverifiable_etags(&cfg);
+        let transferer = self.transferer(&source, &target);
+
+        if cfg.enable_versioning {
+            if let (End::S3(s), End::S3(t)) = (&source, &target) {
+                versioned::run(transferer.clone(), s.clone(), t.clone(), self.cancel.clone()).await?;
+                transferer.cleanups.wait().await;
+                if self.cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                return Ok(self.reporter.snapshot());
+            }
+        }
+
+        let pass = self.diff_passes(&source, &target, &transferer).await?;
+        self.reporter.listing_done();
+        transferer.cleanups.wait().await;
+        transferer.dirty_dirs.flush().await;
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        if !cfg.dry_run && !cfg.report_sync_status {
+            transferer.sweep_journal().await;
+        }
+
+        if cfg.delete && !cfg.report_sync_status {
+            self.delete_extraneous(&target, pass).await?;
+        }
+        Ok(self.reporter.snapshot())
+    }
+
+    /// Opens and checks both ends (creating a local target's directory unless in a dry run); returns
+    /// the source and the target. A cancellation while opening ends the run at once.
+    async fn open_ends(&self) -> Result<(End, End)> {
+        let cfg = &self.cfg;
         // Opening both ends may wait on the network: a cancellation ends the run here at once.
         let (source, target) = tokio::select! {
             _ = self.cancel.cancelled() => return Err(Error::Cancelled),
             ends = async {
                 let client = self.object_client.as_ref();
-                let source = open_end(&cfg.source, &cfg.source_client, &cfg, client).await?;
-                let target = open_end(&cfg.target, &cfg.target_client, &cfg, client).await?;
+                let source = open_end(&cfg.source, &cfg.source_client, cfg, client).await?;
+                let target = open_end(&cfg.target, &cfg.target_client, cfg, client).await?;
                 check_end(&source, true).await?;
                 check_end(&target, false).await?;
                 Ok::<_, Error>((source, target))
@@ -237,12 +274,13 @@ impl Sync {
                 .await
                 .map_err(|e| Error::local("create directory", l.root(), e))?;
         }
+        Ok((source, target))
+    }
 
-        let kms = matches!(cfg.attributes.sse.as_deref(), Some(s) if s.starts_with("aws:kms"));
-        if cfg.verify_etag && (kms || cfg.source_client.sse_c.is_some() || cfg.target_client.sse_c.is_some()) {
-            tracing::warn!("ETags of SSE-C and SSE-KMS objects are not MD5 digests: ETag verification is off for them; use --additional-checksum-algorithm for end-to-end verification");
-        }
-        let transferer = Arc::new(Transferer {
+    /// The transferer of this run between `source` and `target`.
+    fn transferer(&self, source: &End, target: &End) -> Arc<Transferer> {
+        let cfg = &self.cfg;
+        Arc::new(Transferer {
             io: crate::transfer::LazyIo::new(
                 cfg.pool_budget(),
                 matches!(source, End::Local(_)) || matches!(target, End::Local(_)),
@@ -260,37 +298,28 @@ impl Sync {
             cleanups: Default::default(),
             dirty_dirs: Default::default(),
             stop: self.stop.clone(),
-        });
+        })
+    }
 
-        if cfg.enable_versioning {
-            if let (End::S3(s), End::S3(t)) = (&source, &target) {
-                versioned::run(transferer.clone(), s.clone(), t.clone(), self.cancel.clone()).await?;
-                transferer.cleanups.wait().await;
-                if self.cancel.is_cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                return Ok(self.reporter.snapshot());
-            }
-        }
-
+    /// Listing, merge and transfers, in as many passes as it takes: a listing found out of key order
+    /// is listed again, sorted on disk. Returns the last pass.
+    async fn diff_passes(&self, source: &End, target: &End, transferer: &Arc<Transferer>) -> Result<Pass> {
         // Listing, merge and transfers. A listing found out of key order is listed again, sorted on
         // disk (directory buckets are sorted from the start): the keys already decided are then seen
         // as up to date, and --delete works on the complete, ordered listings.
         let mut sort = Disorder {
-            source: cfg.source.is_directory_bucket(),
-            target: cfg.target.is_directory_bucket(),
+            source: self.cfg.source.is_directory_bucket(),
+            target: self.cfg.target.is_directory_bucket(),
         };
         let mut decided = Decided::default();
-        let pass = loop {
-            let pass = self
-                .diff_pass(&source, &target, &transferer, sort, &mut decided)
-                .await?;
+        loop {
+            let pass = self.diff_pass(source, target, transferer, sort, &mut decided).await?;
             let again = Disorder {
                 source: pass.disorder.source && !sort.source,
                 target: pass.disorder.target && !sort.target,
             };
             if !again.any() || self.cancel.is_cancelled() || self.stop.token.is_cancelled() {
-                break pass;
+                return Ok(pass);
             }
             let side = if again.source { "source" } else { "target" };
             warn!("the {side} listing is not in key order: listing again, sorted on disk");
@@ -298,31 +327,24 @@ impl Sync {
             // Every S3 side is sorted now (local walks are sorted already), so there is no third pass.
             sort.source |= again.source || matches!(source, End::S3(_));
             sort.target |= again.target || matches!(target, End::S3(_));
-        };
-        self.reporter.listing_done();
-        transferer.cleanups.wait().await;
-        transferer.dirty_dirs.flush().await;
-        if self.cancel.is_cancelled() {
-            return Err(Error::Cancelled);
         }
-        if !cfg.dry_run && !cfg.report_sync_status {
-            transferer.sweep_journal().await;
-        }
+    }
 
-        if cfg.delete && !cfg.report_sync_status {
-            if pass.listing_failed {
-                self.reporter.warning(
-                    "",
-                    "deletion skipped: a listing did not complete (see the errors above)".into(),
-                );
-            } else if pass.disorder.any() {
-                self.reporter
-                    .warning("", "deletion skipped: a listing was not in key order".into());
-            } else {
-                run_deletions(&target, pass.deletions, &cfg, &self.reporter, &self.cancel).await?;
-            }
+    /// `--delete`: deletes the deletion candidates of `pass` from `target`, unless a listing failed or
+    /// was not in key order (then a warning says why nothing was deleted).
+    async fn delete_extraneous(&self, target: &End, pass: Pass) -> Result<()> {
+        if pass.listing_failed {
+            self.reporter.warning(
+                "",
+                "deletion skipped: a listing did not complete (see the errors above)".into(),
+            );
+        } else if pass.disorder.any() {
+            self.reporter
+                .warning("", "deletion skipped: a listing was not in key order".into());
+        } else {
+            run_deletions(target, pass.deletions, &self.cfg, &self.reporter, &self.cancel).await?;
         }
-        Ok(self.reporter.snapshot())
+        Ok(())
     }
 
     /// One pass: lists both ends (sorting the sides in `sort` on disk), merges, and routes every pair:
@@ -338,7 +360,64 @@ impl Sync {
     ) -> Result<Pass> {
         // What the pass before decided (empty in the first pass); this pass records afresh.
         let earlier = std::mem::take(decided);
-        let cfg = self.cfg.clone();
+        let (src_rx, tgt_rx) = self.spawn_listers(source, target, sort);
+
+        // Merge.
+        let (pair_tx, mut pair_rx) = mpsc::channel::<Pair>(LISTING_CHANNEL);
+        // Stop at the first key out of order of a side not sorted yet: the run lists it again, sorted.
+        let stop_on = Disorder {
+            source: !sort.source,
+            target: !sort.target,
+        };
+        let no_listing = unlisted_target_state(&self.cfg);
+        let merge = tokio::spawn(diff::merge(src_rx, tgt_rx, no_listing, pair_tx, stop_on));
+
+        // Workers.
+        // One queue that every worker takes from (multi-consumer: no lock between the workers).
+        let (job_tx, job_rx) = async_channel::bounded::<Job>(self.cfg.worker_size * 2);
+        let workers = self.spawn_workers(transferer, &job_rx);
+
+        // Route pairs: skip/plan here (cheap), transfers to the workers, deletions to the spill file.
+        let mut router = Router {
+            sync: self,
+            target,
+            jobs: job_tx,
+            earlier,
+            decided,
+            deletions: spill::Spill::new(self.cfg.delete)?,
+            listing_failed: false,
+        };
+        router.route_all(&mut pair_rx).await?;
+        let Router {
+            jobs: job_tx,
+            deletions,
+            mut listing_failed,
+            ..
+        } = router;
+        drop(job_tx);
+        // Nobody reads pairs any more: the merge (and through it the listers) ends at its next send.
+        drop(pair_rx);
+        let (disorder, merge_failed) = self.end_merge(merge).await;
+        listing_failed |= merge_failed;
+        for w in workers {
+            let _ = w.await;
+        }
+        Ok(Pass {
+            disorder,
+            listing_failed,
+            deletions,
+        })
+    }
+
+    /// Starts the listers of one pass (sorting the sides in `sort` on disk); returns the receivers of
+    /// the source listing and, when the target is listed at all, of the target listing.
+    fn spawn_listers(
+        &self,
+        source: &End,
+        target: &End,
+        sort: Disorder,
+    ) -> (mpsc::Receiver<Result<Entry>>, Option<mpsc::Receiver<Result<Entry>>>) {
+        let cfg = &self.cfg;
         // Listers.
         // The listing queues: --object-listing-queue-size, never above the flat-memory bound.
         let queue = cfg.listing_queue.clamp(1, crate::config::MAX_LISTING_QUEUE);
@@ -376,29 +455,19 @@ impl Sync {
             );
             rx
         });
-        // Without a target listing each target is looked up (HEAD), unless nothing would read it:
-        // --remove-modified-filter alone copies everything.
-        let no_listing = if cfg.remove_modified_filter && !cfg.head_each_target {
-            TargetState::Listed(None)
-        } else {
-            TargetState::Lookup
-        };
+        (src_rx, tgt_rx)
+    }
 
-        // Merge.
-        let (pair_tx, mut pair_rx) = mpsc::channel::<Pair>(LISTING_CHANNEL);
-        // Stop at the first key out of order of a side not sorted yet: the run lists it again, sorted.
-        let stop_on = Disorder {
-            source: !sort.source,
-            target: !sort.target,
-        };
-        let merge = tokio::spawn(diff::merge(src_rx, tgt_rx, no_listing, pair_tx, stop_on));
-
-        // Workers.
-        // One queue that every worker takes from (multi-consumer: no lock between the workers).
-        let (job_tx, job_rx) = async_channel::bounded::<Job>(cfg.worker_size * 2);
+    /// Starts `--worker-size` transfer workers that take jobs from `jobs` until it closes or the run
+    /// is cancelled; returns their tasks.
+    fn spawn_workers(
+        &self,
+        transferer: &Arc<Transferer>,
+        jobs: &async_channel::Receiver<Job>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut workers = Vec::new();
-        for _ in 0..cfg.worker_size {
-            let rx = job_rx.clone();
+        for _ in 0..self.cfg.worker_size {
+            let rx = jobs.clone();
             let tr = transferer.clone();
             let cancel = self.cancel.clone();
             workers.push(tokio::spawn(async move {
@@ -413,108 +482,161 @@ impl Sync {
                 }
             }));
         }
+        workers
+    }
 
-        // Route pairs: skip/plan here (cheap), transfers to the workers, deletions to the spill file.
-        let mut deletions = spill::Spill::new(cfg.delete)?;
-        let mut listing_failed = false;
-        loop {
-            let pair = tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                p = pair_rx.recv() => p,
-            };
-            let Some(pair) = pair else { break };
-            match pair {
-                Pair::ListingError(msg, is_source) => {
-                    listing_failed = true;
-                    let side = if is_source { "source" } else { "target" };
-                    self.reporter.failed("", format!("{side} listing failed: {msg}"));
-                }
-                Pair::ListingWarning(key, why) => self.reporter.warning(&key, why),
-                Pair::TargetOnly(t) => {
-                    self.reporter.listed(0, 1);
-                    if cfg.delete && cfg.filters.may_delete(&t.key, cfg.delete_excluded) {
-                        deletions.push(&t.key, t.etag.as_deref().filter(|_| cfg.conditions.if_match))?;
-                    }
-                }
-                Pair::Source(s, state) => {
-                    self.reporter
-                        .listed(1, u64::from(matches!(state, TargetState::Listed(Some(_)))));
-                    if earlier.contains(&s.key) {
-                        continue;
-                    }
-                    if !cfg.filters.accepts(&s) {
-                        continue;
-                    }
-                    match passes_filter_callback(&cfg, &self.reporter, || crate::callback::SourceObject::from_entry(&s))
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => continue,
-                        Err(e) => {
-                            self.stop.fail(e);
-                            break;
-                        }
-                    }
-                    if let End::Local(l) = &target {
-                        if let Err(e) = l.path_for(&s.key) {
-                            self.reporter.warning(&s.key, e.to_string());
-                            continue;
-                        }
-                    }
-                    if let (TargetState::Listed(t), false) = (&state, cfg.report_sync_status) {
-                        let verdict = if cfg.remove_modified_filter {
-                            Verdict::Transfer
-                        } else {
-                            decide(cfg.check, &s, t.as_ref())
-                        };
-                        if verdict == Verdict::Skip {
-                            debug!(key = %s.key, "object filtered: target is up to date");
-                            self.reporter.skipped(&s.key);
-                            decided.record(&s.key);
-                            continue;
-                        }
-                    }
-                    decided.record(&s.key);
-                    let job = Job {
-                        source: s,
-                        target: state,
-                    };
-                    // Workers stop taking jobs on cancellation: never wait on a full queue then.
-                    let sent = tokio::select! {
-                        _ = self.cancel.cancelled() => break,
-                        r = job_tx.send(job) => r,
-                    };
-                    if sent.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        drop(job_tx);
-        // Nobody reads pairs any more: the merge (and through it the listers) ends at its next send.
-        drop(pair_rx);
+    /// Waits for the merge of a pass (aborting it if the run was cancelled); returns the listings it
+    /// found out of order, and whether it ended abnormally (reported as a failure, so that the listing
+    /// counts as incomplete).
+    async fn end_merge(&self, merge: tokio::task::JoinHandle<Disorder>) -> (Disorder, bool) {
         if self.cancel.is_cancelled() {
             merge.abort();
         }
-        let disorder = match merge.await {
-            Ok(d) => d,
+        match merge.await {
+            Ok(d) => (d, false),
             Err(e) => {
-                if !self.cancel.is_cancelled() {
-                    listing_failed = true;
+                let failed = !self.cancel.is_cancelled();
+                if failed {
                     self.reporter
                         .failed("", format!("the listing merge ended abnormally: {e}"));
                 }
-                Disorder::default()
+                (Disorder::default(), failed)
             }
-        };
-        for w in workers {
-            let _ = w.await;
         }
-        Ok(Pass {
-            disorder,
-            listing_failed,
-            deletions,
-        })
+    }
+}
+
+/// What the merge says of the target of a source key when the target is not listed.
+fn unlisted_target_state(cfg: &Config) -> TargetState {
+    // Without a target listing each target is looked up (HEAD), unless nothing would read it:
+    // --remove-modified-filter alone copies everything.
+    if cfg.remove_modified_filter && !cfg.head_each_target {
+        TargetState::Listed(None)
+    } else {
+        TargetState::Lookup
+    }
+}
+
+/// Routes the pairs of one pass: skips and plans here (cheap), transfers to the workers, deletion
+/// candidates to the spill file.
+struct Router<'a> {
+    /// The run (its configuration, reporter, cancellation and stop).
+    sync: &'a Sync,
+    /// The target end.
+    target: &'a End,
+    /// The workers' job queue.
+    jobs: async_channel::Sender<Job>,
+    /// The keys the pass before decided.
+    earlier: Decided,
+    /// The keys this pass decides.
+    decided: &'a mut Decided,
+    /// The deletion candidates.
+    deletions: spill::Spill,
+    /// Whether a listing failed.
+    listing_failed: bool,
+}
+
+impl Router<'_> {
+    /// Routes every pair of `pairs` until they end, the run is cancelled or stopped, or the workers
+    /// are gone. An error is one of the spill file's.
+    async fn route_all(&mut self, pairs: &mut mpsc::Receiver<Pair>) -> Result<()> {
+        loop {
+            let pair = tokio::select! {
+                _ = self.sync.cancel.cancelled() => break,
+                p = pairs.recv() => p,
+            };
+            let Some(pair) = pair else { break };
+            if self.route(pair).await?.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes one pair; returns whether routing goes on.
+    async fn route(&mut self, pair: Pair) -> Result<ControlFlow<()>> {
+        let cfg = &self.sync.cfg;
+        let reporter = &self.sync.reporter;
+        match pair {
+            Pair::ListingError(msg, is_source) => {
+                self.listing_failed = true;
+                let side = if is_source { "source" } else { "target" };
+                reporter.failed("", format!("{side} listing failed: {msg}"));
+            }
+            Pair::ListingWarning(key, why) => reporter.warning(&key, why),
+            Pair::TargetOnly(t) => {
+                reporter.listed(0, 1);
+                if cfg.delete && cfg.filters.may_delete(&t.key, cfg.delete_excluded) {
+                    self.deletions
+                        .push(&t.key, t.etag.as_deref().filter(|_| cfg.conditions.if_match))?;
+                }
+            }
+            Pair::Source(s, state) => return Ok(self.route_source(s, state).await),
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Routes a source entry: leaves it out (decided in the pass before, filtered, or unmappable to a
+    /// local path), skips it (up to date), or hands it to the workers. Returns whether routing goes on.
+    async fn route_source(&mut self, s: Entry, state: TargetState) -> ControlFlow<()> {
+        let cfg = &self.sync.cfg;
+        let reporter = &self.sync.reporter;
+        reporter.listed(1, u64::from(matches!(state, TargetState::Listed(Some(_)))));
+        if self.earlier.contains(&s.key) {
+            return ControlFlow::Continue(());
+        }
+        if !cfg.filters.accepts(&s) {
+            return ControlFlow::Continue(());
+        }
+        match passes_filter_callback(cfg, reporter, || crate::callback::SourceObject::from_entry(&s)).await {
+            Ok(true) => {}
+            Ok(false) => return ControlFlow::Continue(()),
+            Err(e) => {
+                self.sync.stop.fail(e);
+                return ControlFlow::Break(());
+            }
+        }
+        if let End::Local(l) = self.target {
+            if let Err(e) = l.path_for(&s.key) {
+                reporter.warning(&s.key, e.to_string());
+                return ControlFlow::Continue(());
+            }
+        }
+        if let (TargetState::Listed(t), false) = (&state, cfg.report_sync_status) {
+            let verdict = if cfg.remove_modified_filter {
+                Verdict::Transfer
+            } else {
+                decide(cfg.check, &s, t.as_ref())
+            };
+            if verdict == Verdict::Skip {
+                debug!(key = %s.key, "object filtered: target is up to date");
+                reporter.skipped(&s.key);
+                self.decided.record(&s.key);
+                return ControlFlow::Continue(());
+            }
+        }
+        self.decided.record(&s.key);
+        let job = Job {
+            source: s,
+            target: state,
+        };
+        // Workers stop taking jobs on cancellation: never wait on a full queue then.
+        let sent = tokio::select! {
+            _ = self.sync.cancel.cancelled() => return ControlFlow::Break(()),
+            r = self.jobs.send(job) => r,
+        };
+        if sent.is_err() {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Warns that ETag verification is off for SSE-C and SSE-KMS objects, when `--verify-etag` meets them.
+fn warn_unverifiable_etags(cfg: &Config) {
+    let kms = matches!(cfg.attributes.sse.as_deref(), Some(s) if s.starts_with("aws:kms"));
+    if cfg.verify_etag && (kms || cfg.source_client.sse_c.is_some() || cfg.target_client.sse_c.is_some()) {
+        tracing::warn!("ETags of SSE-C and SSE-KMS objects are not MD5 digests: ETag verification is off for them; use --additional-checksum-algorithm for end-to-end verification");
     }
 }
 
@@ -689,6 +811,8 @@ async fn lookup(target: &End, key: &str) -> Result<Option<Entry>> {
     }
 }
 
+/// Handles one job of a worker: looks the target up if needed, decides, and transfers the object
+/// (or plans it, in a dry run), reporting the outcome.
 async fn process(tr: &Transferer, job: Job) {
     let cfg = &tr.cfg;
     let rep = &tr.reporter;
@@ -700,106 +824,158 @@ async fn process(tr: &Transferer, job: Job) {
             Err(e) => return rep.failed(&s.key, e.to_string()),
         },
     };
-    if s.is_dir_marker() {
-        if let End::Local(l) = &tr.target {
-            if l.path_for(&s.key).map(|p| p.is_dir()).unwrap_or(false) {
-                rep.skipped(&s.key);
-                return;
-            }
-        }
+    if s.is_dir_marker() && local_dir_exists(tr, &s.key) {
+        rep.skipped(&s.key);
+        return;
     }
     if cfg.report_sync_status {
         return report_status(tr, &s, target.as_ref()).await;
     }
-    if let (true, Some(t)) = (cfg.sync_latest_tagging || cfg.annotations.latest, &target) {
-        match sync_latest(tr, &s, t).await {
-            Ok(true) => return rep.skipped(&s.key),
+    if !needs_transfer(tr, &s, target.as_ref()).await {
+        return;
+    }
+    rep.planned(s.size);
+    tr.limits.object().await;
+    if cfg.dry_run {
+        return plan_transfer(tr, &s).await;
+    }
+    rep.started(&s.key, s.size);
+    transfer_with_retries(tr, &s, target.as_ref()).await
+}
+
+/// Whether the target is local and the directory of `key` exists there.
+fn local_dir_exists(tr: &Transferer, key: &str) -> bool {
+    match &tr.target {
+        End::Local(l) => l.path_for(key).map(|p| p.is_dir()).unwrap_or(false),
+        End::S3(_) => false,
+    }
+}
+
+/// Whether `s` must be transferred over `target`. An object that is up to date, left out by a
+/// content type, metadata or tag filter, or that could not be checked is reported here (skipped,
+/// filtered or failed), and `false` is returned.
+async fn needs_transfer(tr: &Transferer, s: &Entry, target: Option<&Entry>) -> bool {
+    let cfg = &tr.cfg;
+    let rep = &tr.reporter;
+    if let (true, Some(t)) = (cfg.sync_latest_tagging || cfg.annotations.latest, target) {
+        match sync_latest(tr, s, t).await {
+            Ok(true) => {
+                rep.skipped(&s.key);
+                return false;
+            }
             Ok(false) => {}
-            Err(e) => return rep.failed(&s.key, e.to_string()),
+            Err(e) => {
+                rep.failed(&s.key, e.to_string());
+                return false;
+            }
         }
     }
     let verdict = if cfg.remove_modified_filter {
         Verdict::Transfer
     } else {
-        decide(cfg.check, &s, target.as_ref())
+        decide(cfg.check, s, target)
     };
     if verdict == Verdict::Skip {
         debug!(key = %s.key, "object filtered: target is up to date");
-        return rep.skipped(&s.key);
+        rep.skipped(&s.key);
+        return false;
     }
-    if let (Verdict::CompareEtag, Some(t)) = (verdict, &target) {
-        match same_digest(tr, &s, t).await {
+    if let (Verdict::CompareEtag, Some(t)) = (verdict, target) {
+        match same_digest(tr, s, t).await {
             Ok(Some(true)) => {
                 debug!(key = %s.key, "object filtered: ETags are equal");
                 rep.skipped(&s.key);
-                return;
+                return false;
             }
             Ok(_) => {}
-            Err(e) => return rep.failed(&s.key, e.to_string()),
+            Err(e) => {
+                rep.failed(&s.key, e.to_string());
+                return false;
+            }
         }
     }
     if cfg.filters.needs_head() || cfg.filters.needs_tags() {
-        match object_facts(tr, &s).await {
+        match object_facts(tr, s).await {
             Ok(f) if cfg.filters.accepts_facts(&f) => {}
-            Ok(_) => return rep.filtered(&s.key, "content type, metadata or tag filter"),
-            Err(e) => return rep.failed(&s.key, e.to_string()),
+            Ok(_) => {
+                rep.filtered(&s.key, "content type, metadata or tag filter");
+                return false;
+            }
+            Err(e) => {
+                rep.failed(&s.key, e.to_string());
+                return false;
+            }
         }
     }
-    rep.planned(s.size);
-    tr.limits.object().await;
-    if cfg.dry_run {
-        info!(
-            key = %s.key,
-            source_version_id = s.version_id.as_deref().unwrap_or(""),
-            source_last_modified = %crate::callback::rfc3339(s.mtime),
-            size = s.size,
-            "[dry-run] sync completed."
-        );
-        if let Err(e) = sync_annotations(tr, &s).await {
-            return rep.failed_with(&s.key, &e);
-        }
-        rep.transferred(&s.key, s.size, false);
-        return;
+    true
+}
+
+/// `--dry-run`: logs and counts the transfer of `s` that a real run would make (and plans its
+/// annotations).
+async fn plan_transfer(tr: &Transferer, s: &Entry) {
+    let rep = &tr.reporter;
+    info!(
+        key = %s.key,
+        source_version_id = s.version_id.as_deref().unwrap_or(""),
+        source_last_modified = %crate::callback::rfc3339(s.mtime),
+        size = s.size,
+        "[dry-run] sync completed."
+    );
+    if let Err(e) = sync_annotations(tr, s).await {
+        return rep.failed_with(&s.key, &e);
     }
-    rep.started(&s.key, s.size);
-    let mut attempts = crate::retry::Attempts::new(&cfg.retry);
+    rep.transferred(&s.key, s.size, false);
+}
+
+/// Transfers `s` over `target`, retrying what the retry policy allows, and reports the outcome.
+async fn transfer_with_retries(tr: &Transferer, s: &Entry, target: Option<&Entry>) {
+    let rep = &tr.reporter;
+    let mut attempts = crate::retry::Attempts::new(&tr.cfg.retry);
     loop {
-        match tr.transfer(&s, target.as_ref()).await {
+        match tr.transfer(s, target).await {
             Ok(m) if m.cancelled => return rep.cancelled(&s.key),
-            Ok(m) => {
-                if let Some(w) = m.warning {
-                    rep.warning(&s.key, w);
-                }
-                if let Err(e) = sync_annotations(tr, &s).await {
-                    return rep.failed_with(&s.key, &e);
-                }
-                if m.checksum_verified {
-                    rep.checksum_verified(&s.key);
-                }
-                info!(key = %s.key, size = m.bytes, etag_verified = m.etag_verified, "sync completed.");
-                rep.transferred(&s.key, m.bytes, m.etag_verified);
-                return;
-            }
+            Ok(m) => return report_transferred(tr, s, m).await,
             Err(e) if attempts.allow(&e) => attempts.pause(&s.key, "object", &e).await,
-            Err(Error::InvalidArgument(m)) => return rep.warning(&s.key, m),
-            Err(e @ Error::Callback(_)) => return tr.stop.fail(e),
-            Err(
-                e @ Error::S3 {
-                    kind: crate::error::S3ErrorKind::Archived,
-                    ..
-                },
-            ) => {
-                if cfg.ignore_glacier_warnings {
-                    debug!(key = %s.key, "archived object skipped (--ignore-glacier-warnings)");
-                    return rep.skipped(&s.key);
-                }
-                return rep.warning(
-                    &s.key,
-                    format!("skipped: the object is archived (GLACIER/DEEP_ARCHIVE) and not restored: {e}"),
-                );
-            }
-            Err(e) => return rep.failed_with(&s.key, &e),
+            Err(e) => return report_transfer_error(tr, s, e),
         }
+    }
+}
+
+/// Reports an object that arrived (`moved`), after bringing its annotations in line.
+async fn report_transferred(tr: &Transferer, s: &Entry, moved: crate::transfer::Moved) {
+    let rep = &tr.reporter;
+    if let Some(w) = moved.warning {
+        rep.warning(&s.key, w);
+    }
+    if let Err(e) = sync_annotations(tr, s).await {
+        return rep.failed_with(&s.key, &e);
+    }
+    if moved.checksum_verified {
+        rep.checksum_verified(&s.key);
+    }
+    info!(key = %s.key, size = moved.bytes, etag_verified = moved.etag_verified, "sync completed.");
+    rep.transferred(&s.key, moved.bytes, moved.etag_verified);
+}
+
+/// Reports a transfer of `s` that failed for good with `e`: a warning (an invalid argument, an
+/// archived object), a skip (an archived object under `--ignore-glacier-warnings`), the end of the run
+/// (a failing callback), or a failure.
+fn report_transfer_error(tr: &Transferer, s: &Entry, e: Error) {
+    let rep = &tr.reporter;
+    match e {
+        Error::InvalidArgument(m) => rep.warning(&s.key, m),
+        e @ Error::Callback(_) => tr.stop.fail(e),
+        e if e.s3_kind() == Some(crate::error::S3ErrorKind::Archived) => {
+            if tr.cfg.ignore_glacier_warnings {
+                debug!(key = %s.key, "archived object skipped (--ignore-glacier-warnings)");
+                return rep.skipped(&s.key);
+            }
+            rep.warning(
+                &s.key,
+                format!("skipped: the object is archived (GLACIER/DEEP_ARCHIVE) and not restored: {e}"),
+            )
+        }
+        e => rep.failed_with(&s.key, &e),
     }
 }
 

@@ -117,13 +117,13 @@ impl FailingClient {
             .find(|r| r.operation == operation && r.calls.contains(&n))
             .map(|r| r.fault.clone());
         match fault {
-            Some(Fault::Error(kind)) => Err(Error::S3 {
+            Some(Fault::Error(kind)) => Err(Error::s3(
                 operation,
-                bucket: scope.bucket.clone(),
-                key: key.to_string(),
+                scope.bucket.clone(),
+                key,
                 kind,
-                message: format!("injected failure of call {n}"),
-            }),
+                format!("injected failure of call {n}"),
+            )),
             Some(Fault::Delay(d)) => {
                 tokio::time::sleep(d).await;
                 Ok(None)
@@ -152,12 +152,14 @@ async fn damage(ranged: Ranged, fault: Option<Fault>, scope: &Scope, key: &str) 
         .body
         .collect()
         .await
-        .map_err(|e| Error::S3 {
-            operation: "GetObject",
-            bucket: scope.bucket.clone(),
-            key: key.to_string(),
-            kind: S3ErrorKind::Retryable,
-            message: e.to_string(),
+        .map_err(|e| {
+            Error::s3(
+                "GetObject",
+                scope.bucket.clone(),
+                key,
+                S3ErrorKind::Retryable,
+                e.to_string(),
+            )
         })?
         .to_vec();
     match cut {

@@ -340,110 +340,31 @@ impl LocalStorage {
 
     /// The walk; returns the most directories that were read ahead at once.
     fn walk_with(&self, tx: &mpsc::Sender<Result<Entry>>, role: WalkRole, ahead: ReadAhead) -> Result<usize> {
-        let root_meta = match fs::metadata(&self.root) {
-            Ok(m) if m.is_dir() => m,
-            Ok(_) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{} is not a directory",
-                    self.root.display()
-                )))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::local("open directory", &self.root, e)),
+        let Some(root_meta) = self.root_metadata()? else {
+            return Ok(0);
         };
-        let burst = std::cell::RefCell::new(Burst::new(tx));
-        let send = |item: Result<Entry>| burst.borrow_mut().push(item);
-        // Reads one directory, sending the errors of its unreadable entries; `None`: the receiver is
-        // gone (the run is ending). What is held is sent first: the read may take a while.
-        let read = |dir: &Path, prefix: &str| {
-            if !burst.borrow_mut().flush() {
-                return None;
-            }
-            let (rest, errors) = ahead
-                .take(dir)
-                .unwrap_or_else(|| self.read_sorted(dir, prefix, role, tx));
-            if !errors.into_iter().all(|e| send(Err(e))) {
-                return None;
-            }
-            let mut level = Level {
-                dir: dir.to_path_buf(),
-                items: VecDeque::new(),
-                rest,
-                upcoming: VecDeque::new(),
-                in_flight: 0,
-            };
-            if let Err(e) = level.refill() {
-                if !send(Err(e)) {
-                    return None;
-                }
-            }
-            Some(level)
+        let mut walker = Walker {
+            storage: self,
+            role,
+            tx,
+            burst: Burst::new(tx),
+            ahead,
         };
-        // A stack of sorted directory listings; directories sort as "name/" so that the walk order
-        // equals the byte order of the full keys. `on_path` holds the identity of every directory of
-        // the current path, to recognise a link that leads back into it.
-        let Some(first) = read(&self.root, "") else {
-            return Ok(ahead.peak.get());
-        };
-        let mut stack: Vec<Level> = vec![first];
-        let mut on_path: Vec<DirId> = vec![dir_id(&root_meta)];
-        while let Some(top) = stack.last_mut() {
-            // A run of a directory sorted on disk that cannot be read is reported (what it still held
-            // is missing); the entries of its other runs still come.
-            if let Err(e) = top.refill() {
-                if !send(Err(e)) {
-                    return Ok(ahead.peak.get());
-                }
-            }
-            // Up to READ_AHEAD of the subdirectories in the window are read ahead at any time.
-            top.in_flight += ahead.start(&mut top.upcoming, READ_AHEAD - top.in_flight);
-            let Some(item) = top.items.pop_front() else {
-                stack.pop();
-                on_path.pop();
-                continue;
-            };
-            if let Some(id) = item.dir {
-                let path = top.dir.join(item.name());
-                // Either it was started (and is taken or dropped now), or it is the first of those
-                // not started yet (and is read here).
-                if top.upcoming.front().is_some_and(|(p, _)| *p == path) {
-                    top.upcoming.pop_front();
-                } else if ahead.has(&path) {
-                    top.in_flight -= 1;
-                }
-                // Without directory identities (not unix), a depth limit stands in for loop detection.
-                if (id.is_some() && on_path.contains(&id)) || (id.is_none() && stack.len() > 256) {
-                    let msg = format!(
-                        "{} leads back to a directory it is inside of (symbolic link loop): not followed",
-                        path.display()
-                    );
-                    let skipped = Error::Skipped {
-                        key: item.key.clone(),
-                        reason: msg,
-                    };
-                    ahead.discard(&path);
-                    if !send(Err(skipped)) {
-                        return Ok(ahead.peak.get());
-                    }
-                    continue;
-                }
-                let Some(children) = read(&path, &item.key) else {
-                    return Ok(ahead.peak.get());
-                };
-                stack.push(children);
-                on_path.push(id);
-            } else if !send(Ok(Entry {
-                key: item.key,
-                size: item.size,
-                mtime: item.mtime,
-                etag: None,
-                version_id: None,
-            })) {
-                return Ok(ahead.peak.get()); // receiver gone: the run is ending
-            }
+        walker.walk(dir_id(&root_meta));
+        Ok(walker.ahead.peak.get())
+    }
+
+    /// The metadata of the root directory; `None` when it does not exist (nothing to walk).
+    fn root_metadata(&self) -> Result<Option<fs::Metadata>> {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(Some(m)),
+            Ok(_) => Err(Error::InvalidArgument(format!(
+                "{} is not a directory",
+                self.root.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::local("open directory", &self.root, e)),
         }
-        burst.borrow_mut().flush();
-        Ok(ahead.peak.get())
     }
 
     /// The entries of one directory in key order (sorted on disk past [`DIR_SORT_BYTES`]), and the
@@ -499,94 +420,8 @@ impl LocalStorage {
                     break;
                 }
             };
-            // The path is made only where it is needed: links followed, leftovers removed, messages.
-            let path = || ent.path();
-            let Some(name) = ent.file_name().to_str().map(str::to_string) else {
-                errors.push(Error::Skipped {
-                    key: format!("{key_prefix}{}", ent.file_name().to_string_lossy()),
-                    reason: format!("{}: file name is not UTF-8, skipped", path().display()),
-                });
+            let Some(item) = self.dir_item(&ent, key_prefix, role, errors) else {
                 continue;
-            };
-            if name.starts_with(TEMP_PREFIX) {
-                let written = ent.metadata().and_then(|m| m.modified()).ok();
-                if role == WalkRole::Target && temp_owner_dead(&name, written) {
-                    match fs::remove_file(path()) {
-                        Ok(()) => debug!(path = %path().display(), "removed leftover temporary file"),
-                        Err(e) => warn!(path = %path().display(), error = %e, "cannot remove leftover temporary file"),
-                    }
-                }
-                continue;
-            }
-            let ft = match ent.file_type() {
-                Ok(ft) => ft,
-                Err(e) => {
-                    errors.push(Error::local("stat", path(), e));
-                    continue;
-                }
-            };
-            let is_link = ft.is_symlink();
-            if is_link && self.ignore_symlinks {
-                continue;
-            }
-            let follow = role.follows_links();
-            // A shard neither stats the files of other shards nor walks directories outside its range.
-            if let Some(sh) = &self.shard {
-                let as_entry = ft.is_file() || (is_link && !follow);
-                if as_entry && !sh.contains(&format!("{key_prefix}{name}")) {
-                    continue;
-                }
-                if ft.is_dir() && !sh.may_hold_prefix(&format!("{key_prefix}{name}/")) {
-                    continue;
-                }
-            }
-            // On unix, stat'ed relative to the open directory (one name to look up, not the whole
-            // path); a link to follow is looked up by its path.
-            let meta = if follow && is_link {
-                fs::metadata(path())
-            } else if cfg!(unix) {
-                ent.metadata()
-            } else {
-                // Elsewhere the directory entry's metadata may be a cached copy.
-                fs::symlink_metadata(path())
-            };
-            let meta = match meta {
-                Ok(m) => m,
-                Err(e) => {
-                    errors.push(Error::local("stat", path(), e));
-                    continue;
-                }
-            };
-            let is_dir = meta.is_dir();
-            // In the target, a link is an entry of its own (never followed); elsewhere only files count.
-            let listed_link = is_link && !follow;
-            if !is_dir && !meta.is_file() && !listed_link {
-                continue; // sockets, fifos, devices
-            }
-            let mtime = match meta.modified() {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.push(Error::local("stat", path(), e));
-                    continue;
-                }
-            };
-            let key = if is_dir {
-                format!("{key_prefix}{name}/")
-            } else {
-                format!("{key_prefix}{name}")
-            };
-            // A link in the target never compares as up to date (whatever its own size and time):
-            // an object of its key replaces it; --delete removes it.
-            let (size, mtime) = if listed_link {
-                (u64::MAX, std::time::SystemTime::UNIX_EPOCH)
-            } else {
-                (meta.len(), mtime)
-            };
-            let item = DirItem {
-                key,
-                dir: is_dir.then(|| dir_id(&meta)),
-                size,
-                mtime,
             };
             if sort.push(item) {
                 if let Err(e) = sort.spill() {
@@ -595,6 +430,99 @@ impl LocalStorage {
             }
         }
         Ok(())
+    }
+
+    /// The item of one directory entry, or `None` when the walk leaves it out: a temporary file of
+    /// s3sync (removed if its run is dead, in the target), an ignored link, another shard's entry, an
+    /// entry that is neither file nor directory (nor, in the target, a link), or one that cannot be
+    /// read (its error goes to `errors`).
+    fn dir_item(
+        &self,
+        ent: &fs::DirEntry,
+        key_prefix: &str,
+        role: WalkRole,
+        errors: &mut DirErrors,
+    ) -> Option<DirItem> {
+        // The path is made only where it is needed: links followed, leftovers removed, messages.
+        let path = || ent.path();
+        let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+            errors.push(Error::Skipped {
+                key: format!("{key_prefix}{}", ent.file_name().to_string_lossy()),
+                reason: format!("{}: file name is not UTF-8, skipped", path().display()),
+            });
+            return None;
+        };
+        if name.starts_with(TEMP_PREFIX) {
+            remove_if_leftover(ent, &name, role);
+            return None;
+        }
+        let ft = match ent.file_type() {
+            Ok(ft) => ft,
+            Err(e) => {
+                errors.push(Error::local("stat", path(), e));
+                return None;
+            }
+        };
+        let is_link = ft.is_symlink();
+        if is_link && self.ignore_symlinks {
+            return None;
+        }
+        let follow = role.follows_links();
+        if !self.in_shard(ft, is_link && !follow, key_prefix, &name) {
+            return None;
+        }
+        let meta = match entry_metadata(ent, follow && is_link) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(Error::local("stat", path(), e));
+                return None;
+            }
+        };
+        let is_dir = meta.is_dir();
+        // In the target, a link is an entry of its own (never followed); elsewhere only files count.
+        let listed_link = is_link && !follow;
+        if !is_dir && !meta.is_file() && !listed_link {
+            return None; // sockets, fifos, devices
+        }
+        let mtime = match meta.modified() {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(Error::local("stat", path(), e));
+                return None;
+            }
+        };
+        let key = if is_dir {
+            format!("{key_prefix}{name}/")
+        } else {
+            format!("{key_prefix}{name}")
+        };
+        // A link in the target never compares as up to date (whatever its own size and time):
+        // an object of its key replaces it; --delete removes it.
+        let (size, mtime) = if listed_link {
+            (u64::MAX, std::time::SystemTime::UNIX_EPOCH)
+        } else {
+            (meta.len(), mtime)
+        };
+        Some(DirItem {
+            key,
+            dir: is_dir.then(|| dir_id(&meta)),
+            size,
+            mtime,
+        })
+    }
+
+    /// Whether the entry `name` of the directory of `key_prefix` (of type `ft`; `as_entry_link`: a
+    /// link listed as an entry) may belong to this walk's shard: a shard neither stats the files of
+    /// other shards nor walks directories outside its range. Always true without a shard.
+    fn in_shard(&self, ft: fs::FileType, as_entry_link: bool, key_prefix: &str, name: &str) -> bool {
+        let Some(sh) = &self.shard else {
+            return true;
+        };
+        let as_entry = ft.is_file() || as_entry_link;
+        if as_entry && !sh.contains(&format!("{key_prefix}{name}")) {
+            return false;
+        }
+        !ft.is_dir() || sh.may_hold_prefix(&format!("{key_prefix}{name}/"))
     }
 
     /// Refuses a path inside the root whose parent directories cross a symbolic link: s3sync never
@@ -743,6 +671,158 @@ fn temp_owner_dead(name: &str, written: Option<std::time::SystemTime>) -> bool {
     name.strip_prefix(TEMP_PREFIX)
         .and_then(|r| r.split('.').next())
         .is_some_and(|owner| crate::owner::leftover_is_dead(owner, written))
+}
+
+/// Removes `ent`, a temporary file of s3sync named `name`, in the target walk of a real run when the
+/// run that wrote it is provably gone (a crash leftover).
+fn remove_if_leftover(ent: &fs::DirEntry, name: &str, role: WalkRole) {
+    let written = ent.metadata().and_then(|m| m.modified()).ok();
+    if role == WalkRole::Target && temp_owner_dead(name, written) {
+        let path = ent.path();
+        match fs::remove_file(&path) {
+            Ok(()) => debug!(path = %path.display(), "removed leftover temporary file"),
+            Err(e) => warn!(path = %path.display(), error = %e, "cannot remove leftover temporary file"),
+        }
+    }
+}
+
+/// The metadata of a directory entry; with `follow_link`, of what the link points to.
+fn entry_metadata(ent: &fs::DirEntry, follow_link: bool) -> std::io::Result<fs::Metadata> {
+    // On unix, stat'ed relative to the open directory (one name to look up, not the whole
+    // path); a link to follow is looked up by its path.
+    if follow_link {
+        fs::metadata(ent.path())
+    } else if cfg!(unix) {
+        ent.metadata()
+    } else {
+        // Elsewhere the directory entry's metadata may be a cached copy.
+        fs::symlink_metadata(ent.path())
+    }
+}
+
+/// One walk under way: where its entries go, and the directories read ahead of it.
+struct Walker<'a> {
+    storage: &'a LocalStorage,
+    role: WalkRole,
+    tx: &'a mpsc::Sender<Result<Entry>>,
+    burst: Burst<'a>,
+    ahead: ReadAhead,
+}
+
+impl Walker<'_> {
+    /// Holds an item for the listing channel; `false`: the receiver is gone.
+    fn send(&mut self, item: Result<Entry>) -> bool {
+        self.burst.push(item)
+    }
+
+    /// Walks the tree from the root (of identity `root`) in key order, sending its entries; stops
+    /// early once the receiver is gone (the run is ending).
+    fn walk(&mut self, root: DirId) {
+        // A stack of sorted directory listings; directories sort as "name/" so that the walk order
+        // equals the byte order of the full keys. `on_path` holds the identity of every directory of
+        // the current path, to recognise a link that leads back into it.
+        let storage = self.storage;
+        let Some(first) = self.read(&storage.root, "") else {
+            return;
+        };
+        let mut stack: Vec<Level> = vec![first];
+        let mut on_path: Vec<DirId> = vec![root];
+        while let Some(top) = stack.last_mut() {
+            // A run of a directory sorted on disk that cannot be read is reported (what it still held
+            // is missing); the entries of its other runs still come.
+            if let Err(e) = top.refill() {
+                if !self.send(Err(e)) {
+                    return;
+                }
+            }
+            // Up to READ_AHEAD of the subdirectories in the window are read ahead at any time.
+            top.in_flight += self.ahead.start(&mut top.upcoming, READ_AHEAD - top.in_flight);
+            let Some(item) = top.items.pop_front() else {
+                stack.pop();
+                on_path.pop();
+                continue;
+            };
+            let Some(id) = item.dir else {
+                let entry = Entry {
+                    key: item.key,
+                    size: item.size,
+                    mtime: item.mtime,
+                    etag: None,
+                    version_id: None,
+                };
+                if !self.send(Ok(entry)) {
+                    return; // receiver gone: the run is ending
+                }
+                continue;
+            };
+            let path = top.dir.join(item.name());
+            self.reached(top, &path);
+            // Without directory identities (not unix), a depth limit stands in for loop detection.
+            if (id.is_some() && on_path.contains(&id)) || (id.is_none() && stack.len() > 256) {
+                if !self.skip_loop(&path, item.key) {
+                    return;
+                }
+                continue;
+            }
+            let Some(children) = self.read(&path, &item.key) else {
+                return;
+            };
+            stack.push(children);
+            on_path.push(id);
+        }
+        self.burst.flush();
+    }
+
+    /// Accounts for `path`, the subdirectory of `top` the walk has reached: either it was started
+    /// (and is taken or dropped now), or it is the first of those not started yet (and is read here).
+    fn reached(&self, top: &mut Level, path: &Path) {
+        if top.upcoming.front().is_some_and(|(p, _)| p == path) {
+            top.upcoming.pop_front();
+        } else if self.ahead.has(path) {
+            top.in_flight -= 1;
+        }
+    }
+
+    /// Leaves out the directory at `path` (of `key`), which leads back to a directory it is inside of,
+    /// with a warning; `false`: the receiver is gone.
+    fn skip_loop(&mut self, path: &Path, key: String) -> bool {
+        let msg = format!(
+            "{} leads back to a directory it is inside of (symbolic link loop): not followed",
+            path.display()
+        );
+        let skipped = Error::Skipped { key, reason: msg };
+        self.ahead.discard(path);
+        self.send(Err(skipped))
+    }
+
+    /// Reads one directory (or takes it from the read ahead), sending the errors of its unreadable
+    /// entries; `None`: the receiver is gone (the run is ending). What is held is sent first: the
+    /// read may take a while.
+    fn read(&mut self, dir: &Path, prefix: &str) -> Option<Level> {
+        if !self.burst.flush() {
+            return None;
+        }
+        let (rest, errors) = self
+            .ahead
+            .take(dir)
+            .unwrap_or_else(|| self.storage.read_sorted(dir, prefix, self.role, self.tx));
+        if !errors.into_iter().all(|e| self.send(Err(e))) {
+            return None;
+        }
+        let mut level = Level {
+            dir: dir.to_path_buf(),
+            items: VecDeque::new(),
+            rest,
+            upcoming: VecDeque::new(),
+            in_flight: 0,
+        };
+        if let Err(e) = level.refill() {
+            if !self.send(Err(e)) {
+                return None;
+            }
+        }
+        Some(level)
+    }
 }
 
 /// The errors of one directory's entries. At most [`DirErrors::HELD`] are held; past that they are

@@ -80,13 +80,29 @@ struct StoredPart {
 
 /// A one-line error as the SDK client would return it.
 fn error(operation: &'static str, bucket: &str, key: &str, kind: S3ErrorKind, message: &str) -> Error {
-    Error::S3 {
+    let (status, code) = match kind {
+        S3ErrorKind::Auth => (403, "AccessDenied"),
+        S3ErrorKind::NoSuchBucket => (404, "NoSuchBucket"),
+        S3ErrorKind::NotFound => (404, "NoSuchKey"),
+        S3ErrorKind::NoSuchUpload => (404, "NoSuchUpload"),
+        S3ErrorKind::Archived => (403, "InvalidObjectState"),
+        S3ErrorKind::PreconditionFailed => (412, "PreconditionFailed"),
+        S3ErrorKind::NotImplemented => (501, "NotImplemented"),
+        S3ErrorKind::Retryable => (503, "SlowDown"),
+        S3ErrorKind::Unreachable | S3ErrorKind::Other => (400, "InvalidRequest"),
+    };
+    let mut e = Error::s3(
         operation,
-        bucket: bucket.to_string(),
-        key: key.to_string(),
+        bucket,
+        key,
         kind,
-        message: message.to_string(),
+        format!("{code}: {message} (HTTP {status})"),
+    );
+    if let Error::S3(s3) = &mut e {
+        s3.status = Some(status);
+        s3.code = Some(code.to_string());
     }
+    e
 }
 
 fn md5_hex(parts: &[&[u8]]) -> String {

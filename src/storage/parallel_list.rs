@@ -327,25 +327,32 @@ fn run_range(
     Box::pin(chain(shared, lower, upper, tx, empty))
 }
 
+/// The body of [`run_range`]: lists the range page by page, handing the pages on through `tx`, and
+/// splits the rest of the range off to a new chain when that pays (see [`Chain::maybe_split`]).
+/// `empty` is set when the first page held no key of the range.
 async fn chain(
     shared: Arc<Shared>,
     lower: Option<String>,
-    mut upper: Option<String>,
+    upper: Option<String>,
     tx: mpsc::Sender<Result<Vec<Entry>>>,
     empty: Arc<AtomicBool>,
 ) {
     let mut page = Page::first(lower.as_deref());
-    let mut last = lower;
-    let mut starved = shared.starved.load(Ordering::Relaxed);
-    let mut pages_since_cut = 0;
-    let mut child: Option<Arc<AtomicBool>> = None;
+    let mut chain = Chain {
+        starved: shared.starved.load(Ordering::Relaxed),
+        shared,
+        upper,
+        last: lower,
+        pages_since_cut: 0,
+        child: None,
+    };
     let mut first_page = true;
     loop {
         // A page is asked for only when there is room for it: a chain ahead of the reader holds one
         // page, not one queued and one more waiting.
         let Ok(room) = tx.reserve().await else { break };
-        shared.requests.fetch_add(1, Ordering::Relaxed);
-        let (mut entries, next) = match shared.s3.list_page(shared.max_keys, page).await {
+        chain.shared.requests.fetch_add(1, Ordering::Relaxed);
+        let (mut entries, next) = match chain.shared.s3.list_page(chain.shared.max_keys, page).await {
             Ok(p) => p,
             Err(e) => {
                 room.send(Err(e));
@@ -353,76 +360,125 @@ async fn chain(
             }
         };
         let first = entries.first().map(|e| e.key.clone());
-        // Keep the keys in order up to the range's end. A key out of order ends the chain with an
-        // error the merge takes for this side's disorder: ranges of an unordered listing do not
-        // partition it, so nothing after it may pass for complete.
-        let mut end = entries.len();
-        let mut done = false;
-        let mut disorder = None;
-        for (i, e) in entries.iter().enumerate() {
-            let prev = if i == 0 {
-                last.as_deref()
-            } else {
-                Some(entries[i - 1].key.as_str())
-            };
-            if prev.is_some_and(|p| p.as_bytes() >= e.key.as_bytes()) {
-                (end, done, disorder) = (i, true, Some(e.key.clone()));
-                break;
-            }
-            if upper.as_deref().is_some_and(|u| e.key.as_bytes() > u.as_bytes()) {
-                shared.overread.fetch_add(entries.len() - i, Ordering::Relaxed);
-                (end, done) = (i, true);
-                break;
-            }
-        }
-        entries.truncate(end);
+        let end = chain.trim(&mut entries);
         if std::mem::take(&mut first_page) && entries.is_empty() {
             empty.store(true, Ordering::Relaxed);
         }
-        pages_since_cut += 1;
+        chain.pages_since_cut += 1;
         if let Some(e) = entries.last() {
-            last = Some(e.key.clone());
+            chain.last = Some(e.key.clone());
         }
         if !entries.is_empty() {
             room.send(Ok(entries));
         } else {
             drop(room);
         }
-        if done {
-            if let Some(key) = disorder {
+        match end {
+            PageEnd::Open => {}
+            PageEnd::PastRange => break,
+            PageEnd::OutOfOrder(key) => {
                 let _ = tx.send(Err(crate::error::Error::ListingOutOfOrder(key))).await;
+                break;
             }
-            break;
         }
         let Some(next) = next else { break };
         page = next;
-        let now_starved = shared.starved.load(Ordering::Relaxed);
-        let reader_waits = std::mem::replace(&mut starved, now_starved) != now_starved;
-        let Some(l) = last.as_deref().filter(|_| reader_waits) else {
-            continue;
-        };
-        let probe_was_empty = child.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
-        if (pages_since_cut < MIN_PAGES_TO_CUT && !probe_was_empty)
-            || pages_left(first.as_deref().unwrap_or(l), l, upper.as_deref()) < MIN_PAGES_TO_CUT
-            || !shared.try_acquire()
-        {
-            continue;
-        }
-        match cut_point(l, upper.as_deref()) {
-            Some(m) => {
-                let (rtx, rrx) = mpsc::channel(1);
-                shared.insert(m.clone(), rrx);
-                shared.ranges_started.fetch_add(1, Ordering::Relaxed);
-                let c = Arc::new(AtomicBool::new(false));
-                tokio::spawn(run_range(shared.clone(), Some(m.clone()), upper.take(), rtx, c.clone()));
-                child = Some(c);
-                pages_since_cut = 0;
-                upper = Some(m);
+        chain.maybe_split(first.as_deref());
+    }
+    chain.shared.release();
+}
+
+/// Where the keys of a page that a chain keeps end.
+enum PageEnd {
+    /// Every key was kept: the range goes on.
+    Open,
+    /// A key past the range's end: the range is complete.
+    PastRange,
+    /// A key out of order (this one): the listing is not in order.
+    OutOfOrder(String),
+}
+
+/// The state of one chain (see [`chain`]).
+struct Chain {
+    shared: Arc<Shared>,
+    /// The end of the range still to list (`None`: past every key).
+    upper: Option<String>,
+    /// The last key handed on (at first, the range's lower bound).
+    last: Option<String>,
+    /// The reader's count of waits when the chain last looked.
+    starved: usize,
+    /// Pages listed since the range was last split.
+    pages_since_cut: u64,
+    /// Whether the range split off last found its first page empty.
+    child: Option<Arc<AtomicBool>>,
+}
+
+impl Chain {
+    /// Keeps the keys of a page in order up to the range's end (truncating `entries` there);
+    /// returns where they ended. A key out of order ends the chain with an error the merge takes for
+    /// this side's disorder: ranges of an unordered listing do not partition it, so nothing after it
+    /// may pass for complete.
+    fn trim(&self, entries: &mut Vec<Entry>) -> PageEnd {
+        let mut end = (entries.len(), PageEnd::Open);
+        for (i, e) in entries.iter().enumerate() {
+            let prev = if i == 0 {
+                self.last.as_deref()
+            } else {
+                Some(entries[i - 1].key.as_str())
+            };
+            if prev.is_some_and(|p| p.as_bytes() >= e.key.as_bytes()) {
+                end = (i, PageEnd::OutOfOrder(e.key.clone()));
+                break;
             }
-            None => shared.release(),
+            if self.upper.as_deref().is_some_and(|u| e.key.as_bytes() > u.as_bytes()) {
+                self.shared.overread.fetch_add(entries.len() - i, Ordering::Relaxed);
+                end = (i, PageEnd::PastRange);
+                break;
+            }
+        }
+        entries.truncate(end.0);
+        end.1
+    }
+
+    /// After a page (the first key of which was `first`): splits the rest of the range off to a new
+    /// chain when the reader has been waiting for keys, the rest looks long enough and a slot is free.
+    fn maybe_split(&mut self, first: Option<&str>) {
+        let now_starved = self.shared.starved.load(Ordering::Relaxed);
+        let reader_waits = std::mem::replace(&mut self.starved, now_starved) != now_starved;
+        let Some(l) = self.last.as_deref().filter(|_| reader_waits) else {
+            return;
+        };
+        let probe_was_empty = self.child.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        if (self.pages_since_cut < MIN_PAGES_TO_CUT && !probe_was_empty)
+            || pages_left(first.unwrap_or(l), l, self.upper.as_deref()) < MIN_PAGES_TO_CUT
+            || !self.shared.try_acquire()
+        {
+            return;
+        }
+        match cut_point(l, self.upper.as_deref()) {
+            Some(m) => self.split_at(m),
+            None => self.shared.release(),
         }
     }
-    shared.release();
+
+    /// Hands the keys after `m` of the range to a new chain (which holds the slot just acquired);
+    /// this chain's range then ends at `m`.
+    fn split_at(&mut self, m: String) {
+        let (rtx, rrx) = mpsc::channel(1);
+        self.shared.insert(m.clone(), rrx);
+        self.shared.ranges_started.fetch_add(1, Ordering::Relaxed);
+        let c = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run_range(
+            self.shared.clone(),
+            Some(m.clone()),
+            self.upper.take(),
+            rtx,
+            c.clone(),
+        ));
+        self.child = Some(c);
+        self.pages_since_cut = 0;
+        self.upper = Some(m);
+    }
 }
 
 #[cfg(test)]

@@ -316,10 +316,7 @@ impl S3Storage {
                 tags.sort();
                 Ok(tags)
             }
-            Err(Error::S3 {
-                kind: S3ErrorKind::NotImplemented,
-                ..
-            }) => {
+            Err(e) if e.s3_kind() == Some(S3ErrorKind::NotImplemented) => {
                 self.learned.no_tagging.store(true, Ordering::Relaxed);
                 Ok(Vec::new())
             }
@@ -384,33 +381,26 @@ impl S3Storage {
     /// Checks that the bucket exists and the credentials are accepted (HeadBucket), so that a wrong
     /// setup fails on the first request, before any listing.
     pub async fn check_access(&self) -> Result<()> {
-        self.client.head_bucket(&self.scope).await.map_err(|e| match e {
-            Error::S3 {
-                kind: S3ErrorKind::NotFound,
-                operation,
-                bucket,
-                key,
-                ..
-            } => Error::S3 {
-                operation,
-                bucket,
-                key,
-                kind: S3ErrorKind::NoSuchBucket,
-                message: "the bucket does not exist".into(),
-            },
-            other => other,
+        self.client.head_bucket(&self.scope).await.map_err(|mut e| {
+            if let Error::S3(s3) = &mut e {
+                if s3.kind == S3ErrorKind::NotFound {
+                    s3.kind = S3ErrorKind::NoSuchBucket;
+                    s3.message = "the bucket does not exist".into();
+                }
+            }
+            e
         })
     }
 
     /// The error of a listing the server ended before its end.
     fn incomplete(&self, operation: &'static str, message: &str) -> Error {
-        Error::S3 {
+        Error::s3(
             operation,
-            bucket: self.scope.bucket.clone(),
-            key: self.prefix.clone(),
-            kind: S3ErrorKind::Other,
-            message: message.to_string(),
-        }
+            self.scope.bucket.clone(),
+            self.prefix.clone(),
+            S3ErrorKind::Other,
+            message,
+        )
     }
 
     /// Lists every object under the prefix in key order (after the relative key `start_after`, when
@@ -608,10 +598,7 @@ impl S3Storage {
             .get_object(&self.scope, &self.full_key(key), version_id, if_match, range)
             .await
             .map_err(|e| match e {
-                Error::S3 {
-                    kind: S3ErrorKind::PreconditionFailed,
-                    ..
-                } => Error::ObjectChanged {
+                e if e.s3_kind() == Some(S3ErrorKind::PreconditionFailed) => Error::ObjectChanged {
                     key: key.to_string(),
                     message: "the object was replaced during the transfer (its ETag no longer matches the listing)"
                         .into(),
@@ -827,12 +814,21 @@ mod tests {
         assert_eq!(s.get_annotation("k", None, "n").await.unwrap(), None);
         let s = replaying(&[(400, &error_xml("NoSuchUpload"))]);
         match s.abort_multipart("k", "u").await {
-            Err(Error::S3 { kind, .. }) => assert_eq!(kind, S3ErrorKind::NoSuchUpload),
+            Err(e) => assert_eq!(e.s3_kind(), Some(S3ErrorKind::NoSuchUpload)),
             other => panic!("{other:?}"),
         }
         let s = replaying(&[(403, &error_xml("AccessDenied"))]);
         match s.get_tags("k").await {
-            Err(Error::S3 { kind, .. }) => assert_eq!(kind, S3ErrorKind::Auth),
+            Err(e @ Error::S3(_)) => {
+                let Error::S3(s3) = &e else { unreachable!() };
+                assert_eq!(s3.kind, S3ErrorKind::Auth);
+                assert_eq!((s3.status, s3.code.as_deref()), (Some(403), Some("AccessDenied")));
+                assert!(
+                    std::error::Error::source(&e).is_some(),
+                    "the SDK error is kept as the source"
+                );
+                assert_eq!(e.exit_code(), crate::error::EXIT_ERROR);
+            }
             other => panic!("{other:?}"),
         }
     }

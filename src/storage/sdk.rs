@@ -54,13 +54,7 @@ where
 
 /// An error that is not the server's: a response that lacks what the operation needs.
 fn malformed(operation: &'static str, scope: &Scope, key: &str, message: String) -> Error {
-    Error::S3 {
-        operation,
-        bucket: scope.bucket.clone(),
-        key: key.to_string(),
-        kind: S3ErrorKind::Other,
-        message,
-    }
+    Error::s3(operation, scope.bucket.clone(), key, S3ErrorKind::Other, message)
 }
 
 /// The `x-amz-copy-source` value of a full key (URL-encoded).
@@ -372,10 +366,7 @@ impl ObjectClient for SdkClient {
         match with_sse_c!(req, &scope.sse_c).send().await {
             Ok(h) => Ok(Some(head_info!(h, key, ObjectAttributes::from_head(&h)))),
             Err(e) => match err("HeadObject", scope, key, e) {
-                Error::S3 {
-                    kind: S3ErrorKind::NotFound,
-                    ..
-                } => Ok(None),
+                e if e.s3_kind() == Some(S3ErrorKind::NotFound) => Ok(None),
                 other => Err(other),
             },
         }
@@ -581,10 +572,9 @@ impl ObjectClient for SdkClient {
         while let Some(page) = pages.next().await {
             let page = match page.map_err(|e| err("ListParts", scope, upload.key, e)) {
                 Ok(p) => p,
-                Err(Error::S3 {
-                    kind: S3ErrorKind::NotFound | S3ErrorKind::NoSuchUpload,
-                    ..
-                }) => return Ok(None),
+                Err(e) if matches!(e.s3_kind(), Some(S3ErrorKind::NotFound | S3ErrorKind::NoSuchUpload)) => {
+                    return Ok(None)
+                }
                 Err(e) => return Err(e),
             };
             // The paginator would start again from the first page: a truncated page must say where
@@ -727,10 +717,7 @@ impl ObjectClient for SdkClient {
             let page = match page.map_err(|e| err("ListObjectAnnotations", scope, key, e)) {
                 Ok(p) => p,
                 // No such object (yet): it has no annotations.
-                Err(Error::S3 {
-                    kind: S3ErrorKind::NotFound,
-                    ..
-                }) => break,
+                Err(e) if e.s3_kind() == Some(S3ErrorKind::NotFound) => break,
                 Err(e) => return Err(e),
             };
             out.extend(page.annotations().iter().map(|a| AnnotationInfo {
@@ -763,18 +750,17 @@ impl ObjectClient for SdkClient {
         let out = match sent.map_err(|e| err("GetObjectAnnotation", scope, key, e)) {
             Ok(out) => out,
             // NoSuchAnnotation is a 404.
-            Err(Error::S3 {
-                kind: S3ErrorKind::NotFound,
-                ..
-            }) => return Ok(None),
+            Err(e) if e.s3_kind() == Some(S3ErrorKind::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let body = out.annotation_payload.collect().await.map_err(|e| Error::S3 {
-            operation: "GetObjectAnnotation",
-            bucket: scope.bucket.clone(),
-            key: key.to_string(),
-            kind: S3ErrorKind::Retryable,
-            message: format!("the response body broke off: {e}"),
+        let body = out.annotation_payload.collect().await.map_err(|e| {
+            Error::s3(
+                "GetObjectAnnotation",
+                scope.bucket.clone(),
+                key,
+                S3ErrorKind::Retryable,
+                format!("the response body broke off: {e}"),
+            )
         })?;
         Ok(Some(body.into_bytes()))
     }
@@ -837,25 +823,12 @@ pub fn sdk_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (kind, message) = match &e {
+    let (kind, status, code, message) = match &e {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or("").to_string();
             let msg = se.err().message().unwrap_or("").to_string();
-            let kind = match (status, code.as_str()) {
-                (_, "NoSuchBucket") => S3ErrorKind::NoSuchBucket,
-                (_, "NoSuchUpload") => S3ErrorKind::NoSuchUpload,
-                (501, _) | (_, "NotImplemented") => S3ErrorKind::NotImplemented,
-                (_, "InvalidObjectState") => S3ErrorKind::Archived,
-                (412, _) | (_, "PreconditionFailed") => S3ErrorKind::PreconditionFailed,
-                (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken") => {
-                    S3ErrorKind::Auth
-                }
-                (401 | 403, _) => S3ErrorKind::Auth,
-                (404, _) | (_, "NoSuchKey" | "NotFound") => S3ErrorKind::NotFound,
-                (429 | 500..=599, _) | (_, "SlowDown" | "RequestTimeout" | "InternalError") => S3ErrorKind::Retryable,
-                _ => S3ErrorKind::Other,
-            };
+            let kind = classify(status, &code);
             let text = match (code.is_empty(), msg.is_empty()) {
                 (true, _) if kind == S3ErrorKind::Auth => {
                     format!("access denied (HTTP {status}): check the credentials and the permissions")
@@ -865,7 +838,7 @@ where
                 (false, true) => format!("{code} (HTTP {status})"),
                 (false, false) => format!("{code}: {msg} (HTTP {status})"),
             };
-            (kind, text)
+            (kind, Some(status), (!code.is_empty()).then_some(code), text)
         }
         SdkError::DispatchFailure(df) => {
             let kind = if df.is_timeout() || df.is_io() {
@@ -873,18 +846,33 @@ where
             } else {
                 S3ErrorKind::Retryable
             };
-            (kind, one_line(&e))
+            (kind, None, None, one_line(&e))
         }
-        SdkError::TimeoutError(_) => (S3ErrorKind::Unreachable, "request timed out".to_string()),
-        SdkError::ResponseError(_) => (S3ErrorKind::Retryable, one_line(&e)),
-        _ => (S3ErrorKind::Other, one_line(&e)),
+        SdkError::TimeoutError(_) => (S3ErrorKind::Unreachable, None, None, "request timed out".to_string()),
+        SdkError::ResponseError(r) => (
+            S3ErrorKind::Retryable,
+            Some(r.raw().status().as_u16()),
+            None,
+            one_line(&e),
+        ),
+        _ => (S3ErrorKind::Other, None, None, one_line(&e)),
     };
-    Error::S3 {
-        operation,
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        kind,
-        message,
+    Error::s3(operation, bucket, key, kind, message).with_response(status, code, Box::new(e))
+}
+
+/// The kind of a service error, from its HTTP status and S3 error code.
+fn classify(status: u16, code: &str) -> S3ErrorKind {
+    match (status, code) {
+        (_, "NoSuchBucket") => S3ErrorKind::NoSuchBucket,
+        (_, "NoSuchUpload") => S3ErrorKind::NoSuchUpload,
+        (501, _) | (_, "NotImplemented") => S3ErrorKind::NotImplemented,
+        (_, "InvalidObjectState") => S3ErrorKind::Archived,
+        (412, _) | (_, "PreconditionFailed") => S3ErrorKind::PreconditionFailed,
+        (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken") => S3ErrorKind::Auth,
+        (401 | 403, _) => S3ErrorKind::Auth,
+        (404, _) | (_, "NoSuchKey" | "NotFound") => S3ErrorKind::NotFound,
+        (429 | 500..=599, _) | (_, "SlowDown" | "RequestTimeout" | "InternalError") => S3ErrorKind::Retryable,
+        _ => S3ErrorKind::Other,
     }
 }
 

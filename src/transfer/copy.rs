@@ -64,7 +64,7 @@ impl Transferer {
                 attrs,
             )
             .await
-            .map_err(|e| with_key(e, &entry.key))?;
+            .map_err(|e| e.for_key(&entry.key))?;
         let mut outcome = self.verify_upload(&entry.key, &layout, &up)?;
         // The bytes written against the source's ETag too (the target's may be opaque).
         let opaque = opaque_etag.load(std::sync::atomic::Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! S3→local: ranges downloaded in parallel into a temporary file, hashed in flight, verified, then
 //! renamed into place.
 
+use super::sink::FileSink;
 use super::verify::Outcome;
 use super::*;
 use crate::checksum::additional;
@@ -11,7 +12,6 @@ use crate::storage::s3::ChecksumValue;
 use crate::storage::s3::S3Storage;
 use crate::storage::Entry;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use s3sync_io::IoFile;
 use tracing::debug;
 
 /// The object-level checksum computed from downloaded parts, in the form of the stored `value`
@@ -88,37 +88,29 @@ impl Transferer {
             return Ok(Moved::default());
         }
         let plan = self.plan_download(source, entry).await?;
-        let tmp = LocalStorage::temp_path_for(&final_path);
+        let io = self.io.get()?;
         // The parents are made right before the temporary file goes in. A run deleting files in the
         // same tree (another shard with --delete) may remove a directory it emptied in between: then
         // make it again, once.
         self.create_parents(local, key, &final_path).await?;
-        let file = match self.io.get()?.create_new(&tmp).await {
+        let mut sink = match FileSink::create(io, &final_path).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.create_parents(local, key, &final_path).await?;
-                self.io.get()?.create_new(&tmp).await
+                FileSink::create(io, &final_path).await
             }
             other => other,
         }
-        .map_err(|e| Error::local("create", &tmp, e))?;
-        let mut guard = TempGuard {
-            path: tmp.clone(),
-            armed: true,
-        };
-        let (parts, opaque) = self.fetch_ranges(source, entry, &plan, &file, &tmp).await?;
-        drop(file);
+        .map_err(|e| Error::local("create", LocalStorage::temp_path_for(&final_path), e))?;
+        let (parts, opaque) = self.fetch_ranges(source, entry, &plan, &sink).await?;
+        sink.seal(self.cfg.fsync).await?;
         let outcome = self.check_download(key, &plan, &parts, opaque)?;
+        let tmp = sink.temp_path();
         let mtime = filetime::FileTime::from_system_time(entry.mtime);
-        filetime::set_file_mtime(&tmp, mtime).map_err(|e| Error::local("set mtime", &tmp, e))?;
+        filetime::set_file_mtime(tmp, mtime).map_err(|e| Error::local("set mtime", tmp, e))?;
         // The directories may have been swapped for a link while the bytes arrived.
         local.check_no_link_on_path(key, &final_path)?;
         local.clear_empty_dir(key, &final_path).await?;
-        self.io
-            .get()?
-            .rename(&tmp, &final_path)
-            .await
-            .map_err(|e| Error::local("rename", &final_path, e))?;
-        guard.armed = false;
+        sink.rename_into_place(self.cfg.fsync).await?;
         if let Some(dir) = final_path.parent() {
             if self.cfg.fsync {
                 self.dirty_dirs.add(dir).await;
@@ -154,23 +146,17 @@ impl Transferer {
         })
     }
 
-    /// Downloads every range of the plan's layout into `file` (at `tmp`), in parallel, and makes it
-    /// durable when asked; returns each part's digests in order, and whether a response said the
-    /// ETag is no MD5.
+    /// Downloads every range of the plan's layout into `sink`, in parallel; returns each part's digests
+    /// in order, and whether a response said the ETag is no MD5.
     async fn fetch_ranges(
         &self,
         source: &S3Storage,
         entry: &Entry,
         plan: &DownloadPlan,
-        file: &IoFile,
-        tmp: &std::path::Path,
+        sink: &FileSink<'_>,
     ) -> Result<(Vec<PartDigest>, bool)> {
         let key = &entry.key;
-        self.io
-            .get()?
-            .set_len(file, entry.size)
-            .await
-            .map_err(|e| Error::local("allocate", tmp, e))?;
+        sink.allocate(entry.size).await?;
         let opaque_etag = std::sync::atomic::AtomicBool::new(false);
         let object = &S3Part {
             s3: source,
@@ -183,21 +169,14 @@ impl Transferer {
         let hashes = (plan.verify_etag, plan.stored.as_ref().map(|((a, _), _)| *a));
         let mut parts: Vec<(u64, PartDigest)> = stream::iter(plan.layout.parts())
             .map(|(i, off, len)| async move {
-                let range = || self.download_range(object, file, (off, len), hashes);
+                let range = || self.download_range(object, sink, (off, len), hashes);
                 Ok::<_, Error>((i, self.retry_part(key, range).await?))
             })
             .buffer_unordered(self.cfg.max_parallel_uploads)
             .try_collect()
             .await
-            .map_err(|e| with_key(e, key))?;
+            .map_err(|e| e.for_key(key))?;
         parts.sort_by_key(|p| p.0);
-        if self.cfg.fsync {
-            self.io
-                .get()?
-                .fsync(file)
-                .await
-                .map_err(|e| Error::local("fsync", tmp, e))?;
-        }
         Ok((parts.into_iter().map(|p| p.1).collect(), object.etag_is_opaque()))
     }
 
@@ -227,7 +206,7 @@ impl Transferer {
     pub(super) async fn download_range(
         &self,
         object: &S3Part<'_>,
-        file: &IoFile,
+        sink: &FileSink<'_>,
         (offset, len): (u64, u64),
         (md5, algo): (bool, Option<additional::ChecksumAlgorithm>),
     ) -> Result<PartDigest> {
@@ -244,13 +223,6 @@ impl Transferer {
         let mut body = object.get_range(offset, len).await?;
         let mut pos = offset;
         let mut cur = None;
-        let write = |c: s3sync_io::Chunk, at: u64| async move {
-            self.io
-                .get()?
-                .write_at(file, c, at)
-                .await
-                .map_err(|e| Error::local("write", "temporary file", e))
-        };
         while let Some(frame) = body.next().await {
             let frame = frame.map_err(|e| stream_error(key, object.s3.bucket(), e))?;
             self.limits.bytes(frame.len() as u64).await;
@@ -272,7 +244,7 @@ impl Transferer {
                         }
                         hasher.update(full.as_slice());
                         let n = full.len() as u64;
-                        write(full, pos).await?;
+                        sink.write_at(full, pos).await?;
                         pos += n;
                         self.reporter.add_bytes(n);
                     }
@@ -282,21 +254,21 @@ impl Transferer {
         if let Some(c) = cur.filter(|c| !c.is_empty()) {
             hasher.update(c.as_slice());
             let n = c.len() as u64;
-            write(c, pos).await?;
+            sink.write_at(c, pos).await?;
             pos += n;
             self.reporter.add_bytes(n);
         }
         if pos != offset + len {
-            return Err(Error::S3 {
-                operation: "GetObject",
-                bucket: object.s3.bucket().to_string(),
-                key: key.to_string(),
-                kind: S3ErrorKind::Retryable,
-                message: format!(
+            return Err(Error::s3(
+                "GetObject",
+                object.s3.bucket().to_string(),
+                key,
+                S3ErrorKind::Retryable,
+                format!(
                     "got {} bytes, expected {len} (truncated response or object changed)",
                     pos - offset
                 ),
-            });
+            ));
         }
         Ok(hasher.finish_all())
     }

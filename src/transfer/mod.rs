@@ -13,12 +13,13 @@ mod download;
 mod guards;
 mod layout;
 pub mod resume;
+pub(crate) mod sink;
 mod source;
 mod upload;
-mod verify;
+pub(crate) mod verify;
 
 pub(crate) use download::downloaded_checksum;
-pub(crate) use guards::{create_multipart, AbortGuard, TempGuard};
+pub(crate) use guards::{create_multipart, AbortGuard};
 use source::{Opened, PartSource, S3Part, UploadSource};
 
 use crate::checksum::Md5Digest;
@@ -214,13 +215,13 @@ pub(crate) fn b64(d: &Md5Digest) -> String {
 }
 
 pub(crate) fn stream_error(key: &str, bucket: &str, e: impl std::fmt::Display) -> Error {
-    Error::S3 {
-        operation: "GetObject",
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        kind: S3ErrorKind::Retryable,
-        message: format!("the response body broke off (truncated or reset): {e}"),
-    }
+    Error::s3(
+        "GetObject",
+        bucket,
+        key,
+        S3ErrorKind::Retryable,
+        format!("the response body broke off (truncated or reset): {e}"),
+    )
 }
 
 impl Transferer {
@@ -289,30 +290,6 @@ fn vanished(key: &str) -> Error {
     Error::ObjectChanged {
         key: key.to_string(),
         message: "the source object vanished".into(),
-    }
-}
-
-/// Fills in the key of errors raised below the object level.
-fn with_key(e: Error, key: &str) -> Error {
-    match e {
-        Error::ObjectChanged { key: k, message } if k.is_empty() => Error::ObjectChanged {
-            key: key.to_string(),
-            message,
-        },
-        Error::S3 {
-            operation,
-            bucket,
-            key: k,
-            kind,
-            message,
-        } if k.is_empty() => Error::S3 {
-            operation,
-            bucket,
-            key: key.to_string(),
-            kind,
-            message,
-        },
-        other => other,
     }
 }
 

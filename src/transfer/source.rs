@@ -108,11 +108,8 @@ impl Transferer {
                 },
                 head,
             ))),
-            Err(Error::S3 {
-                kind: S3ErrorKind::NotFound,
-                ..
-            }) => Err(vanished(&entry.key)),
-            Err(e) => Err(with_key(e, &entry.key)),
+            Err(e) if e.s3_kind() == Some(S3ErrorKind::NotFound) => Err(vanished(&entry.key)),
+            Err(e) => Err(e.for_key(&entry.key)),
         }
     }
 
@@ -307,16 +304,16 @@ impl Transferer {
             out.push(c.freeze());
         }
         if hasher.len() != len {
-            return Err(Error::S3 {
-                operation: "GetObject",
-                bucket: s3.bucket().to_string(),
-                key: key.to_string(),
-                kind: S3ErrorKind::Retryable,
-                message: format!(
+            return Err(Error::s3(
+                "GetObject",
+                s3.bucket().to_string(),
+                key,
+                S3ErrorKind::Retryable,
+                format!(
                     "got {} bytes, expected {len} (truncated response or object changed)",
                     hasher.len()
                 ),
-            });
+            ));
         }
         Ok((out, hasher))
     }

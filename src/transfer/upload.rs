@@ -144,15 +144,8 @@ impl Transferer {
         let md5_header = self.md5_header(&digest.md5);
         let send = || target.upload_part(key, upload_id, number, body.clone(), md5_header.clone(), &checksum);
         let written = self.retry_part(key, send).await?;
-        let part = || format!("{key} (part {number})");
-        if self.verify().written_etag(&written, false) && written.etag != md5 {
-            return Err(mismatch("part ETag", &part(), &md5, &written.etag));
-        }
-        if let (Some((_, sent)), Some(got), true) = (&checksum, &written.checksum, self.verify().checksums()) {
-            if sent != got {
-                return Err(mismatch("part checksum", &part(), sent, got));
-            }
-        }
+        let sent = checksum.as_ref().map(|(_, v)| v.as_str());
+        self.verify().check_part(key, number, (&md5, sent), &written)?;
         let etag = written.etag;
         Ok((PartInfo { number, etag, checksum }, digest))
     }
@@ -382,7 +375,7 @@ impl Transferer {
                 attrs,
             )
             .await
-            .map_err(|e| with_key(e, &entry.key))?;
+            .map_err(|e| e.for_key(&entry.key))?;
         Ok(self.verify_upload(&entry.key, &layout, &up)?.moved(size))
     }
 }

@@ -13,7 +13,7 @@ use tracing::trace;
 
 /// Which digests a run compares.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Policy {
+pub(crate) struct Policy {
     /// ETags are compared (not `--disable-etag-verify`).
     etag: bool,
     /// Multipart ETags too (not `--disable-multipart-verify`).
@@ -28,7 +28,7 @@ pub(super) struct Policy {
 
 impl Policy {
     /// The policy of a run from `source` to `target`.
-    pub(super) fn new(cfg: &Config, source: &End, target: &End) -> Self {
+    pub(crate) fn new(cfg: &Config, source: &End, target: &End) -> Self {
         let kms = matches!(cfg.attributes.sse.as_deref(), Some(s) if s.starts_with("aws:kms"));
         Policy {
             etag: cfg.verify_etag,
@@ -39,26 +39,60 @@ impl Policy {
         }
     }
 
+    /// The policy of the single-object API ([`crate::Engine`]): every digest the servers' answers allow
+    /// is compared; `sse_c` says whether the engine's objects are encrypted with a customer key (their
+    /// ETags are no MD5s).
+    pub(crate) fn everything(sse_c: bool) -> Self {
+        Policy {
+            etag: true,
+            multipart: true,
+            checksums: true,
+            source_md5: !sse_c,
+            target_md5: !sse_c,
+        }
+    }
+
+    /// Checks what the server reports of part `number` of `key` (`written`) against the MD5 (hex) of
+    /// the bytes sent and the additional checksum sent with them.
+    pub(crate) fn check_part(
+        &self,
+        key: &str,
+        number: i32,
+        (md5, sent_checksum): (&str, Option<&str>),
+        written: &Written,
+    ) -> Result<()> {
+        let part = || format!("{key} (part {number})");
+        if self.written_etag(written, false) && written.etag != md5 {
+            return Err(mismatch("part ETag", &part(), md5, &written.etag));
+        }
+        if let (Some(sent), Some(got), true) = (sent_checksum, &written.checksum, self.checksums) {
+            if sent != got {
+                return Err(mismatch("part checksum", &part(), sent, got));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a source object's ETag is compared with the MD5s of the bytes read from it (`opaque`:
     /// a response said it is no MD5, as under SSE-KMS).
-    pub(super) fn source_etag(&self, etag: &str, opaque: bool) -> bool {
+    pub(crate) fn source_etag(&self, etag: &str, opaque: bool) -> bool {
         let form = etag_is_md5_form(etag) && (etag_part_count(etag).is_none() || self.multipart);
         self.etag && self.source_md5 && !opaque && form
     }
 
     /// Whether the ETag a write reports is compared with the MD5s of the bytes sent.
-    pub(super) fn written_etag(&self, written: &Written, multipart: bool) -> bool {
+    pub(crate) fn written_etag(&self, written: &Written, multipart: bool) -> bool {
         let form = etag_is_md5_form(&written.etag) && (!multipart || self.multipart);
         self.etag && self.target_md5 && written.etag_is_md5 && form
     }
 
     /// Whether a server-side copy's ETag is compared with its source's.
-    pub(super) fn copied_etag(&self, source: &str, target: &str) -> bool {
+    pub(crate) fn copied_etag(&self, source: &str, target: &str) -> bool {
         self.source_etag(source, false) && self.target_md5 && etag_is_md5_form(target)
     }
 
     /// Whether additional checksums are compared.
-    pub(super) fn checksums(&self) -> bool {
+    pub(crate) fn checksums(&self) -> bool {
         self.checksums
     }
 }
@@ -66,7 +100,7 @@ impl Policy {
 /// The error of two digests that differ: `source` is the source side's (reported by the source, or
 /// computed from the bytes read from it), `target` the target side's. Events report them as the source
 /// and target values.
-pub(super) fn mismatch(what: &'static str, key: &str, source: &str, target: &str) -> Error {
+pub(crate) fn mismatch(what: &'static str, key: &str, source: &str, target: &str) -> Error {
     Error::Verification {
         what,
         key: key.to_string(),
@@ -77,20 +111,20 @@ pub(super) fn mismatch(what: &'static str, key: &str, source: &str, target: &str
 
 /// What verifying one object came to.
 #[derive(Debug, Default)]
-pub(super) struct Outcome {
+pub(crate) struct Outcome {
     /// The ETag was compared and matched.
-    pub(super) etag_verified: bool,
+    pub(crate) etag_verified: bool,
     /// The additional checksum was compared and matched.
-    pub(super) checksum_verified: bool,
+    pub(crate) checksum_verified: bool,
     /// Why something asked for could not be verified.
-    pub(super) warning: Option<String>,
+    pub(crate) warning: Option<String>,
 }
 
 impl Outcome {
     /// Compares the source side's ETag with the target side's (one reported by a server, the other
     /// computed from the bytes): equal is verified; a difference is an error when the part layout was
     /// `known`, else a warning (two part layouts give two ETags for the same bytes).
-    pub(super) fn etag(&mut self, key: &str, source: &str, target: &str, known: bool) -> Result<()> {
+    pub(crate) fn etag(&mut self, key: &str, source: &str, target: &str, known: bool) -> Result<()> {
         if source == target {
             trace!(key, source_e_tag = %source, target_e_tag = %target, "e_tag verified.");
             self.etag_verified = true;
@@ -106,7 +140,7 @@ impl Outcome {
 
     /// Compares the source side's additional checksum with the target side's; either missing is a
     /// warning, saying `missing`.
-    pub(super) fn checksum(
+    pub(crate) fn checksum(
         &mut self,
         key: &str,
         source: Option<&str>,
@@ -125,7 +159,7 @@ impl Outcome {
     }
 
     /// The result of a transfer of `bytes` bytes with this outcome.
-    pub(super) fn moved(self, bytes: u64) -> Moved {
+    pub(crate) fn moved(self, bytes: u64) -> Moved {
         Moved {
             cancelled: false,
             bytes,

@@ -1,0 +1,150 @@
+//! The local end of a download, as a sink of parts: the bytes go at their offsets into a temporary
+//! file beside the final path, and the file takes its final name only once complete, verified and
+//! (when asked) durable. The sync's downloads and the single-object API both write through it, so
+//! "nothing appears under its final name half written" is kept in one place.
+
+use super::guards::TempGuard;
+use crate::error::{Error, Result};
+use crate::storage::local::LocalStorage;
+use s3sync_io::{Chunk, IoEngine, IoFile};
+use std::path::{Path, PathBuf};
+
+/// A file being written: a temporary file, removed unless renamed into place (also when the future
+/// writing it is dropped).
+pub(crate) struct FileSink<'a> {
+    io: &'a IoEngine,
+    /// The open temporary file; `None` once sealed.
+    file: Option<IoFile>,
+    /// The temporary file, removed on drop while armed.
+    tmp: TempGuard,
+    /// The final path.
+    target: PathBuf,
+}
+
+impl<'a> FileSink<'a> {
+    /// Creates the temporary file for `target` (never replacing a file: `O_EXCL`). The error is the
+    /// system's, so that a caller can make a missing directory and try again.
+    pub(crate) async fn create(io: &'a IoEngine, target: &Path) -> std::io::Result<Self> {
+        let tmp = LocalStorage::temp_path_for(target);
+        let file = io.create_new(&tmp).await?;
+        Ok(FileSink {
+            io,
+            file: Some(file),
+            tmp: TempGuard { path: tmp, armed: true },
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// The temporary file's path.
+    pub(crate) fn temp_path(&self) -> &Path {
+        &self.tmp.path
+    }
+
+    /// The open file, or an error once sealed.
+    fn file(&self) -> Result<&IoFile> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| Error::Internal(format!("{} written after it was sealed", self.tmp.path.display())))
+    }
+
+    /// Sets the file's length up front (the parts then land at their offsets in any order).
+    pub(crate) async fn allocate(&self, len: u64) -> Result<()> {
+        self.io
+            .set_len(self.file()?, len)
+            .await
+            .map_err(|e| Error::local("allocate", &self.tmp.path, e))
+    }
+
+    /// Writes one pool chunk at `offset`, straight from the pool (no copy).
+    pub(crate) async fn write_at(&self, chunk: Chunk, offset: u64) -> Result<()> {
+        self.io
+            .write_at(self.file()?, chunk, offset)
+            .await
+            .map(drop)
+            .map_err(|e| Error::local("write", &self.tmp.path, e))
+    }
+
+    /// Closes the file after making its bytes durable when `durable` (fsync); no write may follow.
+    pub(crate) async fn seal(&mut self, durable: bool) -> Result<()> {
+        if let Some(file) = &self.file {
+            if durable {
+                self.io
+                    .fsync(file)
+                    .await
+                    .map_err(|e| Error::local("fsync", &self.tmp.path, e))?;
+            }
+        }
+        self.file = None;
+        Ok(())
+    }
+
+    /// Seals the file if it is not yet, then renames it to its final path (replacing a file there),
+    /// which it names from then on; the temporary file is no longer removed.
+    pub(crate) async fn rename_into_place(mut self, durable: bool) -> Result<PathBuf> {
+        self.seal(durable).await?;
+        self.io
+            .rename(&self.tmp.path, &self.target)
+            .await
+            .map_err(|e| Error::local("rename", &self.target, e))?;
+        self.tmp.armed = false;
+        Ok(std::mem::take(&mut self.target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> IoEngine {
+        let pool = s3sync_io::ChunkPool::new(64 << 10, 8).expect("pool");
+        IoEngine::new(pool).expect("engine")
+    }
+
+    async fn chunk(io: &IoEngine, data: &[u8]) -> Chunk {
+        let mut c = io.pool().acquire().await;
+        c.extend_from_slice(data);
+        c
+    }
+
+    /// Parts written out of order land at their offsets; the final name appears only at the rename,
+    /// and no temporary file is left.
+    #[tokio::test]
+    async fn parts_land_at_their_offsets_and_appear_only_when_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = engine();
+        let target = dir.path().join("f");
+        let sink = FileSink::create(&io, &target).await.unwrap();
+        sink.allocate(6).await.unwrap();
+        sink.write_at(chunk(&io, b"def").await, 3).await.unwrap();
+        sink.write_at(chunk(&io, b"abc").await, 0).await.unwrap();
+        assert!(!target.exists(), "no final name before the rename");
+        let tmp = sink.temp_path().to_path_buf();
+        assert_eq!(sink.rename_into_place(true).await.unwrap(), target);
+        assert_eq!(std::fs::read(&target).unwrap(), b"abcdef");
+        assert!(!tmp.exists());
+    }
+
+    /// A sink dropped before its rename (an error, a cancellation) leaves nothing behind, and a file
+    /// already at the final path is untouched.
+    #[tokio::test]
+    async fn a_dropped_sink_leaves_nothing_and_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = engine();
+        let target = dir.path().join("f");
+        std::fs::write(&target, b"old").unwrap();
+        let mut sink = FileSink::create(&io, &target).await.unwrap();
+        sink.write_at(chunk(&io, b"new bytes").await, 0).await.unwrap();
+        sink.seal(false).await.unwrap();
+        assert!(
+            sink.write_at(chunk(&io, b"x").await, 0).await.is_err(),
+            "no write after the seal"
+        );
+        drop(sink);
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+    }
+}
