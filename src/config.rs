@@ -401,6 +401,13 @@ impl Config {
         if self.head_each_target && self.delete {
             return invalid("--head-each-target cannot be used with --delete (deleting needs a target listing)");
         }
+        self.validate_writes()?;
+        self.validate_reports()
+    }
+
+    /// The rules of what is written: encryption and conditional writes.
+    fn validate_writes(&self) -> Result<()> {
+        let invalid = |m: &str| Err(Error::InvalidArgument(m.to_string()));
         if self.attributes.sse_kms_key_id.is_some()
             && !matches!(self.attributes.sse.as_deref(), Some("aws:kms" | "aws:kms:dsse"))
         {
@@ -427,6 +434,12 @@ impl Config {
                 "--if-match and --copy-source-if-match cannot be used with --enable-versioning or --point-in-time",
             );
         }
+        Ok(())
+    }
+
+    /// The rules of annotations, reports, deletions, update checks and credentials.
+    fn validate_reports(&self) -> Result<()> {
+        let invalid = |m: &str| Err(Error::InvalidArgument(m.to_string()));
         let a = self.annotations;
         if (a.enabled || a.latest || a.report) && !(self.source.is_s3() && self.target.is_s3()) {
             return invalid(

@@ -110,6 +110,18 @@ pub struct GetOutcome {
     pub checksum_verified: bool,
 }
 
+/// The ranges of one download: the object, the layout it is fetched in, and what each GET pins.
+struct Ranges<'a> {
+    s3: &'a S3Storage,
+    key: &'a str,
+    /// The layout of the ranges (not the object's own part layout).
+    layout: PartLayout,
+    /// The ETag every range must still have (`If-Match`).
+    etag: Option<String>,
+    /// Set when a response says the ETag is no MD5.
+    opaque: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// What a download read: the digests of the object's parts, in the layout they were hashed in.
 struct Downloaded {
     /// The object's part layout.
@@ -422,37 +434,7 @@ impl Engine {
             None => first.len < s.part_size.min(s.threshold),
         };
         if single {
-            let size = first.len;
-            let chunks = first.chunks;
-            let digest = hash(chunks.clone(), s.checksum.map(|c| c.0)).await?;
-            let checksum = checksum_header(s.checksum, &digest);
-            let put = || {
-                s3.put_object(
-                    key,
-                    chunks.clone(),
-                    Some(transfer::b64(&digest.md5)),
-                    &checksum,
-                    &opts.attributes,
-                )
-            };
-            // The one request that writes the object is not interrupted (it holds at most one part):
-            // a cancellation then never reports an object as not written that was.
-            if opts.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
-                return Err(Error::Cancelled);
-            }
-            let written = crate::retry::retry(&s.retry, key, "part", put).await?;
-            progress.add(size);
-            let expected_checksum = s.checksum.and_then(|(a, k)| {
-                crate::checksum::object_checksum(a, k, &PartLayout::single(size), std::slice::from_ref(&digest))
-            });
-            return self.check_written(
-                key,
-                written,
-                etag_from_parts(&[digest.md5], false),
-                expected_checksum,
-                size,
-                0,
-            );
+            return self.put_single(s3, key, first, &progress, opts).await;
         }
         let upload_id = cancellable(
             opts.cancel.as_ref(),
@@ -500,6 +482,43 @@ impl Engine {
             size,
             parts,
         )
+    }
+
+    /// Uploads an object read whole (`first`) with one PutObject, and checks what S3 reports.
+    async fn put_single(
+        &self,
+        s3: &S3Storage,
+        key: &str,
+        first: ReadPart,
+        progress: &Progressor,
+        opts: &PutOptions,
+    ) -> Result<PutOutcome> {
+        let s = &self.inner.settings;
+        let size = first.len;
+        let chunks = first.chunks;
+        let digest = hash(chunks.clone(), s.checksum.map(|c| c.0)).await?;
+        let checksum = checksum_header(s.checksum, &digest);
+        let put = || {
+            s3.put_object(
+                key,
+                chunks.clone(),
+                Some(transfer::b64(&digest.md5)),
+                &checksum,
+                &opts.attributes,
+            )
+        };
+        // The one request that writes the object is not interrupted (it holds at most one part): a
+        // cancellation then never reports an object as not written that was.
+        if opts.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+            return Err(Error::Cancelled);
+        }
+        let written = crate::retry::retry(&s.retry, key, "part", put).await?;
+        progress.add(size);
+        let expected_checksum = s.checksum.and_then(|(a, k)| {
+            crate::checksum::object_checksum(a, k, &PartLayout::single(size), std::slice::from_ref(&digest))
+        });
+        let etag = etag_from_parts(&[digest.md5], false);
+        self.check_written(key, written, etag, expected_checksum, size, 0)
     }
 
     /// Reads the remaining parts and uploads them, `parallel_parts` at a time, each in a task of its own
@@ -771,8 +790,6 @@ impl Engine {
         let (object_layout, known) = self.layout_of(s3, key, size, &etag).await?;
         let fetch_layout = PartLayout::multipart(size, s.part_size);
         let algo = head.checksum.as_ref().map(|c| c.0);
-        // Ranges in flight all hold their chunks until written in order: never more than the pool.
-        let window = (self.pool_size() / s.part_size).clamp(1, s.parallel_parts as u64) as usize;
         let opaque = Arc::new(std::sync::atomic::AtomicBool::new(!crate::storage::s3::etag_is_digest(
             head.server_side_encryption
                 .as_deref()
@@ -781,50 +798,17 @@ impl Engine {
             head.sse_customer_algorithm.as_deref(),
         )));
         let progress = Progressor::new(opts.progress.clone(), Some(size));
-        let pinned = (!etag.is_empty()).then(|| etag.clone());
         // The bytes arrive in order and are hashed part by part of the object's own layout, whatever
         // the ranges they were fetched in.
         let mut hasher = LayoutHasher::new(object_layout, algo);
-        // Memory for each range is taken here, in range order (FIFO, all or nothing), and handed to the
-        // range's task, which reuses it on retries. While waiting for it, the oldest range is written
-        // out, so a download never sits on memory it cannot give back, whatever else the engine runs.
-        let pool = self.inner.io.pool();
-        let mut todo = fetch_layout.parts();
-        let mut next = todo.next();
-        let mut in_flight: std::collections::VecDeque<AbortOnDropHandle<Result<Vec<Chunk>>>> = Default::default();
-        loop {
-            match next {
-                Some((_, off, len)) if in_flight.len() < window => {
-                    let want = len.div_ceil(POOL_CHUNK_SIZE as u64) as usize;
-                    let chunks = if let Some(head) = in_flight.front_mut() {
-                        tokio::select! {
-                            c = pool.acquire_many(want) => c?,
-                            r = head => {
-                                in_flight.pop_front();
-                                deliver(joined(r)?, &mut hasher, sink, &progress).await?;
-                                continue;
-                            }
-                        }
-                    } else {
-                        pool.acquire_many(want).await?
-                    };
-                    let task = RangeTask {
-                        s3: s3.clone(),
-                        key: key.to_string(),
-                        etag: pinned.clone(),
-                        range: (off, len),
-                        retry: s.retry.clone(),
-                        opaque: opaque.clone(),
-                    };
-                    in_flight.push_back(AbortOnDropHandle::new(tokio::spawn(task.run(chunks))));
-                    next = todo.next();
-                }
-                _ => match in_flight.pop_front() {
-                    Some(head) => deliver(joined(head.await)?, &mut hasher, sink, &progress).await?,
-                    None => break,
-                },
-            }
-        }
+        let ranges = Ranges {
+            s3,
+            key,
+            layout: fetch_layout,
+            etag: (!etag.is_empty()).then(|| etag.clone()),
+            opaque: opaque.clone(),
+        };
+        self.fetch_in_order(ranges, &mut hasher, sink, &progress).await?;
         let digests = hasher.finish();
         let got: u64 = digests.iter().map(|d| d.len).sum();
         if got != size {
@@ -846,6 +830,63 @@ impl Engine {
             etag_verified: outcome.etag_verified,
             checksum_verified: outcome.checksum_verified,
         })
+    }
+
+    /// Fetches the ranges, as many at a time as the pool and `parallel_parts` allow (each in a task of
+    /// its own), and hands them to `hasher` and `sink` in order.
+    async fn fetch_in_order<W>(
+        &self,
+        ranges: Ranges<'_>,
+        hasher: &mut LayoutHasher,
+        sink: &mut Sink<'_, W>,
+        progress: &Progressor,
+    ) -> Result<()>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let s = &self.inner.settings;
+        // Ranges in flight all hold their chunks until written in order: never more than the pool.
+        let window = (self.pool_size() / s.part_size).clamp(1, s.parallel_parts as u64) as usize;
+        // Memory for each range is taken here, in range order (FIFO, all or nothing), and handed to the
+        // range's task, which reuses it on retries. While waiting for it, the oldest range is written
+        // out, so a download never sits on memory it cannot give back, whatever else the engine runs.
+        let pool = self.inner.io.pool();
+        let mut todo = ranges.layout.parts();
+        let mut next = todo.next();
+        let mut in_flight: std::collections::VecDeque<AbortOnDropHandle<Result<Vec<Chunk>>>> = Default::default();
+        loop {
+            match next {
+                Some((_, off, len)) if in_flight.len() < window => {
+                    let want = len.div_ceil(POOL_CHUNK_SIZE as u64) as usize;
+                    let chunks = if let Some(head) = in_flight.front_mut() {
+                        tokio::select! {
+                            c = pool.acquire_many(want) => c?,
+                            r = head => {
+                                in_flight.pop_front();
+                                deliver(joined(r)?, hasher, sink, progress).await?;
+                                continue;
+                            }
+                        }
+                    } else {
+                        pool.acquire_many(want).await?
+                    };
+                    let task = RangeTask {
+                        s3: ranges.s3.clone(),
+                        key: ranges.key.to_string(),
+                        etag: ranges.etag.clone(),
+                        range: (off, len),
+                        retry: s.retry.clone(),
+                        opaque: ranges.opaque.clone(),
+                    };
+                    in_flight.push_back(AbortOnDropHandle::new(tokio::spawn(task.run(chunks))));
+                    next = todo.next();
+                }
+                _ => match in_flight.pop_front() {
+                    Some(head) => deliver(joined(head.await)?, hasher, sink, progress).await?,
+                    None => return Ok(()),
+                },
+            }
+        }
     }
 
     /// Compares the digests of a downloaded object with its ETag and its stored checksum.

@@ -320,10 +320,14 @@ impl Merge {
             self.disorder.target = true;
             return false;
         }
-        !(self.out.held.is_some()
+        if self.out.held.is_some()
             && !self.src.on_probation(self.src_done)
             && !self.tgt.on_probation(self.tgt_done)
-            && !self.out.release().await)
+            && !self.out.release().await
+        {
+            return false;
+        }
+        true
     }
 
     /// The next pair of the pulled entries (the entry of the greater key waits for the next round);

@@ -195,6 +195,7 @@ fn transient(errno: i32) -> bool {
 /// Handles a completion: returns the operation if it must be resubmitted (short transfer or
 /// transient error), otherwise sends the outcome.
 fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
+    let transient_error = result < 0 && transient(-result);
     match op {
         Op::Read {
             file,
@@ -204,20 +205,9 @@ fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
         } => {
             if result > 0 {
                 chunk.set_filled_len(chunk.len() + result as usize);
-                if chunk.len() < want.min(chunk.capacity()) {
-                    let op = Op::Read {
-                        file,
-                        chunk,
-                        offset,
-                        want,
-                    };
-                    return Some((op, reply));
-                }
-                reply.chunk(Ok(chunk));
-            } else if result == 0 {
-                // EOF.
-                reply.chunk(Ok(chunk));
-            } else if transient(-result) {
+            }
+            let short = result > 0 && chunk.len() < want.min(chunk.capacity());
+            if short || transient_error {
                 let op = Op::Read {
                     file,
                     chunk,
@@ -225,11 +215,13 @@ fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
                     want,
                 };
                 return Some((op, reply));
-            } else {
-                // Return the chunk to the pool before the caller hears about the failure.
-                drop(chunk);
-                reply.chunk(Err(io::Error::from_raw_os_error(-result)));
             }
+            // 0 is the end of the file: the chunk holds what there was.
+            finish(
+                reply,
+                chunk,
+                (result < 0).then(|| io::Error::from_raw_os_error(-result)),
+            );
         }
         Op::Write {
             file,
@@ -237,25 +229,9 @@ fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
             offset,
             done,
         } => {
-            if result > 0 {
-                let done = done + result as usize;
-                if done < chunk.len() {
-                    let op = Op::Write {
-                        file,
-                        chunk,
-                        offset,
-                        done,
-                    };
-                    return Some((op, reply));
-                }
-                reply.chunk(Ok(chunk));
-            } else if result == 0 {
-                drop(chunk);
-                reply.chunk(Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "failed to write the whole chunk",
-                )));
-            } else if transient(-result) {
+            let done = done + result.max(0) as usize;
+            let short = result > 0 && done < chunk.len();
+            if short || transient_error {
                 let op = Op::Write {
                     file,
                     chunk,
@@ -263,24 +239,40 @@ fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
                     done,
                 };
                 return Some((op, reply));
-            } else {
-                // Return the chunk to the pool before the caller hears about the failure.
-                drop(chunk);
-                reply.chunk(Err(io::Error::from_raw_os_error(-result)));
             }
+            let error = match result {
+                0 => Some(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "failed to write the whole chunk",
+                )),
+                r if r < 0 => Some(io::Error::from_raw_os_error(-r)),
+                _ => None,
+            };
+            finish(reply, chunk, error);
         }
         Op::Fsync { file } => {
-            if result < 0 && transient(-result) {
+            if transient_error {
                 return Some((Op::Fsync { file }, reply));
             }
-            if result < 0 {
-                reply.unit(Err(io::Error::from_raw_os_error(-result)));
-            } else {
-                reply.unit(Ok(()));
-            }
+            reply.unit(match result < 0 {
+                true => Err(io::Error::from_raw_os_error(-result)),
+                false => Ok(()),
+            });
         }
     }
     None
+}
+
+/// Sends the outcome of a finished read or write. On an error the chunk goes back to the pool before
+/// the caller hears about the failure.
+fn finish(reply: Reply, chunk: Chunk, error: Option<io::Error>) {
+    match error {
+        None => reply.chunk(Ok(chunk)),
+        Some(e) => {
+            drop(chunk);
+            reply.chunk(Err(e));
+        }
+    }
 }
 
 /// The ring thread.
