@@ -26,7 +26,6 @@ use crate::checksum::additional::{self, ChecksumAlgorithm, ChecksumType};
 use crate::checksum::{etag_from_parts, etag_part_count, Md5Digest, PartDigest, PartHasher, PartLayout};
 use crate::config::{ClientConfig, RetryConfig, POOL_CHUNK_SIZE};
 use crate::error::{Error, Result, S3ErrorKind};
-use crate::storage::local::LocalStorage;
 use crate::storage::s3::{HeadInfo, PartInfo, S3Storage, Written};
 use crate::transfer::sink::FileSink;
 use crate::transfer::verify::{Outcome, Policy};
@@ -751,9 +750,7 @@ impl Engine {
     ) -> Result<GetOutcome> {
         let path = path.as_ref();
         let s3 = self.storage(bucket);
-        let file = FileSink::create(&self.inner.io, path)
-            .await
-            .map_err(|e| Error::local("create", LocalStorage::temp_path_for(path), e))?;
+        let file = FileSink::create(&self.inner.io, path).await?;
         let mut sink: Sink<'_, tokio::io::Sink> = Sink::File { file: &file, offset: 0 };
         let out = cancellable(opts.cancel.as_ref(), self.get(&s3, key, opts, &mut sink)).await?;
         // Verified: from here on nothing is interrupted, so `path` is either untouched or the object.

@@ -35,11 +35,10 @@
 //!
 //! Errors are [`Error`] values; [`Error::exit_code`] maps them to the CLI's exit codes.
 
-// Unsafe code lives in the io crate (`s3sync-io`) and the sys crate (`s3sync-sys`: two system calls),
-// each block with its SAFETY comment. One use stays here, allowed where it stands: the unrestricted Lua
-// VM that `--allow-lua-unsafe-vm` (an option of the original, listed as dangerous) asks for. It is
-// unsafe by nature, so wrapping it in a safe function elsewhere would only hide it.
-#![deny(unsafe_code)]
+// Unsafe code lives in the io crate (`s3sync-io`: io_uring and registered buffers) and the sys crate
+// (`s3sync-sys`: two system calls and the unrestricted Lua VM of `--allow-lua-unsafe-vm`), each block
+// with its SAFETY comment; none is allowed here.
+#![forbid(unsafe_code)]
 
 // The conformance suite (`pipeline/conformance.rs`) names the crate as its users do, inside it too.
 #[cfg(test)]

@@ -499,6 +499,27 @@ async fn bad_arguments_exit_2() {
     assert!(r.stderr.contains("--enable-versioning"), "{}", r.stderr);
 }
 
+/// A flag that needs another is needed only when set: `FULL_OBJECT_CHECKSUM=false` in the environment
+/// is no usage error, `=true` without an algorithm is.
+#[tokio::test]
+async fn a_flag_set_false_in_the_environment_requires_nothing() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("a", data(10, 1))]);
+    let run = |value: &str| {
+        srv.command(&["--dry-run", &s(src.path()), &format!("s3://{bucket}/")])
+            .env("FULL_OBJECT_CHECKSUM", value)
+            .env("REPORT_TAGGING_SYNC_STATUS", value)
+            .output()
+            .unwrap()
+    };
+    let off = run("false");
+    assert_eq!(off.status.code(), Some(0), "{}", String::from_utf8_lossy(&off.stderr));
+    let on = run("true");
+    assert_eq!(on.status.code(), Some(2), "{}", String::from_utf8_lossy(&on.stderr));
+}
+
 #[tokio::test]
 async fn killed_download_leaves_no_partial_file_and_rerun_converges() {
     let srv = server().await;

@@ -74,13 +74,11 @@ fn prepare_lua(
 
 /// A fresh VM with the libraries `settings` allow: every one (unsafe), or the safe ones with or
 /// without `os` and `io`.
-// The one unsafe call builds the unrestricted VM the user asked for (see its SAFETY comment).
-#[allow(unsafe_code)]
 fn new_lua(settings: &LuaSettings) -> mlua::Result<Lua> {
     Ok(if settings.allow_unsafe_vm {
-        // SAFETY: the user asked for an unrestricted VM (`--allow-lua-unsafe-vm`, listed under
-        // "Dangerous"): C modules and binary chunks may then break memory safety, as documented.
-        unsafe { Lua::unsafe_new() }
+        // Asked for by name (`--allow-lua-unsafe-vm`): C modules and binary chunks may then break
+        // memory safety, as its help says.
+        s3sync_sys::unrestricted_lua()
     } else if settings.allow_os_library {
         Lua::new()
     } else {
@@ -669,11 +667,9 @@ mod tests {
         assert!(e.0.contains("binary"), "{e}");
     }
 
-    /// Writes a bytecode chunk (`return true`, defining `filter`) with an unrestricted VM.
+    /// Writes a bytecode chunk (`return true`, defining `filter`): dumping is safe, loading is not.
     fn unsafe_dump(path: std::path::PathBuf) -> bool {
-        // SAFETY: a test VM that only dumps a function to bytecode.
-        #[allow(unsafe_code)]
-        let lua = unsafe { Lua::unsafe_new() };
+        let lua = Lua::new();
         let f: mlua::Function = lua
             .load("filter = function() return true end return true")
             .into_function()

@@ -482,7 +482,7 @@ pub struct CliArgs {
     #[arg(
         long,
         env = "FULL_OBJECT_CHECKSUM",
-        requires = "additional_checksum_algorithm",
+        requires_if("true", "additional_checksum_algorithm"),
         help_heading = "Verification",
         help = "Use full object checksum for verification. CRC64NVME automatically use full object checksum.\n\
                 This option cannot be used with SHA1/SHA256 additional checksum."
@@ -949,7 +949,7 @@ pub struct CliArgs {
     #[arg(
         long,
         env = "REPORT_METADATA_SYNC_STATUS",
-        requires = "report_sync_status",
+        requires_if("true", "report_sync_status"),
         help_heading = "Reporting",
         help = "Report metadata sync status to the target storage.\n\
                 It must be used with --report-sync-status.\n\
@@ -962,7 +962,7 @@ pub struct CliArgs {
     #[arg(
         long,
         env = "REPORT_TAGGING_SYNC_STATUS",
-        requires = "report_sync_status",
+        requires_if("true", "report_sync_status"),
         help_heading = "Reporting",
         help = "Report tagging sync status to the target storage.\n\
                 It must be used with --report-sync-status."

@@ -69,6 +69,16 @@ impl CliArgs {
 
     /// The update check of `--check-*` (clap lets at most one through), by default the modification time.
     fn check_mode(&self) -> Result<CheckMode> {
+        let given = [
+            self.check_size,
+            self.check_etag,
+            self.check_mtime_and_etag,
+            self.check_additional_checksum.is_some(),
+            self.check_mtime_and_additional_checksum.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(Error::InvalidArgument("only one --check-* option can be used".into()));
+        }
         Ok(if self.check_size {
             CheckMode::Size
         } else if self.check_etag {
@@ -122,10 +132,16 @@ impl CliArgs {
                 no_sign_request: false,
             },
         };
-        // clap makes the algorithm, the key and its MD5 come together.
+        // clap makes the algorithm, the key and its MD5 come together; arguments changed after
+        // parsing are still never half taken.
         let sse_c = match a.sse_c {
             (Some(alg), Some(key), md5) => Some(SseC::new(alg.clone(), key.clone(), md5.clone())?),
-            _ => None,
+            (None, None, _) => None,
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "an SSE-C algorithm and key must be given together".into(),
+                ))
+            }
         };
         Ok(ClientConfig {
             profile: a.profile.clone(),

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use s3sync::error::S3ErrorKind;
 use s3sync::storage::failing::{FailingClient, Fault};
-use s3sync::storage::object_client::{ObjectClient, Scope};
+use s3sync::storage::object_client::{GetRequest, ObjectClient, Scope};
 use s3sync::{Config, ConfigBuilder, Location, Stats, Sync};
 use std::path::Path;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ impl World {
     pub async fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         match self
             .client
-            .get_object(&Self::scope(bucket), key, None, None, None)
+            .get_object(&Self::scope(bucket), key, Default::default())
             .await
         {
             Ok((ranged, _)) => Some(ranged.body.collect().await.expect("body").to_vec()),
@@ -320,4 +320,45 @@ async fn an_object_replaced_during_the_download_is_not_written() {
     assert_eq!(stats.transferred, 0);
     assert!(stats.failed + stats.warnings >= 1);
     assert!(files(dir.path()).is_empty());
+}
+
+/// Every implementation answers as S3 does: a missing object is a typed error that keeps the HTTP
+/// status and the S3 code; a GET gives the object's information only when asked, and a range of it.
+#[tokio::test]
+async fn answers_are_typed_and_a_get_builds_only_what_is_asked() {
+    let w = super::world().await;
+    let b = &w.buckets[0];
+    let scope = Scope {
+        bucket: b.clone(),
+        ..Default::default()
+    };
+    let err = match w.client.get_object(&scope, "absent", Default::default()).await {
+        Err(e) => e,
+        Ok(_) => panic!("a GET of a missing key succeeded"),
+    };
+    let s3sync::Error::S3(e) = &err else {
+        panic!("not an S3 error: {err:?}")
+    };
+    assert_eq!(
+        (e.kind, e.status, e.code.as_deref(), e.operation),
+        (S3ErrorKind::NotFound, Some(404), Some("NoSuchKey"), "GetObject")
+    );
+    assert_eq!(err.exit_code(), s3sync::error::EXIT_ERROR);
+    w.put(b, "k", bytes(3, 1000)).await;
+    let ranged = GetRequest {
+        range: Some((10, 100)),
+        ..Default::default()
+    };
+    let (body, info) = w.client.get_object(&scope, "k", ranged).await.expect("GET of a range");
+    assert!(info.is_none(), "no object information unless asked");
+    assert_eq!(
+        body.body.collect().await.expect("body").to_vec(),
+        bytes(3, 1000)[10..110].to_vec()
+    );
+    let whole = GetRequest {
+        head: true,
+        ..Default::default()
+    };
+    let (_, info) = w.client.get_object(&scope, "k", whole).await.expect("GET");
+    assert_eq!(info.map(|h| h.entry.size), Some(1000));
 }

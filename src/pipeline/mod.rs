@@ -288,6 +288,7 @@ impl Sync {
             source: source.clone(),
             target: target.clone(),
             cfg: cfg.clone(),
+            policy: crate::transfer::verify::Policy::new(cfg, source, target),
             reporter: self.reporter.clone(),
             limits: crate::ratelimit::Limits::new(cfg.rate_limit_objects, cfg.rate_limit_bandwidth),
             journal: if cfg.dry_run {

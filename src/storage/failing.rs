@@ -3,7 +3,7 @@
 //! Every reliability and safety case the engine handles can so be reproduced in a unit test, without a
 //! proxy or a server.
 
-use super::object_client::{ObjectClient, ObjectsPage, Scope, Source, Upload, VersionsPage};
+use super::object_client::{GetRequest, ObjectClient, ObjectsPage, Scope, Source, Upload, VersionsPage};
 use super::s3::{AnnotationInfo, ChecksumValue, HeadInfo, PartInfo, Ranged, Written};
 use crate::attributes::{ObjectAttributes, Preconditions};
 use crate::checksum::additional::{ChecksumAlgorithm, ChecksumType};
@@ -223,16 +223,9 @@ impl ObjectClient for FailingClient {
         self.inner.head_object(scope, key, part_number, version_id).await
     }
 
-    async fn get_object(
-        &self,
-        scope: &Scope,
-        key: &str,
-        version_id: Option<&str>,
-        if_match: Option<&str>,
-        range: Option<(u64, u64)>,
-    ) -> Result<(Ranged, HeadInfo)> {
+    async fn get_object(&self, scope: &Scope, key: &str, req: GetRequest<'_>) -> Result<(Ranged, Option<HeadInfo>)> {
         let fault = self.fault("GetObject", scope, key).await?;
-        let (ranged, head) = self.inner.get_object(scope, key, version_id, if_match, range).await?;
+        let (ranged, head) = self.inner.get_object(scope, key, req).await?;
         Ok((damage(ranged, fault, scope, key).await?, head))
     }
 

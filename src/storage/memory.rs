@@ -7,7 +7,7 @@
 //! objects need their key, preconditions hold, versions and delete markers are kept when the bucket
 //! is versioned, and every request is counted per operation.
 
-use super::object_client::{ObjectClient, ObjectsPage, Scope, Source, Upload, VersionsPage};
+use super::object_client::{GetRequest, ObjectClient, ObjectsPage, Scope, Source, Upload, VersionsPage};
 use super::s3::{AnnotationInfo, ChecksumValue, HeadInfo, ObjectVersionEntry, PartInfo, Ranged, Written};
 use super::Entry;
 use crate::attributes::{ObjectAttributes, Preconditions};
@@ -659,14 +659,13 @@ impl ObjectClient for MemoryClient {
         Ok(Some(h))
     }
 
-    async fn get_object(
-        &self,
-        scope: &Scope,
-        key: &str,
-        version_id: Option<&str>,
-        if_match: Option<&str>,
-        range: Option<(u64, u64)>,
-    ) -> Result<(Ranged, HeadInfo)> {
+    async fn get_object(&self, scope: &Scope, key: &str, req: GetRequest<'_>) -> Result<(Ranged, Option<HeadInfo>)> {
+        let GetRequest {
+            version_id,
+            if_match,
+            range,
+            head,
+        } = req;
         let mut s = self.lock();
         let b = s.bucket("GetObject", &scope.bucket, key)?;
         let v = b.version(key, version_id).ok_or_else(|| {
@@ -703,14 +702,17 @@ impl ObjectClient for MemoryClient {
             Some((o, l)) => (o.min(size), l.min(size - o.min(size))),
             None => (0, size),
         };
-        let mut h = v.head(key, Some((offset, len)));
-        h.checksum = None;
+        let info = head.then(|| {
+            let mut h = v.head(key, Some((offset, len)));
+            h.checksum = None;
+            h
+        });
         let body = data.slice(offset as usize..(offset + len) as usize);
         let ranged = Ranged {
             body: body.into(),
             etag_is_md5: v.etag_is_md5(),
         };
-        Ok((ranged, h))
+        Ok((ranged, info))
     }
 
     async fn put_object(

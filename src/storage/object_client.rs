@@ -71,6 +71,20 @@ pub struct VersionsPage {
 
 /// The S3 operations the engine uses. Every method is one request (or, for `list_parts`, every page
 /// of one listing); retries of whole transfers are the engine's, retries of one request the client's.
+/// What one GetObject asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GetRequest<'a> {
+    /// The version to read (`None`: the latest).
+    pub version_id: Option<&'a str>,
+    /// The ETag (unquoted) the object must still have (`If-Match`).
+    pub if_match: Option<&'a str>,
+    /// `(offset, len)` of the object (`None`: all of it).
+    pub range: Option<(u64, u64)>,
+    /// Whether the object's information is built from the response headers (its metadata, tags
+    /// count, encryption): only the GET that replaces a HEAD needs it, not every ranged GET.
+    pub head: bool,
+}
+
 #[async_trait::async_trait]
 pub trait ObjectClient: Send + Sync + std::fmt::Debug {
     /// Checks that the bucket exists and the credentials are accepted (HeadBucket), failing fast.
@@ -106,17 +120,11 @@ pub trait ObjectClient: Send + Sync + std::fmt::Debug {
         version_id: Option<&str>,
     ) -> Result<Option<HeadInfo>>;
 
-    /// GETs an object, or `(offset, len)` of it; pinned to `version_id`, else to `if_match` (an
-    /// ETag, unquoted), failing with [`S3ErrorKind::PreconditionFailed`](crate::error::S3ErrorKind)
-    /// when the object no longer has it. Returns the body and what the response headers tell.
-    async fn get_object(
-        &self,
-        scope: &Scope,
-        key: &str,
-        version_id: Option<&str>,
-        if_match: Option<&str>,
-        range: Option<(u64, u64)>,
-    ) -> Result<(Ranged, HeadInfo)>;
+    /// GETs an object, or a range of it, as `req` says, failing with
+    /// [`S3ErrorKind::PreconditionFailed`](crate::error::S3ErrorKind) when the object no longer has
+    /// the ETag of `req.if_match`. Returns the body, and what the response headers tell when
+    /// `req.head` asks for it.
+    async fn get_object(&self, scope: &Scope, key: &str, req: GetRequest<'_>) -> Result<(Ranged, Option<HeadInfo>)>;
 
     /// PutObject of a body made of pool chunks.
     async fn put_object(

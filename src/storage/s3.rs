@@ -2,7 +2,7 @@
 //! full ones, keeps what the server showed of itself, and holds the rules that are the same whatever
 //! the client (a 412 on a GET means the object changed, a listing must end where the server says).
 
-use super::object_client::{ObjectClient, Scope, Source, Upload};
+use super::object_client::{GetRequest, ObjectClient, Scope, Source, Upload};
 use super::sdk::SdkClient;
 use super::Entry;
 use crate::attributes::ObjectAttributes;
@@ -565,14 +565,16 @@ impl S3Storage {
         len: u64,
     ) -> Result<Ranged> {
         let range = (len > 0).then_some((offset, len));
-        Ok(self.send_get(key, version_id, etag, range).await?.0)
+        Ok(self.send_get(key, version_id, etag, range, false).await?.0)
     }
 
     /// Starts a GET of a whole object and returns its body with what its headers tell, the same as a
     /// HEAD would (but for the stored additional checksum, which a GET does not ask for): one request
     /// where a HEAD and a GET were two.
     pub async fn open(&self, key: &str, version_id: Option<&str>, etag: Option<&str>) -> Result<(Ranged, HeadInfo)> {
-        let (ranged, mut info) = self.send_get(key, version_id, etag, None).await?;
+        let (ranged, info) = self.send_get(key, version_id, etag, None, true).await?;
+        let mut info =
+            info.ok_or_else(|| Error::Internal(format!("GetObject of {key} returned no object information")))?;
         if info.tag_count.is_some() {
             self.learned.tag_count_sent.store(true, Ordering::Relaxed);
         }
@@ -580,7 +582,8 @@ impl S3Storage {
         Ok((ranged, info))
     }
 
-    /// Sends one GetObject, pinned to `version_id`, else to the listed `etag`: every range of one
+    /// Sends one GetObject (building the object's information from the headers when `head`), pinned
+    /// to `version_id`, else to the listed `etag`: every range of one
     /// object reads the same bytes (an object overwritten mid-transfer fails with 412, reported as
     /// [`Error::ObjectChanged`], instead of mixing two objects).
     async fn send_get(
@@ -589,13 +592,20 @@ impl S3Storage {
         version_id: Option<&str>,
         etag: Option<&str>,
         range: Option<(u64, u64)>,
-    ) -> Result<(Ranged, HeadInfo)> {
+        head: bool,
+    ) -> Result<(Ranged, Option<HeadInfo>)> {
         let if_match = match (version_id, etag) {
             (None, Some(e)) if !e.is_empty() => Some(e),
             _ => None,
         };
+        let req = GetRequest {
+            version_id,
+            if_match,
+            range,
+            head,
+        };
         self.client
-            .get_object(&self.scope, &self.full_key(key), version_id, if_match, range)
+            .get_object(&self.scope, &self.full_key(key), req)
             .await
             .map_err(|e| match e {
                 e if e.s3_kind() == Some(S3ErrorKind::PreconditionFailed) => Error::ObjectChanged {

@@ -1,7 +1,7 @@
 //! The [`ObjectClient`] of real servers, over `aws-sdk-s3`: each method is one SDK request, its
 //! error turned into a typed [`Error::S3`] that says which request failed and why.
 
-use super::object_client::{ObjectClient, ObjectsPage, Scope, Source, Upload, VersionsPage};
+use super::object_client::{GetRequest, ObjectClient, ObjectsPage, Scope, Source, Upload, VersionsPage};
 use super::s3::{AnnotationInfo, ChecksumValue, HeadInfo, ObjectVersionEntry, PartInfo, Ranged, SseC, Written};
 use super::Entry;
 use crate::attributes::{ObjectAttributes, Preconditions};
@@ -372,14 +372,13 @@ impl ObjectClient for SdkClient {
         }
     }
 
-    async fn get_object(
-        &self,
-        scope: &Scope,
-        key: &str,
-        version_id: Option<&str>,
-        if_match: Option<&str>,
-        range: Option<(u64, u64)>,
-    ) -> Result<(Ranged, HeadInfo)> {
+    async fn get_object(&self, scope: &Scope, key: &str, req: GetRequest<'_>) -> Result<(Ranged, Option<HeadInfo>)> {
+        let GetRequest {
+            version_id,
+            if_match,
+            range,
+            head,
+        } = req;
         let req = self
             .client
             .get_object()
@@ -393,7 +392,7 @@ impl ObjectClient for SdkClient {
             .send()
             .await
             .map_err(|e| err("GetObject", scope, key, e))?;
-        let info = head_info!(g, key, ObjectAttributes::from_get(&g));
+        let info = head.then(|| head_info!(g, key, ObjectAttributes::from_get(&g)));
         let ranged = Ranged {
             etag_is_md5: etag_is_digest(g.server_side_encryption(), g.sse_customer_algorithm()),
             body: g.body,

@@ -94,13 +94,12 @@ impl Transferer {
         // make it again, once.
         self.create_parents(local, key, &final_path).await?;
         let mut sink = match FileSink::create(io, &final_path).await {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if FileSink::is_missing_directory(&e) => {
                 self.create_parents(local, key, &final_path).await?;
-                FileSink::create(io, &final_path).await
+                FileSink::create(io, &final_path).await?
             }
-            other => other,
-        }
-        .map_err(|e| Error::local("create", LocalStorage::temp_path_for(&final_path), e))?;
+            other => other?,
+        };
         let (parts, opaque) = self.fetch_ranges(source, entry, &plan, &sink).await?;
         sink.seal(self.cfg.fsync).await?;
         let outcome = self.check_download(key, &plan, &parts, opaque)?;

@@ -70,6 +70,8 @@ pub struct Transferer {
     pub target: End,
     /// The configuration.
     pub cfg: Arc<Config>,
+    /// What the run verifies, decided once from the configuration and the two ends.
+    pub(crate) policy: verify::Policy,
     /// Progress and statistics.
     pub reporter: Arc<Reporter>,
     /// Rate limits.
@@ -281,7 +283,7 @@ impl Transferer {
 
     /// What this run verifies, and against what.
     fn verify(&self) -> verify::Policy {
-        verify::Policy::new(&self.cfg, &self.source, &self.target)
+        self.policy
     }
 }
 

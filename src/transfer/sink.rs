@@ -22,17 +22,23 @@ pub(crate) struct FileSink<'a> {
 }
 
 impl<'a> FileSink<'a> {
-    /// Creates the temporary file for `target` (never replacing a file: `O_EXCL`). The error is the
-    /// system's, so that a caller can make a missing directory and try again.
-    pub(crate) async fn create(io: &'a IoEngine, target: &Path) -> std::io::Result<Self> {
+    /// Creates the temporary file for `target` (never replacing a file: `O_EXCL`). The error names
+    /// that file and keeps the system's error as its source (a caller may make a missing directory
+    /// and try again: see [`FileSink::is_missing_directory`]).
+    pub(crate) async fn create(io: &'a IoEngine, target: &Path) -> Result<Self> {
         let tmp = LocalStorage::temp_path_for(target);
-        let file = io.create_new(&tmp).await?;
+        let file = io.create_new(&tmp).await.map_err(|e| Error::local("create", &tmp, e))?;
         Ok(FileSink {
             io,
             file: Some(file),
             tmp: TempGuard { path: tmp, armed: true },
             target: target.to_path_buf(),
         })
+    }
+
+    /// Whether an error of [`FileSink::create`] says the directory is missing.
+    pub(crate) fn is_missing_directory(e: &Error) -> bool {
+        matches!(e, Error::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
     /// The temporary file's path.
@@ -126,6 +132,19 @@ mod tests {
 
     /// A sink dropped before its rename (an error, a cancellation) leaves nothing behind, and a file
     /// already at the final path is untouched.
+    /// A missing directory is told apart, and the error names the temporary file that was tried.
+    #[tokio::test]
+    async fn a_failed_create_names_the_file_it_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = engine();
+        let target = dir.path().join("missing/f");
+        let e = FileSink::create(&io, &target).await.err().expect("no directory");
+        assert!(FileSink::is_missing_directory(&e), "{e}");
+        let Error::Local { path, .. } = &e else { panic!("{e:?}") };
+        assert_eq!(path.parent(), target.parent());
+        assert_ne!(path, &target, "the temporary file, not the final one");
+    }
+
     #[tokio::test]
     async fn a_dropped_sink_leaves_nothing_and_touches_nothing() {
         let dir = tempfile::tempdir().unwrap();
