@@ -729,6 +729,11 @@ class Bench:
         if args.merge and Path(args.out_json).exists():
             self.previous = json.loads(Path(args.out_json).read_text())
         self.failed = False
+        # Download targets of many small files, removed when their dataset is done rather than after
+        # each run: ext4 then allocates the next run's inodes among just-deleted ones
+        # (`recently_deleted`, `find_inode_bit`), which doubled the client's kernel time from the
+        # second download on, for every tool (see BENCHMARKS.md, session 11).
+        self.kept_targets: list[Path] = []
 
     # -- buckets and directories --
     def new_bucket(self, tag: str) -> str:
@@ -801,6 +806,8 @@ class Bench:
             f"cpu {r['cpu_s']:.2f}s rss {r['maxrss_kib'] / KiB:.0f}MiB server {fmt_num(r['server_cpu_s'])}s")
         if dst.is_s3:
             self.drop_bucket(dst.bucket)
+        elif ds.count >= 1000:
+            self.kept_targets.append(dst.path)
         else:
             shutil.rmtree(dst.path, ignore_errors=True)
         self.save()
@@ -825,6 +832,9 @@ class Bench:
         finally:
             if source:
                 self.drop_bucket(source.bucket)
+            for d in self.kept_targets:
+                shutil.rmtree(d, ignore_errors=True)
+            self.kept_targets.clear()
 
     # -- the no-op scenario --
     def run_noop(self) -> None:
