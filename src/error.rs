@@ -204,12 +204,12 @@ impl Error {
         mut self,
         status: Option<u16>,
         code: Option<String>,
-        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
         if let Error::S3(e) = &mut self {
             e.status = status;
             e.code = code;
-            e.source = Some(source);
+            e.source = source;
         }
         self
     }

@@ -604,11 +604,7 @@ impl Router<'_> {
             }
         }
         if let (TargetState::Listed(t), false) = (&state, cfg.report_sync_status) {
-            let verdict = if cfg.remove_modified_filter {
-                Verdict::Transfer
-            } else {
-                decide(cfg.check, &s, t.as_ref())
-            };
+            let verdict = verdict(cfg, &s, t.as_ref());
             if verdict == Verdict::Skip {
                 debug!(key = %s.key, "object filtered: target is up to date");
                 reporter.skipped(&s.key);
@@ -844,6 +840,16 @@ async fn process(tr: &Transferer, job: Job) {
     transfer_with_retries(tr, &s, target.as_ref()).await
 }
 
+/// What the update check says of `s` against its target: always a transfer under
+/// `--remove-modified-filter`.
+fn verdict(cfg: &Config, s: &Entry, target: Option<&Entry>) -> Verdict {
+    if cfg.remove_modified_filter {
+        Verdict::Transfer
+    } else {
+        decide(cfg.check, s, target)
+    }
+}
+
 /// Whether the target is local and the directory of `key` exists there.
 fn local_dir_exists(tr: &Transferer, key: &str) -> bool {
     match &tr.target {
@@ -871,11 +877,7 @@ async fn needs_transfer(tr: &Transferer, s: &Entry, target: Option<&Entry>) -> b
             }
         }
     }
-    let verdict = if cfg.remove_modified_filter {
-        Verdict::Transfer
-    } else {
-        decide(cfg.check, s, target)
-    };
+    let verdict = verdict(cfg, s, target);
     if verdict == Verdict::Skip {
         debug!(key = %s.key, "object filtered: target is up to date");
         rep.skipped(&s.key);

@@ -91,18 +91,8 @@ fn error(operation: &'static str, bucket: &str, key: &str, kind: S3ErrorKind, me
         S3ErrorKind::Retryable => (503, "SlowDown"),
         S3ErrorKind::Unreachable | S3ErrorKind::Other => (400, "InvalidRequest"),
     };
-    let mut e = Error::s3(
-        operation,
-        bucket,
-        key,
-        kind,
-        format!("{code}: {message} (HTTP {status})"),
-    );
-    if let Error::S3(s3) = &mut e {
-        s3.status = Some(status);
-        s3.code = Some(code.to_string());
-    }
-    e
+    let message = format!("{code}: {message} (HTTP {status})");
+    Error::s3(operation, bucket, key, kind, message).with_response(Some(status), Some(code.to_string()), None)
 }
 
 fn md5_hex(parts: &[&[u8]]) -> String {

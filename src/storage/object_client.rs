@@ -69,8 +69,6 @@ pub struct VersionsPage {
     pub next_version_marker: Option<String>,
 }
 
-/// The S3 operations the engine uses. Every method is one request (or, for `list_parts`, every page
-/// of one listing); retries of whole transfers are the engine's, retries of one request the client's.
 /// What one GetObject asks for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GetRequest<'a> {
@@ -85,6 +83,8 @@ pub struct GetRequest<'a> {
     pub head: bool,
 }
 
+/// The S3 operations the engine uses. Every method is one request (or, for `list_parts`, every page
+/// of one listing); retries of whole transfers are the engine's, retries of one request the client's.
 #[async_trait::async_trait]
 pub trait ObjectClient: Send + Sync + std::fmt::Debug {
     /// Checks that the bucket exists and the credentials are accepted (HeadBucket), failing fast.

@@ -856,7 +856,7 @@ where
         ),
         _ => (S3ErrorKind::Other, None, None, one_line(&e)),
     };
-    Error::s3(operation, bucket, key, kind, message).with_response(status, code, Box::new(e))
+    Error::s3(operation, bucket, key, kind, message).with_response(status, code, Some(Box::new(e)))
 }
 
 /// The kind of a service error, from its HTTP status and S3 error code.

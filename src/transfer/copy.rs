@@ -58,7 +58,7 @@ impl Transferer {
                         opened: std::sync::Mutex::new(opened.map(Box::new)),
                     }),
                     id: src_etag.clone(),
-                    expected_etag: (known && self.verify().source_etag(&src_etag, false)).then(|| src_etag.clone()),
+                    expected_etag: (known && self.policy.source_etag(&src_etag, false)).then(|| src_etag.clone()),
                 },
                 layout,
                 attrs,
@@ -69,7 +69,7 @@ impl Transferer {
         // The bytes written against the source's ETag too (the target's may be opaque).
         let opaque = opaque_etag.load(std::sync::atomic::Ordering::Relaxed);
         let computed = up.computed_etag;
-        if self.verify().source_etag(&src_etag, opaque) && computed != src_etag {
+        if self.policy.source_etag(&src_etag, opaque) && computed != src_etag {
             if known {
                 return Err(mismatch("source ETag", &entry.key, &src_etag, &computed));
             }
@@ -150,7 +150,7 @@ impl Transferer {
         };
         self.reporter.add_bytes(entry.size);
         let mut outcome = Outcome::default();
-        if self.verify().copied_etag(&src_etag, &etag) {
+        if self.policy.copied_etag(&src_etag, &etag) {
             outcome.etag(key, &src_etag, &etag, known)?;
         }
         Ok(outcome.moved(entry.size))

@@ -122,8 +122,8 @@ impl Transferer {
     /// downloads are verified with it), and the part layout the object was written with.
     async fn plan_download(&self, source: &S3Storage, entry: &Entry) -> Result<DownloadPlan> {
         let etag = entry.etag.clone().unwrap_or_default();
-        let verify_etag = self.verify().source_etag(&etag, false);
-        let stored = match self.cfg.enable_additional_checksum && self.verify().checksums() {
+        let verify_etag = self.policy.source_etag(&etag, false);
+        let stored = match self.cfg.enable_additional_checksum && self.policy.checksums() {
             true => source
                 .head_version(&entry.key, None, entry.version_id.as_deref())
                 .await?

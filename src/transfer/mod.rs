@@ -280,11 +280,6 @@ impl Transferer {
     {
         crate::retry::retry(&self.cfg.retry, key, "part", op).await
     }
-
-    /// What this run verifies, and against what.
-    fn verify(&self) -> verify::Policy {
-        self.policy
-    }
 }
 
 /// The error of a source object that was listed but is gone when read.

@@ -84,16 +84,16 @@ impl<'a> FileSink<'a> {
         Ok(())
     }
 
-    /// Seals the file if it is not yet, then renames it to its final path (replacing a file there),
-    /// which it names from then on; the temporary file is no longer removed.
-    pub(crate) async fn rename_into_place(mut self, durable: bool) -> Result<PathBuf> {
+    /// Seals the file if it is not yet, then renames it to its final path (replacing a file there);
+    /// the temporary file is no longer removed.
+    pub(crate) async fn rename_into_place(mut self, durable: bool) -> Result<()> {
         self.seal(durable).await?;
         self.io
             .rename(&self.tmp.path, &self.target)
             .await
             .map_err(|e| Error::local("rename", &self.target, e))?;
         self.tmp.armed = false;
-        Ok(std::mem::take(&mut self.target))
+        Ok(())
     }
 }
 
@@ -125,7 +125,7 @@ mod tests {
         sink.write_at(chunk(&io, b"abc").await, 0).await.unwrap();
         assert!(!target.exists(), "no final name before the rename");
         let tmp = sink.temp_path().to_path_buf();
-        assert_eq!(sink.rename_into_place(true).await.unwrap(), target);
+        sink.rename_into_place(true).await.unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"abcdef");
         assert!(!tmp.exists());
     }

@@ -145,7 +145,7 @@ impl Transferer {
         let send = || target.upload_part(key, upload_id, number, body.clone(), md5_header.clone(), &checksum);
         let written = self.retry_part(key, send).await?;
         let sent = checksum.as_ref().map(|(_, v)| v.as_str());
-        self.verify().check_part(key, number, (&md5, sent), &written)?;
+        self.policy.check_part(key, number, (&md5, sent), &written)?;
         let etag = written.etag;
         Ok((PartInfo { number, etag, checksum }, digest))
     }
@@ -175,7 +175,7 @@ impl Transferer {
             PartSource::Local(_) => false,
         };
         match &source.expected_etag {
-            Some(want) if self.verify().source_etag(want, opaque) && want != computed => {
+            Some(want) if self.policy.source_etag(want, opaque) && want != computed => {
                 Err(mismatch("source ETag", key, want, computed))
             }
             _ => Ok(()),
@@ -323,7 +323,7 @@ impl Transferer {
     /// Checks an uploaded object's ETag and additional checksum against those computed from the bytes.
     /// Returns what was verified, with a warning when the asked-for checksum is missing.
     pub(super) fn verify_upload(&self, key: &str, layout: &PartLayout, up: &Uploaded) -> Result<Outcome> {
-        let policy = self.verify();
+        let policy = self.policy;
         let mut outcome = Outcome::default();
         if let (Some((algo, _)), true) = (self.cfg.checksum, policy.checksums()) {
             let (sent, stored) = (up.computed_checksum.as_deref(), up.written.checksum.as_deref());
