@@ -359,16 +359,24 @@ impl Config {
         }
     }
 
-    /// The chunk pool budget in bytes: `--io-pool-size`, or `max_parallel_uploads × multipart_chunksize`
-    /// capped at 64 MiB; never less than what one part or one single-request object needs.
-    pub fn pool_budget(&self) -> u64 {
-        let derived = (self.max_parallel_uploads as u64 * self.multipart_chunksize).min(64 * MIB);
-        let wanted = self.io_pool_size.unwrap_or(derived);
+    /// The chunk pool budget in bytes: `--io-pool-size`, or derived from the direction; never less
+    /// than what one part or one single-request object needs.
+    ///
+    /// Derived, it is `max_parallel_uploads × multipart_chunksize` capped at 32 MiB when parts are
+    /// held in the pool until the server has them (upload, S3 to S3: 4 parts of 8 MiB in flight),
+    /// and the floor alone when the target is local: a download holds a chunk only from the network
+    /// to its write at its offset. Registered with io_uring, the whole pool is pinned, so its size is
+    /// resident memory for the whole run.
+    pub fn pool_budget(&self, to_local: bool) -> u64 {
         let floor = self
             .multipart_chunksize
             .max(self.multipart_threshold)
             .max(POOL_CHUNK_SIZE as u64);
-        wanted.max(floor)
+        let derived = match to_local {
+            true => floor,
+            false => (self.max_parallel_uploads as u64 * self.multipart_chunksize).min(PARTS_POOL_CAP),
+        };
+        self.io_pool_size.unwrap_or(derived).max(floor)
     }
 
     /// Checks cross-option rules.
@@ -476,6 +484,10 @@ pub const MAX_LISTING_QUEUE: usize = 1000;
 /// Size of one chunk of the pool: the unit of local reads and writes.
 pub const POOL_CHUNK_SIZE: usize = 256 * 1024;
 
+/// The most a derived pool holds for transfers that keep whole parts in it (see
+/// [`Config::pool_budget`]).
+pub const PARTS_POOL_CAP: u64 = 32 * MIB;
+
 /// Builds a [`Config`] for library use.
 #[derive(Debug, Clone)]
 pub struct ConfigBuilder {
@@ -569,6 +581,30 @@ impl ConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Uploads and S3 to S3 keep whole parts in the pool (at most 32 MiB derived); a download only
+    /// stages chunks on their way to disk (one part). `--io-pool-size` wins, down to one part.
+    #[test]
+    fn the_pool_budget_follows_the_direction() {
+        let with = |f: fn(&mut Config)| {
+            Config::builder(Location::parse("./d").unwrap(), Location::parse("s3://b/p/").unwrap())
+                .with(f)
+                .build()
+                .unwrap()
+        };
+        let cfg = with(|_| {});
+        assert_eq!((cfg.max_parallel_uploads, cfg.multipart_chunksize), (16, 8 * MIB));
+        assert_eq!(cfg.pool_budget(false), 32 * MIB);
+        assert_eq!(cfg.pool_budget(true), 8 * MIB);
+        assert_eq!(with(|c| c.max_parallel_uploads = 2).pool_budget(false), 16 * MIB);
+        let sized = with(|c| c.io_pool_size = Some(100 * MIB));
+        assert_eq!(
+            (sized.pool_budget(false), sized.pool_budget(true)),
+            (100 * MIB, 100 * MIB)
+        );
+        let tiny = with(|c| c.io_pool_size = Some(MIB));
+        assert_eq!(tiny.pool_budget(false), 8 * MIB, "never less than one part");
+    }
 
     /// The library path is checked by the builder: rules that the command line states in clap hold for
     /// a `Config` built in code too.

@@ -103,6 +103,38 @@ async fn large_object_round_trips() {
     );
 }
 
+/// Large objects downloaded together share `--max-parallel-uploads` ranged GETs (each holds its
+/// connection's read buffers) instead of taking that many each; a single large object still gets
+/// them all. Counted at a proxy: GETs with a Range header in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_downloads_share_the_ranged_get_bound() {
+    use common::fault_proxy::FaultProxy;
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let objects: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("large-{i}"), data(3 * 5 * MIB - 7, 40 + i)))
+        .collect();
+    for (k, v) in &objects {
+        put_multipart(&srv, &bucket, k, v, 5 * MIB).await;
+    }
+    let proxy = FaultProxy::start(&srv.endpoint, vec![]).await;
+    let dst = tmpdir();
+    let (src, target) = (format!("s3://{bucket}/"), s(dst.path()));
+    let args = with_mp(&["--max-parallel-uploads", "2", "--worker-size", "8", &src, &target]);
+    let r = run_via(&srv, &proxy, &args).await;
+    r.expect(0);
+    assert_eq!(r.transferred(), 3);
+    for (k, v) in &objects {
+        assert!(std::fs::read(dst.path().join(k)).unwrap() == *v, "{k} differs");
+    }
+    let peak = proxy.peak_ranged_gets();
+    assert!(
+        (1..=2).contains(&peak),
+        "{peak} ranged GETs were in flight at once; the bound is 2 ({})",
+        proxy.summary()
+    );
+}
+
 /// `--no-fsync` and `--disable-etag-verify` (no MD5 computed) change the cost of a download, never
 /// its result: the same bytes, no temporary file, nothing left to do on the next run.
 #[tokio::test]

@@ -560,7 +560,7 @@ pub struct CliArgs {
         value_parser = size::parse_size,
         help_heading = "Performance",
         help = "Memory budget for all transfer buffers (the chunk pool). Allow suffixes: KB, KiB, MB, MiB, GB, GiB, TB, TiB.\n\
-                Default: derived from --max-parallel-uploads and --multipart-chunksize, at most 64MiB"
+                Default: --max-parallel-uploads × --multipart-chunksize, at most 32MiB (downloads: one part)"
     )]
     pub io_pool_size: Option<u64>,
 

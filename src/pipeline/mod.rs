@@ -282,7 +282,7 @@ impl Sync {
         let cfg = &self.cfg;
         Arc::new(Transferer {
             io: crate::transfer::LazyIo::new(
-                cfg.pool_budget(),
+                cfg.pool_budget(matches!(target, End::Local(_))),
                 matches!(source, End::Local(_)) || matches!(target, End::Local(_)),
             ),
             source: source.clone(),
@@ -298,6 +298,7 @@ impl Sync {
             },
             cleanups: Default::default(),
             dirty_dirs: Default::default(),
+            range_gets: crate::transfer::RangeGets::new(cfg.max_parallel_uploads),
             stop: self.stop.clone(),
         })
     }

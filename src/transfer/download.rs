@@ -166,8 +166,13 @@ impl Transferer {
             opened: std::sync::Mutex::new(None),
         };
         let hashes = (plan.verify_etag, plan.stored.as_ref().map(|((a, _), _)| *a));
+        let ranged = plan.layout.part_count() > 1;
         let mut parts: Vec<(u64, PartDigest)> = stream::iter(plan.layout.parts())
             .map(|(i, off, len)| async move {
+                let _slot = match ranged {
+                    true => Some(self.range_gets.acquire().await?),
+                    false => None,
+                };
                 let range = || self.download_range(object, sink, (off, len), hashes);
                 Ok::<_, Error>((i, self.retry_part(key, range).await?))
             })

@@ -82,8 +82,35 @@ pub struct Transferer {
     pub cleanups: Cleanups,
     /// Local directories that received files since their last fsync.
     pub dirty_dirs: DirtyDirs,
+    /// Ranged GETs of multipart downloads in flight, across all objects.
+    pub range_gets: RangeGets,
     /// Stops the whole run on an error that must not be retried per object (a failing callback).
     pub stop: Arc<crate::pipeline::Stop>,
+}
+
+/// The run-wide bound on the ranged GETs of multipart downloads in flight.
+///
+/// `--max-parallel-uploads` ranges of one object go at once, as before; several large objects
+/// downloaded together share that many instead of multiplying it. Each GET streaming a large body
+/// holds its connection's read buffers (measured: about 0.9 MiB each), so without the bound four
+/// large objects with 16 ranges each held 64 of them. Single-range objects are not counted: their
+/// bodies are small, and their GETs wait on the server's latency, which more workers hide.
+#[derive(Debug)]
+pub struct RangeGets(tokio::sync::Semaphore);
+
+impl RangeGets {
+    /// At most `n` ranged GETs in flight (at least 1).
+    pub fn new(n: usize) -> Self {
+        RangeGets(tokio::sync::Semaphore::new(n.max(1)))
+    }
+
+    /// Waits for a free slot; the slot is released when the permit is dropped.
+    pub(crate) async fn acquire(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.0
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("the ranged GET bound was closed".into()))
+    }
 }
 
 /// Directories whose new entries (renamed-in files) are not yet durable. Each is fsynced once, when

@@ -349,6 +349,27 @@ struct Shared {
     client: Client<HttpConnector, Incoming>,
     /// Object annotations, answered here (see `annotations.rs`).
     annotations: AnnotationStore,
+    /// Ranged GETs now in flight (request received, response body not yet done) and the most seen.
+    ranged_gets: Arc<Mutex<(usize, usize)>>,
+}
+
+/// Counts one ranged GET in flight until dropped (with the response body, or with the request when
+/// it fails).
+struct RangedGet(Arc<Mutex<(usize, usize)>>);
+
+impl RangedGet {
+    fn start(gauge: &Arc<Mutex<(usize, usize)>>) -> RangedGet {
+        let mut g = gauge.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += 1;
+        g.1 = g.1.max(g.0);
+        RangedGet(gauge.clone())
+    }
+}
+
+impl Drop for RangedGet {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
+    }
 }
 
 impl Shared {
@@ -472,6 +493,7 @@ impl FaultProxy {
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
             annotations: AnnotationStore::default(),
+            ranged_gets: Default::default(),
         });
         eprintln!(
             "[fault_proxy seed={seed:#x}] listening on http://{addr} in front of {upstream} (replay the draws with S3SYNC_FAULT_SEED={seed:#x}); rules: {:?}",
@@ -524,6 +546,12 @@ impl FaultProxy {
     /// How many requests of this operation reached the proxy.
     pub fn requests_of(&self, op: Op) -> usize {
         self.shared.state().by_op.get(&op).copied().unwrap_or(0)
+    }
+
+    /// The most GETs with a `Range` header that were in flight at once (from the request's arrival
+    /// to the end of its response body).
+    pub fn peak_ranged_gets(&self) -> usize {
+        self.shared.ranged_gets.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// One line: seed, requests, and injected faults per kind.
@@ -595,6 +623,8 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let op = classify(req.method(), req.uri(), req.headers());
+    let ranged = (req.method() == Method::GET && req.headers().contains_key(RANGE))
+        .then(|| RangedGet::start(&shared.ranged_gets));
     let line = match req.headers().get(RANGE).and_then(|v| v.to_str().ok()) {
         Some(range) => format!("{} {} [Range: {range}]", req.method(), req.uri()),
         None => format!("{} {}", req.method(), req.uri()),
@@ -716,6 +746,7 @@ async fn handle(
         inner: body,
         mode,
         pos: 0,
+        _ranged: ranged,
     };
     Ok(Response::from_parts(parts, body.boxed()))
 }
@@ -841,6 +872,8 @@ struct FaultBody {
     inner: Incoming,
     mode: Mode,
     pos: u64,
+    /// Counts the GET in flight until the body is done.
+    _ranged: Option<RangedGet>,
 }
 
 impl Body for FaultBody {
