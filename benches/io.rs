@@ -2,7 +2,11 @@
 //! upload does) and read + write (what a copy through the pool does), warm page cache by default,
 //! cold with `S3SYNC_BENCH_COLD=1` (the file's pages are dropped with posix_fadvise before each pass).
 //!
-//! `cargo bench --bench io` — criterion reports throughput; a CPU-per-GiB line per case follows.
+//! Small files: 2,000 files of 10 KiB read whole (what an upload of a small file does) and written
+//! whole then renamed (what a download does, without the fsync), 64 at a time, by the whole-file
+//! operations (one io_uring chain per file) against the step-by-step calls they replace.
+//!
+//! `cargo bench --bench io` — criterion reports throughput; a CPU-per-GiB (per-file) line per case follows.
 
 use criterion::{criterion_group, Criterion, Throughput};
 use futures::future::try_join_all;
@@ -150,7 +154,139 @@ fn io_bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, io_bench);
+const SMALL_FILES: usize = 2000;
+const SMALL_SIZE: usize = 10 * 1024;
+const SMALL_PARALLEL: usize = 64;
+
+fn small_fixture() -> PathBuf {
+    let dir = std::env::temp_dir().join("s3sync-bench-io").join("small");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let body: Vec<u8> = (0..SMALL_SIZE as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    for i in 0..SMALL_FILES {
+        let p = dir.join(format!("f{i:05}"));
+        if std::fs::metadata(&p).map(|m| m.len()).ok() != Some(SMALL_SIZE as u64) {
+            std::fs::write(&p, &body).expect("write fixture");
+        }
+    }
+    dir
+}
+
+/// How a small file is read or written.
+#[derive(Clone, Copy, Debug)]
+enum SmallCase {
+    /// `read_file`: one operation (one chain on io_uring).
+    ReadWhole,
+    /// `open_read` + `read_at` + close, as an upload read a small file before.
+    ReadSteps,
+    /// `write_file` (no fsync) + `rename`.
+    WriteWhole,
+    /// `create_new` + `set_len` + `write_at` + close + `rename`, as a download wrote one before.
+    WriteSteps,
+}
+
+async fn small_files(io: &IoEngine, dir: &Path, out: &Path, case: SmallCase) {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(0..SMALL_FILES)
+        .map(|i| async move {
+            let src = dir.join(format!("f{i:05}"));
+            let tmp = out.join(format!(".f{i:05}.tmp"));
+            let dst = out.join(format!("f{i:05}"));
+            let chunk = io.pool().acquire().await;
+            match case {
+                SmallCase::ReadWhole => {
+                    io.read_file(&src, chunk).await?;
+                }
+                SmallCase::ReadSteps => {
+                    let f = io.open_read(&src).await?;
+                    let len = f.len()? as usize;
+                    io.read_at(&f, chunk, 0, len).await?;
+                }
+                SmallCase::WriteWhole => {
+                    let mut chunk = chunk;
+                    chunk.extend_from_slice(&[7u8; SMALL_SIZE]);
+                    io.write_file(&tmp, chunk, false).await?;
+                    io.rename(&tmp, &dst).await?;
+                }
+                SmallCase::WriteSteps => {
+                    let mut chunk = chunk;
+                    chunk.extend_from_slice(&[7u8; SMALL_SIZE]);
+                    let f = io.create_new(&tmp).await?;
+                    io.set_len(&f, SMALL_SIZE as u64).await?;
+                    io.write_at(&f, chunk, 0).await?;
+                    drop(f);
+                    io.rename(&tmp, &dst).await?;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .buffer_unordered(SMALL_PARALLEL)
+        .try_collect::<()>()
+        .await
+        .expect("small files");
+}
+
+fn small_bench(c: &mut Criterion) {
+    let dir = small_fixture();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("small-files");
+    g.throughput(Throughput::Elements(SMALL_FILES as u64));
+    g.sample_size(10);
+    let mut cpu_lines = Vec::new();
+    let cases = [
+        ("read-whole", SmallCase::ReadWhole),
+        ("read-steps", SmallCase::ReadSteps),
+        ("write-whole", SmallCase::WriteWhole),
+        ("write-steps", SmallCase::WriteSteps),
+    ];
+    for kind in [BackendKind::Uring, BackendKind::Tokio] {
+        let Some(io) = engine(kind) else {
+            eprintln!("{kind:?} backend unavailable here; skipped");
+            continue;
+        };
+        let name = format!("{kind:?}").to_lowercase();
+        let out = dir.with_file_name(format!("small-out-{name}"));
+        let fresh_out = || {
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir_all(&out).expect("out dir");
+        };
+        for (label, case) in cases {
+            g.bench_function(format!("{label}/{name}"), |b| {
+                b.iter(|| {
+                    fresh_out();
+                    rt.block_on(small_files(&io, &dir, &out, case))
+                })
+            });
+            // CPU per file over a fixed number of passes (user + system, whole process).
+            let (passes, mut cpu, mut wall) = (5, 0.0, 0.0);
+            for _ in 0..passes {
+                fresh_out();
+                let (c0, t0) = (cpu_seconds(), Instant::now());
+                rt.block_on(small_files(&io, &dir, &out, case));
+                cpu += cpu_seconds() - c0;
+                wall += t0.elapsed().as_secs_f64();
+            }
+            let files = (SMALL_FILES * passes) as f64;
+            cpu_lines.push(format!(
+                "{label}/{name}: {:.1} µs CPU per file, {:.0} files/s, file chains: {}",
+                cpu / files * 1e6,
+                files / wall,
+                io.file_chains()
+            ));
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    g.finish();
+    for l in cpu_lines {
+        println!("cpu: {l}");
+    }
+}
+
+criterion_group!(benches, io_bench, small_bench);
 
 fn main() {
     benches();

@@ -228,41 +228,51 @@ async fn flipped_byte_on_first_get_is_caught_and_retried() {
 
 /// 4b. A flipped byte in every GET: the download fails with exit 1, stderr names the key and both
 /// ETags (the object's and the one computed from the bytes received), and nothing is left under the
-/// final name nor as a temporary file.
+/// final name nor as a temporary file. Both for an object downloaded in ranges into its temporary
+/// file and for one smaller than a pool chunk (verified in memory, so it never reaches the disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_byte_on_every_get_fails_and_leaves_nothing() {
     let srv = server().await;
-    let bucket = srv.bucket().await;
-    let body = data(300_000, 43);
-    srv.put(&bucket, "victim", &body).await;
-    let expected = md5_hex(&body);
-    let proxy = FaultProxy::start(
-        &srv.endpoint,
-        vec![Rule::new(Fault::FlipByte, When::Always).ops(&[Op::GetObject])],
-    )
-    .await;
-    let dst = tmpdir();
-    let r = run_via(&proxy, &[&format!("s3://{bucket}/"), &s(dst.path())]).await;
-    proxy.assert_injected();
-    r.expect(1);
-    let line = r
-        .stderr
-        .lines()
-        .find(|l| l.contains("victim") && l.contains(&expected))
-        .unwrap_or_else(|| {
-            panic!(
-                "no stderr line names the key and the expected ETag {expected}:\n{}",
-                r.stderr
-            )
-        });
-    let hex32 = |w: &str| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit());
-    let computed: Vec<&str> = line
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| hex32(w) && *w != expected)
-        .collect();
-    assert!(!computed.is_empty(), "the line names the computed ETag too: {line}");
-    assert!(!dst.path().join("victim").exists(), "no file under the final name");
-    assert_eq!(names(dst.path()), Vec::<String>::new(), "no temporary file left");
+    for (len, seed) in [(300_000, 43), (10_000, 44)] {
+        let bucket = srv.bucket().await;
+        let body = data(len, seed);
+        srv.put(&bucket, "victim", &body).await;
+        let expected = md5_hex(&body);
+        let proxy = FaultProxy::start(
+            &srv.endpoint,
+            vec![Rule::new(Fault::FlipByte, When::Always).ops(&[Op::GetObject])],
+        )
+        .await;
+        let dst = tmpdir();
+        let r = run_via(&proxy, &[&format!("s3://{bucket}/"), &s(dst.path())]).await;
+        proxy.assert_injected();
+        r.expect(1);
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.contains("victim") && l.contains(&expected))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{len} bytes: no stderr line names the key and the expected ETag {expected}:\n{}",
+                    r.stderr
+                )
+            });
+        let hex32 = |w: &str| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit());
+        let computed: Vec<&str> = line
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| hex32(w) && *w != expected)
+            .collect();
+        assert!(!computed.is_empty(), "the line names the computed ETag too: {line}");
+        assert!(
+            !dst.path().join("victim").exists(),
+            "{len} bytes: no file under the final name"
+        );
+        assert_eq!(
+            names(dst.path()),
+            Vec::<String>::new(),
+            "{len} bytes: no temporary file left"
+        );
+    }
 }
 
 /// 5. 200 ms of latency on every request, without read or attempt timeouts set: upload and download

@@ -244,9 +244,57 @@ impl IoEngine {
         }
     }
 
-    /// Renames `from` to `to`, replacing `to` if it exists (`std::fs::rename` semantics).
+    /// Renames `from` to `to`, replacing `to` if it exists (`std::fs::rename` semantics). On
+    /// io_uring it is a RENAMEAT on the ring.
     pub async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        tokio_fs::rename(from, to).await
+        match &self.backend {
+            Backend::Tokio => tokio_fs::rename(from, to).await,
+            #[cfg(s3sync_uring)]
+            Backend::Uring(b) => b.rename(from, to).await,
+        }
+    }
+
+    /// Whether [`read_file`](Self::read_file) and [`write_file`](Self::write_file) run as one chain
+    /// of linked io_uring requests on a direct descriptor (else each is one task of the portable
+    /// backend: still one hand-off, but four system calls).
+    pub fn file_chains(&self) -> bool {
+        match &self.backend {
+            Backend::Tokio => false,
+            #[cfg(s3sync_uring)]
+            Backend::Uring(b) => b.file_chains(),
+        }
+    }
+
+    /// Reads a whole small file into `chunk`: opens `path`, reads from its start until the chunk is
+    /// full or the file ends, and closes it, as one operation.
+    ///
+    /// The chunk is cleared first. A result shorter than the chunk's capacity holds the whole file
+    /// (as it was when read); a full chunk may not (the file may be larger: read it in ranges with
+    /// [`open_read`](Self::open_read) instead). On io_uring this is one chain of linked requests
+    /// (OPENAT, READ, CLOSE) on a direct descriptor: one submission for the whole file. On error
+    /// the chunk is dropped (back to the pool).
+    pub async fn read_file(&self, path: &Path, mut chunk: Chunk) -> io::Result<Chunk> {
+        chunk.clear();
+        match &self.backend {
+            Backend::Tokio => tokio_fs::read_file(path, chunk).await,
+            #[cfg(s3sync_uring)]
+            Backend::Uring(b) => b.read_file(path, chunk).await,
+        }
+    }
+
+    /// Creates `path` (failing if it exists, mode `0o644` before the umask), writes the filled
+    /// bytes of `chunk` into it, makes it durable when `durable` (fsync), and closes it, as one
+    /// operation; the chunk goes back to the pool.
+    ///
+    /// Nothing is left behind on failure: if any step fails, or the caller is dropped before the
+    /// operation completes, the file is removed. On io_uring this is one chain of linked requests
+    /// (OPENAT, WRITE, FSYNC, CLOSE) on a direct descriptor.
+    pub async fn write_file(&self, path: &Path, chunk: Chunk, durable: bool) -> io::Result<()> {
+        match &self.backend {
+            Backend::Tokio => tokio_fs::write_file(path, chunk, durable).await,
+            #[cfg(s3sync_uring)]
+            Backend::Uring(b) => b.write_file(path, chunk, durable).await,
+        }
     }
 }
 

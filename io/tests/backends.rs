@@ -557,3 +557,158 @@ fn handles_are_thread_safe() {
         e.fsync(&file).await.unwrap();
     });
 }
+
+/// Whole small files are read in one operation (one io_uring chain): every byte, the length of the
+/// file when it fits, a full chunk when it does not; a missing file is `NotFound`; and no direct
+/// descriptor or chunk is leaked over many more files than the ring has slots, read concurrently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_file_reads_whole_small_files() {
+    const CHUNK: usize = 64 << 10;
+    for engine in engines(CHUNK, 16) {
+        if engine.backend() == BackendKind::Uring {
+            assert!(engine.file_chains(), "a 6.x kernel runs whole-file chains on the ring");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [0usize, 1, 4095, 4096, 10 << 10, CHUNK - 1, CHUNK, CHUNK + 1];
+        for (i, len) in sizes.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("f{i}")), data(i as u64, 0, *len)).unwrap();
+        }
+        for (i, len) in sizes.iter().enumerate() {
+            let mut chunk = engine.pool().acquire().await;
+            chunk.extend_from_slice(b"stale bytes are cleared first");
+            let got = engine
+                .read_file(&dir.path().join(format!("f{i}")), chunk)
+                .await
+                .unwrap();
+            let want = (*len).min(CHUNK);
+            assert_eq!(got.len(), want, "{:?} size {len}", engine.backend());
+            assert!(
+                got.as_slice() == data(i as u64, 0, want).as_slice(),
+                "size {len}: bytes differ"
+            );
+        }
+        let missing = engine
+            .read_file(&dir.path().join("missing"), engine.pool().acquire().await)
+            .await
+            .unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound, "{missing}");
+        // 600 files (more than the ring's 255 slots), 16 at a time (the pool's chunks).
+        let many = 600;
+        for i in 0..many {
+            std::fs::write(dir.path().join(format!("m{i}")), data(1000 + i, 0, 100 + i as usize)).unwrap();
+        }
+        let reads = (0..many).map(|i| {
+            let engine = engine.clone();
+            let path = dir.path().join(format!("m{i}"));
+            async move {
+                let chunk = engine.pool().acquire().await;
+                let got = engine.read_file(&path, chunk).await.unwrap();
+                got.as_slice() == data(1000 + i, 0, 100 + i as usize).as_slice()
+            }
+        });
+        let all = timeout(LONG, futures::future::join_all(reads)).await.unwrap();
+        assert!(all.iter().all(|ok| *ok), "{:?}: some file read wrong", engine.backend());
+        wait_all_returned(engine.pool()).await;
+    }
+}
+
+/// A whole small file is created, written, made durable and closed in one operation: the bytes and
+/// mode land; an existing file is never replaced (and keeps its bytes); a missing directory is
+/// `NotFound`; many files at once reuse the ring's slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_file_creates_whole_small_files() {
+    use std::os::unix::fs::PermissionsExt;
+    const CHUNK: usize = 64 << 10;
+    for engine in engines(CHUNK, 16) {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, len) in [0usize, 1, 10 << 10, CHUNK].into_iter().enumerate() {
+            for durable in [false, true] {
+                let path = dir.path().join(format!("f{i}-{durable}"));
+                let mut chunk = engine.pool().acquire().await;
+                chunk.extend_from_slice(&data(i as u64, 0, len));
+                engine.write_file(&path, chunk, durable).await.unwrap();
+                assert!(std::fs::read(&path).unwrap() == data(i as u64, 0, len), "{path:?}");
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode & !0o022, 0o644 & !0o022, "{path:?}: mode {mode:o}");
+            }
+        }
+        let existing = dir.path().join("existing");
+        std::fs::write(&existing, b"keep me").unwrap();
+        let mut chunk = engine.pool().acquire().await;
+        chunk.extend_from_slice(b"overwrite");
+        let e = engine.write_file(&existing, chunk, true).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+        let mut chunk = engine.pool().acquire().await;
+        chunk.extend_from_slice(b"x");
+        let e = engine
+            .write_file(&dir.path().join("no-such-dir/f"), chunk, false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        let writes = (0..600u64).map(|i| {
+            let engine = engine.clone();
+            let path = dir.path().join(format!("m{i}"));
+            async move {
+                let mut chunk = engine.pool().acquire().await;
+                chunk.extend_from_slice(&data(i, 0, 50 + i as usize));
+                engine.write_file(&path, chunk, i % 2 == 0).await.unwrap();
+                std::fs::read(&path).unwrap() == data(i, 0, 50 + i as usize)
+            }
+        });
+        let all = timeout(LONG, futures::future::join_all(writes)).await.unwrap();
+        assert!(
+            all.iter().all(|ok| *ok),
+            "{:?}: some file written wrong",
+            engine.backend()
+        );
+        wait_all_returned(engine.pool()).await;
+        // rename replaces the target, on the ring too.
+        engine
+            .rename(&dir.path().join("m1"), &dir.path().join("m2"))
+            .await
+            .unwrap();
+        assert!(std::fs::read(dir.path().join("m2")).unwrap() == data(1, 0, 51));
+        assert!(!dir.path().join("m1").exists());
+        let e = engine
+            .rename(&dir.path().join("m1"), &dir.path().join("m3"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    }
+}
+
+/// A whole-file write whose caller is dropped (Ctrl-C, a cancelled transfer) leaves no file behind,
+/// whenever the drop lands: before the chain runs, while it runs, or just after it completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_write_file_leaves_nothing() {
+    for engine in engines(64 << 10, 8) {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..200u32 {
+            let path = dir.path().join(format!("t{round}"));
+            let task = {
+                let engine = engine.clone();
+                let path = path.clone();
+                tokio::spawn(async move {
+                    let mut chunk = engine.pool().acquire().await;
+                    chunk.extend_from_slice(&[7u8; 40 << 10]);
+                    engine.write_file(&path, chunk, round % 2 == 0).await
+                })
+            };
+            for _ in 0..(round % 7) {
+                tokio::task::yield_now().await;
+            }
+            task.abort();
+            let finished = matches!(task.await, Ok(Ok(())));
+            wait_all_returned(engine.pool()).await;
+            // The ring may still be finishing the chain: give it time, then look.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            assert_eq!(
+                path.exists(),
+                finished,
+                "{:?} round {round}: a file exists only if the write was delivered",
+                engine.backend()
+            );
+        }
+    }
+}

@@ -36,7 +36,27 @@ impl<'a> FileSink<'a> {
         })
     }
 
-    /// Whether an error of [`FileSink::create`] says the directory is missing.
+    /// Creates the temporary file for `target` and writes `chunk` into it in one operation (create,
+    /// write, fsync when `durable`, close: one io_uring chain, see `IoEngine::write_file`). The sink
+    /// is sealed: only [`FileSink::rename_into_place`] remains. For files of one pool chunk at most.
+    pub(crate) async fn write_whole(io: &'a IoEngine, target: &Path, chunk: Chunk, durable: bool) -> Result<Self> {
+        let tmp = TempGuard {
+            path: LocalStorage::temp_path_for(target),
+            armed: true,
+        };
+        io.write_file(&tmp.path, chunk, durable)
+            .await
+            .map_err(|e| Error::local("write", &tmp.path, e))?;
+        Ok(FileSink {
+            io,
+            file: None,
+            tmp,
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Whether an error of [`FileSink::create`] or [`FileSink::write_whole`] says the directory is
+    /// missing.
     pub(crate) fn is_missing_directory(e: &Error) -> bool {
         matches!(e, Error::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }

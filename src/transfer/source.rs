@@ -22,7 +22,11 @@ pub(super) struct UploadSource<'a> {
 
 /// Where the bytes of a part come from.
 pub(super) enum PartSource<'a> {
+    /// A local file, read in ranges.
     Local(&'a IoFile),
+    /// A small local file already read whole (one pool chunk).
+    Memory(Bytes),
+    /// An S3 object, read in ranges.
     S3(S3Part<'a>),
 }
 
@@ -183,23 +187,49 @@ impl Transferer {
         len: u64,
     ) -> Result<(Vec<Bytes>, PartDigest)> {
         let n = len.div_ceil(self.chunk_size()) as usize;
+        let hasher = PartHasher::with_checksum(self.cfg.checksum.map(|c| c.0));
+        if let PartSource::Memory(bytes) = src {
+            let (out, hasher) = self.read_memory_part(bytes, (offset, len), hasher).await?;
+            return Ok((out, hasher.finish_all()));
+        }
         let opened = match src {
             PartSource::S3(p) => p.take_opened(offset, len),
-            PartSource::Local(_) => None,
+            PartSource::Local(_) | PartSource::Memory(_) => None,
         };
         let (chunks, opened) = match opened {
             Some(o) => (o.chunks, Some(o.body)),
             None => (self.io.get()?.pool().acquire_many(n).await?, None),
         };
-        let hasher = PartHasher::with_checksum(self.cfg.checksum.map(|c| c.0));
         let (out, hasher) = match src {
             PartSource::Local(file) => self.read_file_part(file, chunks, (offset, len), hasher).await?,
+            PartSource::Memory(_) => return Err(Error::Internal("a file in memory read in ranges".into())),
             PartSource::S3(part) => {
                 self.read_object_part(part, chunks, opened, (offset, len), hasher)
                     .await?
             }
         };
         Ok((out, hasher.finish_all()))
+    }
+
+    /// `(offset, len)` of a file already read whole, hashed (a retried part is hashed again).
+    async fn read_memory_part(
+        &self,
+        bytes: &Bytes,
+        (offset, len): (u64, u64),
+        mut hasher: PartHasher,
+    ) -> Result<(Vec<Bytes>, PartHasher)> {
+        let end = offset.saturating_add(len);
+        if end > bytes.len() as u64 {
+            return Err(Error::Internal(format!(
+                "part {offset}+{len} past the {} bytes read",
+                bytes.len()
+            )));
+        }
+        let part = bytes.slice(offset as usize..end as usize);
+        self.limits.bytes(len).await;
+        hasher.update(&part);
+        self.reporter.add_bytes(len);
+        Ok((vec![part], hasher))
     }
 
     /// Reads `(offset, len)` of a local file into `chunks`, hashing it.

@@ -172,7 +172,7 @@ impl Transferer {
     fn check_source(&self, key: &str, source: &UploadSource<'_>, computed: &str) -> Result<()> {
         let opaque = match &source.parts {
             PartSource::S3(p) => p.etag_is_opaque(),
-            PartSource::Local(_) => false,
+            PartSource::Local(_) | PartSource::Memory(_) => false,
         };
         match &source.expected_etag {
             Some(want) if self.policy.source_etag(want, opaque) && want != computed => {
@@ -339,6 +339,8 @@ impl Transferer {
         Ok(outcome)
     }
 
+    /// Uploads a local file. A file smaller than one pool chunk is read whole in one operation (one
+    /// io_uring chain: open, read, close) and sent from memory; a larger one is read in ranges.
     pub(super) async fn upload_local(
         &self,
         local: &LocalStorage,
@@ -347,13 +349,36 @@ impl Transferer {
         attrs: &crate::attributes::ObjectAttributes,
     ) -> Result<Moved> {
         let path = local.root().join(&entry.key);
-        let file = self
-            .io
-            .get()?
-            .open_read(&path)
-            .await
-            .map_err(|e| Error::local("open", &path, e))?;
+        let io = self.io.get()?;
+        if entry.size < self.chunk_size() {
+            let chunk = io
+                .read_file(&path, io.pool().acquire().await)
+                .await
+                .map_err(|e| Error::local("read", &path, e))?;
+            // A full chunk: the file grew past one chunk since it was listed; read it in ranges.
+            if (chunk.len() as u64) < self.chunk_size() {
+                let size = chunk.len() as u64;
+                let bytes = chunk.freeze();
+                return self
+                    .upload_from(target, entry, PartSource::Memory(bytes), size, attrs)
+                    .await;
+            }
+        }
+        let file = io.open_read(&path).await.map_err(|e| Error::local("open", &path, e))?;
         let size = file.len().map_err(|e| Error::local("stat", &path, e))?;
+        self.upload_from(target, entry, PartSource::Local(&file), size, attrs)
+            .await
+    }
+
+    /// Uploads `size` bytes of a local file from `parts`, and verifies what the server stored.
+    async fn upload_from(
+        &self,
+        target: &S3Storage,
+        entry: &Entry,
+        parts: PartSource<'_>,
+        size: u64,
+        attrs: &crate::attributes::ObjectAttributes,
+    ) -> Result<Moved> {
         let layout = PartLayout::for_upload(size, self.cfg.multipart_threshold, self.cfg.multipart_chunksize);
         // Identity of the bytes for resuming: size and the listed modification time.
         let mtime_ns = entry
@@ -367,7 +392,7 @@ impl Transferer {
                 target,
                 &entry.key,
                 UploadSource {
-                    parts: PartSource::Local(&file),
+                    parts,
                     id: source_id,
                     expected_etag: None,
                 },

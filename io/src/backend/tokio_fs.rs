@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::CreationGuard;
 use crate::{Chunk, IoFile};
 
 /// Runs `f` on the blocking pool and flattens the join error into an `io::Error`.
@@ -104,61 +105,68 @@ pub(crate) async fn open_read(path: &Path) -> io::Result<IoFile> {
     blocking(move || File::open(&path).map(IoFile::from_std)).await
 }
 
-/// Where a [`create_new`] stands, shared by the caller and the blocking task that creates the file.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Creation {
-    Pending,
-    Created,
-    Delivered,
-    Abandoned,
-}
-
-/// The caller's side of a [`create_new`]: dropped before the file reached the caller (the caller was
-/// cancelled), it removes the file, or tells the blocking task to remove it once made.
-struct CreationGuard {
-    state: std::sync::Arc<std::sync::Mutex<Creation>>,
-    path: std::path::PathBuf,
-}
-
-impl Drop for CreationGuard {
-    fn drop(&mut self) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if *st == Creation::Created {
-            let _ = std::fs::remove_file(&self.path);
-        }
-        if *st != Creation::Delivered {
-            *st = Creation::Abandoned;
-        }
-    }
-}
-
 /// Creates a new file. Cancellation-safe: the blocking open runs on its own thread, so a caller
 /// dropped mid-way would otherwise leave a file nobody owns (a stray temporary file after Ctrl-C).
 pub(crate) async fn create_new(path: &Path) -> io::Result<IoFile> {
-    let state = std::sync::Arc::new(std::sync::Mutex::new(Creation::Pending));
-    let guard = CreationGuard {
-        state: state.clone(),
-        path: path.to_path_buf(),
-    };
+    let guard = CreationGuard::new(path);
+    let state = guard.state();
     let path = path.to_path_buf();
     let file = blocking(move || {
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
-        let file = options.open(&path)?;
-        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-        if *st == Creation::Abandoned {
-            drop(file);
-            let _ = std::fs::remove_file(&path);
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "the creation was cancelled"));
-        }
-        *st = Creation::Created;
+        let file = open_new(&path)?;
+        state.created(&path)?;
         Ok(IoFile::from_std(file))
     })
     .await?;
-    *guard.state.lock().unwrap_or_else(|p| p.into_inner()) = Creation::Delivered;
+    guard.delivered();
     Ok(file)
+}
+
+/// `open(2)` with `O_WRONLY | O_CREAT | O_EXCL`, mode `0o644` (before the umask).
+fn open_new(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    options.open(path)
+}
+
+/// Reads a whole small file: opens `path`, fills `chunk` (already cleared) from its start up to its
+/// capacity or the end of the file, closes it.
+pub(crate) async fn read_file(path: &Path, mut chunk: Chunk) -> io::Result<Chunk> {
+    let path = path.to_path_buf();
+    blocking(move || {
+        let file = File::open(&path)?;
+        let want = chunk.capacity();
+        read_into(&file, &mut chunk, 0, want)?;
+        Ok(chunk)
+    })
+    .await
+}
+
+/// Creates `path` (never replacing a file), writes `chunk` into it, fsyncs it when `durable`, and
+/// closes it, in one blocking task. On an error, or when the caller is dropped before it hears of
+/// the file, the file is removed.
+pub(crate) async fn write_file(path: &Path, chunk: Chunk, durable: bool) -> io::Result<()> {
+    let guard = CreationGuard::new(path);
+    let state = guard.state();
+    let path = path.to_path_buf();
+    blocking(move || {
+        let file = open_new(&path)?;
+        let written = write_from(&file, &chunk, 0).and_then(|()| match durable {
+            true => file.sync_all(),
+            false => Ok(()),
+        });
+        drop(chunk);
+        drop(file);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        state.created(&path)
+    })
+    .await?;
+    guard.delivered();
+    Ok(())
 }
 
 pub(crate) async fn set_len(file: IoFile, len: u64) -> io::Result<()> {

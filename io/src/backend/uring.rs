@@ -21,8 +21,10 @@
 //! timeouts and no polling: the thread sleeps in the kernel while idle and reacts immediately.
 
 use std::collections::VecDeque;
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use tokio::sync::oneshot;
 
 use super::uring_sys::{self, Event, Op, Ring};
+use super::{tokio_fs, CreationGuard};
 use crate::{Chunk, ChunkPool, IoFile};
 
 /// Submission queue size: up to 255 operations in flight plus the wake-up read. More requests
@@ -89,6 +92,8 @@ pub(crate) struct UringBackend {
     tx: Option<Sender<Request>>,
     waker: Arc<File>,
     fixed: usize,
+    /// Whether whole-file chains run on the ring (else through the portable backend).
+    files: bool,
 }
 
 impl UringBackend {
@@ -110,6 +115,7 @@ impl UringBackend {
         let waker = Arc::new(uring_sys::eventfd()?);
         let (ring, registration) = Ring::<Reply>::new(RING_ENTRIES, pool, waker.try_clone()?, register)?;
         let fixed = ring.fixed_chunks();
+        let files = ring.supports_files();
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread_waker = Arc::clone(&waker);
         std::thread::Builder::new()
@@ -127,11 +133,17 @@ impl UringBackend {
                 pool.chunk_size()
             );
         }
-        tracing::debug!(fixed_chunks = fixed, chunks = pool.capacity(), "io backend: io_uring");
+        tracing::debug!(
+            fixed_chunks = fixed,
+            chunks = pool.capacity(),
+            file_chains = files,
+            "io backend: io_uring"
+        );
         Ok(UringBackend {
             tx: Some(tx),
             waker,
             fixed,
+            files,
         })
     }
 
@@ -177,6 +189,144 @@ impl UringBackend {
         self.send(Op::Fsync { file }, Reply::Unit(tx))?;
         rx.await.map_err(|_| stopped())?
     }
+
+    /// Whether whole-file operations run as chains on the ring.
+    pub(crate) fn file_chains(&self) -> bool {
+        self.files
+    }
+
+    /// Reads a whole small file as one chain (open, read, close); see `IoEngine::read_file`.
+    pub(crate) async fn read_file(&self, path: &Path, chunk: Chunk) -> io::Result<Chunk> {
+        if !self.files {
+            return tokio_fs::read_file(path, chunk).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let op = Op::ReadFile {
+            path: c_path(path)?,
+            chunk,
+            results: [0; 3],
+        };
+        self.send(op, Reply::Chunk(tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Creates and writes a whole small file as one chain (open, write, fsync, close); see
+    /// `IoEngine::write_file`.
+    pub(crate) async fn write_file(&self, path: &Path, chunk: Chunk, durable: bool) -> io::Result<()> {
+        if !self.files {
+            return tokio_fs::write_file(path, chunk, durable).await;
+        }
+        let guard = CreationGuard::new(path);
+        let (tx, rx) = oneshot::channel();
+        let op = Op::WriteFile {
+            path: c_path(path)?,
+            chunk,
+            durable,
+            results: [0; 4],
+            creation: guard.state(),
+        };
+        self.send(op, Reply::Unit(tx))?;
+        rx.await.map_err(|_| stopped())??;
+        guard.delivered();
+        Ok(())
+    }
+
+    /// `rename(2)` on the ring.
+    pub(crate) async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if !self.files {
+            return tokio_fs::rename(from, to).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Rename {
+            from: c_path(from)?,
+            to: c_path(to)?,
+        };
+        self.send(op, Reply::Unit(tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// A path as the kernel takes it.
+fn c_path(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: a path with a NUL byte", path.display()),
+        )
+    })
+}
+
+/// The error of a chain step's CQE result, if it failed.
+fn step_error(result: i32) -> Option<io::Error> {
+    (result < 0).then(|| io::Error::from_raw_os_error(-result))
+}
+
+/// Outcome of a whole-file read chain: the open's error, else the read's; the close of a file only
+/// read cannot lose data, so its error is only logged.
+fn read_file_done(chunk: Chunk, results: [i32; 3], reply: Reply) {
+    let [open, read, close] = results;
+    let error = step_error(open)
+        .map(|e| context(e, "open"))
+        .or_else(|| step_error(read).map(|e| context(e, "read")));
+    if error.is_none() && close < 0 {
+        tracing::debug!(
+            "io_uring: close after a whole-file read failed: {}",
+            io::Error::from_raw_os_error(-close)
+        );
+    }
+    let mut chunk = chunk;
+    if error.is_none() {
+        chunk.set_filled_len(read as usize);
+    }
+    finish(reply, chunk, error);
+}
+
+/// Outcome of a whole-file write chain. The first failed step decides the error; then, or when the
+/// caller is gone, the file (if it was created) is removed, so nothing is left half written.
+fn write_file_done(
+    path: CString,
+    chunk: Chunk,
+    durable: bool,
+    results: [i32; 4],
+    creation: super::CreationState,
+    reply: Reply,
+) {
+    use std::os::unix::ffi::OsStrExt;
+    let len = chunk.len();
+    drop(chunk);
+    let [open, write, fsync, close] = match durable {
+        true => results,
+        false => [results[0], results[1], 0, results[2]],
+    };
+    let path = Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()));
+    if let Some(e) = step_error(open) {
+        return reply.unit(Err(e));
+    }
+    let short = (write >= 0 && (write as usize) < len).then(|| {
+        io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write ({write} of {len} bytes)"),
+        )
+    });
+    let error = step_error(write)
+        .map(|e| context(e, "write"))
+        .or(short)
+        .or_else(|| step_error(fsync).map(|e| context(e, "fsync")))
+        .or_else(|| step_error(close).map(|e| context(e, "close")));
+    let outcome = match error {
+        Some(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
+        None => creation.created(path),
+    };
+    reply.unit(outcome);
+}
+
+/// Prefixes an OS error with the step of a chain that failed, keeping its kind.
+fn context(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 impl Drop for UringBackend {
@@ -259,6 +409,15 @@ fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
                 false => Ok(()),
             });
         }
+        Op::ReadFile { chunk, results, .. } => read_file_done(chunk, results, reply),
+        Op::WriteFile {
+            path,
+            chunk,
+            durable,
+            results,
+            creation,
+        } => write_file_done(path, chunk, durable, results, creation, reply),
+        Op::Rename { .. } => reply.unit(step_error(result).map_or(Ok(()), Err)),
     }
     None
 }

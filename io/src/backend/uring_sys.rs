@@ -20,13 +20,18 @@
 //!    (`PoolInner::chunk_region`). `Ring::pool` keeps the pool memory
 //!    alive for as long as the ring (and so the registration) exists: it is declared after
 //!    `ring`, so the ring is closed first.
-//! 4. If the `Ring` is dropped while operations are still in flight (only possible if the ring
+//! 4. A chain (`ReadFile`, `WriteFile`) opens its file into the direct-descriptor slot whose index
+//!    is the op's slot index, and every step of it is hard-linked to the next, so its CLOSE always
+//!    runs and the slot is empty again before the op's slot is freed (when the last CQE of the chain
+//!    is reaped). Paths are `CString`s owned by the op (heap memory that moving the op does not move).
+//! 5. If the `Ring` is dropped while operations are still in flight (only possible if the ring
 //!    thread panics or hits an unrecoverable error), their `Op`s and the wake buffer are leaked
 //!    with `mem::forget`, never freed: a leaked `Chunk` keeps its pool memory allocated, so the
 //!    kernel can never write into memory that was freed or handed to someone else.
 
 #![allow(unsafe_code)]
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::mem;
@@ -34,6 +39,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
+use super::CreationState;
 use crate::{Chunk, ChunkPool, IoFile};
 
 /// user_data of the wake-up read; slots use their index, which is always smaller.
@@ -65,6 +71,35 @@ pub(crate) enum Op {
     },
     /// `fsync(2)` the file.
     Fsync { file: IoFile },
+    /// A small file read whole, as one chain: OPENAT into the op's direct-descriptor slot, READ
+    /// from offset 0 into the chunk (up to its capacity), CLOSE. `results` holds each step's CQE.
+    ReadFile {
+        path: CString,
+        chunk: Chunk,
+        results: [i32; 3],
+    },
+    /// A new file written whole, as one chain: OPENAT (`O_CREAT | O_EXCL`) into the op's slot,
+    /// WRITE the chunk at offset 0, FSYNC when `durable`, CLOSE.
+    WriteFile {
+        path: CString,
+        chunk: Chunk,
+        durable: bool,
+        results: [i32; 4],
+        creation: CreationState,
+    },
+    /// `renameat(2)`, replacing `to` if it exists.
+    Rename { from: CString, to: CString },
+}
+
+impl Op {
+    /// Records the CQE result of step `step` of a chain (single-step operations keep none).
+    fn record(&mut self, step: usize, result: i32) {
+        match self {
+            Op::ReadFile { results, .. } => results[step.min(2)] = result,
+            Op::WriteFile { results, .. } => results[step.min(3)] = result,
+            _ => {}
+        }
+    }
 }
 
 /// Something reaped from the completion queue.
@@ -122,7 +157,7 @@ pub(crate) fn eventfd() -> io::Result<File> {
 pub(crate) struct Ring<T> {
     // Field order matters: `ring` must drop before `pool` (invariant 3).
     ring: IoUring,
-    slots: Vec<Option<(Op, T)>>,
+    slots: Vec<Option<InFlight<T>>>,
     free_slots: Vec<usize>,
     in_flight: usize,
     wake: File,
@@ -130,7 +165,26 @@ pub(crate) struct Ring<T> {
     wake_armed: bool,
     /// Chunks `0..fixed` are registered as fixed buffers.
     fixed: usize,
+    /// Whether a direct-descriptor table (one slot per op slot) is registered and the kernel has
+    /// OPENAT, CLOSE and RENAMEAT: whole-file chains can be used.
+    files: bool,
+    /// CQEs still to come for the ops in flight (a chain gives one per step).
+    cqes_due: usize,
+    /// Size of the completion queue: `cqes_due` stays below it.
+    cq_entries: usize,
     pool: ChunkPool,
+}
+
+/// An op in flight: the op, its tag, and how many of its CQEs are still to come.
+struct InFlight<T> {
+    op: Op,
+    tag: T,
+    left: usize,
+}
+
+/// user_data of step `step` of the op in `slot`.
+fn user_data(slot: usize, step: usize) -> u64 {
+    (slot as u64) | ((step as u64) << 32)
 }
 
 impl<T> Ring<T> {
@@ -172,10 +226,17 @@ impl<T> Ring<T> {
         }
 
         let sq_entries = ring.params().sq_entries() as usize;
-        if sq_entries < 2 {
+        let cq_entries = ring.params().cq_entries() as usize;
+        if sq_entries < 2 || cq_entries < 2 {
             return Err(io::Error::other("io_uring submission queue too small"));
         }
         let max_ops = sq_entries - 1;
+        let chains = [opcode::OpenAt::CODE, opcode::Close::CODE, opcode::RenameAt::CODE]
+            .into_iter()
+            .all(|code| probe.is_supported(code));
+        // One direct-descriptor slot per op slot (kernel 5.19 for sparse tables). Without it, whole
+        // files go through the portable backend.
+        let files = chains && ring.submitter().register_files_sparse(max_ops as u32).is_ok();
         let mut this = Ring {
             ring,
             slots: (0..max_ops).map(|_| None).collect(),
@@ -185,6 +246,9 @@ impl<T> Ring<T> {
             wake_buf: Box::new(0),
             wake_armed: false,
             fixed: 0,
+            files,
+            cqes_due: 0,
+            cq_entries,
             pool: pool.clone(),
         };
         let Some(max) = register else {
@@ -261,6 +325,11 @@ impl<T> Ring<T> {
         self.fixed
     }
 
+    /// Whether whole-file chains (`ReadFile`, `WriteFile`, `Rename`) can be pushed.
+    pub(crate) fn supports_files(&self) -> bool {
+        self.files
+    }
+
     /// Operations in flight (not counting the wake-up read).
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
@@ -276,25 +345,110 @@ impl<T> Ring<T> {
         self.wake_armed
     }
 
-    /// Queues `op`; it is handed back by [`reap`](Self::reap) once complete. When no slot or SQE
-    /// is free, gives `op` and `tag` back unchanged.
+    /// Queues `op`; it is handed back by [`reap`](Self::reap) once complete (for a chain, once its
+    /// last step's CQE is reaped). When no slot, not enough SQEs (one is always kept for the wake-up
+    /// read) or not enough room in the completion queue is free, gives `op` and `tag` back unchanged.
     pub(crate) fn push(&mut self, mut op: Op, tag: T) -> Result<(), (Op, T)> {
-        let Some(slot) = self.free_slots.pop() else {
+        let Some(&slot) = self.free_slots.last() else {
             return Err((op, tag));
         };
-        let entry = self.build_entry(&mut op).user_data(slot as u64);
-        // SAFETY: the entry's buffer lies inside `op`'s chunk (`build_entry`), its fd is kept
-        // open by `op`'s `IoFile`, and `op` is stored in `slots[slot]` right below and not
-        // touched until its CQE is reaped (invariants 1, 2); the fixed-buffer index is valid
-        // (invariant 3).
-        let pushed = unsafe { self.ring.submission().push(&entry) };
-        if pushed.is_err() {
-            self.free_slots.push(slot);
+        let entries = match self.build_entries(&mut op, slot) {
+            Some(entries) => entries,
+            None => return Err((op, tag)),
+        };
+        let n = entries.len();
+        let mut sq = self.ring.submission();
+        let room = sq.capacity() - sq.len();
+        if room < n + 1 || self.cqes_due + n + 1 > self.cq_entries {
             return Err((op, tag));
         }
-        self.slots[slot] = Some((op, tag));
+        // SAFETY: every entry's buffer lies inside `op`'s chunk (`build_entry`), its paths are
+        // `op`'s CStrings, its fd is kept open by `op`'s `IoFile` or is the op's own direct
+        // descriptor slot, and `op` is stored in `slots[slot]` right below and not touched until
+        // its last CQE is reaped (invariants 1, 2, 4); the fixed-buffer index is valid
+        // (invariant 3). There is room for all entries (checked above), so none is left out.
+        let pushed = unsafe { sq.push_multiple(&entries) };
+        drop(sq);
+        if pushed.is_err() {
+            return Err((op, tag));
+        }
+        self.free_slots.pop();
+        self.slots[slot] = Some(InFlight { op, tag, left: n });
         self.in_flight += 1;
+        self.cqes_due += n;
         Ok(())
+    }
+
+    /// The SQEs of `op` in slot `slot`, with their user_data; `None` for a chain when the ring has
+    /// no direct-descriptor table (callers check [`supports_files`](Self::supports_files) first).
+    fn build_entries(&self, op: &mut Op, slot: usize) -> Option<Vec<squeue::Entry>> {
+        let hard = squeue::Flags::IO_HARDLINK;
+        let steps = match op {
+            Op::ReadFile { path, chunk, .. } => {
+                let fd = self.files.then_some(types::Fixed(slot as u32))?;
+                let len = chunk.capacity().min(MAX_RW) as u32;
+                let buf = chunk.as_mut_ptr();
+                let read = match self.pool.owns(chunk) && chunk.index() < self.fixed {
+                    true => opcode::ReadFixed::new(fd, buf, len, chunk.index() as u16)
+                        .offset(0)
+                        .build(),
+                    false => opcode::Read::new(fd, buf, len).offset(0).build(),
+                };
+                vec![
+                    self.open_direct(path, libc::O_RDONLY, 0, slot)?.flags(hard),
+                    read.flags(hard),
+                    opcode::Close::new(fd).build(),
+                ]
+            }
+            Op::WriteFile {
+                path, chunk, durable, ..
+            } => {
+                let fd = self.files.then_some(types::Fixed(slot as u32))?;
+                let len = chunk.len().min(MAX_RW) as u32;
+                let buf = chunk.as_ptr();
+                let write = match self.pool.owns(chunk) && chunk.index() < self.fixed {
+                    true => opcode::WriteFixed::new(fd, buf, len, chunk.index() as u16)
+                        .offset(0)
+                        .build(),
+                    false => opcode::Write::new(fd, buf, len).offset(0).build(),
+                };
+                let create = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+                let mut steps = vec![
+                    self.open_direct(path, create, 0o644, slot)?.flags(hard),
+                    write.flags(hard),
+                ];
+                if *durable {
+                    steps.push(opcode::Fsync::new(fd).build().flags(hard));
+                }
+                steps.push(opcode::Close::new(fd).build());
+                steps
+            }
+            Op::Rename { from, to } => {
+                let cwd = types::Fd(libc::AT_FDCWD);
+                vec![opcode::RenameAt::new(cwd, from.as_ptr(), cwd, to.as_ptr()).build()]
+            }
+            _ => vec![self.build_entry(op)],
+        };
+        Some(
+            steps
+                .into_iter()
+                .enumerate()
+                .map(|(step, e)| e.user_data(user_data(slot, step)))
+                .collect(),
+        )
+    }
+
+    /// OPENAT of `path` relative to the working directory into direct-descriptor slot `slot`
+    /// (no `O_CLOEXEC`: the kernel refuses it for direct descriptors, which are never inherited).
+    fn open_direct(&self, path: &CString, flags: i32, mode: libc::mode_t, slot: usize) -> Option<squeue::Entry> {
+        let dest = types::DestinationSlot::try_from_slot_target(slot as u32).ok()?;
+        Some(
+            opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+                .flags(flags)
+                .mode(mode)
+                .file_index(Some(dest))
+                .build(),
+        )
     }
 
     /// Builds the SQE for `op` (without user_data). All pointer arithmetic is bounded by the
@@ -341,6 +495,8 @@ impl<T> Ring<T> {
                 }
             }
             Op::Fsync { file } => opcode::Fsync::new(types::Fd(file.std().as_raw_fd())).build(),
+            // Chains are built by `build_entries`; never reached.
+            Op::ReadFile { .. } | Op::WriteFile { .. } | Op::Rename { .. } => opcode::Nop::new().build(),
         }
     }
 
@@ -356,7 +512,7 @@ impl<T> Ring<T> {
             .user_data(WAKE_TOKEN);
         // SAFETY: the 8-byte buffer is `wake_buf`, a heap allocation owned by the ring and not
         // accessed while armed (invariant 2); it is leaked if the ring drops while armed
-        // (invariant 4). The eventfd is kept open by `self.wake`.
+        // (invariant 5). The eventfd is kept open by `self.wake`.
         let pushed = unsafe { self.ring.submission().push(&entry) };
         self.wake_armed = pushed.is_ok();
         self.wake_armed
@@ -381,8 +537,22 @@ impl<T> Ring<T> {
                 out.push(Event::Woken);
                 continue;
             }
-            let slot = user_data as usize;
-            if let Some((op, tag)) = self.slots.get_mut(slot).and_then(Option::take) {
+            let (slot, step) = ((user_data & 0xffff_ffff) as usize, (user_data >> 32) as usize);
+            let Some(entry) = self.slots.get_mut(slot) else {
+                tracing::error!(user_data, "io_uring: completion for an unknown request");
+                continue;
+            };
+            let Some(flight) = entry.as_mut() else {
+                tracing::error!(user_data, "io_uring: completion for an unknown request");
+                continue;
+            };
+            flight.op.record(step, cqe.result());
+            flight.left -= 1;
+            self.cqes_due -= 1;
+            if flight.left > 0 {
+                continue;
+            }
+            if let Some(InFlight { op, tag, .. }) = entry.take() {
                 self.free_slots.push(slot);
                 self.in_flight -= 1;
                 out.push(Event::Done {
@@ -390,8 +560,6 @@ impl<T> Ring<T> {
                     tag,
                     result: cqe.result(),
                 });
-            } else {
-                tracing::error!(user_data, "io_uring: completion for an unknown request");
             }
         }
     }
@@ -404,10 +572,10 @@ impl<T> Drop for Ring<T> {
                 in_flight = self.in_flight,
                 "io_uring ring dropped with operations in flight; leaking their buffers"
             );
-            // Invariant 4: never free memory the kernel may still write to.
+            // Invariant 5: never free memory the kernel may still write to.
             // The tag (the reply channel) is dropped normally so the waiting task gets an error
             // instead of hanging; only the operation (chunk + file) is leaked.
-            for (op, tag) in self.slots.drain(..).flatten() {
+            for InFlight { op, tag, .. } in self.slots.drain(..).flatten() {
                 mem::forget(op);
                 drop(tag);
             }
