@@ -3,8 +3,9 @@
 //! cold with `S3SYNC_BENCH_COLD=1` (the file's pages are dropped with posix_fadvise before each pass).
 //!
 //! Small files: 2,000 files of 10 KiB read whole (what an upload of a small file does) and written
-//! whole then renamed (what a download does, without the fsync), 64 at a time, by the whole-file
-//! operations (one io_uring chain per file) against the step-by-step calls they replace.
+//! whole then renamed (what a download does, without the fsync; to tmpfs, see `small_bench`), 64 at
+//! a time, by the whole-file operations (one io_uring chain per file) against the step-by-step calls
+//! they replace.
 //!
 //! `cargo bench --bench io` — criterion reports throughput; a CPU-per-GiB (per-file) line per case follows.
 
@@ -233,54 +234,88 @@ fn small_bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
+    // The written files go to tmpfs (`/dev/shm`, or `S3SYNC_BENCH_WRITE_DIR`): on ext4, creating
+    // files within minutes of deleting many (the previous pass's) takes the inode allocator's slow
+    // path (`recently_deleted`: about 1 ms of kernel CPU per file here), which would hide what is
+    // measured, the cost of the calls. Every pass writes into a new directory; all go at the end.
+    let write_root = std::env::var_os("S3SYNC_BENCH_WRITE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| match Path::new("/dev/shm").is_dir() {
+            true => PathBuf::from("/dev/shm"),
+            false => std::env::temp_dir(),
+        });
+    let trash = write_root.join(format!("s3sync-bench-small-out-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&trash);
     let mut g = c.benchmark_group("small-files");
     g.throughput(Throughput::Elements(SMALL_FILES as u64));
     g.sample_size(10);
-    let mut cpu_lines = Vec::new();
     let cases = [
         ("read-whole", SmallCase::ReadWhole),
         ("read-steps", SmallCase::ReadSteps),
         ("write-whole", SmallCase::WriteWhole),
         ("write-steps", SmallCase::WriteSteps),
     ];
-    for kind in [BackendKind::Uring, BackendKind::Tokio] {
-        let Some(io) = engine(kind) else {
-            eprintln!("{kind:?} backend unavailable here; skipped");
-            continue;
-        };
-        let name = format!("{kind:?}").to_lowercase();
-        let out = dir.with_file_name(format!("small-out-{name}"));
-        let fresh_out = || {
-            let _ = std::fs::remove_dir_all(&out);
-            std::fs::create_dir_all(&out).expect("out dir");
-        };
+    let engines: Vec<(String, IoEngine)> = [BackendKind::Uring, BackendKind::Tokio]
+        .into_iter()
+        .filter_map(|kind| match engine(kind) {
+            Some(io) => Some((format!("{kind:?}").to_lowercase(), io)),
+            None => {
+                eprintln!("{kind:?} backend unavailable here; skipped");
+                None
+            }
+        })
+        .collect();
+    let pass = std::cell::Cell::new(0u32);
+    let fresh_out = || {
+        pass.set(pass.get() + 1);
+        let out = trash.join(pass.get().to_string());
+        std::fs::create_dir_all(&out).expect("out dir");
+        out
+    };
+    for (name, io) in &engines {
         for (label, case) in cases {
             g.bench_function(format!("{label}/{name}"), |b| {
-                b.iter(|| {
-                    fresh_out();
-                    rt.block_on(small_files(&io, &dir, &out, case))
-                })
+                b.iter_batched(
+                    fresh_out,
+                    |out| rt.block_on(small_files(io, &dir, &out, case)),
+                    criterion::BatchSize::PerIteration,
+                )
             });
-            // CPU per file over a fixed number of passes (user + system, whole process).
-            let (passes, mut cpu, mut wall) = (5, 0.0, 0.0);
-            for _ in 0..passes {
-                fresh_out();
+        }
+    }
+    // CPU per file (user + system, whole process): every case of every backend in turn, 7 rounds,
+    // so that drift of the machine spreads over all of them; the median round of each is reported.
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); engines.len() * cases.len()];
+    for _ in 0..7 {
+        for (e, (_, io)) in engines.iter().enumerate() {
+            for (k, (_, case)) in cases.iter().enumerate() {
+                let out = fresh_out();
                 let (c0, t0) = (cpu_seconds(), Instant::now());
-                rt.block_on(small_files(&io, &dir, &out, case));
-                cpu += cpu_seconds() - c0;
-                wall += t0.elapsed().as_secs_f64();
+                rt.block_on(small_files(io, &dir, &out, *case));
+                let files = SMALL_FILES as f64;
+                samples[e * cases.len() + k].push(((cpu_seconds() - c0) / files, files / t0.elapsed().as_secs_f64()));
             }
-            let files = (SMALL_FILES * passes) as f64;
+        }
+    }
+    let mut cpu_lines = Vec::new();
+    for (e, (name, io)) in engines.iter().enumerate() {
+        for (k, (label, _)) in cases.iter().enumerate() {
+            let runs = &mut samples[e * cases.len() + k];
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let cpu: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.0 * 1e6)).collect();
+            let mut rates: Vec<f64> = runs.iter().map(|r| r.1).collect();
+            rates.sort_by(f64::total_cmp);
             cpu_lines.push(format!(
-                "{label}/{name}: {:.1} µs CPU per file, {:.0} files/s, file chains: {}",
-                cpu / files * 1e6,
-                files / wall,
+                "{label}/{name}: median {:.1} µs CPU per file (rounds: {}), median {:.0} files/s, file chains: {}",
+                runs[runs.len() / 2].0 * 1e6,
+                cpu.join(" "),
+                rates[rates.len() / 2],
                 io.file_chains()
             ));
         }
-        let _ = std::fs::remove_dir_all(&out);
     }
     g.finish();
+    let _ = std::fs::remove_dir_all(&trash);
     for l in cpu_lines {
         println!("cpu: {l}");
     }
