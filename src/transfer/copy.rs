@@ -49,14 +49,7 @@ impl Transferer {
                 target,
                 &entry.key,
                 UploadSource {
-                    parts: PartSource::S3(S3Part {
-                        s3: source,
-                        key: &entry.key,
-                        version: entry.version_id.as_deref(),
-                        etag: entry.etag.as_deref(),
-                        opaque_etag: &opaque_etag,
-                        opened: std::sync::Mutex::new(opened.map(Box::new)),
-                    }),
+                    parts: PartSource::S3(S3Part::listed(source, entry, &opaque_etag, opened)),
                     id: src_etag.clone(),
                     expected_etag: (known && self.policy.source_etag(&src_etag, false)).then(|| src_etag.clone()),
                 },

@@ -43,6 +43,16 @@ pub(crate) fn downloaded_checksum(
     }
 }
 
+/// One object on its way from S3 to a local file: where from, where to, and what is checked.
+struct Download<'e> {
+    source: &'e S3Storage,
+    local: &'e LocalStorage,
+    entry: &'e Entry,
+    plan: DownloadPlan,
+    /// The file's final path.
+    path: std::path::PathBuf,
+}
+
 /// What a download reads and checks (see `plan_download`).
 struct DownloadPlan {
     /// The listed ETag.
@@ -94,69 +104,56 @@ impl Transferer {
         // make it again, once.
         self.create_parents(local, key, &final_path).await?;
         let whole = entry.size > 0 && entry.size < self.chunk_size() && plan.layout.part_count() == 1;
-        let (sink, outcome) = match whole {
-            true => self.download_whole(source, local, entry, &plan, &final_path).await?,
-            false => self.download_ranges(source, local, entry, &plan, &final_path).await?,
+        let job = Download {
+            source,
+            local,
+            entry,
+            plan,
+            path: final_path,
         };
-        self.commit(local, entry, &final_path, sink).await?;
+        let (sink, outcome) = match whole {
+            true => self.download_whole(&job).await?,
+            false => self.download_ranges(&job).await?,
+        };
+        self.commit(&job, sink).await?;
         Ok(outcome.moved(entry.size))
     }
 
     /// Downloads the ranges of an object into a temporary file as they arrive, then verifies them.
-    async fn download_ranges<'a>(
-        &'a self,
-        source: &S3Storage,
-        local: &LocalStorage,
-        entry: &Entry,
-        plan: &DownloadPlan,
-        final_path: &std::path::Path,
-    ) -> Result<(FileSink<'a>, Outcome)> {
+    async fn download_ranges(&self, job: &Download<'_>) -> Result<(FileSink<'_>, Outcome)> {
         let io = self.io.get()?;
-        let mut sink = match FileSink::create(io, final_path).await {
+        let mut sink = match FileSink::create(io, &job.path).await {
             Err(e) if FileSink::is_missing_directory(&e) => {
-                self.create_parents(local, &entry.key, final_path).await?;
-                FileSink::create(io, final_path).await?
+                self.create_parents(job.local, &job.entry.key, &job.path).await?;
+                FileSink::create(io, &job.path).await?
             }
             other => other?,
         };
-        let (parts, opaque) = self.fetch_ranges(source, entry, plan, &sink).await?;
+        let (parts, opaque) = self.fetch_ranges(job.source, job.entry, &job.plan, &sink).await?;
         sink.seal(self.cfg.fsync).await?;
-        let outcome = self.check_download(&entry.key, plan, &parts, opaque)?;
+        let outcome = self.check_download(&job.entry.key, &job.plan, &parts, opaque)?;
         Ok((sink, outcome))
     }
 
     /// Downloads an object smaller than one pool chunk into memory, verifies it, and only then writes
     /// it as a new temporary file in one operation (one io_uring chain): a corrupt download never
     /// reaches the disk, and the file costs one submission instead of a system call per step.
-    async fn download_whole<'a>(
-        &'a self,
-        source: &S3Storage,
-        local: &LocalStorage,
-        entry: &Entry,
-        plan: &DownloadPlan,
-        final_path: &std::path::Path,
-    ) -> Result<(FileSink<'a>, Outcome)> {
+    async fn download_whole(&self, job: &Download<'_>) -> Result<(FileSink<'_>, Outcome)> {
+        let (entry, plan) = (job.entry, &job.plan);
         let key = &entry.key;
         let hashes = (plan.verify_etag, plan.stored.as_ref().map(|((a, _), _)| *a));
         let mut made_parents = false;
         loop {
             let opaque_etag = std::sync::atomic::AtomicBool::new(false);
-            let object = S3Part {
-                s3: source,
-                key,
-                version: entry.version_id.as_deref(),
-                etag: entry.etag.as_deref(),
-                opaque_etag: &opaque_etag,
-                opened: std::sync::Mutex::new(None),
-            };
+            let object = S3Part::listed(job.source, entry, &opaque_etag, None);
             let fetch = || self.fetch_whole(&object, entry.size, hashes);
             let (chunk, digest) = self.retry_part(key, fetch).await.map_err(|e| e.for_key(key))?;
             let outcome = self.check_download(key, plan, std::slice::from_ref(&digest), object.etag_is_opaque())?;
-            match FileSink::write_whole(self.io.get()?, final_path, chunk, self.cfg.fsync).await {
+            match FileSink::write_whole(self.io.get()?, &job.path, chunk, self.cfg.fsync).await {
                 // The directory went away (see `download`): make it, and fetch again (the bytes went
                 // with the failed write).
                 Err(e) if !made_parents && FileSink::is_missing_directory(&e) => {
-                    self.create_parents(local, key, final_path).await?;
+                    self.create_parents(job.local, key, &job.path).await?;
                     made_parents = true;
                 }
                 other => return Ok((other?, outcome)),
@@ -166,21 +163,15 @@ impl Transferer {
 
     /// Gives a verified temporary file its final name: the source's modification time first, then,
     /// with no link on the way, the rename.
-    async fn commit(
-        &self,
-        local: &LocalStorage,
-        entry: &Entry,
-        final_path: &std::path::Path,
-        sink: FileSink<'_>,
-    ) -> Result<()> {
+    async fn commit(&self, job: &Download<'_>, sink: FileSink<'_>) -> Result<()> {
         let tmp = sink.temp_path();
-        let mtime = filetime::FileTime::from_system_time(entry.mtime);
+        let mtime = filetime::FileTime::from_system_time(job.entry.mtime);
         filetime::set_file_mtime(tmp, mtime).map_err(|e| Error::local("set mtime", tmp, e))?;
         // The directories may have been swapped for a link while the bytes arrived.
-        local.check_no_link_on_path(&entry.key, final_path)?;
-        local.clear_empty_dir(&entry.key, final_path).await?;
+        job.local.check_no_link_on_path(&job.entry.key, &job.path)?;
+        job.local.clear_empty_dir(&job.entry.key, &job.path).await?;
         sink.rename_into_place(self.cfg.fsync).await?;
-        if let Some(dir) = final_path.parent() {
+        if let Some(dir) = job.path.parent() {
             if self.cfg.fsync {
                 self.dirty_dirs.add(dir).await;
             }
@@ -227,14 +218,7 @@ impl Transferer {
         let key = &entry.key;
         sink.allocate(entry.size).await?;
         let opaque_etag = std::sync::atomic::AtomicBool::new(false);
-        let object = &S3Part {
-            s3: source,
-            key,
-            version: entry.version_id.as_deref(),
-            etag: entry.etag.as_deref(),
-            opaque_etag: &opaque_etag,
-            opened: std::sync::Mutex::new(None),
-        };
+        let object = &S3Part::listed(source, entry, &opaque_etag, None);
         let hashes = (plan.verify_etag, plan.stored.as_ref().map(|((a, _), _)| *a));
         let ranged = plan.layout.part_count() > 1;
         let mut parts: Vec<(u64, PartDigest)> = stream::iter(plan.layout.parts())

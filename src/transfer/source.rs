@@ -52,7 +52,25 @@ pub(super) struct Opened {
     pub(super) etag_is_md5: bool,
 }
 
-impl S3Part<'_> {
+impl<'a> S3Part<'a> {
+    /// The listed object `entry` of `s3`, read pinned to its listed version or ETag; `opened` is a GET
+    /// of it already under way, if any.
+    pub(super) fn listed(
+        s3: &'a S3Storage,
+        entry: &'a Entry,
+        opaque_etag: &'a std::sync::atomic::AtomicBool,
+        opened: Option<Opened>,
+    ) -> Self {
+        S3Part {
+            s3,
+            key: &entry.key,
+            version: entry.version_id.as_deref(),
+            etag: entry.etag.as_deref(),
+            opaque_etag,
+            opened: std::sync::Mutex::new(opened.map(Box::new)),
+        }
+    }
+
     /// GETs `len` bytes at `offset`, noting whether the response says the ETag is opaque.
     pub(super) async fn get_range(&self, offset: u64, len: u64) -> Result<aws_sdk_s3::primitives::ByteStream> {
         let ranged = self
