@@ -31,7 +31,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use tokio::sync::oneshot;
 
-use super::uring_sys::{self, Event, Op, Ring};
+use super::uring_sys::{self, context, Event, Op, Ring};
 use super::{tokio_fs, CreationGuard};
 use crate::{Chunk, ChunkPool, IoFile};
 
@@ -322,11 +322,6 @@ fn write_file_done(
         None => creation.created(path),
     };
     reply.unit(outcome);
-}
-
-/// Prefixes an OS error with the step of a chain that failed, keeping its kind.
-fn context(e: io::Error, what: &str) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 impl Drop for UringBackend {

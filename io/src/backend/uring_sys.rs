@@ -111,7 +111,7 @@ pub(crate) enum Event<T> {
 }
 
 /// Prefixes an OS error with the step that failed, keeping its kind.
-fn context(e: io::Error, what: &str) -> io::Error {
+pub(crate) fn context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
@@ -325,6 +325,12 @@ impl<T> Ring<T> {
         self.fixed
     }
 
+    /// Whether `chunk` is one of the registered buffers, so fixed-buffer opcodes may use it
+    /// (invariant 3): a chunk of this pool whose index is below `fixed`.
+    fn is_fixed(&self, chunk: &Chunk) -> bool {
+        self.pool.owns(chunk) && chunk.index() < self.fixed
+    }
+
     /// Whether whole-file chains (`ReadFile`, `WriteFile`, `Rename`) can be pushed.
     pub(crate) fn supports_files(&self) -> bool {
         self.files
@@ -388,7 +394,7 @@ impl<T> Ring<T> {
                 let fd = self.files.then_some(types::Fixed(slot as u32))?;
                 let len = chunk.capacity().min(MAX_RW) as u32;
                 let buf = chunk.as_mut_ptr();
-                let read = match self.pool.owns(chunk) && chunk.index() < self.fixed {
+                let read = match self.is_fixed(chunk) {
                     true => opcode::ReadFixed::new(fd, buf, len, chunk.index() as u16)
                         .offset(0)
                         .build(),
@@ -406,7 +412,7 @@ impl<T> Ring<T> {
                 let fd = self.files.then_some(types::Fixed(slot as u32))?;
                 let len = chunk.len().min(MAX_RW) as u32;
                 let buf = chunk.as_ptr();
-                let write = match self.pool.owns(chunk) && chunk.index() < self.fixed {
+                let write = match self.is_fixed(chunk) {
                     true => opcode::WriteFixed::new(fd, buf, len, chunk.index() as u16)
                         .offset(0)
                         .build(),
@@ -467,7 +473,7 @@ impl<T> Ring<T> {
                 let buf = chunk.as_mut_ptr().wrapping_add(done);
                 let fd = types::Fd(file.std().as_raw_fd());
                 let at = offset.saturating_add(done as u64);
-                if self.pool.owns(chunk) && chunk.index() < self.fixed {
+                if self.is_fixed(chunk) {
                     opcode::ReadFixed::new(fd, buf, len, chunk.index() as u16)
                         .offset(at)
                         .build()
@@ -486,7 +492,7 @@ impl<T> Ring<T> {
                 let buf = chunk.as_ptr().wrapping_add(done);
                 let fd = types::Fd(file.std().as_raw_fd());
                 let at = offset.saturating_add(done as u64);
-                if self.pool.owns(chunk) && chunk.index() < self.fixed {
+                if self.is_fixed(chunk) {
                     opcode::WriteFixed::new(fd, buf, len, chunk.index() as u16)
                         .offset(at)
                         .build()
