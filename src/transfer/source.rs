@@ -204,24 +204,19 @@ impl Transferer {
         offset: u64,
         len: u64,
     ) -> Result<(Vec<Bytes>, PartDigest)> {
-        let n = len.div_ceil(self.chunk_size()) as usize;
         let hasher = PartHasher::with_checksum(self.cfg.checksum.map(|c| c.0));
-        if let PartSource::Memory(bytes) = src {
-            let (out, hasher) = self.read_memory_part(bytes, (offset, len), hasher).await?;
-            return Ok((out, hasher.finish_all()));
-        }
-        let opened = match src {
-            PartSource::S3(p) => p.take_opened(offset, len),
-            PartSource::Local(_) | PartSource::Memory(_) => None,
-        };
-        let (chunks, opened) = match opened {
-            Some(o) => (o.chunks, Some(o.body)),
-            None => (self.io.get()?.pool().acquire_many(n).await?, None),
+        let pool = || async {
+            let n = len.div_ceil(self.chunk_size()) as usize;
+            Ok::<_, Error>(self.io.get()?.pool().acquire_many(n).await?)
         };
         let (out, hasher) = match src {
-            PartSource::Local(file) => self.read_file_part(file, chunks, (offset, len), hasher).await?,
-            PartSource::Memory(_) => return Err(Error::Internal("a file in memory read in ranges".into())),
+            PartSource::Memory(bytes) => self.read_memory_part(bytes, (offset, len), hasher).await?,
+            PartSource::Local(file) => self.read_file_part(file, pool().await?, (offset, len), hasher).await?,
             PartSource::S3(part) => {
+                let (chunks, opened) = match part.take_opened(offset, len) {
+                    Some(o) => (o.chunks, Some(o.body)),
+                    None => (pool().await?, None),
+                };
                 self.read_object_part(part, chunks, opened, (offset, len), hasher)
                     .await?
             }
