@@ -7,6 +7,10 @@ release build.
 
     source <(scripts/start-server.sh garage)
     cargo build --release --bin s3sync && python3 bench/download_modes.py
+
+Env: BINS="a=path,b=path" compares builds (each mode run with each, interleaved; default: the release
+build); MODES="default,--no-fsync" runs a subset; UPLOAD_FLAGS="--additional-checksum-algorithm CRC64NVME
+--full-object-checksum" uploads the objects with those flags (objects that carry a stored checksum); RUNS.
 """
 import os
 import shutil
@@ -18,6 +22,8 @@ import time
 import boto3
 
 CLI = os.environ.get("S3SYNC_BIN", "target/release/s3sync")
+BINS = [tuple(b.split("=", 1)) for b in os.environ.get("BINS", f"ours={CLI}").split(",")]
+UPLOAD_FLAGS = os.environ.get("UPLOAD_FLAGS", "").split()
 EP = os.environ["AWS_ENDPOINT_URL"]
 RUNS = int(os.environ.get("RUNS", "5"))
 client = boto3.client("s3", endpoint_url=EP)
@@ -29,6 +35,8 @@ MODES = [
     ("--no-fsync", ["--no-fsync"]),
     ("both", ["--disable-etag-verify", "--no-fsync"]),
 ]
+if os.environ.get("MODES"):
+    MODES = [m for m in MODES if m[0] in os.environ["MODES"].split(",")]
 
 
 def run(args):
@@ -50,23 +58,26 @@ def main():
             f.write(os.urandom(256 * 1024 * 1024))
     bucket = f"dl-{time.time_ns():x}"
     client.create_bucket(Bucket=bucket)
-    subprocess.run([CLI, "--target-endpoint-url", EP, "--target-force-path-style", src, f"s3://{bucket}/"],
+    subprocess.run([CLI, "--target-endpoint-url", EP, "--target-force-path-style", *UPLOAD_FLAGS, src,
+                    f"s3://{bucket}/"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    results = {label: [] for label, _ in MODES}
+    rows = [(f"{name} {label}" if len(BINS) > 1 else label, path, flags)
+            for label, flags in MODES for name, path in BINS]
+    results = {row[0]: [] for row in rows}
     for _ in range(RUNS):
-        for label, flags in MODES:
+        for row, path, flags in rows:
             dst = os.path.join(WORK, "dst")
             shutil.rmtree(dst, ignore_errors=True)
-            results[label].append(run([CLI, "--source-endpoint-url", EP, "--source-force-path-style", *flags,
-                                       f"s3://{bucket}/", dst]))
-    base_wall = statistics.median(w for w, _ in results["default"])
-    print("| options | wall (median) | runs | CPU s (median) | MiB/s | time / default |")
+            results[row].append(run([path, "--source-endpoint-url", EP, "--source-force-path-style", *flags,
+                                     f"s3://{bucket}/", dst]))
+    base_wall = statistics.median(w for w, _ in results[rows[0][0]])
+    print(f"| options | wall (median) | runs | CPU s (median) | MiB/s | time / {rows[0][0]} |")
     print("|---|---|---|---|---|---|")
-    for label, _ in MODES:
-        walls = [w for w, _ in results[label]]
-        cpus = [c for _, c in results[label]]
+    for row, _, _ in rows:
+        walls = [w for w, _ in results[row]]
+        cpus = [c for _, c in results[row]]
         wall = statistics.median(walls)
-        print(f"| {label} | {wall:.2f} s | {', '.join(f'{w:.2f}' for w in walls)} | "
+        print(f"| {row} | {wall:.2f} s | {', '.join(f'{w:.2f}' for w in walls)} | "
               f"{statistics.median(cpus):.2f} | {1024 / wall:.0f} | {wall / base_wall:.2f}x |")
     shutil.rmtree(WORK, ignore_errors=True)
 

@@ -152,6 +152,7 @@ pub struct Counters {
     bytes: AtomicU64,
     live_bytes: AtomicU64,
     etag_verified: AtomicU64,
+    checksum_verified: AtomicU64,
     skipped: AtomicU64,
     deleted: AtomicU64,
     warnings: AtomicU64,
@@ -174,6 +175,8 @@ pub struct Stats {
     pub live_bytes: u64,
     /// Objects whose ETag was verified.
     pub etag_verified: u64,
+    /// Objects whose additional checksum was verified.
+    pub checksum_verified: u64,
     /// Objects up to date.
     pub skipped: u64,
     /// Objects deleted.
@@ -280,6 +283,7 @@ impl Reporter {
 
     /// Records an object whose additional checksum was verified.
     pub fn checksum_verified(&self, key: &str) {
+        self.counters.checksum_verified.fetch_add(1, Ordering::Relaxed);
         self.emit(SyncEvent::ChecksumVerified { key: key.to_string() });
     }
 
@@ -407,6 +411,7 @@ impl Reporter {
             bytes: c.bytes.load(Ordering::Relaxed),
             live_bytes: c.live_bytes.load(Ordering::Relaxed),
             etag_verified: c.etag_verified.load(Ordering::Relaxed),
+            checksum_verified: c.checksum_verified.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
             deleted: c.deleted.load(Ordering::Relaxed),
             warnings: c.warnings.load(Ordering::Relaxed),

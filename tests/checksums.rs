@@ -289,9 +289,131 @@ async fn objects_from_another_client_keep_their_etag_with_auto_chunksize() {
     let r = srv.run(&["--auto-chunksize", &format!("s3://{b1}/"), &s(dst.path())]);
     if srv.is_garage() {
         r.expect(0);
-        assert_eq!(r.verified(), 1);
+        // By the CRC boto3 stores with it, or by the ETag when it stored none.
+        assert_eq!(r.verified() + r.checksum_verified(), 1, "{}", r.stderr);
     } else {
         assert!(r.code == 0 || r.code == 3, "{}", r.stderr);
     }
     assert_eq!(std::fs::read(dst.path().join("other")).unwrap(), bytes);
+}
+
+/// A large object that carries a CRC is verified by that CRC, not by the MD5s its ETag needs, and
+/// the summary counts it as checksum verified; objects without one keep the ETag. A full-object CRC
+/// (CRC64NVME, one PutObject) on both servers, downloaded in two ranges; a composite one (CRC32C,
+/// multipart) on Garage, whose part layout the download learns (moto mis-stores multipart checksums).
+#[tokio::test]
+async fn large_objects_carrying_a_crc_are_verified_by_it() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let mut want = vec![
+        ("crc/full".to_string(), data(7 * MIB + 3, 61)),
+        ("plain/big".to_string(), data(7 * MIB + 5, 62)),
+        ("plain/small".to_string(), data(1000, 63)),
+    ];
+    let full = tmpdir();
+    write_tree(full.path(), &[("full", want[0].1.clone())]);
+    srv.run(&[
+        "--additional-checksum-algorithm",
+        "CRC64NVME",
+        &s(full.path()),
+        &format!("s3://{bucket}/crc/"),
+    ])
+    .expect(0);
+    let plain = tmpdir();
+    write_tree(
+        plain.path(),
+        &[("big", want[1].1.clone()), ("small", want[2].1.clone())],
+    );
+    srv.run(&[&s(plain.path()), &format!("s3://{bucket}/plain/")]).expect(0);
+    let mut by_crc = 1;
+    if srv.is_garage() {
+        let comp = tmpdir();
+        let bytes = data(12 * MIB + 7, 64);
+        write_tree(comp.path(), &[("composite", bytes.clone())]);
+        srv.run(&[
+            "--additional-checksum-algorithm",
+            "CRC32C",
+            "--multipart-threshold",
+            "5MiB",
+            "--multipart-chunksize",
+            "5MiB",
+            &s(comp.path()),
+            &format!("s3://{bucket}/comp/"),
+        ])
+        .expect(0);
+        let stored = stored_checksum(&srv, &bucket, "comp/composite", ChecksumAlgorithm::Crc32c).await;
+        assert!(
+            stored.is_some_and(|v| v.ends_with("-3")),
+            "a composite CRC32C of 3 parts"
+        );
+        want.push(("comp/composite".to_string(), bytes));
+        by_crc += 1;
+    }
+    let dst = tmpdir();
+    let r = srv.run(&[
+        "--multipart-threshold",
+        "5MiB",
+        "--multipart-chunksize",
+        "5MiB",
+        &format!("s3://{bucket}/"),
+        &s(dst.path()),
+    ]);
+    r.expect(0);
+    assert_eq!(r.checksum_verified(), by_crc, "{}", r.stderr);
+    assert_eq!(
+        r.verified(),
+        2,
+        "the objects without a CRC, by their ETags: {}",
+        r.stderr
+    );
+    want.sort();
+    assert_eq!(read_tree(dst.path()), want);
+}
+
+/// A server that keeps a wrong CRC for an object (moto keeps what it is sent): the download finds the
+/// mismatch, fetches again comparing the ETag too, keeps the file (its bytes match the ETag) and warns
+/// that the stored checksum is wrong (exit 3). Garage refuses wrong checksums, so moto covers this.
+#[tokio::test]
+async fn a_wrong_stored_crc_is_caught_and_blamed_on_moto() {
+    let srv = server().await;
+    if srv.is_garage() {
+        eprintln!("garage refuses wrong checksums on upload; moto stores them, so moto covers this test");
+        return;
+    }
+    let bucket = srv.bucket().await;
+    let body = data(6 * MIB, 65);
+    let wrong = to_base64(&digest(ChecksumAlgorithm::Crc32, b"other bytes"));
+    srv.client
+        .put_object()
+        .bucket(&bucket)
+        .key("liar")
+        .body(aws_sdk_s3::primitives::ByteStream::from(body.clone()))
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+        .checksum_crc32(&wrong)
+        .send()
+        .await
+        .unwrap();
+    if stored_checksum(&srv, &bucket, "liar", ChecksumAlgorithm::Crc32)
+        .await
+        .as_deref()
+        != Some(wrong.as_str())
+    {
+        eprintln!("this moto did not keep the wrong checksum; nothing to catch");
+        return;
+    }
+    let dst = tmpdir();
+    let r = srv.run(&[
+        "--multipart-threshold",
+        "5MiB",
+        &format!("s3://{bucket}/"),
+        &s(dst.path()),
+    ]);
+    r.expect(3);
+    assert!(
+        r.stderr.contains("liar") && r.stderr.contains(&wrong) && r.stderr.contains("match its ETag"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.verified(), 1, "verified by its ETag: {}", r.stderr);
+    assert_eq!(read_tree(dst.path()), vec![("liar".to_string(), body)]);
 }

@@ -275,6 +275,48 @@ async fn flipped_byte_on_every_get_fails_and_leaves_nothing() {
     }
 }
 
+/// 4c. An object verified by its stored CRC, not by MD5: a byte flipped in its first GET is caught by
+/// the CRC and the object is fetched again, verified by both the CRC and the ETag (exit 0, the bytes
+/// right); flipped in every GET, the download fails with exit 1 and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_in_an_object_verified_by_its_crc() {
+    let srv = server().await;
+    let body = data(7 * MIB, 45);
+    for (when, code) in [(When::FirstNPerObject(1), 0), (When::Always, 1)] {
+        let bucket = srv.bucket().await;
+        let src = tmpdir();
+        write_tree(src.path(), &[("victim", body.clone())]);
+        srv.run(&[
+            "--additional-checksum-algorithm",
+            "CRC64NVME",
+            &s(src.path()),
+            &format!("s3://{bucket}/"),
+        ])
+        .expect(0);
+        let proxy = FaultProxy::start(
+            &srv.endpoint,
+            vec![Rule::new(Fault::FlipByte, when).ops(&[Op::GetObject])],
+        )
+        .await;
+        let dst = tmpdir();
+        let r = run_via(&proxy, &with_mp(&[&format!("s3://{bucket}/"), &s(dst.path())])).await;
+        proxy.assert_injected();
+        r.expect(code);
+        if code == 0 {
+            assert_eq!(r.checksum_verified(), 1, "{}", r.stderr);
+            assert_eq!(r.verified(), 1, "the second look compares the ETag too: {}", r.stderr);
+            assert_downloaded(dst.path(), &[("victim", &body)]);
+        } else {
+            assert!(
+                r.stderr.contains("victim") && r.stderr.contains("mismatch"),
+                "{}",
+                r.stderr
+            );
+            assert_eq!(names(dst.path()), Vec::<String>::new(), "no file, no temporary file");
+        }
+    }
+}
+
 /// 5. 200 ms of latency on every request, without read or attempt timeouts set: upload and download
 /// still succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

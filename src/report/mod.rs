@@ -92,6 +92,7 @@ pub fn json_summary(s: &Stats, shard: Option<&crate::shard::Shard>, exit_code: i
         "transferred": s.transferred,
         "bytes": s.bytes,
         "etag_verified": s.etag_verified,
+        "checksum_verified": s.checksum_verified,
         "skipped": s.skipped,
         "deleted": s.deleted,
         "errors": s.failed,
@@ -106,12 +107,13 @@ pub fn json_summary(s: &Stats, shard: Option<&crate::shard::Shard>, exit_code: i
 pub fn summary_line(s: &Stats) -> String {
     let secs = s.elapsed.as_secs_f64().max(0.001);
     format!(
-        "{} | {}/sec, transferred {} objects | {:.0} objects/sec, etag verified {} objects, deleted {} objects, skipped {} objects, error {} objects, warning {} objects, duration {:.2} sec",
+        "{} | {}/sec, transferred {} objects | {:.0} objects/sec, etag verified {} objects, checksum verified {} objects, deleted {} objects, skipped {} objects, error {} objects, warning {} objects, duration {:.2} sec",
         human_bytes(s.bytes),
         human_bytes((s.bytes as f64 / secs) as u64),
         s.transferred,
         s.transferred as f64 / secs,
         s.etag_verified,
+        s.checksum_verified,
         s.deleted,
         s.skipped,
         s.failed,
@@ -137,10 +139,14 @@ mod tests {
             transferred: 2,
             skipped: 1,
             failed: 3,
+            etag_verified: 4,
+            checksum_verified: 5,
             ..Default::default()
         };
         let line = summary_line(&s);
         assert!(line.contains("transferred 2 objects"));
+        // The original's order: etag verified, then checksum verified.
+        assert!(line.contains("etag verified 4 objects, checksum verified 5 objects"));
         assert!(line.contains("skipped 1 objects"));
         assert!(line.contains("error 3 objects"));
     }

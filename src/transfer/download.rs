@@ -65,6 +65,12 @@ struct DownloadPlan {
     layout: PartLayout,
     /// Whether `layout` is the one the object was written with.
     known: bool,
+    /// The stored CRC (`stored`) verifies the bytes in place of the ETag, whose MD5s are then not
+    /// computed (see `plan_download`).
+    by_crc: bool,
+    /// A second look after the bytes did not match the stored CRC: both are compared, and a CRC
+    /// mismatch where the ETag verified blames the stored checksum (a warning), not the bytes.
+    recheck: bool,
 }
 
 impl Transferer {
@@ -98,25 +104,43 @@ impl Transferer {
                 .map_err(|e| Error::local("create directory", &final_path, e))?;
             return Ok(Moved::default());
         }
-        let plan = self.plan_download(source, entry).await?;
+        let plan = self.plan_download(source, entry, true).await?;
         // The parents are made right before the temporary file goes in. A run deleting files in the
         // same tree (another shard with --delete) may remove a directory it emptied in between: then
         // make it again, once.
         self.create_parents(local, key, &final_path).await?;
-        let whole = entry.size > 0 && entry.size < self.chunk_size() && plan.layout.part_count() == 1;
-        let job = Download {
+        let mut job = Download {
             source,
             local,
             entry,
             plan,
             path: final_path,
         };
-        let (sink, outcome) = match whole {
-            true => self.download_whole(&job).await?,
-            false => self.download_ranges(&job).await?,
+        let (sink, outcome) = match self.fetch_verified(&job).await {
+            // The bytes do not match the stored CRC: either they broke on the way, or the server
+            // keeps a wrong checksum (moto does for multipart objects). Fetch again and compare both
+            // the ETag and the CRC: the ETag tells which.
+            Err(e @ Error::Verification { .. }) if job.plan.by_crc => {
+                debug!(key, "{e}; downloading again, verified by its ETag too");
+                let crc = job.plan.stored.take();
+                job.plan = self.plan_download(source, entry, false).await?;
+                job.plan.stored = crc;
+                job.plan.recheck = true;
+                self.fetch_verified(&job).await?
+            }
+            other => other?,
         };
         self.commit(&job, sink).await?;
         Ok(outcome.moved(entry.size))
+    }
+
+    /// Downloads the object into a temporary file and verifies it as planned.
+    async fn fetch_verified<'s>(&'s self, job: &Download<'_>) -> Result<(FileSink<'s>, Outcome)> {
+        let whole = job.entry.size > 0 && job.entry.size < self.chunk_size() && job.plan.layout.part_count() == 1;
+        match whole {
+            true => self.download_whole(job).await,
+            false => self.download_ranges(job).await,
+        }
     }
 
     /// Downloads the ranges of an object into a temporary file as they arrive, then verifies them.
@@ -181,28 +205,59 @@ impl Transferer {
 
     /// What a download reads and checks: whether the ETag is compared, the stored checksum (when
     /// downloads are verified with it), and the part layout the object was written with.
-    async fn plan_download(&self, source: &S3Storage, entry: &Entry) -> Result<DownloadPlan> {
+    ///
+    /// With `crc_first`, an object of at least `--multipart-threshold` bytes that carries a CRC
+    /// checksum (CRC32, CRC32C, CRC64NVME; AWS stores a CRC64NVME for every object written since
+    /// 2025) is verified by that CRC alone: one HEAD, and a hash some hundred times cheaper than the
+    /// MD5s its ETag needs. `--enable-additional-checksum` compares both, as before.
+    async fn plan_download(&self, source: &S3Storage, entry: &Entry, crc_first: bool) -> Result<DownloadPlan> {
         let etag = entry.etag.clone().unwrap_or_default();
-        let verify_etag = self.policy.source_etag(&etag, false);
-        let stored = match self.cfg.enable_additional_checksum && self.policy.checksums() {
+        let mut verify_etag = self.policy.source_etag(&etag, false);
+        let asked = self.cfg.enable_additional_checksum && self.policy.checksums();
+        let crc_first = crc_first
+            && !asked
+            && verify_etag
+            && self.policy.checksums()
+            && entry.size >= self.cfg.multipart_threshold.max(1);
+        let mut stored = match asked || crc_first {
             true => source
                 .head_version(&entry.key, None, entry.version_id.as_deref())
                 .await?
                 .and_then(|h| h.checksum.map(|c| (c, h.full_object_checksum))),
             false => None,
         };
-        let (layout, known) = if verify_etag || stored.is_some() {
+        if crc_first {
+            stored = stored.filter(|((algo, _), _)| algo.is_crc());
+        }
+        // A full-object CRC combines from parts of any size: no layout to learn.
+        let full_object_crc =
+            crc_first && matches!(&stored, Some(((_, value), _)) if additional::split_part_count(value).1.is_none());
+        let (layout, known) = if full_object_crc {
+            (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
+        } else if verify_etag || stored.is_some() {
             self.layout_of_version(source, &entry.key, entry.version_id.as_deref(), entry.size, &etag)
                 .await?
         } else {
             (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
         };
+        // A composite CRC is computed only from the object's own part layout; without it, the ETag.
+        let composite_known = matches!(&stored, Some(((_, value), _))
+            if additional::split_part_count(value).1 == Some(layout.part_count()) && known && layout.multipart);
+        let by_crc = crc_first && (full_object_crc || composite_known);
+        if crc_first && !by_crc {
+            stored = None;
+        }
+        if by_crc {
+            verify_etag = false;
+        }
         Ok(DownloadPlan {
             etag,
             verify_etag,
             stored,
             layout,
             known,
+            by_crc,
+            recheck: false,
         })
     }
 
@@ -253,9 +308,16 @@ impl Transferer {
         }
         if let Some(((algo, value), full_object)) = &plan.stored {
             let computed = downloaded_checksum(*algo, value, *full_object, &plan.layout, plan.known, parts);
-            outcome.checksum(key, Some(value), computed.as_deref(), || {
-                format!("{algo} checksum {value} could not be verified: the object's part layout is unknown")
-            })?;
+            match computed {
+                Some(c) if plan.recheck && outcome.etag_verified && c != *value => {
+                    outcome.warning = Some(format!(
+                        "{key}: its stored {algo} checksum {value} does not match its bytes ({c}), which match its ETag"
+                    ));
+                }
+                _ => outcome.checksum(key, Some(value), computed.as_deref(), || {
+                    format!("{algo} checksum {value} could not be verified: the object's part layout is unknown")
+                })?,
+            }
         }
         Ok(outcome)
     }

@@ -266,6 +266,9 @@ impl Run {
     pub fn verified(&self) -> u64 {
         self.count("etag verified")
     }
+    pub fn checksum_verified(&self) -> u64 {
+        self.count("checksum verified")
+    }
     /// Asserts the exit code, showing the output when it differs.
     pub fn expect(&self, code: i32) -> &Self {
         assert_eq!(
