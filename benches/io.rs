@@ -1,4 +1,5 @@
-//! Local I/O throughput and CPU per GiB of the two backends on the same file: read + MD5 (what an
+//! Local I/O throughput and CPU per GiB of the two backends on the same file: reads alone, through
+//! the page cache and with `O_DIRECT` (`read/…/buffered`, `read/…/direct`), read + MD5 (what an
 //! upload does) and read + write (what a copy through the pool does), warm page cache by default,
 //! cold with `S3SYNC_BENCH_COLD=1` (the file's pages are dropped with posix_fadvise before each pass).
 //!
@@ -68,6 +69,22 @@ async fn read_md5(io: &IoEngine, file: &IoFile) {
     try_join_all(tasks).await.expect("read");
 }
 
+/// Reads the file as PARALLEL ranges in parallel, nothing else: what the reads themselves cost
+/// (through the page cache, or with `O_DIRECT` for a file opened with `open_read_direct`).
+async fn read_only(io: &IoEngine, file: &IoFile) {
+    let range = FILE_SIZE / PARALLEL;
+    let tasks = (0..PARALLEL).map(|r| async move {
+        let mut pos = r * range;
+        while pos < (r + 1) * range {
+            let c = io.pool().acquire().await;
+            let c = io.read_at(file, c, pos, CHUNK).await?;
+            pos += c.len() as u64;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    try_join_all(tasks).await.expect("read");
+}
+
 /// Copies the file through pool chunks: read at an offset, write at the same offset.
 async fn read_write(io: &IoEngine, file: &IoFile, out: &IoFile) {
     let range = FILE_SIZE / PARALLEL;
@@ -110,6 +127,19 @@ fn io_bench(c: &mut Criterion) {
         };
         let name = format!("{kind:?}").to_lowercase();
         let file = rt.block_on(io.open_read(&path)).expect("open");
+        let direct = rt.block_on(io.open_read_direct(&path, false)).expect("open");
+        let mut reads = vec![("buffered", &file)];
+        if direct.is_direct() {
+            reads.push(("direct", &direct));
+        }
+        for (how, f) in &reads {
+            g.bench_function(format!("read/{name}/{how}"), |b| {
+                b.iter(|| {
+                    drop_cache(&path);
+                    rt.block_on(read_only(&io, f))
+                })
+            });
+        }
         g.bench_function(format!("read+md5/{name}"), |b| {
             b.iter(|| {
                 drop_cache(&path);
@@ -126,12 +156,20 @@ fn io_bench(c: &mut Criterion) {
             })
         });
         // CPU per GiB over a fixed number of passes (user + system, whole process).
-        for (case, passes) in [("read+md5", 4), ("read+write", 4)] {
+        let mut cases = vec![("read+md5", 4), ("read+write", 4), ("read/buffered", 4)];
+        if direct.is_direct() {
+            cases.push(("read/direct", 4));
+        }
+        for (case, passes) in cases {
             let c0 = cpu_seconds();
             let t0 = Instant::now();
             for _ in 0..passes {
                 drop_cache(&path);
-                if case == "read+md5" {
+                if case == "read/buffered" {
+                    rt.block_on(read_only(&io, &file));
+                } else if case == "read/direct" {
+                    rt.block_on(read_only(&io, &direct));
+                } else if case == "read+md5" {
                     rt.block_on(read_md5(&io, &file));
                 } else {
                     let _ = std::fs::remove_file(&out_path);

@@ -201,6 +201,8 @@ pub struct Config {
     /// (atomic rename), so a crashed or killed process leaves nothing half-written, but a power loss
     /// may lose recently written files.
     pub fsync: bool,
+    /// When a large local file is read with `O_DIRECT`, bypassing the page cache (`--direct-io`).
+    pub direct_io: DirectIo,
     /// Verify ETags of transferred objects.
     pub verify_etag: bool,
     /// Verify ETags of multipart objects too.
@@ -324,6 +326,7 @@ impl Config {
                 multipart_threshold: defaults::DEFAULT_MULTIPART_SIZE,
                 multipart_chunksize: defaults::DEFAULT_MULTIPART_SIZE,
                 io_pool_size: None,
+                direct_io: DirectIo::Auto,
                 max_keys: defaults::DEFAULT_MAX_KEYS,
                 listing_queue: MAX_LISTING_QUEUE,
                 parallel_listings: defaults::DEFAULT_MAX_PARALLEL_LISTINGS as usize,
@@ -575,6 +578,37 @@ impl ConfigBuilder {
     pub fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
         self
+    }
+}
+
+/// When a local file being uploaded is read with `O_DIRECT` (`--direct-io`): from the disk straight
+/// into pool memory, neither using nor filling the page cache. Reads of a large file in a migration
+/// are read once; through the cache they cost a copy each and push out what other programs keep
+/// there. Where the system or file system has no `O_DIRECT` (not Linux, tmpfs), files are read
+/// through the cache whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DirectIo {
+    /// Files of at least [`DIRECT_IO_MIN_SIZE`] whose first page is not in the page cache.
+    #[default]
+    Auto,
+    /// Every file read in ranges (at least one pool chunk).
+    Always,
+    /// None.
+    Never,
+}
+
+/// The smallest file `--direct-io auto` reads with `O_DIRECT`.
+pub const DIRECT_IO_MIN_SIZE: u64 = 64 * 1024 * 1024;
+
+impl DirectIo {
+    /// Parses `auto`, `always` or `never`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(DirectIo::Auto),
+            "always" => Some(DirectIo::Always),
+            "never" => Some(DirectIo::Never),
+            _ => None,
+        }
     }
 }
 

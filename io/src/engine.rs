@@ -36,12 +36,54 @@ pub enum BackendKind {
 #[derive(Clone)]
 pub struct IoFile {
     file: Arc<File>,
+    /// The same file opened a second time with `O_DIRECT`: aligned reads go through it (see
+    /// [`IoEngine::open_read_direct`]).
+    direct: Option<Arc<File>>,
+    /// `file` is itself an `O_DIRECT` descriptor: a short read ends the read, since going on from
+    /// an unaligned offset is not allowed (and a short direct read only happens at the end).
+    unbuffered: bool,
 }
+
+/// Alignment of the offsets, lengths and memory of reads through `O_DIRECT` (4 KiB covers disks of
+/// 512-byte and of 4 KiB logical blocks; pool chunks are aligned to it, see [`CHUNK_ALIGN`](crate::CHUNK_ALIGN)).
+pub const DIRECT_ALIGN: usize = 4096;
 
 impl IoFile {
     /// Wraps an already open file.
     pub fn from_std(file: File) -> IoFile {
-        IoFile { file: Arc::new(file) }
+        IoFile {
+            file: Arc::new(file),
+            direct: None,
+            unbuffered: false,
+        }
+    }
+
+    /// Wraps an open file and the same file opened with `O_DIRECT`.
+    pub(crate) fn with_direct(file: File, direct: Option<File>) -> IoFile {
+        IoFile {
+            file: Arc::new(file),
+            direct: direct.map(Arc::new),
+            unbuffered: false,
+        }
+    }
+
+    /// Whether aligned reads of this file bypass the page cache (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// The `O_DIRECT` descriptor as a file of its own, if there is one.
+    fn direct_view(&self) -> Option<IoFile> {
+        self.direct.as_ref().map(|d| IoFile {
+            file: d.clone(),
+            direct: None,
+            unbuffered: true,
+        })
+    }
+
+    /// Whether a short read of `filled` bytes from an aligned offset ends the read (see `unbuffered`).
+    pub(crate) fn read_ends_short(&self, filled: usize) -> bool {
+        self.unbuffered && !filled.is_multiple_of(DIRECT_ALIGN)
     }
 
     /// Current size of the file in bytes (from its metadata).
@@ -61,7 +103,10 @@ impl IoFile {
 
 impl fmt::Debug for IoFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IoFile").field("file", &self.file).finish()
+        f.debug_struct("IoFile")
+            .field("file", &self.file)
+            .field("direct", &self.direct.is_some())
+            .finish()
     }
 }
 
@@ -191,6 +236,19 @@ impl IoEngine {
         tokio_fs::open_read(path).await
     }
 
+    /// Opens an existing file for reading, and a second time with `O_DIRECT` where the system and
+    /// the file system allow it (Linux; not tmpfs). Reads at offsets aligned to [`DIRECT_ALIGN`]
+    /// then go from the disk straight into pool memory (registered: no copy at all), neither
+    /// reading from nor filling the page cache: for files read once, as in a migration, the cache
+    /// would only push out what other programs need. Other reads, and every read where `O_DIRECT`
+    /// is refused, use the buffered descriptor. Both descriptors are checked to be the same file.
+    ///
+    /// With `unless_cached`, a file whose first page is in the page cache (Linux: a `preadv2` with
+    /// `RWF_NOWAIT`) is read through the cache: that is cheaper than from the disk.
+    pub async fn open_read_direct(&self, path: &Path, unless_cached: bool) -> io::Result<IoFile> {
+        tokio_fs::open_read_direct(path, unless_cached).await
+    }
+
     /// Creates a new file for writing; fails if `path` exists. Mode `0o644` on unix (before the
     /// umask).
     pub async fn create_new(&self, path: &Path) -> io::Result<IoFile> {
@@ -214,6 +272,27 @@ impl IoEngine {
         if want == 0 {
             return Ok(chunk);
         }
+        // A direct read asks for whole blocks (the chunk's capacity is a multiple of them) and
+        // keeps the bytes asked for; at the end of the file it is simply short.
+        let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64);
+        if let Some(direct) = file.direct_view().filter(|_| aligned) {
+            let whole_blocks = want.next_multiple_of(DIRECT_ALIGN).min(chunk.capacity());
+            match self.read_on(&direct, chunk, offset, whole_blocks).await {
+                Ok(mut c) => {
+                    c.set_filled_len(c.len().min(want));
+                    return Ok(c);
+                }
+                // Refused after all (a file system that takes the flag but not the read): the
+                // buffered descriptor, with a chunk of the pool again.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => chunk = self.pool.acquire().await,
+                Err(e) => return Err(e),
+            }
+        }
+        self.read_on(file, chunk, offset, want).await
+    }
+
+    /// [`read_at`](Self::read_at) on the backend.
+    async fn read_on(&self, file: &IoFile, chunk: Chunk, offset: u64, want: usize) -> io::Result<Chunk> {
         match &self.backend {
             Backend::Tokio => tokio_fs::read_at(file.clone(), chunk, offset, want).await,
             #[cfg(s3sync_uring)]

@@ -11,8 +11,8 @@
 //! it uses a portable tokio backend (`spawn_blocking` + positional reads/writes). See
 //! `io/DESIGN.md` for the reasoning.
 //!
-//! `unsafe` code is confined to two modules (`pool::mem` and `backend::uring_sys`); the rest of
-//! the crate is `#![deny(unsafe_code)]`.
+//! `unsafe` code is confined to three modules (`pool::mem`, `backend::uring_sys`, and one system
+//! call in `backend::page_cache`); the rest of the crate is `#![deny(unsafe_code)]`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +23,6 @@ mod error;
 mod pool;
 
 pub use bytes::Bytes;
-pub use engine::{BackendKind, IoEngine, IoFile, BACKEND_ENV};
+pub use engine::{BackendKind, IoEngine, IoFile, BACKEND_ENV, DIRECT_ALIGN};
 pub use error::IoError;
 pub use pool::{Chunk, ChunkPool, CHUNK_ALIGN};

@@ -712,3 +712,53 @@ async fn cancelled_write_file_leaves_nothing() {
         }
     }
 }
+
+/// Reads through `O_DIRECT` return what buffered reads return: whole chunks, a part of a chunk in
+/// the middle of the file (the block-sized read is cut to what was asked), the short last chunk and
+/// nothing past the end; an unaligned offset goes through the buffered descriptor. A file whose first
+/// page is cached is not opened with `O_DIRECT` when that is asked. On a file system without
+/// `O_DIRECT` (tmpfs) every read is buffered, and the same holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_reads_return_what_buffered_reads_return() {
+    const CHUNK: usize = 64 << 10;
+    for engine in engines(CHUNK, 8) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let len = 5 * CHUNK + 1234;
+        let bytes = data(7, 0, len);
+        std::fs::write(&path, &bytes).unwrap();
+        let cached = engine.open_read_direct(&path, true).await.unwrap();
+        if cfg!(target_os = "linux") {
+            assert!(!cached.is_direct(), "{:?}: just written, so cached", engine.backend());
+        }
+        let file = engine.open_read_direct(&path, false).await.unwrap();
+        if !file.is_direct() {
+            eprintln!("note: no O_DIRECT on {}: buffered reads only", dir.path().display());
+        }
+        let cases: [(u64, usize); 7] = [
+            (0, CHUNK),
+            (CHUNK as u64, CHUNK),
+            (2 * CHUNK as u64, 5000),         // a part of a chunk: 5000 bytes, not 8192
+            (5 * CHUNK as u64, CHUNK),        // the last, short chunk
+            (5 * CHUNK as u64 + 4096, CHUNK), // past the end of the file
+            (len as u64 + 4096, CHUNK),       // far past the end
+            (3 * CHUNK as u64 + 100, CHUNK),  // unaligned: buffered
+        ];
+        for (offset, want) in cases {
+            let chunk = engine.pool().acquire().await;
+            let got = engine.read_at(&file, chunk, offset, want).await.unwrap();
+            let start = (offset as usize).min(len);
+            let end = (start + want).min(len);
+            assert!(
+                got.as_slice() == &bytes[start..end],
+                "{:?} direct={} at {offset} for {want}: {} bytes, want {}",
+                engine.backend(),
+                file.is_direct(),
+                got.len(),
+                end - start
+            );
+        }
+        drop(file);
+        wait_all_returned(engine.pool()).await;
+    }
+}

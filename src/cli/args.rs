@@ -575,6 +575,19 @@ pub struct CliArgs {
     )]
     pub no_fsync: bool,
 
+    /// When local files are read with O_DIRECT (ours; not in the original).
+    #[arg(
+        long,
+        env = "DIRECT_IO",
+        default_value = "auto",
+        value_parser = PossibleValuesParser::new(["auto", "always", "never"]),
+        help_heading = "Performance",
+        help = "Read local files being uploaded with O_DIRECT, from the disk straight into the transfer\n\
+                buffers, bypassing the page cache: auto (files of 64MiB or more that are not cached),\n\
+                always, never. Linux file systems that support it; others read through the cache"
+    )]
+    pub direct_io: String,
+
     /// Maximum number of parallel listings of objects.
     #[arg(
         long,
@@ -1493,8 +1506,8 @@ mod tests {
         }
         // 112 env-backed arguments of the reference (incl. SOURCE/TARGET) + --io-pool-size + --max-delete
         // + --https-proxy (feature-gated in the reference) + the four sharding options + --json-summary
-        // + the 18 options of 1.62.4 its README does not show + --no-fsync.
-        assert_eq!(with_env, 139);
+        // + the 18 options of 1.62.4 its README does not show + --no-fsync + --direct-io.
+        assert_eq!(with_env, 140);
     }
 
     #[test]

@@ -232,6 +232,7 @@ impl CliArgs {
         c.parallel_listings = self.max_parallel_listings as usize;
         c.verify_etag = !self.disable_etag_verify;
         c.fsync = !self.no_fsync;
+        c.direct_io = crate::config::DirectIo::parse(&self.direct_io).unwrap_or_default();
         c.verify_multipart = !self.disable_multipart_verify;
         c.verify_additional_checksum = !self.disable_additional_checksum_verify;
         c.content_md5 = !self.disable_content_md5_header;
@@ -528,6 +529,20 @@ mod tests {
             )
         );
         assert_eq!((c.fsync, c.verify_etag), (d.fsync, d.verify_etag));
+    }
+
+    #[test]
+    fn direct_io_is_auto_unless_set() {
+        use crate::config::DirectIo;
+        assert_eq!(config(&["./d", "s3://a/"]).unwrap().direct_io, DirectIo::Auto);
+        assert_eq!(
+            config(&["--direct-io", "always", "./d", "s3://a/"]).unwrap().direct_io,
+            DirectIo::Always
+        );
+        assert_eq!(
+            config(&["--direct-io", "never", "./d", "s3://a/"]).unwrap().direct_io,
+            DirectIo::Never
+        );
     }
 
     #[test]

@@ -117,3 +117,47 @@ async fn an_object_replaced_between_listing_and_download_is_not_mixed() {
     );
     assert_eq!((stats.transferred, stats.failed + stats.warnings), (0, 1));
 }
+
+/// A multipart object whose server reports its composite CRC32C without the `-N` part count (as
+/// MinIO did before 2023) is not taken for a full-object CRC: it is verified by its ETag as before,
+/// instead of failing a CRC it was never going to match.
+#[tokio::test]
+async fn a_composite_crc_without_its_part_count_is_not_taken_for_a_full_object_one() {
+    use crate::checksum::additional::{combine_parts, ChecksumAlgorithm, ChecksumHasher, ChecksumType};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mem = Arc::new(MemoryClient::new());
+    mem.create_bucket("b", false);
+    let part = 5usize << 20;
+    let data: Vec<u8> = (0..(11usize << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    let digests: Vec<(Vec<u8>, u64)> = data
+        .chunks(part)
+        .map(|c| {
+            let mut h = ChecksumHasher::new(ChecksumAlgorithm::Crc32c);
+            h.update(c);
+            (h.finish(), c.len() as u64)
+        })
+        .collect();
+    let composite = combine_parts(ChecksumAlgorithm::Crc32c, ChecksumType::Composite, &digests).expect("combine");
+    let bare = composite.split('-').next().expect("value").to_string();
+    let md5s: Vec<[u8; 16]> = data
+        .chunks(part)
+        .map(|c| {
+            use md5::Digest;
+            md5::Md5::digest(c).into()
+        })
+        .collect();
+    let etag = crate::checksum::etag_from_parts(&md5s, true);
+    mem.insert_as("b", "mp", data.clone(), &etag, (ChecksumAlgorithm::Crc32c, bare, false));
+    let source = Location::S3 {
+        bucket: "b".into(),
+        prefix: String::new(),
+    };
+    let cfg = Config::builder(source, Location::Local(dir.path().to_path_buf()))
+        .multipart(part as u64, part as u64)
+        .build()
+        .expect("config");
+    let stats = Sync::new(cfg).with_object_client(mem.clone()).run().await.expect("run");
+    assert_eq!((stats.transferred, stats.failed, stats.checksum_verified), (1, 0, 0));
+    assert_eq!(std::fs::read(dir.path().join("mp")).expect("read"), data);
+    assert_eq!(mem.calls("GetObject"), 3, "each range fetched once: no second look");
+}

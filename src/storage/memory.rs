@@ -238,6 +238,22 @@ impl MemoryClient {
         etag
     }
 
+    /// Stores an object directly with the ETag and stored additional checksum (algorithm, value,
+    /// whether full-object) given, as another client or server may have left them.
+    pub fn insert_as(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: impl Into<Bytes>,
+        etag: &str,
+        checksum: (ChecksumAlgorithm, String, bool),
+    ) {
+        let mut s = self.lock();
+        let mut version = s.version(data.into(), etag.to_string(), ObjectAttributes::default());
+        version.checksum = Some(checksum);
+        s.store(bucket, key, version);
+    }
+
     /// The bytes of the current version of an object.
     pub fn object(&self, bucket: &str, key: &str) -> Option<Bytes> {
         self.lock().buckets.get(bucket)?.current(key)?.data.clone()

@@ -118,8 +118,8 @@ impl Transferer {
         };
         let (sink, outcome) = match self.fetch_verified(&job).await {
             // The bytes do not match the stored CRC: either they broke on the way, or the server
-            // keeps a wrong checksum (moto does for multipart objects). Fetch again and compare both
-            // the ETag and the CRC: the ETag tells which.
+            // keeps a wrong checksum (some keep whatever a client sends). Fetch again and compare
+            // both the ETag and the CRC: the ETag tells which.
             Err(e @ Error::Verification { .. }) if job.plan.by_crc => {
                 debug!(key, "{e}; downloading again, verified by its ETag too");
                 let crc = job.plan.stored.take();
@@ -229,9 +229,15 @@ impl Transferer {
         if crc_first {
             stored = stored.filter(|((algo, _), _)| algo.is_crc());
         }
-        // A full-object CRC combines from parts of any size: no layout to learn.
-        let full_object_crc =
-            crc_first && matches!(&stored, Some(((_, value), _)) if additional::split_part_count(value).1.is_none());
+        // A full-object CRC combines from parts of any size: no layout to learn. A value without a
+        // part count is one only when the object says so (its checksum type, CRC64NVME which is
+        // never composite, or a single PutObject): some servers report composite values without it.
+        let full_object_crc = crc_first
+            && matches!(&stored, Some(((algo, value), full))
+                if additional::split_part_count(value).1.is_none()
+                    && (*full
+                        || *algo == additional::ChecksumAlgorithm::Crc64Nvme
+                        || crate::checksum::etag_part_count(&etag).is_none()));
         let (layout, known) = if full_object_crc {
             (PartLayout::multipart(entry.size, self.cfg.multipart_chunksize), false)
         } else if verify_etag || stored.is_some() {

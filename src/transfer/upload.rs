@@ -364,10 +364,26 @@ impl Transferer {
                     .await;
             }
         }
-        let file = io.open_read(&path).await.map_err(|e| Error::local("open", &path, e))?;
+        let file = self.open_local(&path, entry.size).await?;
         let size = file.len().map_err(|e| Error::local("stat", &path, e))?;
         self.upload_from(target, entry, PartSource::Local(&file), size, attrs)
             .await
+    }
+
+    /// Opens a local file of `size` bytes (as listed) to be read in ranges: with `O_DIRECT` too when
+    /// `--direct-io` says so (see [`crate::config::DirectIo`]).
+    async fn open_local(&self, path: &std::path::Path, size: u64) -> Result<s3sync_io::IoFile> {
+        use crate::config::{DirectIo, DIRECT_IO_MIN_SIZE};
+        let io = self.io.get()?;
+        let open = |e| Error::local("open", path, e);
+        let file = match self.cfg.direct_io {
+            DirectIo::Auto if size >= DIRECT_IO_MIN_SIZE => io.open_read_direct(path, true).await,
+            DirectIo::Always => io.open_read_direct(path, false).await,
+            _ => io.open_read(path).await,
+        }
+        .map_err(open)?;
+        debug!(path = %path.display(), direct = file.is_direct(), "reading in ranges");
+        Ok(file)
     }
 
     /// Uploads `size` bytes of a local file from `parts`, and verifies what the server stored.

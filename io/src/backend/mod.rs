@@ -8,7 +8,10 @@
 //!   an io_uring instance with the pool's chunks registered as fixed buffers. A small file is read
 //!   or written whole as one chain of linked requests (open, read or write, fsync, close) on a
 //!   direct descriptor: one submission instead of four system calls and two thread hand-offs.
+//! * `page_cache`: whether a file is cached, which decides whether a large file is read with
+//!   `O_DIRECT`.
 
+mod page_cache;
 pub(crate) mod tokio_fs;
 
 #[cfg(s3sync_uring)]

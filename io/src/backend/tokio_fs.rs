@@ -44,13 +44,17 @@ fn pwrite(file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
 }
 
 /// Fills `chunk` (already cleared) with up to `want` bytes from `offset`; stops early at EOF.
-fn read_into(file: &File, chunk: &mut Chunk, offset: u64, want: usize) -> io::Result<()> {
+fn read_into(file: &IoFile, chunk: &mut Chunk, offset: u64, want: usize) -> io::Result<()> {
     let want = want.min(chunk.capacity());
     let mut done = 0usize;
     while done < want {
         let buf = &mut chunk.buf_mut()[done..want];
-        match pread(file, buf, offset + done as u64) {
+        match pread(file.std(), buf, offset + done as u64) {
             Ok(0) => break,
+            Ok(n) if file.read_ends_short(done + n) => {
+                done += n;
+                break;
+            }
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -82,7 +86,7 @@ fn write_from(file: &File, chunk: &Chunk, offset: u64) -> io::Result<()> {
 
 pub(crate) async fn read_at(file: IoFile, mut chunk: Chunk, offset: u64, want: usize) -> io::Result<Chunk> {
     blocking(move || {
-        read_into(file.std(), &mut chunk, offset, want)?;
+        read_into(&file, &mut chunk, offset, want)?;
         Ok(chunk)
     })
     .await
@@ -98,6 +102,38 @@ pub(crate) async fn write_at(file: IoFile, chunk: Chunk, offset: u64) -> io::Res
 
 pub(crate) async fn fsync(file: IoFile) -> io::Result<()> {
     blocking(move || file.std().sync_all()).await
+}
+
+/// Opens `path` for reading, and again with `O_DIRECT` (Linux) when the file system takes it and the
+/// second open finds the same file (device and inode: the path may have been replaced in between).
+pub(crate) async fn open_read_direct(path: &Path, unless_cached: bool) -> io::Result<IoFile> {
+    let path = path.to_path_buf();
+    blocking(move || {
+        let file = File::open(&path)?;
+        let twin = match unless_cached && super::page_cache::first_page_cached(&file) {
+            true => None,
+            false => open_direct_twin(&path, &file),
+        };
+        Ok(IoFile::with_direct(file, twin))
+    })
+    .await
+}
+
+#[cfg(target_os = "linux")]
+fn open_direct_twin(path: &Path, file: &File) -> Option<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()?;
+    let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
+    ((a.dev(), a.ino()) == (b.dev(), b.ino())).then_some(direct)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct_twin(_: &Path, _: &File) -> Option<File> {
+    None
 }
 
 pub(crate) async fn open_read(path: &Path) -> io::Result<IoFile> {
@@ -135,7 +171,7 @@ fn open_new(path: &Path) -> io::Result<File> {
 pub(crate) async fn read_file(path: &Path, mut chunk: Chunk) -> io::Result<Chunk> {
     let path = path.to_path_buf();
     blocking(move || {
-        let file = File::open(&path)?;
+        let file = IoFile::from_std(File::open(&path)?);
         let want = chunk.capacity();
         read_into(&file, &mut chunk, 0, want)?;
         Ok(chunk)

@@ -351,7 +351,7 @@ fn complete(op: Op, reply: Reply, result: i32) -> Option<(Op, Reply)> {
             if result > 0 {
                 chunk.set_filled_len(chunk.len() + result as usize);
             }
-            let short = result > 0 && chunk.len() < want.min(chunk.capacity());
+            let short = result > 0 && chunk.len() < want.min(chunk.capacity()) && !file.read_ends_short(chunk.len());
             if short || transient_error {
                 let op = Op::Read {
                     file,
