@@ -10,7 +10,9 @@ release build.
 
 Env: BINS="a=path,b=path" compares builds (each mode run with each, interleaved; default: the release
 build); MODES="default,--no-fsync" runs a subset; UPLOAD_FLAGS="--additional-checksum-algorithm CRC64NVME
---full-object-checksum" uploads the objects with those flags (objects that carry a stored checksum); RUNS.
+--full-object-checksum" uploads the objects with those flags (objects that carry a stored checksum); RUNS;
+S5CMD=path adds s5cmd (`s5cmd cp 's3://bucket/*' DIR/`, which verifies nothing and does not fsync) as a
+row. Every row also gets a durable figure: its wall time plus a `sync` right after it.
 """
 import os
 import shutil
@@ -40,14 +42,16 @@ if os.environ.get("MODES"):
 
 
 def run(args):
-    """Wall seconds and child CPU seconds (user + system) of one command."""
+    """Wall seconds, child CPU seconds (user + system) and wall seconds including a sync afterwards."""
+    os.sync()
     t0 = time.monotonic()
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{args} failed: {status}")
-    return wall, usage.ru_utime + usage.ru_stime
+    os.sync()
+    return wall, usage.ru_utime + usage.ru_stime, time.monotonic() - t0
 
 
 def main():
@@ -61,24 +65,28 @@ def main():
     subprocess.run([CLI, "--target-endpoint-url", EP, "--target-force-path-style", *UPLOAD_FLAGS, src,
                     f"s3://{bucket}/"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = [(f"{name} {label}" if len(BINS) > 1 else label, path, flags)
+    dst = os.path.join(WORK, "dst")
+    rows = [(f"{name} {label}" if len(BINS) > 1 else label,
+             [path, "--source-endpoint-url", EP, "--source-force-path-style", *flags, f"s3://{bucket}/", dst])
             for label, flags in MODES for name, path in BINS]
+    if os.environ.get("S5CMD"):
+        rows.append(("s5cmd", [os.environ["S5CMD"], "--endpoint-url", EP, "cp", f"s3://{bucket}/*", dst + "/"]))
     results = {row[0]: [] for row in rows}
     for _ in range(RUNS):
-        for row, path, flags in rows:
-            dst = os.path.join(WORK, "dst")
+        for row, cmd in rows:
             shutil.rmtree(dst, ignore_errors=True)
-            results[row].append(run([path, "--source-endpoint-url", EP, "--source-force-path-style", *flags,
-                                     f"s3://{bucket}/", dst]))
-    base_wall = statistics.median(w for w, _ in results[rows[0][0]])
-    print(f"| options | wall (median) | runs | CPU s (median) | MiB/s | time / {rows[0][0]} |")
-    print("|---|---|---|---|---|---|")
-    for row, _, _ in rows:
-        walls = [w for w, _ in results[row]]
-        cpus = [c for _, c in results[row]]
+            results[row].append(run(cmd))
+    base_wall = statistics.median(w for w, _, _ in results[rows[0][0]])
+    print(f"| options | wall (median) | runs | durable: + sync after (median) | CPU s (median) | MiB/s | "
+          f"durable MiB/s | time / {rows[0][0]} |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row, _ in rows:
+        walls = [w for w, _, _ in results[row]]
+        cpus = [c for _, c, _ in results[row]]
+        durable = statistics.median(d for _, _, d in results[row])
         wall = statistics.median(walls)
-        print(f"| {row} | {wall:.2f} s | {', '.join(f'{w:.2f}' for w in walls)} | "
-              f"{statistics.median(cpus):.2f} | {1024 / wall:.0f} | {wall / base_wall:.2f}x |")
+        print(f"| {row} | {wall:.2f} s | {', '.join(f'{w:.2f}' for w in walls)} | {durable:.2f} s | "
+              f"{statistics.median(cpus):.2f} | {1024 / wall:.0f} | {1024 / durable:.0f} | {wall / base_wall:.2f}x |")
     shutil.rmtree(WORK, ignore_errors=True)
 
 
