@@ -581,7 +581,7 @@ impl ConfigBuilder {
     }
 }
 
-/// When a local file being uploaded is read with `O_DIRECT` (`--direct-io`): from the disk straight
+/// When a local file being uploaded, or hashed to be compared, is read with `O_DIRECT` (`--direct-io`): from the disk straight
 /// into pool memory, neither using nor filling the page cache. Reads of a large file in a migration
 /// are read once; through the cache they cost a copy each and push out what other programs keep
 /// there. Where the system or file system has no `O_DIRECT` (not Linux, tmpfs), files are read

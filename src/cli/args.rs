@@ -582,7 +582,7 @@ pub struct CliArgs {
         default_value = "auto",
         value_parser = PossibleValuesParser::new(["auto", "always", "never"]),
         help_heading = "Performance",
-        help = "Read local files being uploaded with O_DIRECT, from the disk straight into the transfer\n\
+        help = "Read local files being uploaded (or hashed to compare) with O_DIRECT, from the disk straight into the transfer\n\
                 buffers, bypassing the page cache: auto (files of 64MiB or more that are not cached),\n\
                 always, never. Linux file systems that support it; others read through the cache"
     )]

@@ -27,12 +27,8 @@ impl Transferer {
         layout: PartLayout,
         algo: Option<additional::ChecksumAlgorithm>,
     ) -> Result<Vec<PartDigest>> {
-        let file = self
-            .io
-            .get()?
-            .open_read(path)
-            .await
-            .map_err(|e| Error::local("open", path, e))?;
+        // Read once to compare, like an upload: `--direct-io` applies.
+        let file = self.open_local(path, layout.size).await?;
         let cs = self.chunk_size();
         let mut digests = Vec::new();
         for (_, off, len) in layout.parts() {

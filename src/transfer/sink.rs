@@ -150,8 +150,6 @@ mod tests {
         assert!(!tmp.exists());
     }
 
-    /// A sink dropped before its rename (an error, a cancellation) leaves nothing behind, and a file
-    /// already at the final path is untouched.
     /// A missing directory is told apart, and the error names the temporary file that was tried.
     #[tokio::test]
     async fn a_failed_create_names_the_file_it_tried() {
@@ -165,6 +163,8 @@ mod tests {
         assert_ne!(path, &target, "the temporary file, not the final one");
     }
 
+    /// A sink dropped before its rename (an error, a cancellation) leaves nothing behind, and a file
+    /// already at the final path is untouched.
     #[tokio::test]
     async fn a_dropped_sink_leaves_nothing_and_touches_nothing() {
         let dir = tempfile::tempdir().unwrap();

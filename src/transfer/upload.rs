@@ -372,7 +372,7 @@ impl Transferer {
 
     /// Opens a local file of `size` bytes (as listed) to be read in ranges: with `O_DIRECT` too when
     /// `--direct-io` says so (see [`crate::config::DirectIo`]).
-    async fn open_local(&self, path: &std::path::Path, size: u64) -> Result<s3sync_io::IoFile> {
+    pub(super) async fn open_local(&self, path: &std::path::Path, size: u64) -> Result<s3sync_io::IoFile> {
         use crate::config::{DirectIo, DIRECT_IO_MIN_SIZE};
         let io = self.io.get()?;
         let open = |e| Error::local("open", path, e);
