@@ -240,8 +240,8 @@ impl IoEngine {
     /// the file system allow it (Linux; not tmpfs). Reads at offsets aligned to [`DIRECT_ALIGN`]
     /// then go from the disk straight into pool memory (registered: no copy at all), neither
     /// reading from nor filling the page cache: for files read once, as in a migration, the cache
-    /// would only push out what other programs need. Other reads, and every read where `O_DIRECT`
-    /// is refused, use the buffered descriptor. Both descriptors are checked to be the same file.
+    /// would only push out what other programs need. Other reads use the buffered descriptor. The
+    /// direct one is kept only if it is the same file and a direct read of its first block succeeds.
     ///
     /// With `unless_cached`, a file whose first page is in the page cache (Linux: a `preadv2` with
     /// `RWF_NOWAIT`) is read through the cache: that is cheaper than from the disk.
@@ -277,16 +277,9 @@ impl IoEngine {
         let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64);
         if let Some(direct) = file.direct_view().filter(|_| aligned) {
             let whole_blocks = want.next_multiple_of(DIRECT_ALIGN).min(chunk.capacity());
-            match self.read_on(&direct, chunk, offset, whole_blocks).await {
-                Ok(mut c) => {
-                    c.set_filled_len(c.len().min(want));
-                    return Ok(c);
-                }
-                // Refused after all (a file system that takes the flag but not the read): the
-                // buffered descriptor, with a chunk of the pool again.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => chunk = self.pool.acquire().await,
-                Err(e) => return Err(e),
-            }
+            let mut c = self.read_on(&direct, chunk, offset, whole_blocks).await?;
+            c.set_filled_len(c.len().min(want));
+            return Ok(c);
         }
         self.read_on(file, chunk, offset, want).await
     }

@@ -104,8 +104,9 @@ pub(crate) async fn fsync(file: IoFile) -> io::Result<()> {
     blocking(move || file.std().sync_all()).await
 }
 
-/// Opens `path` for reading, and again with `O_DIRECT` (Linux) when the file system takes it and the
-/// second open finds the same file (device and inode: the path may have been replaced in between).
+/// Opens `path` for reading, and again with `O_DIRECT` (Linux) when the file system takes it (a direct
+/// read of the first block succeeds) and the second open finds the same file (device and inode: the
+/// path may have been replaced in between).
 pub(crate) async fn open_read_direct(path: &Path, unless_cached: bool) -> io::Result<IoFile> {
     let path = path.to_path_buf();
     blocking(move || {
@@ -128,7 +129,16 @@ fn open_direct_twin(path: &Path, file: &File) -> Option<File> {
         .open(path)
         .ok()?;
     let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
-    ((a.dev(), a.ino()) == (b.dev(), b.ino())).then_some(direct)
+    if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+        return None;
+    }
+    // Some file systems take the flag at open and refuse the reads (EINVAL): ask now, so that a
+    // read in the middle of a transfer never has to fall back.
+    let mut buf = vec![0u8; 2 * crate::DIRECT_ALIGN];
+    let start = buf.as_ptr().align_offset(crate::DIRECT_ALIGN);
+    let block = buf.get_mut(start..start + crate::DIRECT_ALIGN)?;
+    std::os::unix::fs::FileExt::read_at(&direct, block, 0).ok()?;
+    Some(direct)
 }
 
 #[cfg(not(target_os = "linux"))]
