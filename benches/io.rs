@@ -52,35 +52,23 @@ fn engine(kind: BackendKind) -> Option<IoEngine> {
     IoEngine::with_backend(pool, kind).ok()
 }
 
-/// Reads the file as PARALLEL ranges in parallel, each hashed with MD5 chunk by chunk.
-async fn read_md5(io: &IoEngine, file: &IoFile) {
+/// Reads the file as PARALLEL ranges in parallel, each hashed with MD5 chunk by chunk when `md5`;
+/// without it, what the reads themselves cost (through the page cache, or with `O_DIRECT` for a
+/// file opened with `open_read_direct`).
+async fn read_ranges(io: &IoEngine, file: &IoFile, md5: bool) {
     let range = FILE_SIZE / PARALLEL;
     let tasks = (0..PARALLEL).map(|r| async move {
-        let mut h = PartHasher::new();
+        let mut h = md5.then(PartHasher::new);
         let mut pos = r * range;
         while pos < (r + 1) * range {
             let c = io.pool().acquire().await;
             let c = io.read_at(file, c, pos, CHUNK).await?;
-            h.update(c.as_slice());
+            if let Some(h) = h.as_mut() {
+                h.update(c.as_slice());
+            }
             pos += c.len() as u64;
         }
-        Ok::<_, std::io::Error>(h.finish())
-    });
-    try_join_all(tasks).await.expect("read");
-}
-
-/// Reads the file as PARALLEL ranges in parallel, nothing else: what the reads themselves cost
-/// (through the page cache, or with `O_DIRECT` for a file opened with `open_read_direct`).
-async fn read_only(io: &IoEngine, file: &IoFile) {
-    let range = FILE_SIZE / PARALLEL;
-    let tasks = (0..PARALLEL).map(|r| async move {
-        let mut pos = r * range;
-        while pos < (r + 1) * range {
-            let c = io.pool().acquire().await;
-            let c = io.read_at(file, c, pos, CHUNK).await?;
-            pos += c.len() as u64;
-        }
-        Ok::<_, std::io::Error>(())
+        Ok::<_, std::io::Error>(h.map(PartHasher::finish))
     });
     try_join_all(tasks).await.expect("read");
 }
@@ -136,14 +124,14 @@ fn io_bench(c: &mut Criterion) {
             g.bench_function(format!("read/{name}/{how}"), |b| {
                 b.iter(|| {
                     drop_cache(&path);
-                    rt.block_on(read_only(&io, f))
+                    rt.block_on(read_ranges(&io, f, false))
                 })
             });
         }
         g.bench_function(format!("read+md5/{name}"), |b| {
             b.iter(|| {
                 drop_cache(&path);
-                rt.block_on(read_md5(&io, &file))
+                rt.block_on(read_ranges(&io, &file, true))
             })
         });
         let out_path = path.with_file_name(format!("out-{name}.bin"));
@@ -166,11 +154,11 @@ fn io_bench(c: &mut Criterion) {
             for _ in 0..passes {
                 drop_cache(&path);
                 if case == "read/buffered" {
-                    rt.block_on(read_only(&io, &file));
+                    rt.block_on(read_ranges(&io, &file, false));
                 } else if case == "read/direct" {
-                    rt.block_on(read_only(&io, &direct));
+                    rt.block_on(read_ranges(&io, &direct, false));
                 } else if case == "read+md5" {
-                    rt.block_on(read_md5(&io, &file));
+                    rt.block_on(read_ranges(&io, &file, true));
                 } else {
                     let _ = std::fs::remove_file(&out_path);
                     let out = rt.block_on(io.create_new(&out_path)).expect("create");

@@ -47,6 +47,25 @@ async fn stored_checksum(srv: &Server, bucket: &str, key: &str, algo: ChecksumAl
     .map(str::to_string)
 }
 
+/// Puts `body` as the object `liar` with `wrong` sent as its `algo` checksum (SHA256 or CRC32);
+/// whether the server kept that value (moto does; Garage refuses the upload).
+async fn put_a_liar(srv: &Server, bucket: &str, body: Vec<u8>, algo: ChecksumAlgorithm, wrong: &str) -> bool {
+    use aws_sdk_s3::types::ChecksumAlgorithm as Sdk;
+    let put = srv
+        .client
+        .put_object()
+        .bucket(bucket)
+        .key("liar")
+        .body(aws_sdk_s3::primitives::ByteStream::from(body));
+    let put = match algo {
+        ChecksumAlgorithm::Sha256 => put.checksum_algorithm(Sdk::Sha256).checksum_sha256(wrong),
+        ChecksumAlgorithm::Crc32 => put.checksum_algorithm(Sdk::Crc32).checksum_crc32(wrong),
+        other => panic!("no liar with {other:?}"),
+    };
+    put.send().await.unwrap();
+    stored_checksum(srv, bucket, "liar", algo).await.as_deref() == Some(wrong)
+}
+
 #[tokio::test]
 async fn every_algorithm_round_trips_and_verifies_on_garage() {
     let srv = server().await;
@@ -129,20 +148,14 @@ async fn download_with_a_wrong_stored_checksum_fails_on_moto() {
     }
     let bucket = srv.bucket().await;
     let wrong = to_base64(&digest(ChecksumAlgorithm::Sha256, b"other bytes"));
-    srv.client
-        .put_object()
-        .bucket(&bucket)
-        .key("liar")
-        .body(aws_sdk_s3::primitives::ByteStream::from(b"actual bytes".to_vec()))
-        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
-        .checksum_sha256(&wrong)
-        .send()
-        .await
-        .unwrap();
-    if stored_checksum(&srv, &bucket, "liar", ChecksumAlgorithm::Sha256)
-        .await
-        .as_deref()
-        != Some(wrong.as_str())
+    if !put_a_liar(
+        &srv,
+        &bucket,
+        b"actual bytes".to_vec(),
+        ChecksumAlgorithm::Sha256,
+        &wrong,
+    )
+    .await
     {
         eprintln!("this moto did not keep the wrong checksum; nothing to catch");
         return;
@@ -383,21 +396,7 @@ async fn a_wrong_stored_crc_is_caught_and_blamed_on_moto() {
     let bucket = srv.bucket().await;
     let body = data(6 * MIB, 65);
     let wrong = to_base64(&digest(ChecksumAlgorithm::Crc32, b"other bytes"));
-    srv.client
-        .put_object()
-        .bucket(&bucket)
-        .key("liar")
-        .body(aws_sdk_s3::primitives::ByteStream::from(body.clone()))
-        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
-        .checksum_crc32(&wrong)
-        .send()
-        .await
-        .unwrap();
-    if stored_checksum(&srv, &bucket, "liar", ChecksumAlgorithm::Crc32)
-        .await
-        .as_deref()
-        != Some(wrong.as_str())
-    {
+    if !put_a_liar(&srv, &bucket, body.clone(), ChecksumAlgorithm::Crc32, &wrong).await {
         eprintln!("this moto did not keep the wrong checksum; nothing to catch");
         return;
     }

@@ -114,17 +114,18 @@ async fn direct_io_uploads_the_same_bytes() {
     write_tree(src.path(), &[("big.bin", big.clone())]);
     for part in ["5MiB", "5242881"] {
         let bucket = srv.bucket().await;
-        let r = srv.run(&[
-            "-vv",
+        let (from, to) = (s(src.path()), format!("s3://{bucket}/"));
+        let direct = [
             "--direct-io",
             "always",
             "--multipart-threshold",
             "5MiB",
             "--multipart-chunksize",
             part,
-            &s(src.path()),
-            &format!("s3://{bucket}/"),
-        ]);
+            &from,
+            &to,
+        ];
+        let r = srv.run(&[&["-vv"][..], &direct].concat());
         r.expect(0);
         assert!(r.stderr.contains("reading in ranges"), "{}", r.stderr);
         let part_len: usize = if part == "5MiB" { 5 * MIB } else { 5 * MIB + 1 };
@@ -138,17 +139,7 @@ async fn direct_io_uploads_the_same_bytes() {
             "{part}: uploaded bytes differ"
         );
         // Compared by ETag, the file is hashed through the same reads: equal, so nothing moves.
-        let again = srv.run(&[
-            "--check-etag",
-            "--direct-io",
-            "always",
-            "--multipart-threshold",
-            "5MiB",
-            "--multipart-chunksize",
-            part,
-            &s(src.path()),
-            &format!("s3://{bucket}/"),
-        ]);
+        let again = srv.run(&[&["--check-etag"][..], &direct].concat());
         assert_eq!(again.expect(0).transferred(), 0, "{part}: {}", again.stderr);
     }
     // A value the flag does not take is a usage error.
