@@ -70,6 +70,8 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Clien
         loader = loader.http_client(http.clone());
     } else if let Some(proxy) = &c.https_proxy {
         loader = loader.http_client(proxied_http_client(proxy)?);
+    } else {
+        loader = loader.http_client(super::http::http_client());
     }
     let mut timeouts = TimeoutConfig::builder();
     if let Some(d) = retry.connect_timeout {

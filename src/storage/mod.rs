@@ -6,6 +6,7 @@
 mod body;
 pub mod client;
 pub mod failing;
+pub mod http;
 mod list_xml;
 pub mod local;
 pub mod memory;
