@@ -147,6 +147,75 @@ async fn direct_io_uploads_the_same_bytes() {
     r.expect(2);
 }
 
+/// `https://` endpoints: the server's certificate is checked against the trusted roots (the system's,
+/// or `SSL_CERT_FILE`); uploads, multipart included, and downloads go through TLS unchanged, and a
+/// certificate no root vouches for fails the run with the reason and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_verified_against_the_trusted_roots() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let tls = common::tls_proxy::start(&srv.endpoint).await;
+    let src = tmpdir();
+    let files = [("a.txt", data(1000, 1)), ("dir/big.bin", data(6 * MIB + 3, 2))];
+    write_tree(src.path(), &files);
+    let run = |args: &[&str], trusted: bool| {
+        let mut cmd = srv.command_via(&tls.url, args);
+        if trusted {
+            cmd.env("SSL_CERT_FILE", &tls.ca);
+        } else {
+            cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        }
+        async move { Run::from(tokio::process::Command::from(cmd).output().await.unwrap()) }
+    };
+    let to = format!("s3://{bucket}/");
+    let up = run(
+        &[
+            "--multipart-threshold",
+            "5MiB",
+            "--multipart-chunksize",
+            "5MiB",
+            &s(src.path()),
+            &to,
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(up.expect(0).transferred(), 2, "{}", up.stderr);
+    assert!(
+        srv.get(&bucket, "dir/big.bin").await == files[1].1,
+        "uploaded bytes differ"
+    );
+    assert_eq!(
+        srv.etag(&bucket, "dir/big.bin").await,
+        multipart_etag(&files[1].1, 5 * MIB)
+    );
+
+    let dst = tmpdir();
+    let down = run(&[&to, &s(dst.path())], true).await;
+    assert_eq!(down.expect(0).transferred(), 2, "{}", down.stderr);
+    let want: Vec<(String, Vec<u8>)> = files.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut got = read_tree(dst.path());
+    got.sort();
+    assert_eq!(got, want);
+
+    let untrusted = tmpdir();
+    let args = [
+        "--aws-max-attempts",
+        "1",
+        "--force-retry-count",
+        "0",
+        &to,
+        &s(untrusted.path()),
+    ];
+    let r = run(&args, false).await;
+    r.expect(1);
+    assert!(r.stderr.to_lowercase().contains("certificate"), "{}", r.stderr);
+    assert!(
+        read_tree(untrusted.path()).is_empty(),
+        "files written from an untrusted server"
+    );
+}
+
 /// Large objects downloaded together share `--max-parallel-uploads` ranged GETs (each holds its
 /// connection's read buffers) instead of taking that many each; a single large object still gets
 /// them all. Counted at a proxy: GETs with a Range header in flight at once.

@@ -4,6 +4,7 @@
 
 pub mod annotations;
 pub mod fault_proxy;
+pub mod tls_proxy;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
