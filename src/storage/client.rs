@@ -71,7 +71,7 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Clien
     } else if let Some(proxy) = &c.https_proxy {
         loader = loader.http_client(proxied_http_client(proxy)?);
     } else {
-        loader = loader.http_client(super::http::http_client());
+        loader = loader.http_client(super::http::http_client()?);
     }
     let mut timeouts = TimeoutConfig::builder();
     if let Some(d) = retry.connect_timeout {

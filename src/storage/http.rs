@@ -15,6 +15,7 @@
 //! Timeouts (connect, and read up to the response headers), error classes for the retry policy, and
 //! connection poisoning behave as in the SDK's client.
 
+use crate::error::{Error, Result};
 use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
@@ -46,19 +47,24 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// its default, about 400 KiB, is what made each ranged GET in flight cost close to 1 MiB).
 pub const READ_BUFFER_MAX: usize = 64 * 1024;
 
-/// A new HTTP client for the S3 clients of one run.
+/// A new HTTP client for the S3 clients of one run; fails only if TLS cannot be set up.
 ///
 /// One hyper client (and so one connection pool) is built for each distinct pair of connect and read
 /// timeouts the SDK asks for, and shared by every request with those settings.
-pub fn http_client() -> SharedHttpClient {
-    SharedHttpClient::new(S3HttpClient::default())
+pub fn http_client() -> Result<SharedHttpClient> {
+    let tls = tls_config()?;
+    Ok(SharedHttpClient::new(S3HttpClient {
+        tls,
+        connectors: Mutex::default(),
+    }))
 }
 
 /// The connect and read timeouts one connector was built for.
 type Timeouts = (Option<Duration>, Option<Duration>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct S3HttpClient {
+    tls: rustls::ClientConfig,
     connectors: Mutex<HashMap<Timeouts, SharedHttpConnector>>,
 }
 
@@ -68,7 +74,7 @@ impl HttpClient for S3HttpClient {
         let mut connectors = self.connectors.lock().unwrap_or_else(|e| e.into_inner());
         connectors
             .entry(key)
-            .or_insert_with(|| SharedHttpConnector::new(S3Connector::new(key.0, key.1)))
+            .or_insert_with(|| SharedHttpConnector::new(S3Connector::new(self.tls.clone(), key.0, key.1)))
             .clone()
     }
 }
@@ -81,9 +87,9 @@ struct S3Connector {
 }
 
 impl S3Connector {
-    fn new(connect_timeout: Option<Duration>, read_timeout: Option<Duration>) -> Self {
+    fn new(tls: rustls::ClientConfig, connect_timeout: Option<Duration>, read_timeout: Option<Duration>) -> Self {
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(TcpConnector::new(connect_timeout));
@@ -97,7 +103,7 @@ impl S3Connector {
 
 /// rustls with aws-lc (as the SDK's default client) trusting the system's root certificates
 /// (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
-fn tls_config() -> rustls::ClientConfig {
+fn tls_config() -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for e in &found.errors {
@@ -108,13 +114,10 @@ fn tls_config() -> rustls::ClientConfig {
         tracing::debug!("no root certificate found: only http:// endpoints can be reached");
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
-        Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
-        // aws-lc supports the default versions; keep the process-wide defaults if it ever did not.
-        Err(_) => rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("setting up TLS: {e}")))?;
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 impl HttpConnector for S3Connector {
@@ -365,7 +368,11 @@ mod tests {
         // Both are what the SDK's retry policy retries.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let connector = S3Connector::new(Some(Duration::from_secs(5)), Some(Duration::from_millis(200)));
+        let connector = S3Connector::new(
+            tls_config().unwrap(),
+            Some(Duration::from_secs(5)),
+            Some(Duration::from_millis(200)),
+        );
 
         let silent = connector.call(HttpRequest::get(format!("http://{addr}/b/k")).unwrap());
         let (result, _accepted) = tokio::join!(silent, listener.accept());
@@ -394,7 +401,7 @@ mod tests {
                 .unwrap();
             s.write_all(b"hello").await.unwrap();
         });
-        let connector = S3Connector::new(None, None);
+        let connector = S3Connector::new(tls_config().unwrap(), None, None);
         let response = connector
             .call(HttpRequest::get(format!("http://{addr}/b/k")).unwrap())
             .await
