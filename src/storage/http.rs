@@ -271,12 +271,22 @@ impl Read for QuickAck {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         if self.wrote {
             self.wrote = false;
-            // Best effort: a socket that refuses it only answers later.
-            let _ = socket2::SockRef::from(self.io.inner()).set_tcp_quickack(true);
+            quick_ack(self.io.inner());
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
+
+/// Leaves delayed-ACK mode until the kernel enters it again (Linux's `TCP_QUICKACK`). Best effort: a socket
+/// that refuses it only acknowledges later.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn quick_ack(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+}
+
+/// Other systems have no such switch: their delayed ACKs stay as they are.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn quick_ack(_: &TcpStream) {}
 
 impl Write for QuickAck {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -326,11 +336,13 @@ mod tests {
     use tower_service::Service;
 
     /// Whether `stream` would acknowledge the next segment at once (Linux reports "not in ping-pong mode").
+    #[cfg(target_os = "linux")]
     fn acks_at_once(stream: &TcpStream) -> bool {
         socket2::SockRef::from(stream).tcp_quickack().unwrap()
     }
 
-    /// Three request/response turns; returns the client's socket as it is after the last response was read.
+    /// Three request/response turns between `client` and `server`.
+    #[cfg(target_os = "linux")]
     async fn turns<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(client: &mut S, server: &mut TcpStream) {
         let mut buf = [0u8; 4];
         for _ in 0..3 {
@@ -343,6 +355,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_response_read_after_a_request_is_acknowledged_at_once() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
