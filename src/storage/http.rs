@@ -36,7 +36,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -102,22 +102,28 @@ impl S3Connector {
 }
 
 /// rustls with aws-lc (as the SDK's default client) trusting the system's root certificates
-/// (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
+/// (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured). Loading them takes milliseconds, so it is done
+/// once per process, as the SDK does, not once for each client of a run.
 fn tls_config() -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::warn!("loading the system's root certificates: {e}");
-    }
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::debug!("no root certificate found: only http:// endpoints can be reached");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Internal(format!("setting up TLS: {e}")))?;
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    static CONFIG: OnceLock<std::result::Result<rustls::ClientConfig, rustls::Error>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!("loading the system's root certificates: {e}");
+            }
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::debug!("no root certificate found: only http:// endpoints can be reached");
+            }
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let builder =
+                rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+            Ok(builder.with_root_certificates(roots).with_no_client_auth())
+        })
+        .clone()
+        .map_err(|e| Error::Internal(format!("setting up TLS: {e}")))
 }
 
 impl HttpConnector for S3Connector {
@@ -190,10 +196,10 @@ fn chain<'a>(error: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (d
 
 /// Sorts a failed request into the classes the SDK's retry policy acts on.
 fn classify(error: BoxError) -> ConnectorError {
-    let found = |f: &dyn Fn(&(dyn StdError + 'static)) -> bool| chain(error.as_ref()).any(f);
-    if found(&|e| e.is::<TimedOut>()) {
+    if chain(error.as_ref()).any(|e| e.is::<TimedOut>()) {
         return ConnectorError::timeout(error);
     }
+    let io = chain(error.as_ref()).any(|e| e.is::<io::Error>());
     let hyper = chain(error.as_ref()).find_map(|e| e.downcast_ref::<hyper::Error>());
     if let Some(h) = hyper {
         if h.is_timeout() {
@@ -202,7 +208,7 @@ fn classify(error: BoxError) -> ConnectorError {
         if h.is_user() {
             return ConnectorError::user(error);
         }
-        if h.is_closed() || h.is_canceled() || found(&|e| e.is::<io::Error>()) {
+        if h.is_closed() || h.is_canceled() || io {
             return ConnectorError::io(error);
         }
         if h.is_incomplete_message() {
@@ -212,7 +218,7 @@ fn classify(error: BoxError) -> ConnectorError {
     let connect = chain(error.as_ref())
         .find_map(|e| e.downcast_ref::<hyper_util::client::legacy::Error>())
         .is_some_and(|e| e.is_connect());
-    if connect || found(&|e| e.is::<io::Error>()) {
+    if connect || io {
         return ConnectorError::io(error);
     }
     ConnectorError::other(error, None)
@@ -267,6 +273,16 @@ struct QuickAck {
     wrote: bool,
 }
 
+impl QuickAck {
+    /// Remembers that bytes went out, so the next read acknowledges at once; passes `written` on.
+    fn note_write(&mut self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.wrote = true;
+        }
+        written
+    }
+}
+
 impl Read for QuickAck {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         if self.wrote {
@@ -291,10 +307,7 @@ fn quick_ack(_: &TcpStream) {}
 impl Write for QuickAck {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.wrote = true;
-        }
-        r
+        self.note_write(r)
     }
 
     fn poll_write_vectored(
@@ -303,10 +316,7 @@ impl Write for QuickAck {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.wrote = true;
-        }
-        r
+        self.note_write(r)
     }
 
     fn is_write_vectored(&self) -> bool {
