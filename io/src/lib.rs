@@ -11,18 +11,24 @@
 //! it uses a portable tokio backend (`spawn_blocking` + positional reads/writes). See
 //! `io/DESIGN.md` for the reasoning.
 //!
-//! `unsafe` code is confined to three modules (`pool::mem`, `backend::uring_sys`, and one system
-//! call in `backend::page_cache`); the rest of the crate is `#![deny(unsafe_code)]`.
+//! A [`GroupSync`] makes many written files durable with one `syncfs` per group instead of one
+//! `fsync` each.
+//!
+//! `unsafe` code is confined to four modules (`pool::mem`, `backend::uring_sys`, and one system
+//! call each in `backend::page_cache` and `durable`); the rest of the crate is
+//! `#![deny(unsafe_code)]`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod backend;
+mod durable;
 mod engine;
 mod error;
 mod pool;
 
 pub use bytes::Bytes;
+pub use durable::{GroupSync, Synced};
 pub use engine::{BackendKind, IoEngine, IoFile, BACKEND_ENV, DIRECT_ALIGN};
 pub use error::IoError;
 pub use pool::{Chunk, ChunkPool, CHUNK_ALIGN};

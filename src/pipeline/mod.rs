@@ -297,6 +297,7 @@ impl Sync {
                 crate::transfer::resume::Journal::open_default()
             },
             cleanups: Default::default(),
+            durability: crate::transfer::Durability::new(cfg.fsync),
             dirty_dirs: Default::default(),
             range_gets: crate::transfer::RangeGets::new(cfg.max_parallel_uploads),
             stop: self.stop.clone(),

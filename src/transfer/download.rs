@@ -154,7 +154,7 @@ impl Transferer {
             other => other?,
         };
         let (parts, opaque) = self.fetch_ranges(job.source, job.entry, &job.plan, &sink).await?;
-        sink.seal(self.cfg.fsync).await?;
+        sink.seal(self.durability.fsync_each()).await?;
         let outcome = self.check_download(&job.entry.key, &job.plan, &parts, opaque)?;
         Ok((sink, outcome))
     }
@@ -173,7 +173,7 @@ impl Transferer {
             let fetch = || self.fetch_whole(&object, entry.size, hashes);
             let (chunk, digest) = self.retry_part(key, fetch).await.map_err(|e| e.for_key(key))?;
             let outcome = self.check_download(key, plan, std::slice::from_ref(&digest), object.etag_is_opaque())?;
-            match FileSink::write_whole(self.io.get()?, &job.path, chunk, self.cfg.fsync).await {
+            match FileSink::write_whole(self.io.get()?, &job.path, chunk, self.durability.fsync_each()).await {
                 // The directory went away (see `download`): make it, and fetch again (the bytes went
                 // with the failed write).
                 Err(e) if !made_parents && FileSink::is_missing_directory(&e) => {
@@ -185,16 +185,18 @@ impl Transferer {
         }
     }
 
-    /// Gives a verified temporary file its final name: the source's modification time first, then,
-    /// with no link on the way, the rename.
+    /// Gives a verified temporary file its final name: the source's modification time first, then
+    /// durability (with the files of its group, see [`Durability`](super::Durability)), then, with
+    /// no link on the way, the rename.
     async fn commit(&self, job: &Download<'_>, sink: FileSink<'_>) -> Result<()> {
         let tmp = sink.temp_path();
         let mtime = filetime::FileTime::from_system_time(job.entry.mtime);
         filetime::set_file_mtime(tmp, mtime).map_err(|e| Error::local("set mtime", tmp, e))?;
+        self.durability.settle(tmp).await?;
         // The directories may have been swapped for a link while the bytes arrived.
         job.local.check_no_link_on_path(&job.entry.key, &job.path)?;
         job.local.clear_empty_dir(&job.entry.key, &job.path).await?;
-        sink.rename_into_place(self.cfg.fsync).await?;
+        sink.rename_into_place(self.durability.fsync_each()).await?;
         if let Some(dir) = job.path.parent() {
             if self.cfg.fsync {
                 self.dirty_dirs.add(dir).await;

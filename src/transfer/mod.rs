@@ -10,6 +10,7 @@
 mod compare;
 mod copy;
 mod download;
+mod durability;
 mod guards;
 mod layout;
 pub mod resume;
@@ -19,6 +20,7 @@ mod upload;
 pub(crate) mod verify;
 
 pub(crate) use download::downloaded_checksum;
+pub use durability::{DirtyDirs, Durability};
 pub(crate) use guards::{create_multipart, AbortGuard};
 use source::{Opened, PartSource, S3Part, UploadSource};
 
@@ -31,7 +33,6 @@ use crate::storage::s3::S3Storage;
 use crate::storage::Entry;
 use base64::Engine as _;
 use s3sync_io::IoEngine;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::debug;
 
@@ -80,6 +81,8 @@ pub struct Transferer {
     pub journal: Option<resume::Journal>,
     /// Clean-ups started by cancelled transfers (multipart aborts), awaited before the run ends.
     pub cleanups: Cleanups,
+    /// How each downloaded file is made durable before its rename.
+    pub durability: Durability,
     /// Local directories that received files since their last fsync.
     pub dirty_dirs: DirtyDirs,
     /// Ranged GETs of multipart downloads in flight, across all objects.
@@ -110,50 +113,6 @@ impl RangeGets {
             .acquire()
             .await
             .map_err(|_| Error::Internal("the ranged GET bound was closed".into()))
-    }
-}
-
-/// Directories whose new entries (renamed-in files) are not yet durable. Each is fsynced once, when
-/// the set grows past a bound and at the end of the run, instead of once per file.
-#[derive(Debug, Default)]
-pub struct DirtyDirs(std::sync::Mutex<std::collections::HashSet<PathBuf>>);
-
-impl DirtyDirs {
-    /// At most this many directories wait for their fsync.
-    const BOUND: usize = 1024;
-
-    /// Notes that `dir` received a file; flushes everything when the set is full. Not called with
-    /// `--no-fsync`.
-    pub async fn add(&self, dir: &std::path::Path) {
-        let full = match self.0.lock() {
-            Ok(mut set) => {
-                set.insert(dir.to_path_buf());
-                set.len() >= Self::BOUND
-            }
-            Err(_) => false,
-        };
-        if full {
-            self.flush().await;
-        }
-    }
-
-    /// Fsyncs every noted directory (errors are logged: the files themselves are already durable).
-    pub async fn flush(&self) {
-        let dirs: Vec<PathBuf> = match self.0.lock() {
-            Ok(mut set) => set.drain().collect(),
-            Err(_) => return,
-        };
-        if dirs.is_empty() {
-            return;
-        }
-        let _ = tokio::task::spawn_blocking(move || {
-            for d in dirs {
-                if let Err(e) = std::fs::File::open(&d).and_then(|f| f.sync_all()) {
-                    debug!(dir = %d.display(), error = %e, "cannot fsync the directory");
-                }
-            }
-        })
-        .await;
     }
 }
 
