@@ -658,6 +658,11 @@ async fn a_key_that_changed_from_directory_to_file_converges_with_delete() {
     write_tree(other.path(), &[("x/keep", b"k".to_vec())]);
     srv.run(&[&s3(&bucket), &s(other.path())]).expect(1);
     assert_eq!(read_tree(other.path()), vec![("x/keep".into(), b"k".to_vec())]);
+    // An empty directory makes room for the file.
+    let empty = tmpdir();
+    std::fs::create_dir(empty.path().join("x")).unwrap();
+    srv.run(&[&s3(&bucket), &s(empty.path())]).expect(0);
+    assert_eq!(read_tree(empty.path()), vec![("x".into(), b"now a file".to_vec())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

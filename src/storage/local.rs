@@ -529,6 +529,13 @@ impl LocalStorage {
     /// writes or deletes through a link inside the target. Components that do not exist yet are fine
     /// (they will be created as plain directories).
     pub fn check_no_link_on_path(&self, key: &str, path: &Path) -> Result<()> {
+        self.parents_exist(key, path).map(drop)
+    }
+
+    /// Walks the parent directories of `path` below the root as [`check_no_link_on_path`]
+    /// (Self::check_no_link_on_path) does; whether they all exist as directories (the root itself
+    /// is taken to exist).
+    fn parents_exist(&self, key: &str, path: &Path) -> Result<bool> {
         let Ok(rel) = path.strip_prefix(&self.root) else {
             return Err(Error::InvalidArgument(format!(
                 "key {key:?} refused: escapes the target"
@@ -536,6 +543,7 @@ impl LocalStorage {
         };
         let mut cur = self.root.clone();
         let mut comps = rel.components().peekable();
+        let mut all_dirs = true;
         while let Some(c) = comps.next() {
             if comps.peek().is_none() {
                 break; // the entry itself: a link there is replaced or removed, never followed
@@ -548,24 +556,24 @@ impl LocalStorage {
                         key: key.to_string(),
                     })
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Ok(m) => all_dirs &= m.is_dir(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(Error::local("stat", &cur, e)),
             }
         }
-        Ok(())
+        Ok(all_dirs)
     }
 
     /// Creates the parent directories of `path` (a path inside the root), refusing to go through a
     /// symbolic link. Returns whether a directory had to be created.
     pub async fn create_parents(&self, key: &str, path: &Path) -> Result<bool> {
-        self.check_no_link_on_path(key, path)?;
+        // The walk that looks for links also tells whether there is anything to create.
+        if self.parents_exist(key, path)? {
+            return Ok(false);
+        }
         let Some(parent) = path.parent() else {
             return Ok(false);
         };
-        if tokio::fs::symlink_metadata(parent).await.is_ok_and(|m| m.is_dir()) {
-            return Ok(false);
-        }
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| Error::local("create directory", parent, e))?;
@@ -577,6 +585,7 @@ impl LocalStorage {
     /// Makes room for the file of `key` where a directory is (the key changed from a directory to an
     /// object): an empty directory is removed; one that still holds files is an error, since its
     /// files are not s3sync's to remove (`--delete` removes them, and the next run writes the file).
+    /// Called when a rename found the directory in the way (see `FileSink::is_directory_in_the_way`).
     pub async fn clear_empty_dir(&self, key: &str, path: &Path) -> Result<()> {
         match tokio::fs::symlink_metadata(path).await {
             Ok(m) if m.is_dir() => match tokio::fs::remove_dir(path).await {

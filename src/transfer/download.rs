@@ -191,12 +191,25 @@ impl Transferer {
     async fn commit(&self, job: &Download<'_>, sink: FileSink<'_>) -> Result<()> {
         let tmp = sink.temp_path();
         let mtime = filetime::FileTime::from_system_time(job.entry.mtime);
-        filetime::set_file_mtime(tmp, mtime).map_err(|e| Error::local("set mtime", tmp, e))?;
+        // One `utimensat` on the path (`set_file_mtime` opens the file, sets the times on the
+        // descriptor and closes it: three system calls); not following links, and the access time
+        // is the file's creation a moment ago.
+        filetime::set_symlink_file_times(tmp, filetime::FileTime::now(), mtime)
+            .map_err(|e| Error::local("set mtime", tmp, e))?;
         self.durability.settle(tmp).await?;
         // The directories may have been swapped for a link while the bytes arrived.
         job.local.check_no_link_on_path(&job.entry.key, &job.path)?;
-        job.local.clear_empty_dir(&job.entry.key, &job.path).await?;
-        sink.rename_into_place(self.durability.fsync_each()).await?;
+        let mut sink = sink;
+        sink.seal(self.durability.fsync_each()).await?;
+        match sink.rename().await {
+            // The key was a directory's before: an empty one makes room (one that holds files is an
+            // error). Looked at only when the rename finds it, instead of before every rename.
+            Err(e) if FileSink::is_directory_in_the_way(&e) => {
+                job.local.clear_empty_dir(&job.entry.key, &job.path).await?;
+                sink.rename().await?;
+            }
+            other => other?,
+        }
         if let Some(dir) = job.path.parent() {
             if self.cfg.fsync {
                 self.dirty_dirs.add(dir).await;

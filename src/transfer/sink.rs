@@ -108,12 +108,30 @@ impl<'a> FileSink<'a> {
     /// the temporary file is no longer removed.
     pub(crate) async fn rename_into_place(mut self, durable: bool) -> Result<()> {
         self.seal(durable).await?;
+        self.rename().await
+    }
+
+    /// Renames the sealed file to its final path (replacing a file there); from then on the
+    /// temporary file is no longer removed. On an error the sink keeps its temporary file (removed
+    /// when it is dropped), and the rename may be tried again.
+    pub(crate) async fn rename(&mut self) -> Result<()> {
+        if self.file.is_some() {
+            return Err(Error::Internal(format!(
+                "{} renamed before it was sealed",
+                self.tmp.path.display()
+            )));
+        }
         self.io
             .rename(&self.tmp.path, &self.target)
             .await
             .map_err(|e| Error::local("rename", &self.target, e))?;
         self.tmp.armed = false;
         Ok(())
+    }
+
+    /// Whether an error of [`FileSink::rename`] says a directory is where the file goes.
+    pub(crate) fn is_directory_in_the_way(e: &Error) -> bool {
+        matches!(e, Error::Local { source, .. } if source.kind() == std::io::ErrorKind::IsADirectory)
     }
 }
 
@@ -148,6 +166,24 @@ mod tests {
         sink.rename_into_place(true).await.unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"abcdef");
         assert!(!tmp.exists());
+    }
+
+    /// A directory where the file goes is told apart, and the sink can rename again once it is gone.
+    #[tokio::test]
+    async fn a_directory_in_the_way_is_told_apart_and_the_rename_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = engine();
+        let target = dir.path().join("f");
+        std::fs::create_dir(&target).unwrap();
+        let mut sink = FileSink::write_whole(&io, &target, chunk(&io, b"bytes").await, false)
+            .await
+            .unwrap();
+        let e = sink.rename().await.unwrap_err();
+        assert!(FileSink::is_directory_in_the_way(&e), "{e}");
+        assert!(sink.temp_path().exists(), "kept for another try");
+        std::fs::remove_dir(&target).unwrap();
+        sink.rename().await.unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"bytes");
     }
 
     /// A missing directory is told apart, and the error names the temporary file that was tried.
