@@ -308,17 +308,22 @@ mod tests {
         assert!(groups.rounds() < n / 4, "{} rounds for {n} files", groups.rounds());
     }
 
+    /// Groups and one written file in a new directory, where groups are available.
+    fn one_file() -> Option<(tempfile::TempDir, GroupSync, PathBuf)> {
+        if !GroupSync::available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        Some((dir, GroupSync::new(), path))
+    }
+
     /// A file in a directory that does not exist gets that error, and the others of its round are
     /// still made durable.
     #[tokio::test]
     async fn a_missing_directory_fails_only_its_own_file() {
-        if !GroupSync::available() {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let groups = GroupSync::new();
-        let good = dir.path().join("f");
-        std::fs::write(&good, b"x").unwrap();
+        let Some((dir, groups, good)) = one_file() else { return };
         let missing = dir.path().join("gone/f");
         let (a, b) = tokio::join!(groups.sync(&good), groups.sync(&missing));
         assert_eq!(a.unwrap(), Synced::Durable);
@@ -328,13 +333,7 @@ mod tests {
     /// A writer cancelled while it waits leaves the rounds running for the others.
     #[tokio::test]
     async fn a_cancelled_writer_does_not_stop_the_rounds() {
-        if !GroupSync::available() {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let groups = GroupSync::new();
-        let path = dir.path().join("f");
-        std::fs::write(&path, b"x").unwrap();
+        let Some((_dir, groups, path)) = one_file() else { return };
         // Polled once (it leads the round), then dropped.
         let _ = tokio::time::timeout(std::time::Duration::ZERO, groups.sync(&path)).await;
         tokio::time::timeout(std::time::Duration::from_secs(30), groups.sync(&path))
