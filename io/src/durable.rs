@@ -34,6 +34,21 @@ pub enum Synced {
 /// One file's answer.
 type Answer = Result<Synced, Arc<io::Error>>;
 
+/// Taken before a file is first written ([`GroupSync::ticket`]) and handed to [`GroupSync::sync`]: it
+/// says which rounds may have met the file's write-back errors.
+///
+/// A `syncfs` reports a write-back error once per descriptor, to the round that runs it, whichever
+/// file the failed pages were of. Pages of a file written while an earlier round ran may have been
+/// written back, and failed, in that round, which then took the error: so every round that ended
+/// after the ticket was taken and failed on the file's file system fails the file too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+impl Ticket {
+    /// A ticket older than every round: any failed round fails the file.
+    pub const EARLIEST: Ticket = Ticket(0);
+}
+
 /// The answer to one waiting file: its file system's `syncfs` result.
 type Reply = oneshot::Sender<Answer>;
 
@@ -57,12 +72,19 @@ struct Inner {
     filesystems: Mutex<HashMap<u64, Option<File>>>,
     /// Rounds of `syncfs` run so far.
     rounds: std::sync::atomic::AtomicUsize,
+    /// Groups answered so far: the number the next ticket gets.
+    answered: std::sync::atomic::AtomicU64,
+    /// For each file system (device id) whose `syncfs` failed, the last group that saw it fail.
+    failed: Mutex<HashMap<u64, u64>>,
+    /// The next `syncfs` fails with `EIO` (tests).
+    #[cfg(test)]
+    fail_next: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
 struct Waiting {
-    /// Files waiting for the next round, with their writers' reply.
-    files: Vec<(PathBuf, Reply)>,
+    /// Files waiting for the next round, with their tickets and their writers' reply.
+    files: Vec<(PathBuf, Ticket, Reply)>,
     /// A round is running (its task takes the next group when it ends).
     running: bool,
 }
@@ -86,15 +108,21 @@ impl GroupSync {
                 .is_some_and(|v| v >= (5, 8))
     }
 
-    /// Returns once `path` (a file already written and closed) is durable: one `syncfs` of its file
-    /// system, shared with every file that asked while the previous round ran. On a file system
-    /// that is not synced in groups, returns [`Synced::Unsupported`] at once and the caller fsyncs
-    /// the file. Must be called within a tokio runtime.
-    pub async fn sync(&self, path: &Path) -> io::Result<Synced> {
+    /// A ticket for a file about to be written: take it before the file's first byte.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.inner.answered.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Returns once `path` (a file already written and closed, with the `ticket` taken before it was
+    /// written) is durable: one `syncfs` of its file system, shared with every file that asked while
+    /// the previous round ran. An error if that `syncfs` failed, or any since the ticket on the same
+    /// file system (see [`Ticket`]). On a file system that is not synced in groups, returns
+    /// [`Synced::Unsupported`] and the caller fsyncs the file. Must be called within a tokio runtime.
+    pub async fn sync(&self, path: &Path, ticket: Ticket) -> io::Result<Synced> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut w = lock(&self.inner.waiting);
-            w.files.push((path.to_path_buf(), tx));
+            w.files.push((path.to_path_buf(), ticket, tx));
             !std::mem::replace(&mut w.running, true)
         };
         if lead {
@@ -146,7 +174,7 @@ impl Inner {
             })
             .await
             {
-                for ((_, reply), result) in group.into_iter().zip(results) {
+                for ((_, _, reply), result) in group.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
             }
@@ -154,24 +182,47 @@ impl Inner {
     }
 
     /// One round: a `syncfs` per file system the group's files are on; the result of each file's.
-    fn round(&self, group: &[(PathBuf, Reply)]) -> Vec<Answer> {
+    fn round(&self, group: &[(PathBuf, Ticket, Reply)]) -> Vec<Answer> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let this = self.answered.load(SeqCst);
         let mut synced: HashMap<u64, Answer> = HashMap::new();
         let mut by_dir: HashMap<&Path, Result<u64, Arc<io::Error>>> = HashMap::new();
-        let mut results = Vec::with_capacity(group.len());
-        for (path, _) in group {
+        let mut devs = Vec::with_capacity(group.len());
+        for (path, _, _) in group {
             let dir = path.parent().unwrap_or(path);
             let dev = by_dir
                 .entry(dir)
                 .or_insert_with(|| self.filesystem_of(dir).map_err(Arc::new))
                 .clone();
-            results.push(dev.and_then(|dev| {
+            if let Ok(dev) = dev {
                 synced
                     .entry(dev)
-                    .or_insert_with(|| self.sync_filesystem(dev).map_err(Arc::new))
-                    .clone()
-            }));
+                    .or_insert_with(|| self.sync_filesystem(dev).map_err(Arc::new));
+            }
+            devs.push(dev);
         }
-        results
+        let mut failed = lock(&self.failed);
+        for (dev, result) in &synced {
+            if result.is_err() {
+                failed.insert(*dev, this);
+            }
+        }
+        let answers = group
+            .iter()
+            .zip(devs)
+            .map(|((_, ticket, _), dev)| {
+                let dev = dev?;
+                let answer = synced.get(&dev).cloned().unwrap_or(Ok(Synced::Unsupported))?;
+                match failed.get(&dev) {
+                    Some(&at) if answer == Synced::Durable && at >= ticket.0 => Err(Arc::new(io::Error::other(
+                        "a write-back error on this file system since the file was written",
+                    ))),
+                    _ => Ok(answer),
+                }
+            })
+            .collect();
+        self.answered.store(this + 1, SeqCst);
+        answers
     }
 
     /// The device id of `dir`'s file system, opening a directory on it the first time (and keeping
@@ -192,6 +243,10 @@ impl Inner {
         match fs.get(&dev) {
             Some(Some(dir)) => {
                 self.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                #[cfg(test)]
+                if self.fail_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
                 syncfs(dir).map(|()| Synced::Durable)
             }
             Some(None) => Ok(Synced::Unsupported),
@@ -297,8 +352,9 @@ mod tests {
         for i in 0..n {
             let (groups, path) = (groups.clone(), dir.path().join(format!("f{i}")));
             tasks.push(tokio::spawn(async move {
+                let ticket = groups.ticket();
                 std::fs::write(&path, b"bytes").unwrap();
-                groups.sync(&path).await
+                groups.sync(&path, ticket).await
             }));
         }
         for t in tasks {
@@ -325,9 +381,31 @@ mod tests {
     async fn a_missing_directory_fails_only_its_own_file() {
         let Some((dir, groups, good)) = one_file() else { return };
         let missing = dir.path().join("gone/f");
-        let (a, b) = tokio::join!(groups.sync(&good), groups.sync(&missing));
+        let (a, b) = tokio::join!(
+            groups.sync(&good, Ticket::EARLIEST),
+            groups.sync(&missing, Ticket::EARLIEST)
+        );
         assert_eq!(a.unwrap(), Synced::Durable);
         assert_eq!(b.unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    /// A failed `syncfs` fails its round's files, and the files written before that round ended
+    /// (their write-back errors may have been the ones it reported), but not the files written after.
+    #[tokio::test]
+    async fn a_failed_round_fails_every_file_written_before_it_ended() {
+        let Some((dir, groups, first)) = one_file() else { return };
+        let before = groups.ticket();
+        groups.inner.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
+        let e = groups.sync(&first, groups.ticket()).await.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+        let older = dir.path().join("older");
+        std::fs::write(&older, b"x").unwrap();
+        let e = groups.sync(&older, before).await.unwrap_err();
+        assert!(e.to_string().contains("write-back error"), "{e}");
+        let after = groups.ticket();
+        let newer = dir.path().join("newer");
+        std::fs::write(&newer, b"x").unwrap();
+        assert_eq!(groups.sync(&newer, after).await.unwrap(), Synced::Durable);
     }
 
     /// A writer cancelled while it waits leaves the rounds running for the others.
@@ -335,8 +413,8 @@ mod tests {
     async fn a_cancelled_writer_does_not_stop_the_rounds() {
         let Some((_dir, groups, path)) = one_file() else { return };
         // Polled once (it leads the round), then dropped.
-        let _ = tokio::time::timeout(std::time::Duration::ZERO, groups.sync(&path)).await;
-        tokio::time::timeout(std::time::Duration::from_secs(30), groups.sync(&path))
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, groups.sync(&path, Ticket::EARLIEST)).await;
+        tokio::time::timeout(std::time::Duration::from_secs(30), groups.sync(&path, Ticket::EARLIEST))
             .await
             .expect("answered")
             .unwrap();
@@ -351,7 +429,10 @@ mod tests {
         }
         let groups = GroupSync::new();
         assert_eq!(
-            groups.sync(Path::new("/proc/self/status")).await.unwrap(),
+            groups
+                .sync(Path::new("/proc/self/status"), groups.ticket())
+                .await
+                .unwrap(),
             Synced::Unsupported
         );
         assert_eq!(groups.rounds(), 0);

@@ -28,7 +28,7 @@ mod error;
 mod pool;
 
 pub use bytes::Bytes;
-pub use durable::{GroupSync, Synced};
+pub use durable::{GroupSync, Synced, Ticket};
 pub use engine::{BackendKind, IoEngine, IoFile, BACKEND_ENV, DIRECT_ALIGN};
 pub use error::IoError;
 pub use pool::{Chunk, ChunkPool, CHUNK_ALIGN};

@@ -116,6 +116,8 @@ impl Transferer {
             plan,
             path: final_path,
         };
+        // Taken before the file's first byte: which rounds of a grouped sync may hold its errors.
+        let ticket = self.durability.ticket();
         let (sink, outcome) = match self.fetch_verified(&job).await {
             // The bytes do not match the stored CRC: either they broke on the way, or the server
             // keeps a wrong checksum (some keep whatever a client sends). Fetch again and compare
@@ -130,7 +132,7 @@ impl Transferer {
             }
             other => other?,
         };
-        self.commit(&job, sink).await?;
+        self.commit(&job, sink, ticket).await?;
         Ok(outcome.moved(entry.size))
     }
 
@@ -188,7 +190,7 @@ impl Transferer {
     /// Gives a verified temporary file its final name: the source's modification time first, then
     /// durability (with the files of its group, see [`Durability`](super::Durability)), then, with
     /// no link on the way, the rename.
-    async fn commit(&self, job: &Download<'_>, sink: FileSink<'_>) -> Result<()> {
+    async fn commit(&self, job: &Download<'_>, sink: FileSink<'_>, ticket: s3sync_io::Ticket) -> Result<()> {
         let tmp = sink.temp_path();
         let mtime = filetime::FileTime::from_system_time(job.entry.mtime);
         // One `utimensat` on the path (`set_file_mtime` opens the file, sets the times on the
@@ -196,7 +198,7 @@ impl Transferer {
         // is the file's creation a moment ago.
         filetime::set_symlink_file_times(tmp, filetime::FileTime::now(), mtime)
             .map_err(|e| Error::local("set mtime", tmp, e))?;
-        self.durability.settle(tmp).await?;
+        self.durability.settle(tmp, ticket).await?;
         // The directories may have been swapped for a link while the bytes arrived.
         job.local.check_no_link_on_path(&job.entry.key, &job.path)?;
         let mut sink = sink;

@@ -4,7 +4,7 @@
 //! [`s3sync_io::GroupSync`]), else one `fsync` each; `--no-fsync` turns both off.
 
 use crate::error::{Error, Result};
-use s3sync_io::{GroupSync, Synced};
+use s3sync_io::{GroupSync, Synced, Ticket};
 use std::path::{Path, PathBuf};
 use tracing::debug;
 
@@ -34,11 +34,19 @@ impl Durability {
         matches!(self, Durability::EachFile)
     }
 
-    /// Returns once the closed file `tmp` is durable: at once when its writer fsynced it (or with
-    /// `--no-fsync`), else after its group's `syncfs`.
-    pub async fn settle(&self, tmp: &Path) -> Result<()> {
+    /// A ticket for a file about to be written (see [`Ticket`]): taken before its first byte.
+    pub fn ticket(&self) -> Ticket {
         match self {
-            Durability::Grouped(groups) => match groups.sync(tmp).await {
+            Durability::Grouped(groups) => groups.ticket(),
+            Durability::Off | Durability::EachFile => Ticket::EARLIEST,
+        }
+    }
+
+    /// Returns once the closed file `tmp`, written after `ticket` was taken, is durable: at once
+    /// when its writer fsynced it (or with `--no-fsync`), else after its group's `syncfs`.
+    pub async fn settle(&self, tmp: &Path, ticket: Ticket) -> Result<()> {
+        match self {
+            Durability::Grouped(groups) => match groups.sync(tmp, ticket).await {
                 Ok(Synced::Durable) => Ok(()),
                 // A file system left to fsync (network, FUSE): the file's own.
                 Ok(Synced::Unsupported) => {
@@ -131,12 +139,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
         std::fs::write(&f, b"x").unwrap();
-        d.settle(&f).await.unwrap();
+        d.settle(&f, d.ticket()).await.unwrap();
         assert_eq!(groups.rounds(), 1);
         let gone = dir.path().join("gone/f");
-        let e = d.settle(&gone).await.unwrap_err();
+        let e = d.settle(&gone, d.ticket()).await.unwrap_err();
         assert!(e.to_string().contains("gone/f"), "{e}");
         assert_eq!(groups.rounds(), 1, "no round for a file that is not there");
-        Durability::Off.settle(&gone).await.unwrap();
+        Durability::Off.settle(&gone, Ticket::EARLIEST).await.unwrap();
     }
 }
