@@ -83,7 +83,8 @@ struct Inner {
 
 #[derive(Default)]
 struct Waiting {
-    /// Files waiting for the next round, with their tickets and their writers' reply.
+    /// The directories of the files waiting for the next round, with their tickets and their
+    /// writers' reply.
     files: Vec<(PathBuf, Ticket, Reply)>,
     /// A round is running (its task takes the next group when it ends).
     running: bool,
@@ -119,10 +120,21 @@ impl GroupSync {
     /// file system (see [`Ticket`]). On a file system that is not synced in groups, returns
     /// [`Synced::Unsupported`] and the caller fsyncs the file. Must be called within a tokio runtime.
     pub async fn sync(&self, path: &Path, ticket: Ticket) -> io::Result<Synced> {
+        self.ask(path.parent().unwrap_or(path), ticket).await
+    }
+
+    /// Returns once the entries of the directory `dir` (files renamed into it) are durable, as
+    /// [`sync`](GroupSync::sync) does for a file.
+    pub async fn sync_directory(&self, dir: &Path, ticket: Ticket) -> io::Result<Synced> {
+        self.ask(dir, ticket).await
+    }
+
+    /// Waits for the next round's `syncfs` of the file system `dir` is on.
+    async fn ask(&self, dir: &Path, ticket: Ticket) -> io::Result<Synced> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut w = lock(&self.inner.waiting);
-            w.files.push((path.to_path_buf(), ticket, tx));
+            w.files.push((dir.to_path_buf(), ticket, tx));
             !std::mem::replace(&mut w.running, true)
         };
         if lead {
@@ -188,10 +200,9 @@ impl Inner {
         let mut synced: HashMap<u64, Answer> = HashMap::new();
         let mut by_dir: HashMap<&Path, Result<u64, Arc<io::Error>>> = HashMap::new();
         let mut devs = Vec::with_capacity(group.len());
-        for (path, _, _) in group {
-            let dir = path.parent().unwrap_or(path);
+        for (dir, _, _) in group {
             let dev = by_dir
-                .entry(dir)
+                .entry(dir.as_path())
                 .or_insert_with(|| self.filesystem_of(dir).map_err(Arc::new))
                 .clone();
             if let Ok(dev) = dev {

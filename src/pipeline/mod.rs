@@ -239,7 +239,7 @@ impl Sync {
         let pass = self.diff_passes(&source, &target, &transferer).await?;
         self.reporter.listing_done();
         transferer.cleanups.wait().await;
-        transferer.dirty_dirs.flush().await;
+        transferer.durability.flush_dirs().await;
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -298,7 +298,6 @@ impl Sync {
             },
             cleanups: Default::default(),
             durability: crate::transfer::Durability::new(cfg.fsync),
-            dirty_dirs: Default::default(),
             range_gets: crate::transfer::RangeGets::new(cfg.max_parallel_uploads),
             stop: self.stop.clone(),
         })

@@ -83,9 +83,7 @@ impl Transferer {
                 if !d.starts_with(local.root()) {
                     break;
                 }
-                if self.cfg.fsync {
-                    self.dirty_dirs.add(d).await;
-                }
+                self.durability.dir_changed(d).await;
                 dir = d.parent();
             }
         }
@@ -213,9 +211,7 @@ impl Transferer {
             other => other?,
         }
         if let Some(dir) = job.path.parent() {
-            if self.cfg.fsync {
-                self.dirty_dirs.add(dir).await;
-            }
+            self.durability.dir_changed(dir).await;
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ mod upload;
 pub(crate) mod verify;
 
 pub(crate) use download::downloaded_checksum;
-pub use durability::{DirtyDirs, Durability};
+pub use durability::Durability;
 pub(crate) use guards::{create_multipart, AbortGuard};
 use source::{Opened, PartSource, S3Part, UploadSource};
 
@@ -81,10 +81,8 @@ pub struct Transferer {
     pub journal: Option<resume::Journal>,
     /// Clean-ups started by cancelled transfers (multipart aborts), awaited before the run ends.
     pub cleanups: Cleanups,
-    /// How each downloaded file is made durable before its rename.
+    /// How each downloaded file, and each directory that receives one, is made durable.
     pub durability: Durability,
-    /// Local directories that received files since their last fsync.
-    pub dirty_dirs: DirtyDirs,
     /// Ranged GETs of multipart downloads in flight, across all objects.
     pub range_gets: RangeGets,
     /// Stops the whole run on an error that must not be retried per object (a failing callback).
