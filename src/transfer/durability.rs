@@ -166,11 +166,7 @@ mod tests {
     /// one-line error naming it, and nothing is synced for it.
     #[tokio::test]
     async fn a_grouped_file_waits_for_a_round_and_a_failure_names_the_file() {
-        let d = with(Mode::Grouped(GroupSync::new()));
-        let Mode::Grouped(groups) = &d.mode else { unreachable!() };
-        if !GroupSync::available() {
-            return;
-        }
+        let Some((d, groups)) = grouped() else { return };
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
         std::fs::write(&f, b"x").unwrap();
@@ -187,11 +183,7 @@ mod tests {
     /// them when grouped; nothing is noted with `--no-fsync`.
     #[tokio::test]
     async fn directories_are_made_durable_in_one_round() {
-        let d = with(Mode::Grouped(GroupSync::new()));
-        let Mode::Grouped(groups) = &d.mode else { unreachable!() };
-        if !GroupSync::available() {
-            return;
-        }
+        let Some((d, groups)) = grouped() else { return };
         let root = tempfile::tempdir().unwrap();
         for i in 0..50 {
             let dir = root.path().join(format!("d{i}"));
@@ -206,6 +198,12 @@ mod tests {
         let off = with(Mode::Off);
         off.dir_changed(root.path()).await;
         assert!(off.dirs.take().is_empty());
+    }
+
+    /// Grouped durability and its groups, where groups are available.
+    fn grouped() -> Option<(Durability, GroupSync)> {
+        let groups = GroupSync::new();
+        GroupSync::available().then(|| (with(Mode::Grouped(groups.clone())), groups))
     }
 
     fn with(mode: Mode) -> Durability {
