@@ -188,7 +188,7 @@ impl Transferer {
     /// Gives a verified temporary file its final name: the source's modification time first, then
     /// durability (with the files of its group, see [`Durability`](super::Durability)), then, with
     /// no link on the way, the rename.
-    async fn commit(&self, job: &Download<'_>, sink: FileSink<'_>, ticket: s3sync_io::Ticket) -> Result<()> {
+    async fn commit(&self, job: &Download<'_>, mut sink: FileSink<'_>, ticket: s3sync_io::Ticket) -> Result<()> {
         let tmp = sink.temp_path();
         let mtime = filetime::FileTime::from_system_time(job.entry.mtime);
         // One `utimensat` on the path (`set_file_mtime` opens the file, sets the times on the
@@ -199,8 +199,6 @@ impl Transferer {
         self.durability.settle(tmp, ticket).await?;
         // The directories may have been swapped for a link while the bytes arrived.
         job.local.check_no_link_on_path(&job.entry.key, &job.path)?;
-        let mut sink = sink;
-        sink.seal(self.durability.fsync_each()).await?;
         match sink.rename().await {
             // The key was a directory's before: an empty one makes room (one that holds files is an
             // error). Looked at only when the rename finds it, instead of before every rename.

@@ -105,7 +105,7 @@ impl Durability {
         // The rest, fsynced one by one in one blocking task.
         let _ = tokio::task::spawn_blocking(move || {
             for d in left {
-                if let Err(e) = std::fs::File::open(&d).and_then(|f| f.sync_all()) {
+                if let Err(e) = fsync(&d) {
                     debug!(dir = %d.display(), error = %e, "cannot fsync the directory");
                 }
             }
@@ -116,9 +116,14 @@ impl Durability {
 
 /// `fsync` of the file or directory at `path`, on the blocking pool.
 async fn fsync_path(path: PathBuf) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(move || std::fs::File::open(&path)?.sync_all())
+    tokio::task::spawn_blocking(move || fsync(&path))
         .await
         .map_err(std::io::Error::other)?
+}
+
+/// `fsync` of the file or directory at `path`.
+fn fsync(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
 }
 
 /// Directories whose new entries (renamed-in files) are not yet durable. Each is made durable once,
