@@ -1,8 +1,12 @@
 //! Hashing throughput of the one-pass hashers (MD5 for ETags, each additional checksum, and MD5 plus
-//! one checksum together as an upload with `--additional-checksum-algorithm` computes them).
+//! one checksum together as an upload with `--additional-checksum-algorithm` computes them), and of
+//! MD5 over several streams at once in lanes (the parts of many objects, `lanes/N`: N streams of
+//! 8 MiB each, throughput counted over all of them).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use s3sync::checksum::additional::{ChecksumAlgorithm, ChecksumHasher};
+use s3sync::checksum::lanes::hash_together;
+use s3sync::checksum::md5_state::Md5State;
 use s3sync::checksum::PartHasher;
 
 const ALGOS: [ChecksumAlgorithm; 5] = [
@@ -52,6 +56,23 @@ fn hashing(c: &mut Criterion) {
                 })
             },
         );
+    }
+    g.finish();
+    let mut g = c.benchmark_group("md5");
+    g.sample_size(10);
+    for streams in [1usize, 2, 4, 8, 16] {
+        g.throughput(Throughput::Bytes((data.len() * streams) as u64));
+        g.bench_with_input(BenchmarkId::new("lanes", streams), &data, |b, d| {
+            b.iter(|| {
+                let mut states = vec![Md5State::new(); streams];
+                for chunk in d.chunks(256 * 1024) {
+                    let mut batch: Vec<(&mut Md5State, Vec<&[u8]>)> =
+                        states.iter_mut().map(|s| (s, vec![chunk])).collect();
+                    hash_together(&mut batch);
+                }
+                states.into_iter().map(Md5State::finish).collect::<Vec<_>>()
+            })
+        });
     }
     g.finish();
 }

@@ -14,9 +14,13 @@
 //! A [`GroupSync`] makes many written files durable with one `syncfs` per group instead of one
 //! `fsync` each.
 //!
-//! `unsafe` code is confined to four modules (`pool::mem`, `backend::uring_sys`, and one system
-//! call each in `backend::page_cache` and `durable`); the rest of the crate is
-//! `#![deny(unsafe_code)]`.
+//! [`md5_compress_lanes`] runs the MD5 block function over up to sixteen streams at once (AVX-512),
+//! so that the parts of many objects are hashed for a fraction of the CPU; [`md5_compress`] over
+//! one.
+//!
+//! `unsafe` code is confined to five modules (`pool::mem`, `backend::uring_sys`, one system call
+//! each in `backend::page_cache` and `durable`, and the one call into the AVX-512 kernel in
+//! `md5_block`); the rest of the crate is `#![deny(unsafe_code)]`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,10 +29,12 @@ mod backend;
 mod durable;
 mod engine;
 mod error;
+mod md5_block;
 mod pool;
 
 pub use bytes::Bytes;
 pub use durable::{GroupSync, Synced, Ticket};
 pub use engine::{BackendKind, IoEngine, IoFile, BACKEND_ENV, DIRECT_ALIGN};
 pub use error::IoError;
+pub use md5_block::{md5_compress, md5_compress_lanes, md5_lanes_supported, MD5_LANES};
 pub use pool::{Chunk, ChunkPool, CHUNK_ALIGN};

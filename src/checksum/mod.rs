@@ -4,8 +4,12 @@
 //! Every digest is computed in the same pass that moves the bytes; nothing here reads a file.
 
 pub mod additional;
+pub mod lanes;
+pub mod md5_state;
 
-use md5::{Digest, Md5};
+use self::lanes::{HashInput, Lanes, Seat};
+use self::md5_state::Md5State;
+use ::md5::{Digest, Md5};
 
 /// A 16-byte MD5 digest.
 pub type Md5Digest = [u8; 16];
@@ -15,17 +19,20 @@ pub type Md5Digest = [u8; 16];
 #[derive(Clone)]
 pub struct PartHasher {
     /// `None` when nothing will compare the MD5 (it costs ~2 CPU-s per GiB).
-    md5: Option<Md5>,
+    md5: Option<Md5State>,
     extra: Option<additional::ChecksumHasher>,
     len: u64,
+    /// Held from the first input hashed in lanes ([`PartHasher::update_owned`]) on.
+    seat: Option<Seat>,
 }
 
 impl Default for PartHasher {
     fn default() -> Self {
         PartHasher {
-            md5: Some(Md5::new()),
+            md5: Some(Md5State::new()),
             extra: None,
             len: 0,
+            seat: None,
         }
     }
 }
@@ -59,7 +66,7 @@ impl PartHasher {
     /// ETag nothing will compare skips it).
     pub fn for_verification(md5: bool, algo: Option<additional::ChecksumAlgorithm>) -> Self {
         PartHasher {
-            md5: md5.then(Md5::new),
+            md5: md5.then(Md5State::new),
             ..Self::with_checksum(algo)
         }
     }
@@ -75,6 +82,35 @@ impl PartHasher {
         self.len += data.len() as u64;
     }
 
+    /// Whether an input of `len` bytes given to [`update_owned`](Self::update_owned) has its MD5
+    /// computed in lanes with other streams (else where it is, on the caller's thread).
+    pub fn hashes_in_lanes(&self, len: u64) -> bool {
+        self.md5.is_some() && len >= lanes::MIN_JOB as u64 && Lanes::get().is_some()
+    }
+
+    /// Feeds the next bytes of the part, which `input` owns, and gives them back: a large input's
+    /// MD5 is computed in lanes together with other streams' (see [`lanes`]), anything else's
+    /// here. The additional checksum is always computed here.
+    pub async fn update_owned<T: HashInput>(&mut self, input: T) -> crate::error::Result<T> {
+        let len: usize = input.pieces().iter().map(|p| p.len()).sum();
+        let taken = match self.hashes_in_lanes(len as u64) {
+            true => Lanes::get().zip(self.md5.take()),
+            false => None,
+        };
+        let Some((lanes, state)) = taken else {
+            input.pieces().iter().for_each(|p| self.update(p));
+            return Ok(input);
+        };
+        if let Some(x) = self.extra.as_mut() {
+            input.pieces().iter().for_each(|p| x.update(p));
+        }
+        self.len += len as u64;
+        self.seat.get_or_insert_with(|| lanes.seat());
+        let (state, input) = lanes.hash(state, input).await?;
+        self.md5 = Some(state);
+        Ok(input)
+    }
+
     /// Bytes fed so far.
     pub fn len(&self) -> u64 {
         self.len
@@ -87,13 +123,13 @@ impl PartHasher {
 
     /// The MD5 of everything fed (all zeros from a hasher built without MD5).
     pub fn finish(self) -> Md5Digest {
-        self.md5.map(|m| m.finalize().into()).unwrap_or_default()
+        self.md5.map(Md5State::finish).unwrap_or_default()
     }
 
     /// Every digest of everything fed.
     pub fn finish_all(self) -> PartDigest {
         PartDigest {
-            md5: self.md5.map(|m| m.finalize().into()).unwrap_or_default(),
+            md5: self.md5.map(Md5State::finish).unwrap_or_default(),
             checksum: self.extra.map(|x| x.finish()),
             len: self.len,
         }
@@ -282,6 +318,32 @@ mod tests {
         assert!(b.checksum.is_some());
         assert_eq!((a.len, b.len), (5, 5));
         assert_eq!(PartHasher::new().finish(), md5_of(b""));
+    }
+
+    #[tokio::test]
+    async fn owned_inputs_large_and_small_are_all_hashed() {
+        let pool = s3sync_io::ChunkPool::new(256 << 10, 4).expect("pool");
+        let algo = Some(additional::ChecksumAlgorithm::Crc32c);
+        let mut owned = PartHasher::with_checksum(algo);
+        let mut plain = PartHasher::with_checksum(algo);
+        // A full chunk (lanes, where the CPU has them), a small one (in place), then several.
+        for len in [256 << 10, 1000, 70_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut c = pool.acquire().await;
+            c.extend_from_slice(&data);
+            let c = owned.update_owned(c).await.expect("hashed");
+            assert_eq!(c.as_slice(), data.as_slice());
+            plain.update(&data);
+        }
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            let mut c = pool.acquire().await;
+            c.extend_from_slice(&[7u8; 256 << 10]);
+            plain.update(&[7u8; 256 << 10]);
+            v.push(c);
+        }
+        assert_eq!(owned.update_owned(v).await.expect("hashed").len(), 2);
+        assert_eq!(owned.finish_all(), plain.finish_all());
     }
 
     #[test]

@@ -49,7 +49,8 @@ impl Transferer {
                         message: "the file shrank while it was read".into(),
                     });
                 }
-                hasher.update(c.as_slice());
+                // The chunk goes back to the pool once hashed.
+                drop(hasher.update_owned(c).await?);
                 pos += want as u64;
             }
             digests.push(hasher.finish_all());

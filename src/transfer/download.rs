@@ -359,7 +359,7 @@ impl Transferer {
         if chunk.len() as u64 != len {
             return Err(short_body(object, len, chunk.len() as u64));
         }
-        hasher.update(chunk.as_slice());
+        let chunk = hasher.update_owned(chunk).await?;
         self.reporter.add_bytes(len);
         Ok((chunk, hasher.finish_all()))
     }
@@ -401,7 +401,7 @@ impl Transferer {
                         if pos + full.len() as u64 > offset + len {
                             return Err(larger_than_listed(key));
                         }
-                        hasher.update(full.as_slice());
+                        let full = hasher.update_owned(full).await?;
                         let n = full.len() as u64;
                         sink.write_at(full, pos).await?;
                         pos += n;
@@ -411,7 +411,7 @@ impl Transferer {
             }
         }
         if let Some(c) = cur.filter(|c| !c.is_empty()) {
-            hasher.update(c.as_slice());
+            let c = hasher.update_owned(c).await?;
             let n = c.len() as u64;
             sink.write_at(c, pos).await?;
             pos += n;

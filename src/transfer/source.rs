@@ -275,9 +275,12 @@ impl Transferer {
         });
         self.limits.bytes(len).await;
         let chunks = futures::future::try_join_all(reads).await?;
-        // The parts of one object are read by one task; hashing a large part on a blocking thread
-        // lets the parts of a single large file use every core.
-        let chunks = if len >= OFFLOAD_HASH_BYTES {
+        // Parts of many files are hashed together in lanes where the CPU has them; else, the parts
+        // of one object being read by one task, hashing a large part on a blocking thread lets
+        // the parts of a single large file use every core.
+        let chunks = if hasher.hashes_in_lanes(len) {
+            hasher.update_owned(chunks).await?
+        } else if len >= OFFLOAD_HASH_BYTES {
             let (h, chunks) = tokio::task::spawn_blocking(move || {
                 chunks.iter().for_each(|c| hasher.update(c.as_slice()));
                 (hasher, chunks)
@@ -333,7 +336,7 @@ impl Transferer {
                 data = &data[n..];
                 if c.remaining() == 0 {
                     if let Some(full) = cur.take() {
-                        hasher.update(full.as_slice());
+                        let full = hasher.update_owned(full).await?;
                         self.reporter.add_bytes(full.len() as u64);
                         out.push(full.freeze());
                     }
@@ -342,7 +345,7 @@ impl Transferer {
             }
         }
         if let Some(c) = cur.filter(|c| !c.is_empty()) {
-            hasher.update(c.as_slice());
+            let c = hasher.update_owned(c).await?;
             self.reporter.add_bytes(c.len() as u64);
             out.push(c.freeze());
         }
