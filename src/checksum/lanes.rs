@@ -345,4 +345,25 @@ mod tests {
             t.await.expect("task");
         }
     }
+
+    #[tokio::test]
+    async fn a_task_that_stops_waiting_gets_its_chunk_back_into_the_pool() {
+        let Some(lanes) = Lanes::get() else {
+            eprintln!("no AVX-512F here (or {LANES_ENV}=off): nothing hashed in lanes");
+            return;
+        };
+        let pool = s3sync_io::ChunkPool::new(256 << 10, 1).expect("pool");
+        let mut chunk = pool.acquire().await;
+        chunk.extend_from_slice(&[1u8; 256 << 10]);
+        // Boxed, so that dropping it drops the future itself (a pinned reference would not).
+        let mut hashing = Box::pin(lanes.hash(Md5State::new(), chunk));
+        // The first poll hands the job in; then the task gives up.
+        assert!(futures::poll!(&mut hashing).is_pending());
+        drop(hashing);
+        // The pool's only chunk comes back once the job is done (a lost chunk would wait forever).
+        let again = tokio::time::timeout(Duration::from_secs(10), pool.acquire())
+            .await
+            .expect("the chunk came back to the pool");
+        assert_eq!(again.len(), 0);
+    }
 }
