@@ -316,10 +316,18 @@ mod tests {
         }
     }
 
+    /// The lanes, or `None` (said on stderr) where this machine cannot run them.
+    fn lanes_here() -> Option<&'static Lanes> {
+        let lanes = Lanes::get();
+        if lanes.is_none() {
+            eprintln!("no AVX-512F here (or {LANES_ENV}=off): nothing hashed in lanes");
+        }
+        lanes
+    }
+
     #[tokio::test]
     async fn chunks_handed_to_the_lanes_come_back_hashed() {
-        let Some(lanes) = Lanes::get() else {
-            eprintln!("no AVX-512F here (or {LANES_ENV}=off): nothing hashed in lanes");
+        let Some(lanes) = lanes_here() else {
             return;
         };
         let pool = s3sync_io::ChunkPool::new(256 << 10, 8).expect("pool");
@@ -348,8 +356,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_that_stops_waiting_gets_its_chunk_back_into_the_pool() {
-        let Some(lanes) = Lanes::get() else {
-            eprintln!("no AVX-512F here (or {LANES_ENV}=off): nothing hashed in lanes");
+        let Some(lanes) = lanes_here() else {
             return;
         };
         let pool = s3sync_io::ChunkPool::new(256 << 10, 1).expect("pool");
