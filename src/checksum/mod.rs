@@ -92,6 +92,21 @@ impl PartHasher {
     /// MD5 is computed in lanes together with other streams' (see [`lanes`]), anything else's
     /// here. The additional checksum is always computed here.
     pub async fn update_owned<T: HashInput>(&mut self, input: T) -> crate::error::Result<T> {
+        self.update_owned_within(input, lanes::GATHER).await
+    }
+
+    /// [`update_owned`](Self::update_owned) for a caller that reads its next input while this one
+    /// is hashed: the lanes may wait longer for other streams ([`lanes::GATHER_READING_ON`]).
+    pub async fn update_owned_reading_on<T: HashInput>(&mut self, input: T) -> crate::error::Result<T> {
+        self.update_owned_within(input, lanes::GATHER_READING_ON).await
+    }
+
+    /// Feeds an owned input, letting the lanes wait up to `gather` for other streams.
+    async fn update_owned_within<T: HashInput>(
+        &mut self,
+        input: T,
+        gather: std::time::Duration,
+    ) -> crate::error::Result<T> {
         let len: usize = input.pieces().iter().map(|p| p.len()).sum();
         let taken = match self.hashes_in_lanes(len as u64) {
             true => Lanes::get().zip(self.md5.take()),
@@ -106,7 +121,7 @@ impl PartHasher {
         }
         self.len += len as u64;
         self.seat.get_or_insert_with(|| lanes.seat());
-        let (state, input) = lanes.hash(state, input).await?;
+        let (state, input) = lanes.hash(state, input, gather).await?;
         self.md5 = Some(state);
         Ok(input)
     }

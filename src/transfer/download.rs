@@ -11,6 +11,8 @@ use crate::storage::local::LocalStorage;
 use crate::storage::s3::ChecksumValue;
 use crate::storage::s3::S3Storage;
 use crate::storage::Entry;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::{Buf, Bytes};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use s3sync_io::Chunk;
 use tracing::debug;
@@ -365,6 +367,9 @@ impl Transferer {
     }
 
     /// Downloads one range into the file at its offset, one pool chunk at a time, hashing in flight.
+    ///
+    /// The next chunk fills from the response while the previous one is hashed and written, so that
+    /// neither the wait for the MD5 lanes nor the write holds the connection idle.
     pub(super) async fn download_range(
         &self,
         object: &S3Part<'_>,
@@ -383,44 +388,55 @@ impl Transferer {
             return Ok(hasher.finish_all());
         }
         let mut body = object.get_range(offset, len).await?;
+        let mut rest = Bytes::new();
         let mut pos = offset;
-        let mut cur = None;
-        while let Some(frame) = body.next().await {
-            let frame = frame.map_err(|e| stream_error(key, object.s3.bucket(), e))?;
-            self.limits.bytes(frame.len() as u64).await;
-            let mut data = &frame[..];
-            while !data.is_empty() {
-                if cur.is_none() {
-                    cur = Some(self.io.get()?.pool().acquire().await);
-                }
-                let Some(c) = cur.as_mut() else { continue };
-                let n = c.extend_from_slice(data);
-                data = &data[n..];
-                if c.remaining() == 0 {
-                    if let Some(full) = cur.take() {
-                        if pos + full.len() as u64 > offset + len {
-                            return Err(larger_than_listed(key));
-                        }
-                        let full = hasher.update_owned(full).await?;
-                        let n = full.len() as u64;
-                        sink.write_at(full, pos).await?;
-                        pos += n;
-                        self.reporter.add_bytes(n);
-                    }
-                }
+        let mut filled = self.fill_chunk(object, &mut body, &mut rest).await?;
+        while let Some(chunk) = filled {
+            let n = chunk.len() as u64;
+            if pos + n > offset + len {
+                return Err(larger_than_listed(key));
             }
-        }
-        if let Some(c) = cur.filter(|c| !c.is_empty()) {
-            let c = hasher.update_owned(c).await?;
-            let n = c.len() as u64;
-            sink.write_at(c, pos).await?;
+            let store = async {
+                let chunk = hasher.update_owned_reading_on(chunk).await?;
+                sink.write_at(chunk, pos).await
+            };
+            let (next, stored) = futures::join!(self.fill_chunk(object, &mut body, &mut rest), store);
+            stored?;
             pos += n;
             self.reporter.add_bytes(n);
+            filled = next?;
         }
         if pos != offset + len {
             return Err(short_body(object, len, pos - offset));
         }
         Ok(hasher.finish_all())
+    }
+
+    /// Fills one pool chunk from `body`, starting with the bytes of the last frame that did not fit
+    /// (`rest`, which keeps what does not fit this time); `None` once the body has ended.
+    async fn fill_chunk(&self, object: &S3Part<'_>, body: &mut ByteStream, rest: &mut Bytes) -> Result<Option<Chunk>> {
+        let mut chunk: Option<Chunk> = None;
+        loop {
+            if rest.is_empty() {
+                match body.next().await {
+                    Some(frame) => {
+                        *rest = frame.map_err(|e| stream_error(object.key, object.s3.bucket(), e))?;
+                        self.limits.bytes(rest.len() as u64).await;
+                        continue;
+                    }
+                    None => return Ok(chunk.filter(|c| !c.is_empty())),
+                }
+            }
+            let c = match chunk.as_mut() {
+                Some(c) => c,
+                None => chunk.insert(self.io.get()?.pool().acquire().await),
+            };
+            let n = c.extend_from_slice(rest);
+            rest.advance(n);
+            if c.remaining() == 0 {
+                return Ok(chunk);
+            }
+        }
     }
 }
 
