@@ -3,7 +3,7 @@
 //! Both produce listings as streams of [`Entry`] sorted in UTF-8 byte order of their relative key, so the
 //! diff can merge them without holding either in memory.
 
-mod body;
+pub(crate) mod body;
 pub mod client;
 pub mod failing;
 pub mod http;

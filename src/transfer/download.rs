@@ -1,6 +1,7 @@
 //! S3→local: ranges downloaded in parallel into a temporary file, hashed in flight, verified, then
 //! renamed into place.
 
+use super::body_reader::BodyReader;
 use super::sink::FileSink;
 use super::verify::Outcome;
 use super::*;
@@ -11,8 +12,6 @@ use crate::storage::local::LocalStorage;
 use crate::storage::s3::ChecksumValue;
 use crate::storage::s3::S3Storage;
 use crate::storage::Entry;
-use aws_sdk_s3::primitives::ByteStream;
-use bytes::{Buf, Bytes};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use s3sync_io::Chunk;
 use tracing::debug;
@@ -387,10 +386,11 @@ impl Transferer {
         if len == 0 && object.etag.is_none_or(|e| e == EMPTY_MD5) {
             return Ok(hasher.finish_all());
         }
-        let mut body = object.get_range(offset, len).await?;
-        let mut rest = Bytes::new();
+        let body = object.get_range(offset, len).await?;
+        let mut reader = BodyReader::new(body, key, object.s3.bucket(), &self.limits);
+        let pool = self.io.get()?.pool();
         let mut pos = offset;
-        let mut filled = self.fill_chunk(object, &mut body, &mut rest).await?;
+        let mut filled = reader.next_chunk(async { Ok(pool.acquire().await) }).await?;
         while let Some(chunk) = filled {
             let n = chunk.len() as u64;
             if pos + n > offset + len {
@@ -400,7 +400,8 @@ impl Transferer {
                 let chunk = hasher.update_owned_reading_on(chunk).await?;
                 sink.write_at(chunk, pos).await
             };
-            let (next, stored) = futures::join!(self.fill_chunk(object, &mut body, &mut rest), store);
+            let next = reader.next_chunk(async { Ok(pool.acquire().await) });
+            let (next, stored) = futures::join!(next, store);
             stored?;
             pos += n;
             self.reporter.add_bytes(n);
@@ -410,33 +411,6 @@ impl Transferer {
             return Err(short_body(object, len, pos - offset));
         }
         Ok(hasher.finish_all())
-    }
-
-    /// Fills one pool chunk from `body`, starting with the bytes of the last frame that did not fit
-    /// (`rest`, which keeps what does not fit this time); `None` once the body has ended.
-    async fn fill_chunk(&self, object: &S3Part<'_>, body: &mut ByteStream, rest: &mut Bytes) -> Result<Option<Chunk>> {
-        let mut chunk: Option<Chunk> = None;
-        loop {
-            if rest.is_empty() {
-                match body.next().await {
-                    Some(frame) => {
-                        *rest = frame.map_err(|e| stream_error(object.key, object.s3.bucket(), e))?;
-                        self.limits.bytes(rest.len() as u64).await;
-                        continue;
-                    }
-                    None => return Ok(chunk.filter(|c| !c.is_empty())),
-                }
-            }
-            let c = match chunk.as_mut() {
-                Some(c) => c,
-                None => chunk.insert(self.io.get()?.pool().acquire().await),
-            };
-            let n = c.extend_from_slice(rest);
-            rest.advance(n);
-            if c.remaining() == 0 {
-                return Ok(chunk);
-            }
-        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! bytes by digest), `guards` (cleanup that survives cancellation); this module routes one object to
 //! its job and holds what they share.
 
+mod body_reader;
 mod compare;
 mod copy;
 mod download;

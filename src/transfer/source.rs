@@ -1,6 +1,7 @@
 //! Where the bytes of an upload or S3→S3 copy come from: a local file or an S3 object read in
 //! ranges (the first range possibly already under way from the GET that read the attributes).
 
+use super::body_reader::BodyReader;
 use super::*;
 use crate::checksum::{etag_part_count, PartDigest, PartHasher};
 use crate::error::{Error, Result, S3ErrorKind};
@@ -314,40 +315,26 @@ impl Transferer {
         mut hasher: PartHasher,
     ) -> Result<(Vec<Bytes>, PartHasher)> {
         let (s3, key) = (part.s3, part.key);
-        let mut body = match opened {
+        let body = match opened {
             Some(body) => body,
             None => part.get_range(offset, len).await?,
         };
+        // The next chunk fills while the last one is hashed.
+        let mut reader = BodyReader::new(body, key, s3.bucket(), &self.limits);
         let mut out = Vec::with_capacity(chunks.len());
         let mut pending = chunks.into_iter();
-        let mut cur = pending.next();
-        while let Some(frame) = body.next().await {
-            let frame = frame.map_err(|e| stream_error(key, s3.bucket(), e))?;
-            self.limits.bytes(frame.len() as u64).await;
-            let mut data = &frame[..];
-            while !data.is_empty() {
-                let Some(c) = cur.as_mut() else {
-                    return Err(Error::ObjectChanged {
-                        key: key.to_string(),
-                        message: "the object is larger than listed".into(),
-                    });
-                };
-                let n = c.extend_from_slice(data);
-                data = &data[n..];
-                if c.remaining() == 0 {
-                    if let Some(full) = cur.take() {
-                        let full = hasher.update_owned(full).await?;
-                        self.reporter.add_bytes(full.len() as u64);
-                        out.push(full.freeze());
-                    }
-                    cur = pending.next();
-                }
-            }
-        }
-        if let Some(c) = cur.filter(|c| !c.is_empty()) {
-            let c = hasher.update_owned(c).await?;
-            self.reporter.add_bytes(c.len() as u64);
-            out.push(c.freeze());
+        let larger = || Error::ObjectChanged {
+            key: key.to_string(),
+            message: "the object is larger than listed".into(),
+        };
+        let mut filled = reader.next_chunk(async { pending.next().ok_or_else(larger) }).await?;
+        while let Some(chunk) = filled {
+            let next = reader.next_chunk(async { pending.next().ok_or_else(larger) });
+            let (next, hashed) = futures::join!(next, hasher.update_owned_reading_on(chunk));
+            let chunk = hashed?;
+            self.reporter.add_bytes(chunk.len() as u64);
+            out.push(chunk.freeze());
+            filled = next?;
         }
         if hasher.len() != len {
             return Err(Error::s3(
