@@ -104,7 +104,9 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Clien
         .accelerate(c.accelerate)
         // s3sync computes and checks digests itself, in the same pass as the transfer.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        // The endpoint rules run once per bucket, not once per request.
+        .endpoint_resolver(super::endpoint::RememberingResolver::default());
     if shared.region().is_none() {
         b = b.region(Region::new("us-east-1"));
     }

@@ -5,6 +5,7 @@
 
 pub(crate) mod body;
 pub mod client;
+pub mod endpoint;
 pub mod failing;
 pub mod http;
 mod list_xml;
