@@ -7,7 +7,7 @@ use super::verify::Outcome;
 use super::*;
 use crate::checksum::additional;
 use crate::checksum::{etag_from_parts, Md5Digest, PartDigest, PartHasher, PartLayout};
-use crate::error::{Error, Result, S3ErrorKind};
+use crate::error::{Error, Result};
 use crate::storage::local::LocalStorage;
 use crate::storage::s3::ChecksumValue;
 use crate::storage::s3::S3Storage;
@@ -412,23 +412,4 @@ impl Transferer {
         }
         Ok(hasher.finish_all())
     }
-}
-
-/// The error of a body with more bytes than the object was listed with.
-fn larger_than_listed(key: &str) -> Error {
-    Error::ObjectChanged {
-        key: key.to_string(),
-        message: "the object is larger than listed".into(),
-    }
-}
-
-/// The (retryable) error of a body that ended after `got` of the `len` bytes asked for.
-fn short_body(object: &S3Part<'_>, len: u64, got: u64) -> Error {
-    Error::s3(
-        "GetObject",
-        object.s3.bucket().to_string(),
-        object.key,
-        S3ErrorKind::Retryable,
-        format!("got {got} bytes, expected {len} (truncated response or object changed)"),
-    )
 }

@@ -211,6 +211,25 @@ pub(crate) fn stream_error(key: &str, bucket: &str, e: impl std::fmt::Display) -
     )
 }
 
+/// The error of a body with more bytes than the object was listed with.
+fn larger_than_listed(key: &str) -> Error {
+    Error::ObjectChanged {
+        key: key.to_string(),
+        message: "the object is larger than listed".into(),
+    }
+}
+
+/// The (retryable) error of a body that ended after `got` of the `len` bytes asked for.
+fn short_body(object: &S3Part<'_>, len: u64, got: u64) -> Error {
+    Error::s3(
+        "GetObject",
+        object.s3.bucket().to_string(),
+        object.key,
+        S3ErrorKind::Retryable,
+        format!("got {got} bytes, expected {len} (truncated response or object changed)"),
+    )
+}
+
 impl Transferer {
     fn chunk_size(&self) -> u64 {
         crate::config::POOL_CHUNK_SIZE as u64

@@ -323,10 +323,7 @@ impl Transferer {
         let mut reader = BodyReader::new(body, key, s3.bucket(), &self.limits);
         let mut out = Vec::with_capacity(chunks.len());
         let mut pending = chunks.into_iter();
-        let larger = || Error::ObjectChanged {
-            key: key.to_string(),
-            message: "the object is larger than listed".into(),
-        };
+        let larger = || larger_than_listed(key);
         let mut filled = reader.next_chunk(async { pending.next().ok_or_else(larger) }).await?;
         while let Some(chunk) = filled {
             let next = reader.next_chunk(async { pending.next().ok_or_else(larger) });
@@ -337,16 +334,7 @@ impl Transferer {
             filled = next?;
         }
         if hasher.len() != len {
-            return Err(Error::s3(
-                "GetObject",
-                s3.bucket().to_string(),
-                key,
-                S3ErrorKind::Retryable,
-                format!(
-                    "got {} bytes, expected {len} (truncated response or object changed)",
-                    hasher.len()
-                ),
-            ));
+            return Err(short_body(part, len, hasher.len()));
         }
         Ok((out, hasher))
     }
