@@ -506,3 +506,91 @@ async fn corrupted_source_reads_are_never_committed_s3_to_s3() {
     assert_eq!(srv.get(&b2, "small").await, small);
     assert!(srv.get(&b2, "big").await == big);
 }
+
+/// Small GETs and PUTs are sent without the SDK's orchestrator; one that fails is sent again by the
+/// SDK with the attempts left, so `--aws-max-attempts` still bounds every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_requests_fall_back_to_the_sdk_with_the_attempts_left() {
+    let srv = server().await;
+    let (b1, b2, b3) = (srv.bucket().await, srv.bucket().await, srv.bucket().await);
+    let objects: Vec<(String, Vec<u8>)> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.to_string(), data(1000 + i * 7000, 90 + i as u64)))
+        .collect();
+    for (k, body) in &objects {
+        srv.put(&b1, k, body).await;
+    }
+    // The first GET and the first PUT answer 503: the SDK sends each again, once.
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![
+            Rule::new(Fault::Status503, When::FirstN(1)).ops(&[Op::GetObject]),
+            Rule::new(Fault::Status503, When::FirstN(1)).ops(&[Op::PutObject]),
+        ],
+    )
+    .await;
+    let args = ["-vvv", "--worker-size", "1", "--aws-max-attempts", "2"];
+    let r = run_via(
+        &proxy,
+        &[&args[..], &[&format!("s3://{b1}/"), &format!("s3://{b2}/")]].concat(),
+    )
+    .await;
+    proxy.assert_injected();
+    r.expect(0);
+    for (k, body) in &objects {
+        assert!(srv.get(&b2, k).await == *body, "{k} copied");
+    }
+    assert_eq!(proxy.requests_of(Op::GetObject), 4, "{}", proxy.summary());
+    assert_eq!(proxy.requests_of(Op::PutObject), 4, "{}", proxy.summary());
+    let direct = |op: &str| {
+        r.stderr
+            .lines()
+            .filter(|l| l.contains(op) && l.contains("sent without the SDK's orchestrator"))
+            .count()
+    };
+    assert_eq!(
+        direct("GetObject"),
+        3,
+        "every GET was sent directly first:\n{}",
+        r.stderr
+    );
+    assert_eq!(
+        direct("PutObject"),
+        3,
+        "every PUT was sent directly first:\n{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr.matches("sent again through the SDK").count(),
+        2,
+        "{}",
+        r.stderr
+    );
+
+    // The first object's GET fails twice: with two attempts in all it fails (the SDK had one left);
+    // the others are copied.
+    let proxy = FaultProxy::start(
+        &srv.endpoint,
+        vec![Rule::new(Fault::Status503, When::FirstN(2)).ops(&[Op::GetObject])],
+    )
+    .await;
+    let r = run_via(
+        &proxy,
+        &[
+            &args[..],
+            &[
+                "--force-retry-count",
+                "0",
+                &format!("s3://{b1}/"),
+                &format!("s3://{b3}/"),
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    proxy.assert_injected();
+    r.expect(1);
+    assert_eq!(proxy.requests_of(Op::GetObject), 4, "{}", proxy.summary());
+    assert_eq!(srv.keys(&b3).await, vec!["b".to_string(), "c".to_string()]);
+}

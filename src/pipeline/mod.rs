@@ -15,11 +15,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::stats::{Reporter, Stats, SyncEvent, SyncStatus};
-use crate::storage::client::build_client;
+use crate::storage::client::build_object_client;
 use crate::storage::local::{LocalStorage, WalkRole};
 use crate::storage::object_client::ObjectClient;
 use crate::storage::s3::S3Storage;
-use crate::storage::sdk::SdkClient;
 use crate::storage::Entry;
 use crate::transfer::{End, Transferer};
 use diff::{Disorder, Pair, TargetState};
@@ -651,10 +650,7 @@ async fn open_end(
         Location::S3 { bucket, prefix } => {
             let sends: Arc<dyn ObjectClient> = match object_client {
                 Some(c) => c.clone(),
-                None => Arc::new(SdkClient::new(
-                    build_client(client, &cfg.retry).await?,
-                    cfg.payload_signing,
-                )),
+                None => Arc::new(build_object_client(client, &cfg.retry, cfg.payload_signing).await?),
             };
             End::S3(S3Storage::with_client(
                 sends,

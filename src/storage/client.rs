@@ -10,6 +10,11 @@ use aws_runtime::env_config::file::{EnvConfigFileKind as ProfileFileKind, EnvCon
 use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::Client;
 
+use super::direct::Direct;
+use super::endpoint::RememberingResolver;
+use super::http::Connections;
+use super::sdk::SdkClient;
+
 /// An HTTP client that sends every S3 request through `proxy` (`http(s)://[user:password@]host:port`).
 fn proxied_http_client(proxy: &str) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient> {
     use aws_smithy_http_client::{proxy::ProxyConfig, tls, Connector};
@@ -40,6 +45,47 @@ fn proxied_http_client(proxy: &str) -> Result<aws_smithy_runtime_api::client::ht
 
 /// Creates the S3 client of one end.
 pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Client> {
+    Ok(build(c, retry).await?.0)
+}
+
+/// Creates the [`SdkClient`] of one end, which sends GetObject and small PutObject requests without
+/// the SDK's orchestrator where it can ([`super::direct`]): with our own HTTP client, credentials, at
+/// least two attempts per request (the SDK's retries take over after a failed direct one), and no
+/// per-operation timeouts (which only the SDK enforces).
+pub async fn build_object_client(c: &ClientConfig, retry: &RetryConfig, payload_signing: bool) -> Result<SdkClient> {
+    let (client, connections, endpoints, credentials) = build(c, retry).await?;
+    let direct_ok =
+        retry.aws_max_attempts >= 2 && retry.operation_timeout.is_none() && retry.operation_attempt_timeout.is_none();
+    let sdk = SdkClient::new(client, payload_signing);
+    Ok(match (connections, credentials) {
+        (Some(connections), Some(credentials)) if direct_ok => {
+            let direct = Direct::new(
+                connections,
+                endpoints,
+                credentials,
+                payload_signing,
+                retry.stalled_stream_protection,
+            );
+            let after = SdkRetry::standard()
+                .with_max_attempts(retry.aws_max_attempts - 1)
+                .with_initial_backoff(retry.initial_backoff);
+            sdk.with_direct(direct, after)
+        }
+        _ => sdk,
+    })
+}
+
+/// What [`build`] makes: the S3 client of one end, the connection pools of our HTTP client (when it is
+/// the one used), the client's endpoint resolver and its credentials (none for anonymous requests).
+type Built = (
+    Client,
+    Option<Connections>,
+    RememberingResolver,
+    Option<aws_sdk_s3::config::SharedCredentialsProvider>,
+);
+
+/// The S3 client of one end and what requests sent without the SDK need of it.
+async fn build(c: &ClientConfig, retry: &RetryConfig) -> Result<Built> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if c.aws_config_file.is_some() || c.aws_shared_credentials_file.is_some() {
         let mut files = ProfileFiles::builder().include_default_config_file(c.aws_config_file.is_none());
@@ -66,12 +112,15 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Clien
     if let Some(u) = &c.endpoint_url {
         loader = loader.endpoint_url(u);
     }
+    let mut connections = None;
     if let Some(http) = &c.http_client {
         loader = loader.http_client(http.clone());
     } else if let Some(proxy) = &c.https_proxy {
         loader = loader.http_client(proxied_http_client(proxy)?);
     } else {
-        loader = loader.http_client(super::http::http_client()?);
+        let (http, pools) = super::http::http_client_and_connections()?;
+        loader = loader.http_client(http);
+        connections = Some(pools);
     }
     let mut timeouts = TimeoutConfig::builder();
     if let Some(d) = retry.connect_timeout {
@@ -99,6 +148,7 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Clien
             StalledStreamProtectionConfig::disabled()
         });
     let shared = loader.load().await;
+    let endpoints = RememberingResolver::default();
     let mut b = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(c.force_path_style)
         .accelerate(c.accelerate)
@@ -106,9 +156,10 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Clien
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         // The endpoint rules run once per bucket, not once per request.
-        .endpoint_resolver(super::endpoint::RememberingResolver::default());
+        .endpoint_resolver(endpoints.clone());
     if shared.region().is_none() {
         b = b.region(Region::new("us-east-1"));
     }
-    Ok(Client::from_conf(b.build()))
+    let credentials = shared.credentials_provider();
+    Ok((Client::from_conf(b.build()), connections, endpoints, credentials))
 }

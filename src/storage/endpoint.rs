@@ -8,24 +8,36 @@
 //! out.
 
 use aws_sdk_s3::config::endpoint::{DefaultResolver, Endpoint, EndpointFuture, Params, ResolveEndpoint};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How many endpoints a client remembers (one per bucket it addresses; a run addresses one or two).
 const REMEMBERED: usize = 16;
 
-/// The SDK's S3 endpoint resolver, with the endpoints it resolved remembered per bucket.
-#[derive(Debug)]
+/// The SDK's S3 endpoint resolver, with the endpoints it resolved remembered per bucket. Clones share
+/// what is remembered.
+#[derive(Debug, Clone)]
 pub struct RememberingResolver {
-    rules: DefaultResolver,
-    known: Mutex<Vec<(Params, Endpoint)>>,
+    rules: Arc<DefaultResolver>,
+    known: Arc<Mutex<Vec<(Params, Endpoint)>>>,
 }
 
 impl Default for RememberingResolver {
     fn default() -> Self {
         RememberingResolver {
-            rules: DefaultResolver::new(),
-            known: Mutex::new(Vec::new()),
+            rules: Arc::new(DefaultResolver::new()),
+            known: Arc::default(),
         }
+    }
+}
+
+impl RememberingResolver {
+    /// The endpoint the rules gave for `bucket`, when every one remembered for it is the same (a
+    /// client's settings are fixed, so there is one per bucket); `None` before the first request.
+    pub fn for_bucket(&self, bucket: &str) -> Option<Endpoint> {
+        let known = self.known.lock().ok()?;
+        let mut found = known.iter().filter(|(p, _)| p.bucket() == Some(bucket)).map(|(_, e)| e);
+        let first = found.next()?;
+        found.all(|e| e == first).then(|| first.clone())
     }
 }
 

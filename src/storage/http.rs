@@ -52,11 +52,31 @@ pub const READ_BUFFER_MAX: usize = 64 * 1024;
 /// One hyper client (and so one connection pool) is built for each distinct pair of connect and read
 /// timeouts the SDK asks for, and shared by every request with those settings.
 pub fn http_client() -> Result<SharedHttpClient> {
-    let tls = tls_config()?;
-    Ok(SharedHttpClient::new(S3HttpClient {
-        tls,
-        connectors: Mutex::default(),
-    }))
+    Ok(http_client_and_connections()?.0)
+}
+
+/// Like [`http_client`], with a handle on its connection pools for requests that the SDK does not send
+/// (see [`super::direct`]).
+pub fn http_client_and_connections() -> Result<(SharedHttpClient, Connections)> {
+    let connectors = Connections::default();
+    let client = SharedHttpClient::new(S3HttpClient {
+        tls: tls_config()?,
+        connectors: connectors.clone(),
+    });
+    Ok((client, connectors))
+}
+
+/// The connectors an [`http_client`] built for the SDK, one per pair of timeouts it asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Connections(Arc<Mutex<HashMap<Timeouts, SharedHttpConnector>>>);
+
+impl Connections {
+    /// A connector the SDK's requests go through, with its timeouts and its pool of connections;
+    /// `None` until the SDK has sent a request.
+    pub fn connector(&self) -> Option<SharedHttpConnector> {
+        let connectors = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        connectors.values().next().cloned()
+    }
 }
 
 /// The connect and read timeouts one connector was built for.
@@ -65,13 +85,13 @@ type Timeouts = (Option<Duration>, Option<Duration>);
 #[derive(Debug)]
 struct S3HttpClient {
     tls: rustls::ClientConfig,
-    connectors: Mutex<HashMap<Timeouts, SharedHttpConnector>>,
+    connectors: Connections,
 }
 
 impl HttpClient for S3HttpClient {
     fn http_connector(&self, settings: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
         let key = (settings.connect_timeout(), settings.read_timeout());
-        let mut connectors = self.connectors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut connectors = self.connectors.0.lock().unwrap_or_else(|e| e.into_inner());
         connectors
             .entry(key)
             .or_insert_with(|| SharedHttpConnector::new(S3Connector::new(self.tls.clone(), key.0, key.1)))

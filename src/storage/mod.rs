@@ -5,6 +5,7 @@
 
 pub(crate) mod body;
 pub mod client;
+pub mod direct;
 pub mod endpoint;
 pub mod failing;
 pub mod http;

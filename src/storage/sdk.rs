@@ -1,6 +1,7 @@
 //! The [`ObjectClient`] of real servers, over `aws-sdk-s3`: each method is one SDK request, its
 //! error turned into a typed [`Error::S3`] that says which request failed and why.
 
+use super::direct::{Attempt, Direct};
 use super::object_client::{GetRequest, ObjectClient, ObjectsPage, Scope, Source, Upload, VersionsPage};
 use super::s3::{AnnotationInfo, ChecksumValue, HeadInfo, ObjectVersionEntry, PartInfo, Ranged, SseC, Written};
 use super::Entry;
@@ -23,6 +24,9 @@ pub struct SdkClient {
     payload_signing: bool,
     /// The fast listing reader declined a page: later pages go to the SDK's decoder alone.
     sdk_lists: AtomicBool,
+    /// GetObject and small PutObject without the SDK's orchestrator, and the retries the SDK has
+    /// left after a failed direct request.
+    direct: Option<(Direct, aws_sdk_s3::config::retry::RetryConfig)>,
 }
 
 impl SdkClient {
@@ -32,7 +36,21 @@ impl SdkClient {
             client,
             payload_signing,
             sdk_lists: AtomicBool::new(false),
+            direct: None,
         }
+    }
+
+    /// This client, sending GetObject and small PutObject requests through `direct` first; after
+    /// a failed direct request the SDK sends it again with the retry settings `after`.
+    pub fn with_direct(mut self, direct: Direct, after: aws_sdk_s3::config::retry::RetryConfig) -> Self {
+        self.direct = Some((direct, after));
+        self
+    }
+
+    /// The SDK's settings for a request that the direct path `tried` and failed.
+    fn retried(&self, tried: bool) -> Option<aws_sdk_s3::config::Builder> {
+        let (_, after) = self.direct.as_ref().filter(|_| tried)?;
+        Some(aws_sdk_s3::config::Builder::default().retry_config(after.clone()))
     }
 }
 
@@ -59,13 +77,7 @@ fn malformed(operation: &'static str, scope: &Scope, key: &str, message: String)
 
 /// The `x-amz-copy-source` value of a full key (URL-encoded).
 fn copy_source(source: &Source<'_>) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'/')
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    let encoded = percent_encoding::utf8_percent_encode(source.key, KEEP);
+    let encoded = percent_encoding::utf8_percent_encode(source.key, super::direct::KEY_PATH);
     match source.version {
         Some(v) => format!("{}/{encoded}?versionId={v}", source.scope.bucket),
         None => format!("{}/{encoded}", source.scope.bucket),
@@ -153,13 +165,19 @@ macro_rules! head_info {
 /// Sends a request that carries object bytes (signed payload unless `--disable-payload-signing`)
 /// and reads the ETag and the asked-for checksum from its response.
 macro_rules! send_body {
-    ($self:expr, $scope:expr, $req:expr, $op:literal, $full:expr, $checksum:expr) => {{
-        let resp = if $self.payload_signing {
-            $req.send().await
-        } else {
-            $req.customize().disable_payload_signing().send().await
+    ($self:expr, $scope:expr, $req:expr, $op:literal, $full:expr, $checksum:expr) => {
+        send_body!($self, $scope, $req, $op, $full, $checksum, None)
+    };
+    ($self:expr, $scope:expr, $req:expr, $op:literal, $full:expr, $checksum:expr, $config:expr) => {{
+        let mut req = $req.customize();
+        if !$self.payload_signing {
+            req = req.disable_payload_signing();
         }
-        .map_err(|e| err($op, $scope, $full, e))?;
+        let config: Option<aws_sdk_s3::config::Builder> = $config;
+        if let Some(config) = config {
+            req = req.config_override(config);
+        }
+        let resp = req.send().await.map_err(|e| err($op, $scope, $full, e))?;
         Written {
             etag: resp.e_tag().map(crate::checksum::normalize_etag).unwrap_or_default(),
             checksum: $checksum.as_ref().and_then(|(a, _)| checksum_of!(resp, *a)),
@@ -373,6 +391,14 @@ impl ObjectClient for SdkClient {
     }
 
     async fn get_object(&self, scope: &Scope, key: &str, req: GetRequest<'_>) -> Result<(Ranged, Option<HeadInfo>)> {
+        let mut tried = false;
+        if let Some((direct, _)) = &self.direct {
+            match direct.get(scope, key, req).await {
+                Attempt::Done(done) => return Ok(done),
+                Attempt::Failed => tried = true,
+                Attempt::Skipped => {}
+            }
+        }
         let GetRequest {
             version_id,
             if_match,
@@ -388,10 +414,11 @@ impl ObjectClient for SdkClient {
             .set_range(range.map(|(offset, len)| format!("bytes={}-{}", offset, offset + len.max(1) - 1)))
             .set_if_match(if_match.map(crate::attributes::quote))
             .set_version_id(version_id.map(str::to_string));
-        let g = with_sse_c!(req, &scope.sse_c)
-            .send()
-            .await
-            .map_err(|e| err("GetObject", scope, key, e))?;
+        let mut req = with_sse_c!(req, &scope.sse_c).customize();
+        if let Some(config) = self.retried(tried) {
+            req = req.config_override(config);
+        }
+        let g = req.send().await.map_err(|e| err("GetObject", scope, key, e))?;
         let info = head.then(|| head_info!(g, key, ObjectAttributes::from_get(&g)));
         let ranged = Ranged {
             etag_is_md5: etag_is_digest(g.server_side_encryption(), g.sse_customer_algorithm()),
@@ -409,6 +436,14 @@ impl ObjectClient for SdkClient {
         checksum: &Option<ChecksumValue>,
         attrs: &ObjectAttributes,
     ) -> Result<Written> {
+        let mut tried = false;
+        if let Some((direct, _)) = &self.direct {
+            match direct.put(scope, key, &body, &content_md5, checksum, attrs).await {
+                Attempt::Done(written) => return Ok(written),
+                Attempt::Failed => tried = true,
+                Attempt::Skipped => {}
+            }
+        }
         let len: u64 = body.iter().map(|b| b.len() as u64).sum();
         let req = self
             .client
@@ -422,7 +457,15 @@ impl ObjectClient for SdkClient {
             .body(super::body::chunk_stream(body));
         let req = apply_attributes!(req, attrs).set_request_payer(payer(scope));
         let req = with_named_checksum!(with_sse_c!(req, &scope.sse_c), checksum);
-        Ok(send_body!(self, scope, req, "PutObject", key, checksum))
+        Ok(send_body!(
+            self,
+            scope,
+            req,
+            "PutObject",
+            key,
+            checksum,
+            self.retried(tried)
+        ))
     }
 
     async fn create_multipart(
