@@ -51,11 +51,13 @@ pub async fn build_client(c: &ClientConfig, retry: &RetryConfig) -> Result<Clien
 /// Creates the [`SdkClient`] of one end, which sends GetObject and small PutObject requests without
 /// the SDK's orchestrator where it can ([`super::direct`]): with our own HTTP client, credentials, at
 /// least two attempts per request (the SDK's retries take over after a failed direct one), and no
-/// per-operation timeouts (which only the SDK enforces).
+/// per-operation timeouts (which only the SDK enforces), unless `S3SYNC_DIRECT_REQUESTS=off`.
 pub async fn build_object_client(c: &ClientConfig, retry: &RetryConfig, payload_signing: bool) -> Result<SdkClient> {
     let (client, connections, endpoints, credentials) = build(c, retry).await?;
-    let direct_ok =
-        retry.aws_max_attempts >= 2 && retry.operation_timeout.is_none() && retry.operation_attempt_timeout.is_none();
+    let direct_ok = !super::direct::turned_off()
+        && retry.aws_max_attempts >= 2
+        && retry.operation_timeout.is_none()
+        && retry.operation_attempt_timeout.is_none();
     let sdk = SdkClient::new(client, payload_signing);
     Ok(match (connections, credentials) {
         (Some(connections), Some(credentials)) if direct_ok => {

@@ -39,6 +39,15 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+/// The environment variable that turns direct requests off (`S3SYNC_DIRECT_REQUESTS=off`): every
+/// request then goes through the SDK, to measure against or around a server that needs it.
+pub const DIRECT_ENV: &str = "S3SYNC_DIRECT_REQUESTS";
+
+/// Whether direct requests are turned off in the environment.
+pub fn turned_off() -> bool {
+    std::env::var(DIRECT_ENV).is_ok_and(|v| v == "off" || v == "0")
+}
+
 /// What a key's path segment keeps unencoded (S3's greedy label: unreserved characters and `/`).
 pub(crate) const KEY_PATH: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/')
