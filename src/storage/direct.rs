@@ -59,9 +59,10 @@ pub(crate) const KEY_PATH: &AsciiSet = &NON_ALPHANUMERIC
 /// What a query value keeps unencoded (the unreserved characters).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
-/// The largest PutObject body sent directly: one that fits in the socket's buffers, so that a server
-/// which stops reading cannot stall it unnoticed (the SDK watches uploads for stalls; we do not).
-pub const PUT_MAX: u64 = 1024 * 1024;
+/// The largest body sent or asked for in a range directly. For a PUT, one that fits in the socket's
+/// buffers, so that a server which stops reading cannot stall it unnoticed (the SDK watches uploads
+/// for stalls; we do not); for a ranged GET, one whose bytes cost less than the SDK's work.
+pub const BODY_MAX: u64 = 1024 * 1024;
 
 /// How long a response body may send nothing while it is read, as the SDK's stalled-stream protection.
 const STALL_GRACE: Duration = Duration::from_secs(5);
@@ -121,8 +122,14 @@ impl Direct {
         }
     }
 
-    /// GETs `key` as `req` says; what the response headers tell when `req.head`.
+    /// GETs `key` as `req` says; what the response headers tell when `req.head`. Whole objects are
+    /// GET this way whatever their size (the engine reads larger ones in ranges).
+    /// Ranges longer than [`BODY_MAX`] are left to the SDK: its work per request is nothing beside
+    /// their bytes.
     pub async fn get(&self, scope: &Scope, key: &str, req: GetRequest<'_>) -> Attempt<(Ranged, Option<HeadInfo>)> {
+        if req.range.is_some_and(|(_, len)| len > BODY_MAX) {
+            return Attempt::Skipped;
+        }
         let mut headers: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(4);
         if let Some((offset, len)) = req.range {
             headers.push(("range".into(), format!("bytes={}-{}", offset, offset + len.max(1) - 1)));
@@ -177,7 +184,7 @@ impl Direct {
         ))
     }
 
-    /// PUTs `body` (at most [`PUT_MAX`] bytes) at `key` with `attrs`, as the SDK's PutObject would.
+    /// PUTs `body` (at most [`BODY_MAX`] bytes) at `key` with `attrs`, as the SDK's PutObject would.
     pub async fn put(
         &self,
         scope: &Scope,
@@ -188,7 +195,7 @@ impl Direct {
         attrs: &ObjectAttributes,
     ) -> Attempt<Written> {
         let len: u64 = body.iter().map(|b| b.len() as u64).sum();
-        if len > PUT_MAX {
+        if len > BODY_MAX {
             return Attempt::Skipped;
         }
         let mut headers: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(8);
@@ -488,12 +495,12 @@ fn head_info(h: &aws_smithy_runtime_api::http::Headers, key: &str) -> HeadInfo {
 }
 
 /// A response body that fails when it sends nothing for [`STALL_GRACE`] while it is being read (the
-/// time its reader spends elsewhere does not count).
+/// time its reader spends elsewhere does not count). The timer is set once per wait, not per frame.
 struct StallGuard {
     inner: SdkBody,
     timer: Pin<Box<tokio::time::Sleep>>,
-    /// The last poll returned data: the next one starts a new wait.
-    delivered: bool,
+    /// The last poll found nothing: the timer runs for this wait.
+    waiting: bool,
 }
 
 impl StallGuard {
@@ -501,7 +508,7 @@ impl StallGuard {
         StallGuard {
             inner,
             timer: Box::pin(tokio::time::sleep(STALL_GRACE)),
-            delivered: true,
+            waiting: false,
         }
     }
 }
@@ -527,16 +534,16 @@ impl http_body::Body for StallGuard {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        if this.delivered {
-            this.timer.as_mut().reset(tokio::time::Instant::now() + STALL_GRACE);
-        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.delivered = true;
+                this.waiting = false;
                 Poll::Ready(frame)
             }
             Poll::Pending => {
-                this.delivered = false;
+                if !this.waiting {
+                    this.waiting = true;
+                    this.timer.as_mut().reset(tokio::time::Instant::now() + STALL_GRACE);
+                }
                 match this.timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled)))),
                     Poll::Pending => Poll::Pending,
