@@ -348,14 +348,17 @@ impl Transferer {
         (md5, algo): (bool, Option<additional::ChecksumAlgorithm>),
     ) -> Result<(Chunk, PartDigest)> {
         let mut hasher = PartHasher::for_verification(md5, algo);
-        let mut body = object.get_range(0, len).await?;
-        let mut chunk = self.io.get()?.pool().acquire().await;
-        while let Some(frame) = body.next().await {
-            let frame = frame.map_err(|e| stream_error(object.key, object.s3.bucket(), e))?;
-            self.limits.bytes(frame.len() as u64).await;
-            if (chunk.len() + frame.len()) as u64 > len || chunk.extend_from_slice(&frame) < frame.len() {
-                return Err(larger_than_listed(object.key));
-            }
+        let body = object.get_range(0, len).await?;
+        let mut reader = BodyReader::new(body, object.key, object.s3.bucket(), &self.limits);
+        let pool = self.io.get()?.pool();
+        let chunk = match reader.next_chunk(async { Ok(pool.acquire().await) }).await? {
+            Some(chunk) => chunk,
+            None => pool.acquire().await,
+        };
+        // Bytes beyond a full chunk are more than listed: the chunk they ask for is that error.
+        reader.next_chunk(async { Err(larger_than_listed(object.key)) }).await?;
+        if chunk.len() as u64 > len {
+            return Err(larger_than_listed(object.key));
         }
         if chunk.len() as u64 != len {
             return Err(short_body(object, len, chunk.len() as u64));
