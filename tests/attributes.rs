@@ -14,6 +14,22 @@ fn sse_key_md5() -> String {
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(raw))
 }
 
+/// A file whose type is not known is uploaded as `application/octet-stream`, as the SDK sends it (and
+/// not as whatever the server picks for a PUT without a type).
+#[tokio::test]
+async fn a_file_of_no_known_type_is_an_octet_stream() {
+    let srv = server().await;
+    let bucket = srv.bucket().await;
+    let src = tmpdir();
+    write_tree(src.path(), &[("noext", b"x".to_vec()), ("page.html", b"<p>".to_vec())]);
+    srv.run(&["--no-guess-mime-type", &s(src.path()), &format!("s3://{bucket}/")])
+        .expect(0);
+    for key in ["noext", "page.html"] {
+        let h = srv.client.head_object().bucket(&bucket).key(key).send().await.unwrap();
+        assert_eq!(h.content_type(), Some("application/octet-stream"), "{key}");
+    }
+}
+
 #[tokio::test]
 async fn metadata_overrides_are_set_on_upload() {
     let srv = server().await;

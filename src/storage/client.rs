@@ -67,6 +67,7 @@ pub async fn build_object_client(c: &ClientConfig, retry: &RetryConfig, payload_
                 credentials,
                 payload_signing,
                 retry.stalled_stream_protection,
+                retry.initial_backoff,
             );
             let after = SdkRetry::standard()
                 .with_max_attempts(retry.aws_max_attempts - 1)
@@ -114,15 +115,16 @@ async fn build(c: &ClientConfig, retry: &RetryConfig) -> Result<Built> {
     if let Some(u) = &c.endpoint_url {
         loader = loader.endpoint_url(u);
     }
-    let mut connections = None;
+    // The S3 client gets an HTTP client of its own, so that its pools hold S3's connections alone
+    // (with S3's timeouts), not the credential providers' (IMDS, ECS), which share the loader's.
+    let mut s3_http = None;
     if let Some(http) = &c.http_client {
         loader = loader.http_client(http.clone());
     } else if let Some(proxy) = &c.https_proxy {
         loader = loader.http_client(proxied_http_client(proxy)?);
     } else {
-        let (http, pools) = super::http::http_client_and_connections()?;
-        loader = loader.http_client(http);
-        connections = Some(pools);
+        loader = loader.http_client(super::http::http_client()?);
+        s3_http = Some(super::http::http_client_and_connections()?);
     }
     let mut timeouts = TimeoutConfig::builder();
     if let Some(d) = retry.connect_timeout {
@@ -162,6 +164,10 @@ async fn build(c: &ClientConfig, retry: &RetryConfig) -> Result<Built> {
     if shared.region().is_none() {
         b = b.region(Region::new("us-east-1"));
     }
+    let connections = s3_http.map(|(http, connections)| {
+        b.set_http_client(Some(http));
+        connections
+    });
     let credentials = shared.credentials_provider();
     Ok((Client::from_conf(b.build()), connections, endpoints, credentials))
 }

@@ -9,7 +9,9 @@
 //! A request is sent this way only when nothing about it needs the SDK (a plain SigV4 endpoint,
 //! credentials, no per-operation timeouts) and only once: any failure, a status other than success,
 //! or a connection error, hands the request to the SDK, which sends it again with the retries left
-//! and turns its error into ours. So errors and retries behave as before.
+//! and turns its error into ours. So errors and retries behave as before. A refused signature (the
+//! SDK corrects a skewed clock; we do not) or many failures in a row leave every later request of the
+//! client to the SDK.
 
 use super::endpoint::RememberingResolver;
 use super::http::Connections;
@@ -35,6 +37,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -59,10 +62,16 @@ pub(crate) const KEY_PATH: &AsciiSet = &NON_ALPHANUMERIC
 /// What a query value keeps unencoded (the unreserved characters).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
-/// The largest body sent or asked for in a range directly. For a PUT, one that fits in the socket's
-/// buffers, so that a server which stops reading cannot stall it unnoticed (the SDK watches uploads
-/// for stalls; we do not); for a ranged GET, one whose bytes cost less than the SDK's work.
-pub const BODY_MAX: u64 = 1024 * 1024;
+/// The largest PutObject body sent directly: one that fits in the server's TCP receive window, so that
+/// a server which stops reading cannot stall it half sent (the SDK watches uploads for stalls; we do
+/// not).
+pub const PUT_MAX: u64 = 64 * 1024;
+
+/// The longest range GET directly: beyond it, the SDK's work is nothing beside the bytes.
+pub const RANGE_MAX: u64 = 1024 * 1024;
+
+/// Failed direct requests in a row after which a client sends every request through the SDK.
+const FAILURES_MAX: u32 = 16;
 
 /// How long a response body may send nothing while it is read, as the SDK's stalled-stream protection.
 const STALL_GRACE: Duration = Duration::from_secs(5);
@@ -73,8 +82,8 @@ const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495
 /// Who sends a direct request (the signer leaves this header out of the signature, as the SDK's).
 const USER_AGENT: &str = concat!("s3sync/", env!("CARGO_PKG_VERSION"));
 
-/// Credentials expiring sooner than this are fetched again.
-const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+/// Credentials expiring sooner than this are fetched again (as the SDK's identity cache does).
+const REFRESH_BEFORE: Duration = Duration::from_secs(10);
 
 /// How one direct request went.
 #[derive(Debug)]
@@ -98,18 +107,28 @@ pub struct Direct {
     fetching: tokio::sync::Mutex<()>,
     payload_signing: bool,
     stall_protection: bool,
+    /// The retry policy's first backoff: waited (jittered) before the SDK resends a request that the
+    /// server was too busy for.
+    backoff: Duration,
+    /// Direct requests that failed in a row.
+    failures: AtomicU32,
+    /// Set after a 403 (a signature the server refused, e.g. for a skewed clock, which the SDK
+    /// corrects and we do not) or [`FAILURES_MAX`] failures in a row: the SDK sends every request.
+    off: AtomicBool,
 }
 
 impl Direct {
     /// Direct requests for a client whose pools are `connections` and whose endpoints `endpoints`
     /// remembers; signed with `credentials`, payloads signed when `payload_signing`, response bodies
-    /// watched for stalls when `stall_protection`.
+    /// watched for stalls when `stall_protection`, `backoff` waited before a busy server's request is
+    /// sent again.
     pub fn new(
         connections: Connections,
         endpoints: RememberingResolver,
         credentials: SharedCredentialsProvider,
         payload_signing: bool,
         stall_protection: bool,
+        backoff: Duration,
     ) -> Self {
         Direct {
             connections,
@@ -119,15 +138,38 @@ impl Direct {
             fetching: tokio::sync::Mutex::new(()),
             payload_signing,
             stall_protection,
+            backoff,
+            failures: AtomicU32::new(0),
+            off: AtomicBool::new(false),
         }
+    }
+
+    /// Records a failed direct request (`status` `None`: no response) and, when the server was busy
+    /// or unreachable, waits the retry policy's first backoff, as the SDK would before its retry.
+    async fn failed<T>(&self, operation: &str, key: &str, status: Option<u16>, why: &str) -> Attempt<T> {
+        tracing::debug!("{operation} {key}: {why}; sent again through the SDK");
+        let in_a_row = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if (status == Some(403) || in_a_row >= FAILURES_MAX) && !self.off.swap(true, Ordering::Relaxed) {
+            tracing::debug!("{operation} {key}: {why}; every later request goes through the SDK");
+        }
+        if status.is_none_or(|s| s == 429 || s >= 500) {
+            tokio::time::sleep(self.backoff.mul_f64(rand::random::<f64>())).await;
+        }
+        Attempt::Failed
+    }
+
+    /// Records a direct request that succeeded.
+    fn succeeded<T>(&self, done: T) -> Attempt<T> {
+        self.failures.store(0, Ordering::Relaxed);
+        Attempt::Done(done)
     }
 
     /// GETs `key` as `req` says; what the response headers tell when `req.head`. Whole objects are
     /// GET this way whatever their size (the engine reads larger ones in ranges).
-    /// Ranges longer than [`BODY_MAX`] are left to the SDK: its work per request is nothing beside
+    /// Ranges longer than [`RANGE_MAX`] are left to the SDK: its work per request is nothing beside
     /// their bytes.
     pub async fn get(&self, scope: &Scope, key: &str, req: GetRequest<'_>) -> Attempt<(Ranged, Option<HeadInfo>)> {
-        if req.range.is_some_and(|(_, len)| len > BODY_MAX) {
+        if req.range.is_some_and(|(_, len)| len > RANGE_MAX) {
             return Attempt::Skipped;
         }
         let mut headers: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(4);
@@ -159,10 +201,21 @@ impl Direct {
         };
         let (status, headers) = (response.status().as_u16(), response.headers());
         if status != 200 && status != 206 {
-            tracing::debug!("GetObject {key}: HTTP {status}; sent again through the SDK");
-            return Attempt::Failed;
+            return self
+                .failed("GetObject", key, Some(status), &format!("HTTP {status}"))
+                .await;
         }
-        let info = req.head.then(|| head_info(headers, key));
+        let info = match req.head {
+            true => match head_info(headers, key) {
+                Some(info) => Some(info),
+                None => {
+                    return self
+                        .failed("GetObject", key, Some(status), "headers the SDK reads itself")
+                        .await
+                }
+            },
+            false => None,
+        };
         let etag_is_md5 = super::sdk::etag_is_digest(
             headers
                 .get("x-amz-server-side-encryption")
@@ -175,7 +228,7 @@ impl Direct {
             true => SdkBody::from_body_1_x(StallGuard::new(body)),
             false => body,
         };
-        Attempt::Done((
+        self.succeeded((
             Ranged {
                 body: ByteStream::new(body),
                 etag_is_md5,
@@ -184,7 +237,7 @@ impl Direct {
         ))
     }
 
-    /// PUTs `body` (at most [`BODY_MAX`] bytes) at `key` with `attrs`, as the SDK's PutObject would.
+    /// PUTs `body` (at most [`PUT_MAX`] bytes) at `key` with `attrs`, as the SDK's PutObject would.
     pub async fn put(
         &self,
         scope: &Scope,
@@ -195,7 +248,7 @@ impl Direct {
         attrs: &ObjectAttributes,
     ) -> Attempt<Written> {
         let len: u64 = body.iter().map(|b| b.len() as u64).sum();
-        if len > BODY_MAX {
+        if len > PUT_MAX {
             return Attempt::Skipped;
         }
         let mut headers: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(8);
@@ -235,12 +288,14 @@ impl Direct {
             Attempt::Skipped => return Attempt::Skipped,
             Attempt::Failed => return Attempt::Failed,
         };
-        let (status, headers) = (response.status().as_u16(), response.headers());
-        if status != 200 {
-            tracing::debug!("PutObject {key}: HTTP {status}; sent again through the SDK");
-            return Attempt::Failed;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return self
+                .failed("PutObject", key, Some(status), &format!("HTTP {status}"))
+                .await;
         }
-        Attempt::Done(Written {
+        let headers = response.headers();
+        let written = Written {
             etag: headers
                 .get("etag")
                 .map(crate::checksum::normalize_etag)
@@ -255,7 +310,20 @@ impl Direct {
                     .as_ref(),
                 headers.get("x-amz-server-side-encryption-customer-algorithm"),
             ),
-        })
+        };
+        // A success status with an error document is an error (as the SDK reads it).
+        match ByteStream::new(response.into_body())
+            .collect()
+            .await
+            .map(|b| b.into_bytes())
+        {
+            Ok(body) if !is_error_document(&body) => self.succeeded(written),
+            Ok(_) => {
+                self.failed("PutObject", key, Some(status), "an error in a success")
+                    .await
+            }
+            Err(e) => self.failed("PutObject", key, None, &e.to_string()).await,
+        }
     }
 
     /// Signs and sends one request of `operation` for `key`; `payload` is the body's SHA-256 (hex) or
@@ -272,6 +340,9 @@ impl Direct {
         body: SdkBody,
         payload: String,
     ) -> Attempt<HttpResponse> {
+        if key.is_empty() || self.off.load(Ordering::Relaxed) {
+            return Attempt::Skipped;
+        }
         let Some(connector) = self.connections.connector() else {
             return Attempt::Skipped;
         };
@@ -337,10 +408,7 @@ impl Direct {
                 tracing::trace!("{operation} {key}: HTTP {status} (sent without the SDK's orchestrator)");
                 Attempt::Done(response)
             }
-            Err(e) => {
-                tracing::debug!("{operation} {key}: {e}; sent again through the SDK");
-                Attempt::Failed
-            }
+            Err(e) => self.failed(operation, key, None, &e.to_string()).await,
         }
     }
 
@@ -422,6 +490,10 @@ fn attribute_headers(a: &ObjectAttributes, headers: &mut Vec<(Cow<'static, str>,
             headers.push((name.into(), v.clone()));
         }
     }
+    if a.content_type.is_none() {
+        // The SDK's default for a PutObject body.
+        headers.push(("content-type".into(), "application/octet-stream".into()));
+    }
     if let Some(expires) = a.expires {
         let date = aws_smithy_types::DateTime::from(expires).fmt(Format::HttpDate).ok()?;
         headers.push(("expires".into(), date));
@@ -448,8 +520,24 @@ fn checksum_header(algo: ChecksumAlgorithm) -> &'static str {
     }
 }
 
-/// What a GET response's headers tell of the object `key`, as the SDK's `GetObjectOutput` would.
-fn head_info(h: &aws_smithy_runtime_api::http::Headers, key: &str) -> HeadInfo {
+/// What a GET response's headers tell of the object `key`, as the SDK's `GetObjectOutput` would;
+/// `None` where the SDK would fail or read more than one value (a header that is not UTF-8, a repeated
+/// or unreadable one): the SDK then reads the response itself.
+fn head_info(h: &aws_smithy_runtime_api::http::Headers, key: &str) -> Option<HeadInfo> {
+    if h.iter_bytes().any(|(_, v)| std::str::from_utf8(v).is_err()) {
+        return None;
+    }
+    let mut names: Vec<&str> = h.iter().map(|(n, _)| n).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return None;
+    }
+    let mtime = match h.get("last-modified") {
+        None => SystemTime::UNIX_EPOCH,
+        Some(v) => aws_smithy_types::DateTime::from_str(v, Format::HttpDate)
+            .ok()
+            .and_then(|d| SystemTime::try_from(d).ok())?,
+    };
     let text = |name: &str| h.get(name).map(str::to_string);
     let attributes = ObjectAttributes {
         content_type: text("content-type"),
@@ -468,15 +556,11 @@ fn head_info(h: &aws_smithy_runtime_api::http::Headers, key: &str) -> HeadInfo {
             .collect(),
         ..Default::default()
     };
-    HeadInfo {
+    Some(HeadInfo {
         entry: Entry {
             key: key.to_string(),
             size: h.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
-            mtime: h
-                .get("last-modified")
-                .and_then(|v| aws_smithy_types::DateTime::from_str(v, Format::HttpDate).ok())
-                .and_then(|d| SystemTime::try_from(d).ok())
-                .unwrap_or(SystemTime::UNIX_EPOCH),
+            mtime,
             etag: h.get("etag").map(crate::checksum::normalize_etag),
             version_id: text("x-amz-version-id"),
         },
@@ -491,7 +575,18 @@ fn head_info(h: &aws_smithy_runtime_api::http::Headers, key: &str) -> HeadInfo {
         server_side_encryption: text("x-amz-server-side-encryption"),
         ssekms_key_id: text("x-amz-server-side-encryption-aws-kms-key-id"),
         sse_customer_algorithm: text("x-amz-server-side-encryption-customer-algorithm"),
+    })
+}
+
+/// Whether a response body is an S3 error document (its root element is `Error`).
+fn is_error_document(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+    let mut rest = text.trim_start();
+    while let Some(after) = rest.strip_prefix("<?").or_else(|| rest.strip_prefix("<!--")) {
+        rest = after.split_once('>').map_or("", |(_, r)| r).trim_start();
     }
+    rest.strip_prefix("<Error")
+        .is_some_and(|r| r.starts_with(['>', ' ', '/', '\n', '\r', '\t']))
 }
 
 /// A response body that fails when it sends nothing for [`STALL_GRACE`] while it is being read (the
@@ -652,6 +747,77 @@ mod tests {
         assert_eq!(sigv4_region(&none), None);
     }
 
+    fn direct() -> Direct {
+        let credentials = aws_sdk_s3::config::Credentials::new("id", "secret", None, None, "test");
+        Direct::new(
+            Connections::default(),
+            RememberingResolver::default(),
+            SharedCredentialsProvider::new(credentials),
+            true,
+            true,
+            Duration::ZERO,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refused_signature_or_many_failures_in_a_row_leave_every_request_to_the_sdk() {
+        let d = direct();
+        assert!(matches!(
+            d.failed::<()>("GetObject", "k", Some(403), "HTTP 403").await,
+            Attempt::Failed
+        ));
+        assert!(d.off.load(Ordering::Relaxed), "a 403 turns direct requests off");
+        let scope = Scope {
+            bucket: "b".into(),
+            ..Default::default()
+        };
+        let req = GetRequest::default();
+        assert!(matches!(d.get(&scope, "k", req).await, Attempt::Skipped));
+
+        let d = direct();
+        for _ in 0..FAILURES_MAX - 1 {
+            let _ = d.failed::<()>("PutObject", "k", Some(503), "HTTP 503").await;
+        }
+        let _ = d.succeeded(());
+        let _ = d.failed::<()>("PutObject", "k", Some(503), "HTTP 503").await;
+        assert!(!d.off.load(Ordering::Relaxed), "a success in between resets the count");
+        for _ in 0..FAILURES_MAX {
+            let _ = d.failed::<()>("PutObject", "k", None, "reset").await;
+        }
+        assert!(
+            d.off.load(Ordering::Relaxed),
+            "{FAILURES_MAX} failures in a row turn it off"
+        );
+    }
+
+    #[test]
+    fn error_documents_are_told_from_empty_and_other_bodies() {
+        assert!(is_error_document(
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code></Error>"
+        ));
+        assert!(is_error_document(b"  <Error>\n<Code>SlowDown</Code></Error>"));
+        assert!(!is_error_document(b""));
+        assert!(!is_error_document(b"<?xml version=\"1.0\"?><PutObjectResult/>"));
+        assert!(!is_error_document(b"<Errors/>"));
+    }
+
+    #[test]
+    fn headers_the_sdk_would_refuse_are_left_to_it() {
+        let mut h = aws_smithy_runtime_api::http::Headers::new();
+        h.insert("content-length", "3");
+        h.insert("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT");
+        h.insert("x-amz-meta-colour", "blue");
+        let info = head_info(&h, "k").expect("readable");
+        assert_eq!(info.entry.size, 3);
+        assert_eq!(info.attributes.metadata.get("colour").map(String::as_str), Some("blue"));
+        let mut repeated = h.clone();
+        repeated.append("x-amz-meta-colour", "red");
+        assert!(head_info(&repeated, "k").is_none(), "a repeated header");
+        let mut bad_date = h.clone();
+        bad_date.insert("last-modified", "yesterday");
+        assert!(head_info(&bad_date, "k").is_none(), "an unreadable date");
+    }
+
     #[test]
     fn attributes_become_the_headers_the_sdk_sends() {
         let a = ObjectAttributes {
@@ -668,6 +834,13 @@ mod tests {
         assert_eq!(get("x-amz-meta-colour"), Some("blue"));
         assert_eq!(get("x-amz-tagging"), Some("a=1&b=2"));
         assert_eq!(get("expires"), Some("Tue, 14 Nov 2023 22:13:20 GMT"));
+        let mut untyped = Vec::new();
+        assert!(attribute_headers(&ObjectAttributes::default(), &mut untyped).is_some());
+        assert_eq!(
+            untyped,
+            vec![("content-type".into(), "application/octet-stream".to_string())],
+            "the SDK's default type"
+        );
         let bad = ObjectAttributes {
             metadata: [("k".to_string(), "line\nbreak".to_string())].into_iter().collect(),
             ..Default::default()

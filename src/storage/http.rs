@@ -71,8 +71,9 @@ pub fn http_client_and_connections() -> Result<(SharedHttpClient, Connections)> 
 pub struct Connections(Arc<Mutex<HashMap<Timeouts, SharedHttpConnector>>>);
 
 impl Connections {
-    /// A connector the SDK's requests go through, with its timeouts and its pool of connections;
-    /// `None` until the SDK has sent a request.
+    /// The connector the SDK's requests go through, with its timeouts and its pool of connections;
+    /// `None` until the SDK has sent a request. A client used by one S3 client alone is asked for one
+    /// pair of timeouts (the S3 client's); should it be asked for more, any of them serves.
     pub fn connector(&self) -> Option<SharedHttpConnector> {
         let connectors = self.0.lock().unwrap_or_else(|e| e.into_inner());
         connectors.values().next().cloned()
