@@ -216,13 +216,7 @@ impl Direct {
             },
             false => None,
         };
-        let etag_is_md5 = super::sdk::etag_is_digest(
-            headers
-                .get("x-amz-server-side-encryption")
-                .map(aws_sdk_s3::types::ServerSideEncryption::from)
-                .as_ref(),
-            headers.get("x-amz-server-side-encryption-customer-algorithm"),
-        );
+        let etag_is_md5 = etag_is_md5(headers);
         let body = response.into_body();
         let body = match self.stall_protection {
             true => SdkBody::from_body_1_x(StallGuard::new(body)),
@@ -303,13 +297,7 @@ impl Direct {
             checksum: checksum
                 .as_ref()
                 .and_then(|(a, _)| headers.get(checksum_header(*a)).map(str::to_string)),
-            etag_is_md5: super::sdk::etag_is_digest(
-                headers
-                    .get("x-amz-server-side-encryption")
-                    .map(aws_sdk_s3::types::ServerSideEncryption::from)
-                    .as_ref(),
-                headers.get("x-amz-server-side-encryption-customer-algorithm"),
-            ),
+            etag_is_md5: etag_is_md5(headers),
         };
         // A success status with an error document is an error (as the SDK reads it).
         match ByteStream::new(response.into_body())
@@ -507,6 +495,16 @@ fn attribute_headers(a: &ObjectAttributes, headers: &mut Vec<(Cow<'static, str>,
         .iter()
         .all(|(_, v)| hyper::http::HeaderValue::from_str(v).is_ok())
         .then_some(())
+}
+
+/// Whether the ETag a response reports can be an MD5 of the bytes, from the encryption it reports.
+fn etag_is_md5(h: &aws_smithy_runtime_api::http::Headers) -> bool {
+    super::sdk::etag_is_digest(
+        h.get("x-amz-server-side-encryption")
+            .map(aws_sdk_s3::types::ServerSideEncryption::from)
+            .as_ref(),
+        h.get("x-amz-server-side-encryption-customer-algorithm"),
+    )
 }
 
 /// The header of an additional checksum (`x-amz-checksum-crc32c`, ...).
