@@ -6,7 +6,8 @@
 //! Small files: 2,000 files of 10 KiB read whole (what an upload of a small file does) and written
 //! whole then renamed (what a download does, without the fsync; to tmpfs, see `small_bench`), 64 at
 //! a time, by the whole-file operations (one io_uring chain per file) against the step-by-step calls
-//! they replace.
+//! they replace; and the same calls made plainly, one file at a time on one thread (`…/floor`): the
+//! file system's own cost per file, the bound under both backends, with each backend's distance to it.
 //!
 //! `cargo bench --bench io` — criterion reports throughput; a CPU-per-GiB (per-file) line per case follows.
 
@@ -254,6 +255,37 @@ async fn small_files(io: &IoEngine, dir: &Path, out: &Path, case: SmallCase) {
         .expect("small files");
 }
 
+/// The file system's own cost of a small file, the bound under both backends: the same calls as
+/// `read-whole` (open, one read, close) or `write-whole` (create, write, close, rename), made one
+/// file at a time on the calling thread, with no runtime, thread hand-off or ring in between.
+fn small_files_floor(dir: &Path, out: &Path, case: SmallCase) {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut buf = vec![0u8; CHUNK];
+    for i in 0..SMALL_FILES {
+        match case {
+            SmallCase::ReadWhole => {
+                let mut f = std::fs::File::open(dir.join(format!("f{i:05}"))).expect("open");
+                let n = f.read(&mut buf).expect("read");
+                assert_eq!(n, SMALL_SIZE);
+            }
+            SmallCase::WriteWhole => {
+                let tmp = out.join(format!(".f{i:05}.tmp"));
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(&tmp)
+                    .expect("create");
+                f.write_all(&[7u8; SMALL_SIZE]).expect("write");
+                drop(f);
+                std::fs::rename(&tmp, out.join(format!("f{i:05}"))).expect("rename");
+            }
+            SmallCase::ReadSteps | SmallCase::WriteSteps => unreachable!("the floor is measured for whole files"),
+        }
+    }
+}
+
 fn small_bench(c: &mut Criterion) {
     let dir = small_fixture();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -312,6 +344,7 @@ fn small_bench(c: &mut Criterion) {
     // CPU per file (user + system, whole process): every case of every backend in turn, 7 rounds,
     // so that drift of the machine spreads over all of them; the median round of each is reported.
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); engines.len() * cases.len()];
+    let mut floor: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..7 {
         for (e, (_, io)) in engines.iter().enumerate() {
             for (k, (_, case)) in cases.iter().enumerate() {
@@ -321,6 +354,13 @@ fn small_bench(c: &mut Criterion) {
                 let files = SMALL_FILES as f64;
                 samples[e * cases.len() + k].push(((cpu_seconds() - c0) / files, files / t0.elapsed().as_secs_f64()));
             }
+        }
+        for (k, case) in [SmallCase::ReadWhole, SmallCase::WriteWhole].into_iter().enumerate() {
+            let out = fresh_out();
+            let (c0, t0) = (cpu_seconds(), Instant::now());
+            small_files_floor(&dir, &out, case);
+            let files = SMALL_FILES as f64;
+            floor[k].push(((cpu_seconds() - c0) / files, files / t0.elapsed().as_secs_f64()));
         }
     }
     let mut cpu_lines = Vec::new();
@@ -339,6 +379,34 @@ fn small_bench(c: &mut Criterion) {
                 io.file_chains()
             ));
         }
+    }
+    // The bound: what the file system alone costs per file, and how far each backend is above it.
+    let median = |runs: &mut Vec<(f64, f64)>| {
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        runs[runs.len() / 2].0 * 1e6
+    };
+    for (f, (label, k)) in [("read-whole", 0), ("write-whole", 2)].into_iter().enumerate() {
+        let mut rates: Vec<f64> = floor[f].iter().map(|r| r.1).collect();
+        rates.sort_by(f64::total_cmp);
+        let bound = median(&mut floor[f]);
+        let above: Vec<String> = engines
+            .iter()
+            .enumerate()
+            .map(|(e, (name, _))| {
+                let cpu = median(&mut samples[e * cases.len() + k]);
+                format!(
+                    "{name} {cpu:.1} µs = {:.2}× the floor (+{:.1} µs)",
+                    cpu / bound,
+                    cpu - bound
+                )
+            })
+            .collect();
+        cpu_lines.push(format!(
+            "{label}/floor (plain calls, one file at a time, one thread): median {bound:.1} µs CPU per file, \
+             median {:.0} files/s; {}",
+            rates[rates.len() / 2],
+            above.join(", ")
+        ));
     }
     g.finish();
     let _ = std::fs::remove_dir_all(&trash);
