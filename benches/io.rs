@@ -214,13 +214,20 @@ enum SmallCase {
     WriteSteps,
 }
 
+/// File `i`'s source, temporary and final paths.
+fn small_paths(dir: &Path, out: &Path, i: usize) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join(format!("f{i:05}")),
+        out.join(format!(".f{i:05}.tmp")),
+        out.join(format!("f{i:05}")),
+    )
+}
+
 async fn small_files(io: &IoEngine, dir: &Path, out: &Path, case: SmallCase) {
     use futures::stream::{self, StreamExt, TryStreamExt};
     stream::iter(0..SMALL_FILES)
         .map(|i| async move {
-            let src = dir.join(format!("f{i:05}"));
-            let tmp = out.join(format!(".f{i:05}.tmp"));
-            let dst = out.join(format!("f{i:05}"));
+            let (src, tmp, dst) = small_paths(dir, out, i);
             let chunk = io.pool().acquire().await;
             match case {
                 SmallCase::ReadWhole => {
@@ -263,14 +270,14 @@ fn small_files_floor(dir: &Path, out: &Path, case: SmallCase) {
     use std::os::unix::fs::OpenOptionsExt;
     let mut buf = vec![0u8; CHUNK];
     for i in 0..SMALL_FILES {
+        let (src, tmp, dst) = small_paths(dir, out, i);
         match case {
             SmallCase::ReadWhole => {
-                let mut f = std::fs::File::open(dir.join(format!("f{i:05}"))).expect("open");
+                let mut f = std::fs::File::open(&src).expect("open");
                 let n = f.read(&mut buf).expect("read");
                 assert_eq!(n, SMALL_SIZE);
             }
             SmallCase::WriteWhole => {
-                let tmp = out.join(format!(".f{i:05}.tmp"));
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -279,11 +286,20 @@ fn small_files_floor(dir: &Path, out: &Path, case: SmallCase) {
                     .expect("create");
                 f.write_all(&[7u8; SMALL_SIZE]).expect("write");
                 drop(f);
-                std::fs::rename(&tmp, out.join(format!("f{i:05}"))).expect("rename");
+                std::fs::rename(&tmp, &dst).expect("rename");
             }
             SmallCase::ReadSteps | SmallCase::WriteSteps => unreachable!("the floor is measured for whole files"),
         }
     }
+}
+
+/// The median CPU per file (µs) and the median files per second of `runs` (CPU s per file, files per
+/// second), which are left sorted by CPU.
+fn medians(runs: &mut [(f64, f64)]) -> (f64, f64) {
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    rates.sort_by(f64::total_cmp);
+    (runs[runs.len() / 2].0 * 1e6, rates[rates.len() / 2])
 }
 
 fn small_bench(c: &mut Criterion) {
@@ -344,7 +360,13 @@ fn small_bench(c: &mut Criterion) {
     // CPU per file (user + system, whole process): every case of every backend in turn, 7 rounds,
     // so that drift of the machine spreads over all of them; the median round of each is reported.
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); engines.len() * cases.len()];
-    let mut floor: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    // The whole-file cases also run as plain calls (`small_files_floor`): (index in `cases`, rounds).
+    let mut floor: Vec<(usize, Vec<(f64, f64)>)> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, case))| matches!(case, SmallCase::ReadWhole | SmallCase::WriteWhole))
+        .map(|(k, _)| (k, Vec::new()))
+        .collect();
     for _ in 0..7 {
         for (e, (_, io)) in engines.iter().enumerate() {
             for (k, (_, case)) in cases.iter().enumerate() {
@@ -355,45 +377,37 @@ fn small_bench(c: &mut Criterion) {
                 samples[e * cases.len() + k].push(((cpu_seconds() - c0) / files, files / t0.elapsed().as_secs_f64()));
             }
         }
-        for (k, case) in [SmallCase::ReadWhole, SmallCase::WriteWhole].into_iter().enumerate() {
+        for (k, runs) in &mut floor {
             let out = fresh_out();
             let (c0, t0) = (cpu_seconds(), Instant::now());
-            small_files_floor(&dir, &out, case);
+            small_files_floor(&dir, &out, cases[*k].1);
             let files = SMALL_FILES as f64;
-            floor[k].push(((cpu_seconds() - c0) / files, files / t0.elapsed().as_secs_f64()));
+            runs.push(((cpu_seconds() - c0) / files, files / t0.elapsed().as_secs_f64()));
         }
     }
     let mut cpu_lines = Vec::new();
+    let mut cpu_medians = vec![0.0; samples.len()];
     for (e, (name, io)) in engines.iter().enumerate() {
         for (k, (label, _)) in cases.iter().enumerate() {
             let runs = &mut samples[e * cases.len() + k];
-            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let cpu: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.0 * 1e6)).collect();
-            let mut rates: Vec<f64> = runs.iter().map(|r| r.1).collect();
-            rates.sort_by(f64::total_cmp);
+            let (cpu, rate) = medians(runs);
+            cpu_medians[e * cases.len() + k] = cpu;
+            let rounds: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.0 * 1e6)).collect();
             cpu_lines.push(format!(
-                "{label}/{name}: median {:.1} µs CPU per file (rounds: {}), median {:.0} files/s, file chains: {}",
-                runs[runs.len() / 2].0 * 1e6,
-                cpu.join(" "),
-                rates[rates.len() / 2],
+                "{label}/{name}: median {cpu:.1} µs CPU per file (rounds: {}), median {rate:.0} files/s, file chains: {}",
+                rounds.join(" "),
                 io.file_chains()
             ));
         }
     }
     // The bound: what the file system alone costs per file, and how far each backend is above it.
-    let median = |runs: &mut Vec<(f64, f64)>| {
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        runs[runs.len() / 2].0 * 1e6
-    };
-    for (f, (label, k)) in [("read-whole", 0), ("write-whole", 2)].into_iter().enumerate() {
-        let mut rates: Vec<f64> = floor[f].iter().map(|r| r.1).collect();
-        rates.sort_by(f64::total_cmp);
-        let bound = median(&mut floor[f]);
+    for (k, runs) in &mut floor {
+        let (bound, rate) = medians(runs);
         let above: Vec<String> = engines
             .iter()
             .enumerate()
             .map(|(e, (name, _))| {
-                let cpu = median(&mut samples[e * cases.len() + k]);
+                let cpu = cpu_medians[e * cases.len() + *k];
                 format!(
                     "{name} {cpu:.1} µs = {:.2}× the floor (+{:.1} µs)",
                     cpu / bound,
@@ -402,9 +416,9 @@ fn small_bench(c: &mut Criterion) {
             })
             .collect();
         cpu_lines.push(format!(
-            "{label}/floor (plain calls, one file at a time, one thread): median {bound:.1} µs CPU per file, \
-             median {:.0} files/s; {}",
-            rates[rates.len() / 2],
+            "{}/floor (plain calls, one file at a time, one thread): median {bound:.1} µs CPU per file, \
+             median {rate:.0} files/s; {}",
+            cases[*k].0,
             above.join(", ")
         ));
     }
